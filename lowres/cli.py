@@ -1,0 +1,188 @@
+"""The ``lowres`` command: picks the verb and hands the rest to Hydra (or argparse for score)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from lowres.errors import LowresError
+
+HYDRA_VERBS = {
+    "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
+    "evaluate": "Restore a run's trained parameters (checkpoint=RUN_DIR) and evaluate again.",
+}
+OTHER_VERBS = {
+    "score": "Score a predictions file against a data file with an official metric.",
+}
+
+
+def config_dir() -> Path:
+    """The configs folder: top-level in a checkout, ``lowres/configs`` when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise LowresError(
+        f"The lowres config folder was not found next to {here}; reinstall the package "
+        "(pip install -e . from the repository)."
+    )
+
+
+def config_groups() -> dict[str, list[str]]:
+    root = config_dir()
+    return {
+        group.name: sorted(p.stem for p in group.glob("*.yaml"))
+        for group in sorted(root.iterdir())
+        if group.is_dir() and any(group.glob("*.yaml"))
+    }
+
+
+def _usage() -> str:
+    lines = ["usage: lowres VERB [overrides...]", "", "verbs:"]
+    for verb, text in {**HYDRA_VERBS, **OTHER_VERBS}.items():
+        lines.append(f"  {verb:<9} {text}")
+    lines += ["", "config groups (group=option; + for task, e.g. +task=xquad):"]
+    for group, options in config_groups().items():
+        lines.append(f"  {group:<10} {' | '.join(options)}")
+    lines += [
+        "",
+        "examples:",
+        "  lowres train +task=xquad",
+        "  lowres train +task=xquad backbone=tiny-bert trainer=smoke data=local "
+        "data.root=../shared/data",
+        "  lowres train -m +task=xquad prompt.length=10,20 trainer.seed=1,2",
+        "  lowres train +task=xquad --cfg job        # print the composed config",
+        "  lowres train --resume outputs/xquad/minilm/2026-01-01_10-00-00",
+        "  lowres evaluate checkpoint=outputs/xquad/minilm/2026-01-01_10-00-00",
+        "  lowres score --metric squad data.json predictions.json",
+        "",
+        "Hydra's own help: lowres train --hydra-help",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a LowresError as one paragraph, without a traceback, and exit 2."""
+    try:
+        yield
+    except LowresError as err:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+
+
+def _normalize_task(overrides: list[str]) -> list[str]:
+    # `task` is not in the defaults list (a run must name one), so Hydra needs `+task=`;
+    # accept the plain form too because it is what people type first.
+    return [f"+{o}" if o.startswith("task=") else o for o in overrides]
+
+
+def _has_task(overrides: list[str]) -> bool:
+    return any(o.startswith(("+task=", "++task=")) for o in overrides)
+
+
+def _resume_overrides(run_dir: str) -> list[str]:
+    """Re-run a run folder's own overrides in that folder, with resume switched on."""
+    import yaml
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        raise LowresError(
+            f"--resume {run_dir}: no {path} found; expected a run folder written by "
+            "`lowres train` (it holds .hydra/overrides.yaml). Check the path."
+        )
+    previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
+    return [*previous, f"hydra.run.dir={Path(run_dir).resolve()}", "resume=true"]
+
+
+def _run_hydra(verb: str, overrides: list[str]) -> None:
+    import hydra
+
+    from lowres.schema import register_schemas
+
+    register_schemas()
+    if verb == "train":
+        if "--resume" in overrides:
+            at = overrides.index("--resume")
+            if at + 1 >= len(overrides):
+                raise LowresError("--resume needs a run folder: lowres train --resume RUN_DIR")
+            run_dir = overrides[at + 1]
+            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(run_dir)]
+        overrides = _normalize_task(overrides)
+        wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
+        if not _has_task(overrides) and not wants_help:
+            from lowres.tasks import TASKS
+
+            raise LowresError(
+                "lowres train needs a task; choose one of "
+                f"{', '.join(sorted(TASKS))}, e.g. `lowres train +task=xquad`."
+            )
+        job = _train_job
+    else:
+        job = _evaluate_job
+
+    sys.argv = [f"lowres {verb}", *overrides]
+    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=verb)(job)
+    app()
+
+
+def _train_job(cfg) -> float | None:
+    from lowres.train import train
+
+    with user_errors():
+        metrics = train(cfg)
+    return metrics.get("average", {}).get("f1") if isinstance(metrics, dict) else None
+
+
+def _evaluate_job(cfg) -> None:
+    from lowres.evaluation import evaluate_checkpoint
+
+    with user_errors():
+        evaluate_checkpoint(cfg)
+
+
+def _score(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lowres score",
+        description="Score predictions with an official metric; prints one JSON object.",
+    )
+    parser.add_argument("--metric", required=True, choices=["squad", "mlqa", "accuracy"])
+    parser.add_argument("--lang", help="mlqa: the answer (context) language, e.g. de")
+    parser.add_argument("data_file", type=Path, help="SQuAD-format JSON or PAWS-X TSV")
+    parser.add_argument("predictions_file", type=Path, help="JSON: id -> answer text or label")
+    args = parser.parse_args(argv)
+    from lowres.score import score_accuracy, score_qa
+
+    if args.metric == "accuracy":
+        result = score_accuracy(args.data_file, args.predictions_file)
+    else:
+        result = score_qa(args.data_file, args.predictions_file, args.metric, args.lang)
+    print(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if argv else 2)
+    verb, rest = argv[0], argv[1:]
+    with user_errors():
+        if verb in HYDRA_VERBS:
+            _run_hydra(verb, rest)
+        elif verb in OTHER_VERBS:
+            _score(rest)
+        else:
+            raise LowresError(
+                f"Unknown verb {verb!r}; expected one of "
+                f"{', '.join([*HYDRA_VERBS, *OTHER_VERBS])}. See `lowres --help`."
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""SQuAD v1.1 JSON (XQuAD, MLQA, SQuAD dev) into flat records in the Hub's ``squad`` layout.
+
+A record is ``{"id", "title", "context", "question", "answers": {"text": [...],
+"answer_start": [...]}}``. Every shipped file (XQuAD x 11, the 49 MLQA dev files, SQuAD dev)
+passes span validation, so validation is on by default and a failure means a damaged or
+hand-edited file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lowres.errors import DataFormatError, LowresError
+
+_LAYOUT = 'a SQuAD v1.1 document {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}'
+
+
+def read_squad_json(path: str | Path, *, validate_spans: bool = True) -> list[dict]:
+    """Read a SQuAD v1.1 JSON file into flat records, one per question, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise LowresError(
+            f"SQuAD-format file {path} does not exist. Expected {_LAYOUT}; check the path "
+            f"(or data.root) points at the downloaded file."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded). Expected "
+            f"{_LAYOUT} in UTF-8; re-download the file."
+        ) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # A decode error at the very end of the text means the document stops mid-way,
+        # which in practice is an interrupted download or copy.
+        truncated = exc.pos >= len(text.rstrip())
+        hint = (
+            " The file ends before the JSON is complete, so it is probably truncated."
+            if truncated
+            else ""
+        )
+        raise DataFormatError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
+            f"(character {exc.pos} of {len(text)}).{hint} Expected {_LAYOUT}; re-download or "
+            f"re-copy the file."
+        ) from exc
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataFormatError(
+            f'{path} has no top-level "data" list. Expected {_LAYOUT}; this may be another '
+            f"format (e.g. JSON lines or the Hub's flat layout); convert it to SQuAD v1.1."
+        )
+
+    records: list[dict] = []
+    seen: dict[str, str] = {}
+    for a, article in enumerate(doc["data"]):
+        where = f"data[{a}]"
+        _require(path, where, article, "paragraphs", list)
+        # Titles are metadata only, so a file without them is still usable.
+        title = article.get("title", "")
+        if not isinstance(title, str):
+            _wrong_type(path, where, "title", "a string", title)
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{a}].paragraphs[{p}]"
+            _require(path, where, paragraph, "context", str)
+            _require(path, where, paragraph, "qas", list)
+            context = paragraph["context"]
+            for q, qa in enumerate(paragraph["qas"]):
+                loc = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                qid = _question_id(path, loc, qa)
+                if qid in seen:
+                    raise DataFormatError(
+                        f"{path}: question id {qid!r} appears twice, at {seen[qid]} and at "
+                        f"{loc}. Expected every question id to be unique (ids link "
+                        f"translations and keep training and evaluation rows disjoint); remove "
+                        f"or rename the duplicate."
+                    )
+                seen[qid] = loc
+                where = f"{loc} (question id {qid!r})"
+                _require(path, where, qa, "question", str)
+                answers = _answers(path, where, qa, context, validate_spans)
+                records.append(
+                    {
+                        "id": qid,
+                        "title": title,
+                        "context": context,
+                        "question": qa["question"],
+                        "answers": answers,
+                    }
+                )
+    return records
+
+
+def records_from_hub(dataset: Any) -> list[dict]:
+    """Convert a Hub ``datasets.Dataset`` in the ``squad`` layout into the same records."""
+    missing = {"id", "context", "question", "answers"} - set(dataset.column_names)
+    if missing:
+        raise DataFormatError(
+            f"Hub dataset {_describe(dataset)} lacks the column(s) {sorted(missing)} (it has "
+            f"{dataset.column_names}). Expected the squad layout id, title, context, question, "
+            f"answers{{text, answer_start}}; pick a SQuAD-style dataset or config."
+        )
+    has_title = "title" in dataset.column_names
+    return [
+        {
+            "id": str(row["id"]),
+            "title": row["title"] if has_title else "",
+            "context": row["context"],
+            "question": row["question"],
+            "answers": {
+                "text": list(row["answers"]["text"]),
+                "answer_start": [int(s) for s in row["answers"]["answer_start"]],
+            },
+        }
+        for row in dataset
+    ]
+
+
+def _describe(dataset: Any) -> str:
+    info = getattr(dataset, "info", None)
+    name = getattr(info, "dataset_name", None) or "<unnamed>"
+    config = getattr(info, "config_name", None)
+    split = getattr(dataset, "split", None)
+    parts = [f"'{name}'"]
+    if config:
+        parts.append(f"config '{config}'")
+    if split:
+        parts.append(f"split '{split}'")
+    return " ".join(parts)
+
+
+def _require(path: Path, where: str, obj: Any, key: str, kind: type) -> None:
+    if not isinstance(obj, dict):
+        raise DataFormatError(
+            f"{path}: {where} is a {type(obj).__name__}, expected an object with key "
+            f"{key!r}. Expected {_LAYOUT}; fix the file's structure."
+        )
+    if key not in obj:
+        raise DataFormatError(
+            f"{path}: {where} has no {key!r} key (it has {sorted(obj)}). Expected {_LAYOUT} "
+            f'with answers [{{"text", "answer_start"}}]; add the key or fix the structure.'
+        )
+    if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
+        _wrong_type(path, where, key, f"a {kind.__name__}", obj[key])
+
+
+def _wrong_type(path: Path, where: str, key: str, expected: str, value: Any) -> None:
+    raise DataFormatError(
+        f"{path}: {where} has {key!r} = {value!r:.80} of type {type(value).__name__}, expected "
+        f"{expected}. Expected {_LAYOUT}; fix that value."
+    )
+
+
+def _question_id(path: Path, where: str, qa: Any) -> str:
+    if not isinstance(qa, dict) or "id" not in qa:
+        _require(path, where, qa, "id", str)
+    qid = qa["id"]
+    # Some re-exports write numeric ids; they are still unique keys, so keep them as text.
+    if isinstance(qid, int) and not isinstance(qid, bool):
+        return str(qid)
+    if not isinstance(qid, str) or not qid.strip():
+        _wrong_type(path, where, "id", "a non-empty string", qid)
+    return qid
+
+
+def _answers(path: Path, where: str, qa: dict, context: str, validate_spans: bool) -> dict:
+    _require(path, where, qa, "answers", list)
+    if not qa["answers"]:
+        raise DataFormatError(
+            f"{path}: {where} has an empty 'answers' list. Expected at least one answer per "
+            f"question (SQuAD v1.1; unanswerable SQuAD v2 questions are not supported); drop "
+            f"the question or add its answer."
+        )
+    texts: list[str] = []
+    starts: list[int] = []
+    for k, answer in enumerate(qa["answers"]):
+        at = f"{where} answer {k}"
+        _require(path, at, answer, "text", str)
+        _require(path, at, answer, "answer_start", int)
+        text, start = answer["text"], answer["answer_start"]
+        if start < 0:
+            _wrong_type(path, at, "answer_start", "a non-negative int", start)
+        if validate_spans and context[start : start + len(text)] != text:
+            found = context[start : start + len(text)]
+            elsewhere = context.find(text)
+            hint = (
+                f"the text does occur at character {elsewhere}, so answer_start is probably off"
+                if elsewhere >= 0
+                else "the text does not occur in the context at all"
+            )
+            raise DataFormatError(
+                f"{path}: {at} has text {text!r} at answer_start {start}, but the context "
+                f"there reads {found!r} ({hint}). Expected context[answer_start:answer_start + "
+                f"len(text)] to equal the answer text; fix answer_start, or read the file with "
+                f"validate_spans=False to keep the spans as they are."
+            )
+        texts.append(text)
+        starts.append(start)
+    return {"text": texts, "answer_start": starts}

@@ -1,0 +1,138 @@
+"""Evaluation: predictions per language, official scores, and ``lowres evaluate``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from lowres.errors import LowresError
+from lowres.tasks import Task
+
+
+def evaluate_languages(
+    trainer, task: Task, evaluation: dict[str, list[dict]], tokenizer
+) -> tuple[dict[str, Any], dict[str, dict], float]:
+    """Predict and score each language; returns (scores, predictions, seconds)."""
+    from datasets import Dataset
+
+    started = time.perf_counter()
+    per_language: dict[str, dict] = {}
+    predictions: dict[str, dict] = {}
+    for lang, records in evaluation.items():
+        if not records:
+            raise LowresError(
+                f"No {lang} records are left to evaluate on; lower data.pool_fraction or "
+                "raise data.max_eval_examples."
+            )
+        features, meta = task.eval_features(records, tokenizer)
+        output = trainer.predict(Dataset.from_dict(features))
+        raw = output.predictions
+        if task.kind == "extractive_qa":
+            outputs = {"start_logits": np.asarray(raw[0]), "end_logits": np.asarray(raw[1])}
+        else:
+            outputs = {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)}
+        predictions[lang] = task.predictions(records, meta, outputs)
+        per_language[lang] = task.score(predictions[lang], records, lang)
+    keys = [k for k in next(iter(per_language.values())) if k != "n"]
+    average = {k: float(np.mean([s[k] for s in per_language.values()])) for k in keys}
+    return (
+        {"per_language": per_language, "average": average},
+        predictions,
+        time.perf_counter() - started,
+    )
+
+
+def show_scores(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    per_language = metrics["per_language"]
+    keys = [k for k in next(iter(per_language.values())) if k != "n"]
+    table = Table(title=f"{metrics['task']} · {metrics['backbone']}")
+    table.add_column("language")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("n", justify="right")
+    for lang, scores in per_language.items():
+        table.add_row(lang, *(f"{scores[k]:.2f}" for k in keys), str(scores["n"]))
+    table.add_row("average", *(f"{metrics['average'][k]:.2f}" for k in keys), "", style="bold")
+    Console().print(table)
+    Console().print(
+        f"trainable parameters: {metrics['trainable_parameters']:,} of "
+        f"{metrics['total_parameters']:,}"
+    )
+
+
+def saved_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise LowresError(
+            f"checkpoint={run_dir}: no {path}; expected a run folder written by `lowres train` "
+            "(with .hydra/config.yaml and checkpoint/). Check the path."
+        )
+    return OmegaConf.load(path)
+
+
+def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Rebuild a run's model from its saved config, restore its weights, evaluate again.
+
+    Overrides given on the command line (e.g. ``data.eval_languages=[de]``) apply on top
+    of the saved config; the scores land in a new run folder, never the trained one.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from lowres.runfolder import RunFolder
+    from lowres.schema import RunConfig, validate
+    from lowres.train import (
+        label_names, model_from_config, quiet_libraries, task_from_config, training_arguments,
+    )
+    from lowres.trainer import LowresTrainer, RichProgress, load_trainable
+
+    run_dir = Path(cfg.checkpoint)
+    if not run_dir.is_dir():
+        raise LowresError(
+            f"checkpoint={run_dir} is not a folder; give the run folder that `lowres train` "
+            "wrote (it prints its path), e.g. checkpoint=outputs/xquad/minilm/<date>."
+        )
+    base = OmegaConf.merge(OmegaConf.structured(RunConfig), saved_config(run_dir))
+    overrides = []
+    if output_dir is None and HydraConfig.initialized():
+        overrides = [o.lstrip("+") for o in HydraConfig.get().overrides.task
+                     if not o.startswith("checkpoint=")]
+    run_cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
+    run_cfg.checkpoint = str(run_dir)
+    validate(run_cfg)
+    quiet_libraries()
+    run = RunFolder.for_job(output_dir)
+    task = task_from_config(run_cfg)
+    model, tokenizer = model_from_config(run_cfg)
+    load_trainable(model, run_dir / "checkpoint")
+    args = training_arguments(run_cfg.trainer, run.path / "trainer",
+                              label_names=label_names(task.kind))
+    progress = RichProgress() if run_cfg.trainer.progress else None
+    trainer = LowresTrainer(model=model, args=args, callbacks=[progress] if progress else None)
+    evaluation = {lang: task.evaluation_records(lang) for lang in run_cfg.data.eval_languages}
+    try:
+        scores, predictions, seconds = evaluate_languages(trainer, task, evaluation, tokenizer)
+    finally:
+        if progress:
+            progress.stop()
+    from lowres.methods.build import parameter_report
+
+    metrics = {
+        "task": task.name,
+        "backbone": run_cfg.backbone.name,
+        "checkpoint": str(run_dir),
+        **scores,
+        **parameter_report(model),
+        "eval_runtime_s": round(seconds, 3),
+    }
+    for lang, answers in predictions.items():
+        run.write_json(f"predictions/{lang}.json", answers)
+    run.write_json("metrics.json", metrics)
+    show_scores(metrics)
+    return metrics

@@ -1,0 +1,159 @@
+"""Knowledge-alignment losses between source-language and target-language representations.
+
+Everything here takes plain tensors and returns a scalar tensor, so the training loop decides
+which representations to compare (pooled hidden states or task logits) and with what weight.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lowres.errors import ConfigError
+
+POOLING = ("mean", "first")
+
+
+def pool(hidden_states: Tensor, mask: Tensor, how: str) -> Tensor:
+    """Pool ``[B, T, H]`` hidden states to ``[B, H]``: masked ``"mean"`` or ``"first"`` token."""
+    if how == "first":
+        return hidden_states[:, 0]
+    if how == "mean":
+        weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+        # A row with no real tokens pools to zeros instead of NaN (0/0).
+        count = weights.sum(dim=1).clamp(min=1.0)
+        return (hidden_states * weights).sum(dim=1) / count
+    raise ConfigError(
+        f"align.pooling is {how!r}, but it must be one of {', '.join(POOLING)}; set "
+        "align.pooling to 'mean' to average the non-padding tokens or to 'first' to use the "
+        "first token (e.g. [CLS])."
+    )
+
+
+def pool_layers(
+    all_hidden_states: Sequence[Tensor],
+    mask: Tensor,
+    layers: Sequence[int] | Literal["last"],
+    how: str,
+) -> Tensor:
+    """Pool each chosen layer and average them to ``[B, H]``.
+
+    ``layers`` indexes ``all_hidden_states`` as returned with ``output_hidden_states=True``:
+    index 0 is the embedding output, ``-1`` (or ``"last"``) the final layer.
+    """
+    n = len(all_hidden_states)
+    if layers == "last":
+        layers = [-1]
+    if (
+        isinstance(layers, str)
+        or not layers
+        or not all(isinstance(i, int) and not isinstance(i, bool) and -n <= i < n for i in layers)
+    ):
+        raise ConfigError(
+            f"align.layers is {layers!r}, but it must be 'last' or a non-empty list of "
+            f"integers in {-n}..{n - 1} (this model returns {n} hidden states: index 0 is the "
+            "embedding output, -1 the last layer); set align.layers to 'last' or to indices "
+            "in that range."
+        )
+    pooled = [pool(all_hidden_states[i], mask, how) for i in layers]
+    return torch.stack(pooled).mean(dim=0)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ConfigError(
+            f"align.temperature is {temperature!r}, but it must be a number greater than 0; "
+            "set align.temperature to a positive value (e.g. 0.05 for contrastive, 1 for kl)."
+        )
+
+
+def mse(source: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements."""
+    return F.mse_loss(target, source)
+
+
+def cosine(source: Tensor, target: Tensor) -> Tensor:
+    """Mean over the batch of ``1 - cos(source_i, target_i)``."""
+    return (1.0 - F.cosine_similarity(source, target, dim=-1)).mean()
+
+
+def contrastive(source: Tensor, target: Tensor, temperature: float = 0.05) -> Tensor:
+    """Symmetric InfoNCE with in-batch negatives.
+
+    ``logits[i, j] = cos(target_i, source_j) / temperature`` with the diagonal as positives;
+    the loss averages the cross-entropy of target→source (rows) and source→target (columns), so
+    neither language is favoured as the anchor. With a batch of one there are no negatives and
+    the loss is 0.
+    """
+    _check_temperature(temperature)
+    logits = F.normalize(target, dim=-1) @ F.normalize(source, dim=-1).T / temperature
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def kl(source: Tensor, target: Tensor, temperature: float = 1.0) -> Tensor:
+    """Distil source logits into target logits: ``KL(p_source || p_target) * T**2``, batchmean.
+
+    Logits are ``[B, C]`` or ``[B, ..., C]`` (softmax over the last dimension; the sum over all
+    other positions is divided by ``B``).
+    """
+    _check_temperature(temperature)
+    # The source language is the one with labelled data, so its predictions are the teacher:
+    # letting gradient reach it would pull the well-trained side towards the weaker target side.
+    teacher = F.log_softmax(source.detach() / temperature, dim=-1)
+    student = F.log_softmax(target / temperature, dim=-1)
+    # T**2 keeps gradient magnitudes comparable across temperatures (Hinton et al., 2015).
+    loss = F.kl_div(student, teacher, reduction="sum", log_target=True) / source.shape[0]
+    return loss * temperature**2
+
+
+ALIGNMENT_LOSSES: dict[str, Callable[..., Tensor]] = {
+    "mse": mse,
+    "cosine": cosine,
+    "contrastive": contrastive,
+    "kl": kl,
+}
+
+
+def _options(fn: Callable[..., Tensor]) -> set[str]:
+    return set(inspect.signature(fn).parameters) - {"source", "target"}
+
+
+def alignment_loss(kind: str, source: Tensor, target: Tensor, **kw: float) -> Tensor:
+    """Apply the loss ``kind`` from ``ALIGNMENT_LOSSES``, passing it the options it takes."""
+    if not isinstance(kind, str) or kind not in ALIGNMENT_LOSSES:
+        raise ConfigError(
+            f"align.kind is {kind!r}, but it must be one of {', '.join(ALIGNMENT_LOSSES)}; "
+            "set align.kind to one of those names."
+        )
+    fn = ALIGNMENT_LOSSES[kind]
+    # One config carries options for every loss (align.temperature means nothing to mse), so
+    # options another loss takes are dropped; a name no loss takes is a caller bug.
+    unknown = set(kw) - set().union(*map(_options, ALIGNMENT_LOSSES.values()))
+    if unknown:
+        raise TypeError(f"unknown alignment loss options: {', '.join(sorted(unknown))}")
+    accepted = _options(fn)
+    kw = {key: value for key, value in kw.items() if key in accepted}
+    if source.shape != target.shape:
+        raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} differ")
+    return fn(source, target, **kw)
+
+
+def warmup_weight(step: int, weight: float, warmup_steps: int) -> float:
+    """Ramp the alignment weight linearly from 0 at ``step`` 0 to ``weight`` at ``warmup_steps``.
+
+    ``warmup_steps == 0`` means the full weight from the first step.
+    """
+    if warmup_steps < 0:
+        raise ConfigError(
+            f"align.warmup_steps is {warmup_steps}, but it must be 0 or more; set it to 0 "
+            "for a constant weight or to the number of steps over which to ramp up."
+        )
+    if warmup_steps == 0:
+        return weight
+    return weight * min(1.0, max(step, 0) / warmup_steps)

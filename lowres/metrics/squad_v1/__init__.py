@@ -1,0 +1,1 @@
+"""Local evaluate module; this marker makes setuptools ship the script in wheels."""

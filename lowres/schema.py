@@ -1,0 +1,243 @@
+"""Structured config schemas.
+
+Every YAML file under ``configs/`` is merged onto one of these dataclasses, so a misspelt
+key or a value of the wrong type fails while Hydra composes the config, with Hydra's own
+message. Range checks that a type cannot express live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from lowres.errors import ConfigError
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    loader: str = MISSING  # tiny | packaged | hub
+    path: str = ""  # hub id, or the package that ships the weights
+    architecture: str = ""  # tiny backbones: bert | xlmr | llama
+    family: str = "encoder"  # encoder | decoder
+    dtype: str = "float32"  # weights dtype when loaded: float32 | bfloat16 | float16
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    kind: str = MISSING  # extractive_qa | classification
+    metric: str = MISSING  # squad | mlqa | accuracy
+    languages: list[str] = field(default_factory=list)  # every language the task has
+    max_length: int = 384
+    stride: int = 128
+    max_question_length: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30
+    num_labels: int = 2
+    question_languages: list[str] = field(default_factory=list)  # MLQA G-XLT; empty = XLT
+    split: str = "dev"  # split of the official files evaluated (MLQA: dev | test)
+
+
+@dataclass
+class FreezeConfig:
+    strategy: str = "backbone"  # none | backbone | lower_k | bitfit | head_only
+    k: int = 0  # lower_k: embeddings and the lowest k layers are frozen
+
+
+@dataclass
+class PromptConfig:
+    length: int = 20  # number of soft-prompt vectors; 0 disables the prompt
+    init: str = "vocab"  # random | vocab | text
+    init_text: str = ""  # init=text: the prompt starts as these tokens' embeddings
+    layers: Any = "input"  # input | all | list of layer indices for deep injection
+    lr: float | None = None  # learning rate of the prompt; None uses trainer.lr
+
+
+@dataclass
+class AlignConfig:
+    weight: float = 0.0  # lambda; 0 turns the alignment loss off
+    kind: str = "mse"  # mse | cosine | contrastive | kl
+    temperature: float = 0.05  # contrastive tau, or the kl temperature
+    pooling: str = "mean"  # mean | first
+    layers: Any = "last"  # last | list of hidden-state indices to average
+    warmup_steps: int = 0  # lambda ramps linearly from 0 over these steps
+    source_language: str = "en"
+    target_languages: list[str] = field(default_factory=list)  # empty: data.eval_languages
+    parallel_file: str = ""  # TSV of source<TAB>target sentences; empty: the task's own pairs
+    max_length: int = 128
+    batch_size: int = 8
+
+
+@dataclass
+class AdapterConfig:
+    kind: str = "none"  # none | lora
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class TrainerConfig:
+    lr: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    grad_accum: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    seed: int = 42
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    scheduler: str = "linear"
+    logging_steps: int = 10
+    save_steps: int = 0  # > 0 writes resumable checkpoints every n steps
+    device: str = "auto"  # auto | cpu | cuda
+    dataloader_workers: int = 0
+    progress: bool = True  # rich progress bars
+
+
+@dataclass
+class DataConfig:
+    source: str = "sample"  # sample (shipped in the repo) | local | hub
+    root: str = ""  # data.source=local: folder with xquad/, mlqa/, pawsx/, squad/
+    source_language: str = "en"  # language of the labelled training pool
+    eval_languages: list[str] = field(default_factory=lambda: ["en", "de", "es"])
+    k: int = 0  # target-language training examples per eval language (0 = zero-shot)
+    pool_fraction: float = 0.2  # share of target articles/rows reserved for few-shot and alignment
+    max_train_examples: int = 0  # 0 = all
+    max_eval_examples: int = 0  # per language; 0 = all
+    cache_dir: str = ""  # tokenized-dataset cache; empty = ~/.cache/lowres
+
+
+@dataclass
+class RunConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    task: TaskConfig | None = None
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: str = ""  # evaluate: the run folder whose trained parameters to restore
+    resume: bool = False  # train: continue from the last checkpoint in the run folder
+
+
+GROUP_SCHEMAS = {
+    "backbone": BackboneConfig,
+    "task": TaskConfig,
+    "freeze": FreezeConfig,
+    "prompt": PromptConfig,
+    "align": AlignConfig,
+    "adapter": AdapterConfig,
+    "trainer": TrainerConfig,
+    "data": DataConfig,
+}
+
+
+def register_schemas() -> None:
+    """Store the schemas so YAML files can name them in their defaults list."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name=f"{group}_schema", node=schema)
+
+
+FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
+ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
+PROMPT_INITS = ("random", "vocab", "text")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+DATA_SOURCES = ("sample", "local", "hub")
+POOLINGS = ("mean", "first")
+ADAPTERS = ("none", "lora")
+
+
+def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(
+            f"{key}={value!r} is not a valid choice; expected one of {', '.join(valid)}. "
+            f"Fix it on the command line, e.g. {key}={valid[0]}."
+        )
+
+
+def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
+    if value < low:
+        raise ConfigError(
+            f"{key}={value} is out of range; it must be >= {low}. {hint}".strip()
+        )
+
+
+def validate(cfg: Any) -> None:
+    """Check ranges and combinations that types cannot express; raise ConfigError."""
+    _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
+    _at_least("freeze.k", cfg.freeze.k, 0)
+    _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
+    _choice("prompt.init", cfg.prompt.init, PROMPT_INITS)
+    if cfg.prompt.init == "text" and not cfg.prompt.init_text:
+        raise ConfigError(
+            "prompt.init=text needs prompt.init_text, the words whose embeddings start the "
+            "prompt, e.g. prompt.init_text='answer the question'."
+        )
+    layers = cfg.prompt.layers
+    if not (layers in ("input", "all") or _is_int_list(layers)):
+        raise ConfigError(
+            f"prompt.layers={layers!r} is not valid; expected input, all, or a list of layer "
+            "indices such as prompt.layers=[0,3,5]."
+        )
+    _at_least("align.weight", cfg.align.weight, 0.0, "Use align.weight=0 to turn it off.")
+    _choice("align.kind", cfg.align.kind, ALIGN_KINDS)
+    _choice("align.pooling", cfg.align.pooling, POOLINGS)
+    if not (cfg.align.layers == "last" or _is_int_list(cfg.align.layers)):
+        raise ConfigError(
+            f"align.layers={cfg.align.layers!r} is not valid; expected last or a list of "
+            "hidden-state indices such as align.layers=[4,6]."
+        )
+    _at_least("align.temperature", cfg.align.temperature, 1e-6)
+    _at_least("align.warmup_steps", cfg.align.warmup_steps, 0)
+    _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
+    _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    _choice("trainer.device", cfg.trainer.device, DEVICES)
+    _at_least("trainer.lr", cfg.trainer.lr, 0.0)
+    _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
+    _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
+    _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
+    _choice("data.source", cfg.data.source, DATA_SOURCES)
+    _at_least("data.k", cfg.data.k, 0)
+    if not 0.0 <= cfg.data.pool_fraction < 1.0:
+        raise ConfigError(
+            f"data.pool_fraction={cfg.data.pool_fraction} is out of range; it must be in [0, 1)."
+        )
+    if cfg.data.source == "local" and not cfg.data.root:
+        raise ConfigError(
+            "data.source=local needs data.root, the folder that holds the task's files "
+            "(for example data.root=../shared/data with xquad/, mlqa/, pawsx/, squad/ in it)."
+        )
+    task = cfg.task
+    if task is not None:
+        for lang in [cfg.data.source_language, *cfg.data.eval_languages]:
+            if task.languages and lang not in task.languages:
+                raise ConfigError(
+                    f"Language {lang!r} is not in task {task.name}; it has "
+                    f"{', '.join(task.languages)}. Fix data.source_language or "
+                    "data.eval_languages."
+                )
+        if cfg.align.weight > 0 and cfg.align.kind == "kl" and task.kind != "classification":
+            raise ConfigError(
+                f"align.kind=kl distils class predictions and needs a classification task, "
+                f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
+                "contrastive for QA."
+            )
+
+
+def _is_int_list(value: Any) -> bool:
+    try:
+        items = list(value)
+    except TypeError:
+        return False
+    return bool(items) and all(isinstance(i, int) and not isinstance(i, bool) for i in items)

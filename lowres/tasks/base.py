@@ -1,0 +1,167 @@
+"""The task protocol and the cross-lingual protocol shared by every task.
+
+A task knows how to load records for a language, which labelled source pool it trains on,
+how to turn records into model inputs and model outputs into predictions, and how to score
+them with the official metric. The protocol around it is the same for every task:
+
+* the **source pool** (labelled, source language) always trains;
+* each target language's records are split by a stable hash of their *group* (a paragraph
+  for QA, a row for PAWS-X) into a **target pool** (``data.pool_fraction`` of the groups)
+  and the **evaluation set** (the rest), so no paragraph is both trained and evaluated on;
+* **k-shot** samples come from the target pool in an order fixed by (task, language, seed),
+  so the k = 8 sample is inside the k = 32 sample for the same seed;
+* **parallel pairs** for the alignment loss join source- and target-language records of the
+  target pool that share an id (translations of each other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lowres.errors import ConfigError
+
+
+def stable_fraction(*parts: object) -> float:
+    """A number in [0, 1) fixed by ``parts`` on every machine and Python version."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class Settings:
+    """The data-side settings a task needs; plain values, no config objects."""
+
+    source: str  # sample | local | hub
+    root: str
+    source_language: str
+    eval_languages: list[str]
+    k: int = 0
+    pool_fraction: float = 0.0
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    seed: int = 42
+
+
+@dataclass
+class Split:
+    """Which records train, which evaluate, and the pairs the alignment loss may use."""
+
+    train: list[dict]
+    evaluation: dict[str, list[dict]]
+    parallel: list[tuple[dict, dict]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """Ids that went where, for the run folder."""
+        return {
+            "train": [r["id"] for r in self.train],
+            "train_languages": sorted({r.get("language", "") for r in self.train}),
+            "evaluation": {lang: [r["id"] for r in rs] for lang, rs in self.evaluation.items()},
+            "parallel": [[s["id"], t["id"], t.get("language", "")] for s, t in self.parallel],
+        }
+
+
+class Task(ABC):
+    """One benchmark. Subclasses load records; the protocol above is implemented here."""
+
+    name: str
+    kind: str  # extractive_qa | classification
+
+    def __init__(self, settings: Settings, **params: Any) -> None:
+        self.settings = settings
+        self.params = params
+
+    # -- loading, per task --------------------------------------------------------------
+    @abstractmethod
+    def source_pool(self) -> list[dict]:
+        """Labelled training records in the source language."""
+
+    @abstractmethod
+    def language_records(self, lang: str) -> list[dict]:
+        """Every record of ``lang`` that may be pooled or evaluated, each with ``group``."""
+
+    @abstractmethod
+    def text_pair(self, record: dict) -> tuple[str, str]:
+        """The two texts the model reads (question, context) or (sentence1, sentence2)."""
+
+    # -- model side, per task kind -----------------------------------------------------
+    @abstractmethod
+    def train_features(self, records: Sequence[dict], tokenizer) -> dict[str, list]: ...
+
+    @abstractmethod
+    def eval_features(self, records: Sequence[dict], tokenizer) -> tuple[dict[str, list], Any]: ...
+
+    @abstractmethod
+    def predictions(self, records, meta, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Map model outputs to ``{record id: prediction}`` (answer text or label)."""
+
+    @abstractmethod
+    def score(self, predictions: dict[str, Any], records: Sequence[dict], lang: str) -> dict:
+        """The official metric for ``lang``; includes ``n``."""
+
+    # -- the shared cross-lingual protocol --------------------------------------------
+    def in_pool(self, record: dict) -> bool:
+        fraction = self.settings.pool_fraction
+        return fraction > 0 and stable_fraction(self.name, record["group"]) < fraction
+
+    def target_pool(self, lang: str) -> list[dict]:
+        return [r for r in self.language_records(lang) if self.in_pool(r)]
+
+    def evaluation_records(self, lang: str) -> list[dict]:
+        records = [r for r in self.language_records(lang) if not self.in_pool(r)]
+        cap = self.settings.max_eval_examples
+        return records[:cap] if cap else records
+
+    def shot_order(self, records: Sequence[dict], lang: str) -> list[dict]:
+        """Pool records in the order k-shot samples take them (prefixes are nested)."""
+        seed = self.settings.seed
+        return sorted(records, key=lambda r: stable_fraction(self.name, lang, seed, r["id"]))
+
+    def k_shot(self, lang: str, k: int) -> list[dict]:
+        pool = self.target_pool(lang)
+        if k > len(pool):
+            raise ConfigError(
+                f"data.k={k} asks for more {lang} examples than the target pool holds "
+                f"({len(pool)} with data.pool_fraction={self.settings.pool_fraction}); lower "
+                "data.k or raise data.pool_fraction."
+            )
+        return self.shot_order(pool, lang)[:k]
+
+    def parallel_pairs(self, source_lang: str, target_lang: str) -> list[tuple[dict, dict]]:
+        """(source, target) records of the target pool that are translations (same id)."""
+        source = {r["id"]: r for r in self.language_records(source_lang)}
+        return [(source[r["id"]], r) for r in self.target_pool(target_lang) if r["id"] in source]
+
+    def split(self, align_languages: Sequence[str] = (), align_source: str = "") -> Split:
+        s = self.settings
+        if (s.k or align_languages) and s.pool_fraction <= 0:
+            needs = "data.k > 0" if s.k else "the alignment loss"
+            raise ConfigError(
+                f"{needs} needs target-language examples held out from evaluation, but "
+                "data.pool_fraction=0. Set data.pool_fraction (e.g. 0.2) so that a share of "
+                "paragraphs/rows becomes the training pool and never enters evaluation."
+            )
+        train = list(self.source_pool())
+        if s.max_train_examples:
+            train = self.shot_order(train, s.source_language)[: s.max_train_examples]
+        for lang in s.eval_languages:
+            if s.k and lang != s.source_language:
+                train += self.k_shot(lang, s.k)
+        parallel: list[tuple[dict, dict]] = []
+        for lang in align_languages:
+            if lang != align_source:
+                parallel += self.parallel_pairs(align_source, lang)
+        if align_languages and not parallel:
+            raise ConfigError(
+                f"The alignment loss found no parallel pairs between {align_source} and "
+                f"{', '.join(align_languages)} in task {self.name}'s target pool; check "
+                "align.source_language and align.target_languages, or give a parallel file "
+                "with align.parallel_file."
+            )
+        evaluation = {lang: self.evaluation_records(lang) for lang in s.eval_languages}
+        return Split(train=train, evaluation=evaluation, parallel=parallel)

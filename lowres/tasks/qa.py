@@ -1,0 +1,219 @@
+"""Extractive QA shared by XQuAD and MLQA: sliding windows, labels, n-best decoding.
+
+Records use the Hugging Face ``squad`` layout: ``id, title, context, question,
+answers={"text": [...], "answer_start": [...]}``. Windows are tokenized as (question,
+context) pairs; only the context is split, with ``stride`` tokens of overlap. Offsets of
+non-context tokens are dropped so a prediction can only be a span of the context text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from lowres.tasks.base import Task
+
+
+def _truncate_questions(
+    questions: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_question_length: int
+) -> list[str]:
+    """Cut each question after ``max_question_length`` tokens, at a character boundary."""
+    out = []
+    encoded = tokenizer(
+        list(questions), add_special_tokens=False, return_offsets_mapping=True
+    )
+    for question, offsets in zip(questions, encoded["offset_mapping"], strict=True):
+        question = question.lstrip()  # leading spaces waste a window's tokens
+        if len(offsets) > max_question_length:
+            cut = offsets[max_question_length - 1][1]
+            out.append(question[:cut])
+        else:
+            out.append(question)
+    return out
+
+
+def _encode_windows(
+    records: Sequence[dict], tokenizer, max_length: int, stride: int, max_question_length: int
+):
+    questions = _truncate_questions([r["question"] for r in records], tokenizer, max_question_length)
+    return tokenizer(
+        questions,
+        [r["context"] for r in records],
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+    )
+
+
+def train_features(
+    records: Sequence[dict],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    stride: int,
+    max_question_length: int,
+) -> dict[str, list]:
+    """Windows with ``start_positions``/``end_positions``; windows without the answer point at 0."""
+    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length)
+    starts, ends = [], []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        record = records[enc["overflow_to_sample_mapping"][i]]
+        sequence_ids = enc.sequence_ids(i)
+        answer_start = record["answers"]["answer_start"][0]
+        answer_end = answer_start + len(record["answers"]["text"][0])
+        context_tokens = [t for t, s in enumerate(sequence_ids) if s == 1]
+        first, last = context_tokens[0], context_tokens[-1]
+        if not (offsets[first][0] <= answer_start and offsets[last][1] >= answer_end):
+            starts.append(0)
+            ends.append(0)
+            continue
+        start = first
+        while start <= last and offsets[start][0] <= answer_start:
+            start += 1
+        end = last
+        while end >= first and offsets[end][1] >= answer_end:
+            end -= 1
+        starts.append(start - 1)
+        ends.append(end + 1)
+    features = {k: enc[k] for k in enc if k not in ("offset_mapping", "overflow_to_sample_mapping")}
+    features["start_positions"] = starts
+    features["end_positions"] = ends
+    return features
+
+
+def eval_features(
+    records: Sequence[dict],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    stride: int,
+    max_question_length: int,
+) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """Model inputs, plus per-window bookkeeping (record index, context-only offsets)."""
+    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length)
+    meta = []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        sequence_ids = enc.sequence_ids(i)
+        meta.append(
+            {
+                "record": enc["overflow_to_sample_mapping"][i],
+                "offsets": [
+                    tuple(o) if sequence_ids[t] == 1 else None for t, o in enumerate(offsets)
+                ],
+            }
+        )
+    features = {k: enc[k] for k in enc if k not in ("offset_mapping", "overflow_to_sample_mapping")}
+    return features, meta
+
+
+def decode_answers(
+    records: Sequence[dict],
+    meta: Sequence[dict[str, Any]],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    *,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, str]:
+    """Best-scoring valid span per question over all its windows, as context text.
+
+    A span is valid when both ends are context tokens, end >= start and it is at most
+    ``max_answer_length`` tokens long; its score is start logit + end logit. A question with
+    no valid span gets the empty answer, which the metrics score as wrong.
+    """
+    best: dict[int, tuple[float, str]] = {}
+    for window, info in enumerate(meta):
+        record_index = info["record"]
+        offsets = info["offsets"]
+        starts = start_logits[window]
+        ends = end_logits[window]
+        start_candidates = np.argsort(starts)[::-1][:n_best]
+        end_candidates = np.argsort(ends)[::-1][:n_best]
+        context = records[record_index]["context"]
+        for s in start_candidates:
+            if s >= len(offsets) or offsets[s] is None:
+                continue
+            for e in end_candidates:
+                if e >= len(offsets) or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = float(starts[s] + ends[e])
+                if record_index not in best or score > best[record_index][0]:
+                    best[record_index] = (score, context[offsets[s][0] : offsets[e][1]])
+    return {
+        record["id"]: best.get(index, (0.0, ""))[1] for index, record in enumerate(records)
+    }
+
+
+def qa_references(records: Sequence[dict]) -> list[dict]:
+    return [{"id": r["id"], "answers": r["answers"]} for r in records]
+
+
+def with_groups(records: list[dict], language: str) -> list[dict]:
+    """Tag records with their language and paragraph group (the smallest id sharing the context).
+
+    Splitting by paragraph keeps a context out of evaluation once any of its questions
+    trains; ids are shared across translations, so the groups line up across languages.
+    """
+    smallest: dict[tuple[str, str], str] = {}
+    for r in records:
+        key = (r.get("title", ""), r["context"])
+        smallest[key] = min(smallest.get(key, r["id"]), r["id"])
+    return [
+        {**r, "language": language, "group": smallest[(r.get("title", ""), r["context"])]}
+        for r in records
+    ]
+
+
+class QATask(Task):
+    """Extractive QA on SQuAD-layout records; subclasses load files and pick the metric."""
+
+    kind = "extractive_qa"
+    metric_name = "squad"
+
+    def _window_params(self) -> dict[str, int]:
+        p = self.params
+        return {
+            "max_length": p["max_length"],
+            "stride": p["stride"],
+            "max_question_length": p["max_question_length"],
+        }
+
+    def text_pair(self, record: dict) -> tuple[str, str]:
+        return record["question"], record["context"]
+
+    def train_features(self, records, tokenizer):
+        return train_features(records, tokenizer, **self._window_params())
+
+    def eval_features(self, records, tokenizer):
+        return eval_features(records, tokenizer, **self._window_params())
+
+    def predictions(self, records, meta, outputs):
+        return decode_answers(
+            records,
+            meta,
+            outputs["start_logits"],
+            outputs["end_logits"],
+            n_best=self.params["n_best"],
+            max_answer_length=self.params["max_answer_length"],
+        )
+
+    def metric_kwargs(self, lang: str) -> dict[str, Any]:
+        return {}
+
+    def score(self, predictions, records, lang):
+        from lowres.metrics import load_metric
+
+        metric = load_metric(self.metric_name)
+        result = metric.compute(
+            predictions=[{"id": r["id"], "prediction_text": predictions.get(r["id"], "")}
+                         for r in records],
+            references=qa_references(records),
+            **self.metric_kwargs(lang),
+        )
+        return {"exact_match": result["exact_match"], "f1": result["f1"], "n": len(records)}

@@ -1,0 +1,291 @@
+"""``train(cfg) -> metrics``: the one place that reads the whole config.
+
+Everything below it takes plain arguments: the task, the backbone loader, the method
+builder, the trainer and the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lowres.backbones import load_backbone
+from lowres.errors import ConfigError, LowresError
+from lowres.evaluation import evaluate_languages, show_scores
+from lowres.methods.build import build_method, parameter_report
+from lowres.runfolder import RunFolder
+from lowres.schema import validate
+from lowres.tasks import Settings, Task, build_task
+from lowres.trainer import (
+    AlignmentObjective,
+    LowresTrainer,
+    RichProgress,
+    save_trainable,
+    tokenize_pairs,
+)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress and tables; library chatter goes to the log level."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def task_from_config(cfg: DictConfig) -> Task:
+    settings = Settings(
+        source=cfg.data.source,
+        root=cfg.data.root,
+        source_language=cfg.data.source_language,
+        eval_languages=list(cfg.data.eval_languages),
+        k=cfg.data.k,
+        pool_fraction=cfg.data.pool_fraction,
+        max_train_examples=cfg.data.max_train_examples,
+        max_eval_examples=cfg.data.max_eval_examples,
+        seed=cfg.trainer.seed,
+    )
+    params = OmegaConf.to_container(cfg.task, resolve=True)
+    return build_task(params.pop("name"), settings, **params)
+
+
+def model_from_config(cfg: DictConfig):
+    """Backbone + method, exactly as configured; returns (model, tokenizer)."""
+    backbone = load_backbone(
+        name=cfg.backbone.name,
+        loader=cfg.backbone.loader,
+        path=cfg.backbone.path,
+        architecture=cfg.backbone.architecture,
+        task_kind=cfg.task.kind,
+        num_labels=cfg.task.num_labels,
+        seed=cfg.trainer.seed,
+        dtype=cfg.backbone.dtype,
+    )
+    model = build_method(
+        backbone.model,
+        backbone.tokenizer,
+        task_kind=cfg.task.kind,
+        family=cfg.backbone.family,
+        freeze=cfg.freeze.strategy,
+        freeze_k=cfg.freeze.k,
+        prompt_length=cfg.prompt.length,
+        prompt_init=cfg.prompt.init,
+        prompt_init_text=cfg.prompt.init_text,
+        prompt_layers=cfg.prompt.layers,
+        adapter=cfg.adapter.kind,
+        adapter_options={
+            "r": cfg.adapter.r,
+            "alpha": cfg.adapter.alpha,
+            "dropout": cfg.adapter.dropout,
+            "target_modules": list(cfg.adapter.target_modules),
+        },
+        seed=cfg.trainer.seed,
+    )
+    if cfg.task.kind == "extractive_qa" and cfg.task.max_length > model.max_text_positions():
+        raise ConfigError(
+            f"task.max_length={cfg.task.max_length} plus prompt.length={cfg.prompt.length} "
+            f"exceeds backbone {cfg.backbone.name}'s "
+            f"{model.max_text_positions() + cfg.prompt.length} positions; lower task.max_length "
+            f"to at most {model.max_text_positions()} or shorten the prompt."
+        )
+    return model, backbone.tokenizer
+
+
+def training_arguments(trainer_cfg: DictConfig, output_dir: Path, *, label_names: list[str]):
+    from transformers import TrainingArguments
+
+    device = trainer_cfg.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.device=cuda but no CUDA device is visible; use trainer.device=auto "
+            "(falls back to the CPU) or trainer.device=cpu."
+        )
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    precision = trainer_cfg.precision
+    if precision != "fp32" and not on_gpu:
+        raise ConfigError(
+            f"trainer.precision={precision} needs a CUDA device, and this run is on the CPU; "
+            "use trainer.precision=fp32 here."
+        )
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16."
+        )
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=trainer_cfg.lr,
+        num_train_epochs=trainer_cfg.epochs,
+        max_steps=trainer_cfg.max_steps,
+        per_device_train_batch_size=trainer_cfg.batch_size,
+        per_device_eval_batch_size=trainer_cfg.eval_batch_size,
+        gradient_accumulation_steps=trainer_cfg.grad_accum,
+        warmup_steps=trainer_cfg.warmup_ratio,
+        weight_decay=trainer_cfg.weight_decay,
+        lr_scheduler_type=trainer_cfg.scheduler,
+        seed=trainer_cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not on_gpu,
+        logging_steps=trainer_cfg.logging_steps,
+        save_strategy="steps" if trainer_cfg.save_steps > 0 else "no",
+        save_steps=max(trainer_cfg.save_steps, 1),
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        label_names=label_names,
+        dataloader_num_workers=trainer_cfg.dataloader_workers,
+        dataloader_pin_memory=on_gpu,
+        remove_unused_columns=False,
+    )
+
+
+def _alignment(cfg: DictConfig, task: Task, split, tokenizer) -> AlignmentObjective | None:
+    if cfg.align.weight <= 0:
+        return None
+    if cfg.align.parallel_file:
+        pairs = read_parallel_file(Path(cfg.align.parallel_file))
+        source = tokenize_pairs(tokenizer, [(s, "") for s, _ in pairs], cfg.align.max_length)
+        target = tokenize_pairs(tokenizer, [(t, "") for _, t in pairs], cfg.align.max_length)
+    else:
+        source = tokenize_pairs(tokenizer, [task.text_pair(s) for s, _ in split.parallel],
+                                cfg.align.max_length)
+        target = tokenize_pairs(tokenizer, [task.text_pair(t) for _, t in split.parallel],
+                                cfg.align.max_length)
+    return AlignmentObjective(
+        source=source, target=target, kind=cfg.align.kind, weight=cfg.align.weight,
+        warmup_steps=cfg.align.warmup_steps, pooling=cfg.align.pooling, layers=cfg.align.layers,
+        temperature=cfg.align.temperature, batch_size=min(cfg.align.batch_size, len(source)),
+        tokenizer=tokenizer, seed=cfg.trainer.seed,
+    )
+
+
+def read_parallel_file(path: Path) -> list[tuple[str, str]]:
+    """A user TSV of parallel sentences: ``source<TAB>target`` per line."""
+    if not path.is_file():
+        raise LowresError(
+            f"align.parallel_file={path} does not exist; expected a TSV with one "
+            "source<TAB>target sentence pair per line."
+        )
+    pairs = []
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(f.strip() for f in fields):
+            raise LowresError(
+                f"{path}, line {number}: expected two non-empty tab-separated fields "
+                f"(source<TAB>target), found {len(fields)} field(s). Fix or drop that line."
+            )
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise LowresError(f"align.parallel_file={path} holds no sentence pairs.")
+    return pairs
+
+
+def label_names(task_kind: str) -> list[str]:
+    return ["start_positions", "end_positions"] if task_kind == "extractive_qa" else ["labels"]
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured, evaluate every eval language, write the run folder."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if cfg.task is None:
+        raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
+    validate(cfg)
+    quiet_libraries()
+    run = RunFolder.for_job(output_dir)
+    if run.finished():
+        if not cfg.resume:
+            raise LowresError(
+                f"The run folder {run.path} already holds a finished run (metrics.json); "
+                "lowres never overwrites one. Choose another hydra.run.dir."
+            )
+        return run.metrics()
+    set_seed(cfg.trainer.seed)
+    task = task_from_config(cfg)
+    align_languages = []
+    if cfg.align.weight > 0 and not cfg.align.parallel_file:
+        align_languages = list(cfg.align.target_languages or cfg.data.eval_languages)
+    split = task.split(align_languages=align_languages, align_source=cfg.align.source_language)
+    run.write_json("data_split.json", split.record())
+
+    model, tokenizer = model_from_config(cfg)
+    report = parameter_report(model)
+    features = task.train_features(split.train, tokenizer)
+    train_dataset = Dataset.from_dict(features)
+    args = training_arguments(cfg.trainer, run.path / "trainer", label_names=label_names(task.kind))
+    progress = RichProgress() if cfg.trainer.progress else None
+    trainer = LowresTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        prompt_lr=cfg.prompt.lr,
+        alignment=_alignment(cfg, task, split, tokenizer),
+        callbacks=[progress] if progress else None,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    resume_from = None
+    if cfg.resume and (run.path / "trainer").is_dir():
+        resume_from = get_last_checkpoint(str(run.path / "trainer"))
+    try:
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        train_seconds = time.perf_counter() - started
+        run.write_jsonl("train_log.jsonl", trainer.state.log_history)
+        if trainer.args.should_save:
+            save_trainable(model, run.path / "checkpoint", manifest=_manifest(cfg, report))
+        scores, predictions, eval_seconds = evaluate_languages(
+            trainer, task, split.evaluation, tokenizer
+        )
+    finally:
+        if progress:
+            progress.stop()
+    metrics = {
+        "task": task.name,
+        "backbone": cfg.backbone.name,
+        "method": _method(cfg),
+        **scores,
+        **report,
+        "train_examples": len(split.train),
+        "train_windows": len(train_dataset),
+        "train_steps": result.global_step,
+        "train_loss": result.training_loss,
+        "train_runtime_s": round(train_seconds, 3),
+        "eval_runtime_s": round(eval_seconds, 3),
+        "device": str(trainer.args.device),
+    }
+    if trainer.args.should_save:
+        for lang, answers in predictions.items():
+            run.write_json(f"predictions/{lang}.json", answers)
+        run.write_json("metrics.json", metrics)
+    show_scores(metrics)
+    return metrics
+
+
+def _method(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "freeze": cfg.freeze.strategy,
+        "prompt_length": cfg.prompt.length,
+        "prompt_layers": OmegaConf.to_container(cfg.prompt, resolve=True)["layers"],
+        "align_kind": cfg.align.kind if cfg.align.weight > 0 else "none",
+        "align_weight": cfg.align.weight,
+        "adapter": cfg.adapter.kind,
+    }
+
+
+def _manifest(cfg: DictConfig, report: dict[str, int]) -> dict[str, Any]:
+    return {"task": cfg.task.name, "backbone": cfg.backbone.name, "method": _method(cfg), **report,
+            "config": json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))}

@@ -1,0 +1,265 @@
+"""The parts of transformers' Trainer that are wrong for us, and nothing else.
+
+* the loss is task + lambda * alignment, each part logged on its own;
+* the prompt has its own learning rate (prompts need steps 100x larger than weights);
+* checkpoints hold only the trainable parameters (safetensors + manifest), also the
+  intermediate ones a run resumes from;
+* progress is shown with rich instead of tqdm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback
+
+from lowres.errors import LowresError
+from lowres.losses.alignment import alignment_loss, pool_layers, warmup_weight
+
+TRAINABLE_FILE = "trainable.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+def save_trainable(model, directory: str | Path, manifest: dict[str, Any] | None = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = model.trainable_state_dict()
+    save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
+    info = {
+        "parameters": {name: list(t.shape) for name, t in state.items()},
+        "count": int(sum(t.numel() for t in state.values())),
+        **(manifest or {}),
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(info, indent=2))
+    return directory
+
+
+def load_trainable(model, directory: str | Path) -> None:
+    """Restore trainable parameters; every saved name must exist and match in shape."""
+    path = Path(directory) / TRAINABLE_FILE
+    if not path.is_file():
+        raise LowresError(
+            f"No trained parameters at {path}; expected a checkpoint written by lowres "
+            "(checkpoint/trainable.safetensors inside a run folder). Check the run folder, "
+            "or rerun training if it did not finish."
+        )
+    state = load_file(str(path))
+    own = dict(model.named_parameters())
+    unknown = [n for n in state if n not in own]
+    mismatched = [n for n in state if n in own and tuple(own[n].shape) != tuple(state[n].shape)]
+    if unknown or mismatched:
+        raise LowresError(
+            f"The checkpoint {path} does not fit this model: unknown parameters "
+            f"{unknown[:5]}, shape mismatches {mismatched[:5]}. Evaluate it with the "
+            "backbone, prompt and adapter settings it was trained with (lowres evaluate "
+            "reads them from the run folder)."
+        )
+    with torch.no_grad():
+        for name, value in state.items():
+            own[name].copy_(value.to(own[name].dtype))
+
+
+@dataclass
+class AlignmentObjective:
+    """Batches of parallel (source, target) inputs and the loss that pulls them together."""
+
+    source: list[dict[str, list[int]]]
+    target: list[dict[str, list[int]]]
+    kind: str
+    weight: float
+    warmup_steps: int
+    pooling: str
+    layers: Any
+    temperature: float
+    batch_size: int
+    tokenizer: Any
+    seed: int = 0
+
+    def batches(self) -> Iterator[tuple[dict, dict]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in itertools.count():
+            order = torch.randperm(len(self.source), generator=generator).tolist()
+            for start in range(0, len(order) - self.batch_size + 1 or 1, self.batch_size):
+                rows = order[start : start + self.batch_size]
+                yield (
+                    self.tokenizer.pad([self.source[i] for i in rows], return_tensors="pt"),
+                    self.tokenizer.pad([self.target[i] for i in rows], return_tensors="pt"),
+                )
+
+    def represent(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(**batch, output_hidden_states=self.kind != "kl")
+        if self.kind == "kl":
+            return out["logits"]
+        mask = model.text_mask(batch["attention_mask"])
+        layers = "last" if self.layers == "last" else [int(i) for i in self.layers]
+        return pool_layers(out["hidden_states"], mask, layers, self.pooling)
+
+    def loss(self, model, source: dict, target: dict) -> torch.Tensor:
+        return alignment_loss(
+            self.kind,
+            self.represent(model, source).float(),
+            self.represent(model, target).float(),
+            temperature=self.temperature,
+        )
+
+
+def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> list[dict]:
+    firsts = [a for a, _ in pairs]
+    seconds = [b for _, b in pairs]
+    has_second = any(seconds)
+    enc = tokenizer(
+        firsts, seconds if has_second else None, truncation=True, max_length=max_length
+    )
+    return [{k: enc[k][i] for k in enc} for i in range(len(firsts))]
+
+
+class LowresTrainer(Trainer):
+    def __init__(self, *args, prompt_lr: float | None = None,
+                 alignment: AlignmentObjective | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompt_lr = prompt_lr
+        self.alignment = alignment
+        self._alignment_batches = alignment.batches() if alignment else None
+        self._sums = {"task_loss": 0.0, "align_loss": 0.0, "align_weight": 0.0}
+        self._count = 0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        prompt, decay, no_decay = [], [], []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue  # frozen weights get neither gradients nor optimizer state
+            if name in ("prompt", "deep_prompts"):
+                prompt.append(param)
+            elif param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower():
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        lr = self.args.learning_rate
+        groups = [
+            {"params": decay, "weight_decay": self.args.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            {"params": prompt, "weight_decay": 0.0, "lr": self.prompt_lr or lr},
+        ]
+        groups = [g for g in groups if g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=(self.args.adam_beta1,
+                                                                 self.args.adam_beta2),
+                                           eps=self.args.adam_epsilon)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if self.alignment is not None and model.training:
+            weight = warmup_weight(self.state.global_step, self.alignment.weight,
+                                   self.alignment.warmup_steps)
+            source, target = next(self._alignment_batches)
+            device = loss.device
+            align = self.alignment.loss(
+                model,
+                {k: v.to(device) for k, v in source.items()},
+                {k: v.to(device) for k, v in target.items()},
+            )
+            self._sums["align_loss"] += float(align.detach())
+            self._sums["align_weight"] += weight
+            self._sums["task_loss"] += float(loss.detach())
+            self._count += 1
+            loss = loss + weight * align
+        elif model.training:
+            self._sums["task_loss"] += float(loss.detach())
+            self._count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._count:
+            logs["task_loss"] = round(self._sums["task_loss"] / self._count, 6)
+            if self.alignment is not None:
+                logs["align_loss"] = round(self._sums["align_loss"] / self._count, 6)
+                logs["align_weight"] = round(self._sums["align_weight"] / self._count, 6)
+            self._sums = dict.fromkeys(self._sums, 0.0)
+            self._count = 0
+        super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if self.args.should_save:
+            save_trainable(self.model, output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_trainable(model if model is not None else self.model, resume_from_checkpoint)
+
+
+class RichProgress(TrainerCallback):
+    """Rich progress bars for training and prediction, and log lines for the losses."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.progress = None
+        self.train_task = None
+        self.eval_task = None
+
+    def _ensure(self):
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                disable=not self.console.is_terminal and os.environ.get("LOWRES_PROGRESS") != "1",
+            )
+            self.progress.start()
+        return self.progress
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.train_task = self._ensure().add_task("train", total=state.max_steps,
+                                                      completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.train_task is not None:
+            self.progress.update(self.train_task, completed=state.global_step)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self.eval_task is None:
+            total = len(eval_dataloader) if eval_dataloader is not None else None
+            self.eval_task = self._ensure().add_task("evaluate", total=total)
+        self.progress.advance(self.eval_task)
+
+    def on_predict(self, args, state, control, **kwargs):
+        self.close_eval()
+
+    def close_eval(self) -> None:
+        if self.eval_task is not None:
+            self.progress.remove_task(self.eval_task)
+            self.eval_task = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in logs.items()}
+            self.console.log(f"step {state.global_step}: {shown}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.train_task is not None:
+            self.progress.remove_task(self.train_task)
+            self.train_task = None
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,31 @@
+"""Shared test fixtures.
+
+Real benchmark data is found through one setting, ``LOWRES_DATA`` (default
+``../shared/data`` next to the repository); tests that need it skip with that reason when
+it is absent. ``LOWRES_GOLDEN`` does the same for the official-score fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("LOWRES_DATA", REPO_ROOT.parent / "shared" / "data"))
+GOLDEN_ROOT = Path(os.environ.get("LOWRES_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not DATA_ROOT.is_dir():
+        pytest.skip(f"real data not found at {DATA_ROOT} (set LOWRES_DATA to its folder)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    if not GOLDEN_ROOT.is_dir():
+        pytest.skip(f"golden scores not found at {GOLDEN_ROOT} (set LOWRES_GOLDEN)")
+    return GOLDEN_ROOT
