@@ -114,7 +114,7 @@ def _sample_texts() -> list[str]:
     return texts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_backbone_dir(architecture: str) -> str:
     """Build (once per process) a 2-layer model and its tokenizer; return the saved folder.
 
@@ -144,7 +144,9 @@ def tiny_backbone_dir(architecture: str) -> str:
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=specials))
+        tok.train_from_iterator(
+            texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=specials)
+        )
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = TemplateProcessing(
             single="[CLS] $A [SEP]",
@@ -152,12 +154,21 @@ def tiny_backbone_dir(architecture: str) -> str:
             special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
         )
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-            sep_token="[SEP]", mask_token="[MASK]",
+            tokenizer_object=tok,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
         )
         config = BertConfig(
-            vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
             pad_token_id=tok.token_to_id("[PAD]"),
         )
         model_class = BertModel
@@ -168,7 +179,8 @@ def tiny_backbone_dir(architecture: str) -> str:
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
         tok.train_from_iterator(
-            texts, trainers.UnigramTrainer(vocab_size=3000, special_tokens=specials, unk_token="<unk>")
+            texts,
+            trainers.UnigramTrainer(vocab_size=3000, special_tokens=specials, unk_token="<unk>"),
         )
         bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
         tok.post_processor = TemplateProcessing(
@@ -177,13 +189,25 @@ def tiny_backbone_dir(architecture: str) -> str:
             special_tokens=[("<s>", bos), ("</s>", eos)],
         )
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-            pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            cls_token="<s>",
+            sep_token="</s>",
+            mask_token="<mask>",
         )
         config = XLMRobertaConfig(
-            vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=64, max_position_embeddings=514,
-            pad_token_id=tok.token_to_id("<pad>"), bos_token_id=bos, eos_token_id=eos,
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=514,
+            pad_token_id=tok.token_to_id("<pad>"),
+            bos_token_id=bos,
+            eos_token_id=eos,
             type_vocab_size=1,
         )
         model_class = XLMRobertaModel

@@ -88,7 +88,11 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     from lowres.runfolder import RunFolder
     from lowres.schema import RunConfig, validate
     from lowres.train import (
-        label_names, model_from_config, quiet_libraries, task_from_config, training_arguments,
+        label_names,
+        model_from_config,
+        quiet_libraries,
+        task_from_config,
+        training_arguments,
     )
     from lowres.trainer import LowresTrainer, RichProgress, load_trainable
 
@@ -101,8 +105,11 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     base = OmegaConf.merge(OmegaConf.structured(RunConfig), saved_config(run_dir))
     overrides = []
     if output_dir is None and HydraConfig.initialized():
-        overrides = [o.lstrip("+") for o in HydraConfig.get().overrides.task
-                     if not o.startswith("checkpoint=")]
+        overrides = [
+            o.lstrip("+")
+            for o in HydraConfig.get().overrides.task
+            if not o.startswith("checkpoint=")
+        ]
     run_cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
     run_cfg.checkpoint = str(run_dir)
     validate(run_cfg)
@@ -111,8 +118,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     task = task_from_config(run_cfg)
     model, tokenizer = model_from_config(run_cfg)
     load_trainable(model, run_dir / "checkpoint")
-    args = training_arguments(run_cfg.trainer, run.path / "trainer",
-                              label_names=label_names(task.kind))
+    args = training_arguments(
+        run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind)
+    )
     progress = RichProgress() if run_cfg.trainer.progress else None
     trainer = LowresTrainer(model=model, args=args, callbacks=[progress] if progress else None)
     evaluation = {lang: task.evaluation_records(lang) for lang in run_cfg.data.eval_languages}

@@ -108,7 +108,7 @@ class DataConfig:
     source_language: str = "en"  # language of the labelled training pool
     eval_languages: list[str] = field(default_factory=lambda: ["en", "de", "es"])
     k: int = 0  # target-language training examples per eval language (0 = zero-shot)
-    pool_fraction: float = 0.2  # share of target articles/rows reserved for few-shot and alignment
+    pool_fraction: float = 0.0  # share of target groups held out of evaluation as the pool
     max_train_examples: int = 0  # 0 = all
     max_eval_examples: int = 0  # per language; 0 = all
     cache_dir: str = ""  # tokenized-dataset cache; empty = ~/.cache/lowres
@@ -168,9 +168,7 @@ def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
 
 def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
     if value < low:
-        raise ConfigError(
-            f"{key}={value} is out of range; it must be >= {low}. {hint}".strip()
-        )
+        raise ConfigError(f"{key}={value} is out of range; it must be >= {low}. {hint}".strip())
 
 
 def validate(cfg: Any) -> None:

@@ -155,15 +155,24 @@ def _alignment(cfg: DictConfig, task: Task, split, tokenizer) -> AlignmentObject
         source = tokenize_pairs(tokenizer, [(s, "") for s, _ in pairs], cfg.align.max_length)
         target = tokenize_pairs(tokenizer, [(t, "") for _, t in pairs], cfg.align.max_length)
     else:
-        source = tokenize_pairs(tokenizer, [task.text_pair(s) for s, _ in split.parallel],
-                                cfg.align.max_length)
-        target = tokenize_pairs(tokenizer, [task.text_pair(t) for _, t in split.parallel],
-                                cfg.align.max_length)
+        source = tokenize_pairs(
+            tokenizer, [task.text_pair(s) for s, _ in split.parallel], cfg.align.max_length
+        )
+        target = tokenize_pairs(
+            tokenizer, [task.text_pair(t) for _, t in split.parallel], cfg.align.max_length
+        )
     return AlignmentObjective(
-        source=source, target=target, kind=cfg.align.kind, weight=cfg.align.weight,
-        warmup_steps=cfg.align.warmup_steps, pooling=cfg.align.pooling, layers=cfg.align.layers,
-        temperature=cfg.align.temperature, batch_size=min(cfg.align.batch_size, len(source)),
-        tokenizer=tokenizer, seed=cfg.trainer.seed,
+        source=source,
+        target=target,
+        kind=cfg.align.kind,
+        weight=cfg.align.weight,
+        warmup_steps=cfg.align.warmup_steps,
+        pooling=cfg.align.pooling,
+        layers=cfg.align.layers,
+        temperature=cfg.align.temperature,
+        batch_size=min(cfg.align.batch_size, len(source)),
+        tokenizer=tokenizer,
+        seed=cfg.trainer.seed,
     )
 
 
@@ -287,5 +296,10 @@ def _method(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _manifest(cfg: DictConfig, report: dict[str, int]) -> dict[str, Any]:
-    return {"task": cfg.task.name, "backbone": cfg.backbone.name, "method": _method(cfg), **report,
-            "config": json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))}
+    return {
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "method": _method(cfg),
+        **report,
+        "config": json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True))),
+    }

@@ -115,15 +115,18 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int)
     firsts = [a for a, _ in pairs]
     seconds = [b for _, b in pairs]
     has_second = any(seconds)
-    enc = tokenizer(
-        firsts, seconds if has_second else None, truncation=True, max_length=max_length
-    )
+    enc = tokenizer(firsts, seconds if has_second else None, truncation=True, max_length=max_length)
     return [{k: enc[k][i] for k in enc} for i in range(len(firsts))]
 
 
 class LowresTrainer(Trainer):
-    def __init__(self, *args, prompt_lr: float | None = None,
-                 alignment: AlignmentObjective | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        prompt_lr: float | None = None,
+        alignment: AlignmentObjective | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.prompt_lr = prompt_lr
         self.alignment = alignment
@@ -152,17 +155,21 @@ class LowresTrainer(Trainer):
             {"params": prompt, "weight_decay": 0.0, "lr": self.prompt_lr or lr},
         ]
         groups = [g for g in groups if g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=(self.args.adam_beta1,
-                                                                 self.args.adam_beta2),
-                                           eps=self.args.adam_epsilon)
+        self.optimizer = torch.optim.AdamW(
+            groups,
+            lr=lr,
+            betas=(self.args.adam_beta1, self.args.adam_beta2),
+            eps=self.args.adam_epsilon,
+        )
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         loss = outputs["loss"]
         if self.alignment is not None and model.training:
-            weight = warmup_weight(self.state.global_step, self.alignment.weight,
-                                   self.alignment.warmup_steps)
+            weight = warmup_weight(
+                self.state.global_step, self.alignment.weight, self.alignment.warmup_steps
+            )
             source, target = next(self._alignment_batches)
             device = loss.device
             align = self.alignment.loss(
@@ -211,14 +218,22 @@ class RichProgress(TrainerCallback):
 
     def _ensure(self):
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         if self.progress is None:
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
                 disable=not self.console.is_terminal and os.environ.get("LOWRES_PROGRESS") != "1",
             )
             self.progress.start()
@@ -226,8 +241,9 @@ class RichProgress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.train_task = self._ensure().add_task("train", total=state.max_steps,
-                                                      completed=state.global_step)
+            self.train_task = self._ensure().add_task(
+                "train", total=state.max_steps, completed=state.global_step
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.train_task is not None:
@@ -251,8 +267,10 @@ class RichProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in logs.items()}
-            self.console.log(f"step {state.global_step}: {shown}")
+            shown = "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+            )
+            self.console.print(f"[dim]step {state.global_step}[/]  {shown}", highlight=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.train_task is not None:

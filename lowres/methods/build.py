@@ -28,8 +28,9 @@ def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Se
             f"adapter.target_modules names {missing}, which this backbone does not have; "
             f"its linear layers include e.g. {sorted(n for n in names if n)[:12]}."
         )
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(target_modules))
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
+    )
     return inject_adapter_in_model(config, model)
 
 
@@ -69,12 +70,21 @@ def build_method(
             else []
         )
         init = initial_prompt(
-            model.get_input_embeddings(), prompt_length, prompt_init, text_ids=text_ids,
-            special_ids=tokenizer.all_special_ids, generator=generator,
+            model.get_input_embeddings(),
+            prompt_length,
+            prompt_init,
+            text_ids=text_ids,
+            special_ids=tokenizer.all_special_ids,
+            generator=generator,
         )
     wrapped = PromptedModel(
-        model, task_kind=task_kind, layer_stack=layers, length=prompt_length,
-        inject_layers=inject, insert_at=insert_at, init=init,
+        model,
+        task_kind=task_kind,
+        layer_stack=layers,
+        length=prompt_length,
+        inject_layers=inject,
+        insert_at=insert_at,
+        init=init,
     )
     if inject:
         probe = torch.tensor([tokenizer("")["input_ids"]])

@@ -196,7 +196,7 @@ class PromptedModel(nn.Module):
         zeros = attention_mask.new_zeros(attention_mask.shape[0], self.length)
         return torch.cat([attention_mask[:, :p], zeros, attention_mask[:, p:]], dim=1)
 
-    def _prompted_inputs(self, input_ids, attention_mask, token_type_ids) -> dict[str, Any]:
+    def _prompted_inputs(self, input_ids, attention_mask, token_type_ids=None) -> dict[str, Any]:
         if not self.length:
             inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None:
@@ -215,15 +215,21 @@ class PromptedModel(nn.Module):
         inputs: dict[str, Any] = {
             "inputs_embeds": torch.cat([embeds[:, :p], prompt, embeds[:, p:]], dim=1),
             "attention_mask": torch.cat(
-                [attention_mask[:, :p], attention_mask.new_ones(batch, self.length),
-                 attention_mask[:, p:]],
+                [
+                    attention_mask[:, :p],
+                    attention_mask.new_ones(batch, self.length),
+                    attention_mask[:, p:],
+                ],
                 dim=1,
             ),
         }
         if token_type_ids is not None:
             inputs["token_type_ids"] = torch.cat(
-                [token_type_ids[:, :p], token_type_ids.new_zeros(batch, self.length),
-                 token_type_ids[:, p:]],
+                [
+                    token_type_ids[:, :p],
+                    token_type_ids.new_zeros(batch, self.length),
+                    token_type_ids[:, p:],
+                ],
                 dim=1,
             )
         return inputs

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from lowres.tasks.base import Settings, Split, Task
+from lowres.tasks.mlqa import MLQATask
+from lowres.tasks.pawsx import PAWSXTask
 from lowres.tasks.xquad import XQuADTask
 
 TASKS: dict[str, type[Task]] = {
     "xquad": XQuADTask,
+    "mlqa": MLQATask,
+    "pawsx": PAWSXTask,
 }
 
 

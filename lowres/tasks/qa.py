@@ -22,9 +22,7 @@ def _truncate_questions(
 ) -> list[str]:
     """Cut each question after ``max_question_length`` tokens, at a character boundary."""
     out = []
-    encoded = tokenizer(
-        list(questions), add_special_tokens=False, return_offsets_mapping=True
-    )
+    encoded = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
     for question, offsets in zip(questions, encoded["offset_mapping"], strict=True):
         question = question.lstrip()  # leading spaces waste a window's tokens
         if len(offsets) > max_question_length:
@@ -38,7 +36,9 @@ def _truncate_questions(
 def _encode_windows(
     records: Sequence[dict], tokenizer, max_length: int, stride: int, max_question_length: int
 ):
-    questions = _truncate_questions([r["question"] for r in records], tokenizer, max_question_length)
+    questions = _truncate_questions(
+        [r["question"] for r in records], tokenizer, max_question_length
+    )
     return tokenizer(
         questions,
         [r["context"] for r in records],
@@ -140,14 +140,17 @@ def decode_answers(
             if s >= len(offsets) or offsets[s] is None:
                 continue
             for e in end_candidates:
-                if e >= len(offsets) or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                if (
+                    e >= len(offsets)
+                    or offsets[e] is None
+                    or e < s
+                    or e - s + 1 > max_answer_length
+                ):
                     continue
                 score = float(starts[s] + ends[e])
                 if record_index not in best or score > best[record_index][0]:
                     best[record_index] = (score, context[offsets[s][0] : offsets[e][1]])
-    return {
-        record["id"]: best.get(index, (0.0, ""))[1] for index, record in enumerate(records)
-    }
+    return {record["id"]: best.get(index, (0.0, ""))[1] for index, record in enumerate(records)}
 
 
 def qa_references(records: Sequence[dict]) -> list[dict]:
@@ -211,8 +214,9 @@ class QATask(Task):
 
         metric = load_metric(self.metric_name)
         result = metric.compute(
-            predictions=[{"id": r["id"], "prediction_text": predictions.get(r["id"], "")}
-                         for r in records],
+            predictions=[
+                {"id": r["id"], "prediction_text": predictions.get(r["id"], "")} for r in records
+            ],
             references=qa_references(records),
             **self.metric_kwargs(lang),
         )

@@ -1,0 +1,252 @@
+"""PAWS-X: paraphrase identification (sentence pairs, labels 0/1) in 7 languages.
+
+Data, for ``task.split`` = dev | test (the split that is pooled and evaluated):
+
+* **hub**: ``google-research-datasets/paws-x``, config = language, split ``validation``
+  (dev) or ``test``; the source pool is the ``train`` split.
+* **local** (under ``data.root`` or ``data.root/pawsx``), three layouts, tried in this order:
+
+  1. ``official/XX/{dev_2k,test_2k}.tsv`` — the official release, header and ids;
+  2. ``x-final/XX/{dev_2k,test_2k}.tsv`` — the same files under the release tarball's name;
+  3. ``xtreme-dev/{dev,test}-XX.tsv`` — XTREME's reformat: no header, no id; a row's id is
+     its line index, which lines up across languages because rows are translations in order.
+
+  One layout serves the whole run: the first one that holds the split's file for the source
+  language and every eval language. Mixing layouts is refused because their ids differ
+  (official ids are PAWS row numbers, XTREME ids are line indices), and ids link translations.
+* **sample**: the shipped first 200 rows of each XTREME dev file.
+
+**Source pool.** The source language's training file in the chosen layout (``XX/train.tsv``,
+else ``XX/translated_train.tsv``; XTREME: ``train-XX.tsv``), or the hub's ``train`` split. Its
+ids are prefixed ``train-`` because the release numbers each split's rows separately, so a
+training row's id never looks like an evaluation row's. Without a training file (the XTREME
+dev copy, the sample) the source pool is the source language's rows of the evaluated split
+that fall in the target pool: their translations share their id, hence their group, so no
+translation of a training row is ever evaluated.
+
+``NS`` rows (failed translations) are dropped; ``skipped`` counts them per file read, keyed
+``"{split}-{lang}"`` (``"train-en"`` for a training file), for metrics.json.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowres.data import pawsx_format
+from lowres.data.hub import load_hub_split
+from lowres.errors import ConfigError, LowresError
+from lowres.tasks.base import Task, stable_fraction
+from lowres.tasks.xquad import data_root
+
+PAWSX_LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
+PAWSX_SPLITS = ("dev", "test")
+HUB_REPO = "google-research-datasets/paws-x"
+HUB_SPLITS = {"dev": "validation", "test": "test", "train": "train"}
+LAYOUTS = ("official", "x-final", "xtreme-dev")
+
+
+def layout_file(base: Path, layout: str, split: str, lang: str) -> Path:
+    """Where ``layout`` keeps ``split`` (dev | test) of ``lang`` under the pawsx folder ``base``."""
+    if layout == "xtreme-dev":
+        return base / layout / f"{split}-{lang}.tsv"
+    return base / layout / lang / f"{split}_2k.tsv"
+
+
+def train_files(base: Path, layout: str, lang: str) -> list[Path]:
+    """Candidate training files of ``lang`` in ``layout``, in order of preference."""
+    if layout == "xtreme-dev":
+        return [base / layout / f"train-{lang}.tsv"]
+    return [base / layout / lang / "train.tsv", base / layout / lang / "translated_train.tsv"]
+
+
+def pawsx_base(root: Path) -> Path:
+    """The folder holding the layouts: ``root/pawsx``, or ``root`` itself."""
+    for candidate in (root / "pawsx", root):
+        if any((candidate / layout).is_dir() for layout in LAYOUTS):
+            return candidate
+    return root / "pawsx"
+
+
+@functools.lru_cache(maxsize=64)
+def _read_local(path: str) -> tuple[tuple[dict, ...], int]:
+    rows, skipped = pawsx_format.read_pawsx_tsv(path)
+    return tuple(rows), skipped
+
+
+@functools.lru_cache(maxsize=64)
+def _read_hub(lang: str, split: str) -> tuple[tuple[dict, ...], int]:
+    rows, skipped = pawsx_format.records_from_hub(load_hub_split(HUB_REPO, lang, split))
+    return tuple(rows), skipped
+
+
+def stratified_order(records: Sequence[dict], rank: Callable[[str], float]) -> list[dict]:
+    """Records ordered by ``rank(id)`` within each label, then interleaved label by label.
+
+    Any prefix holds the labels as evenly as the records allow (k/2 each for even k while both
+    labels last), and a shorter prefix is inside a longer one. Which label comes first is
+    ranked the same way, so odd k does not always favour label 0.
+    """
+    by_label: dict[int, list[dict]] = {}
+    for r in sorted(records, key=lambda r: rank(r["id"])):
+        by_label.setdefault(r["label"], []).append(r)
+    labels = sorted(by_label, key=lambda label: rank(f"label-{label}"))
+    longest = max((len(rs) for rs in by_label.values()), default=0)
+    return [by_label[lb][i] for i in range(longest) for lb in labels if i < len(by_label[lb])]
+
+
+class PAWSXTask(Task):
+    name = "pawsx"
+    kind = "classification"
+
+    def __init__(self, settings, **params: Any) -> None:
+        super().__init__(settings, **params)
+        self.data_split = params.get("split", "dev")
+        if self.data_split not in PAWSX_SPLITS:
+            raise ConfigError(
+                f"task.split={self.data_split!r} is not a PAWS-X evaluation split; expected "
+                f"one of {', '.join(PAWSX_SPLITS)} (train is the source pool)."
+            )
+        self.skipped: dict[str, int] = {}
+        self._layout: str | None = None
+
+    # -- files ---------------------------------------------------------------------------
+    def _base(self) -> Path:
+        return pawsx_base(data_root(self.settings.source, self.settings.root))
+
+    def layout(self) -> str:
+        """The local layout this run reads (see the module doc for the order)."""
+        if self._layout is None:
+            base = self._base()
+            s = self.settings
+            languages = list(dict.fromkeys([s.source_language, *s.eval_languages]))
+            missing: dict[str, list[Path]] = {}
+            for layout in LAYOUTS:
+                files = [layout_file(base, layout, self.data_split, lang) for lang in languages]
+                missing[layout] = [f for f in files if not f.is_file()]
+                if not missing[layout]:
+                    self._layout = layout
+                    break
+            else:
+                looked = "; ".join(
+                    f"{layout}: missing {', '.join(str(f) for f in files)}"
+                    for layout, files in missing.items()
+                )
+                raise LowresError(
+                    f"No PAWS-X {self.data_split} files for {', '.join(languages)} in one "
+                    f"layout under {base} ({looked}). Expected one of "
+                    f"{base}/official/XX/{self.data_split}_2k.tsv, "
+                    f"{base}/x-final/XX/{self.data_split}_2k.tsv or "
+                    f"{base}/xtreme-dev/{self.data_split}-XX.tsv holding every language of the "
+                    "run; point data.root at that folder, change data.eval_languages or "
+                    "task.split, or use data.source=hub."
+                )
+        return self._layout
+
+    def _rows(self, lang: str, split: str) -> list[dict]:
+        """Rows of ``split`` (dev | test | train) of ``lang``; counts NS rows in ``skipped``."""
+        if self.settings.source == "hub":
+            rows, skipped = _read_hub(lang, HUB_SPLITS[split])
+        else:
+            if split == "train":
+                path = self._train_file(lang)
+                if path is None:
+                    return []
+            else:
+                path = layout_file(self._base(), self.layout(), split, lang)
+                if not path.is_file():
+                    raise LowresError(
+                        f"PAWS-X file {path} is missing; this run reads the {self.layout()} "
+                        f"layout, which has no {split} file for {lang!r}. Add the file, or "
+                        "drop that language."
+                    )
+            rows, skipped = _read_local(str(path))
+        self.skipped[f"{split}-{lang}"] = skipped
+        return list(rows)
+
+    def _train_file(self, lang: str) -> Path | None:
+        for path in train_files(self._base(), self.layout(), lang):
+            if path.is_file():
+                return path
+        return None
+
+    # -- Task ----------------------------------------------------------------------------
+    def language_records(self, lang: str) -> list[dict]:
+        if lang not in PAWSX_LANGUAGES:
+            raise ConfigError(
+                f"Language {lang!r} is not in PAWS-X; it has {', '.join(PAWSX_LANGUAGES)}."
+            )
+        return [
+            {**r, "language": lang, "group": r["id"]} for r in self._rows(lang, self.data_split)
+        ]
+
+    def source_pool(self) -> list[dict]:
+        s = self.settings
+        lang = s.source_language
+        train = self._rows(lang, "train")
+        if train:
+            return [
+                {**r, "id": f"train-{r['id']}", "language": lang, "group": f"train-{r['id']}"}
+                for r in train
+            ]
+        if s.pool_fraction <= 0:
+            raise ConfigError(
+                f"PAWS-X has no training file for {lang!r} here (no train.tsv or "
+                "translated_train.tsv in the data layout, or data.source=sample), so the source "
+                f"pool is the {lang} rows of the target pool, and data.pool_fraction=0 leaves "
+                "none. Set data.pool_fraction (e.g. 0.2), add the official train file, or use "
+                "data.source=hub."
+            )
+        return self.target_pool(lang)
+
+    def shot_order(self, records: Sequence[dict], lang: str) -> list[dict]:
+        """Stratified by label and nested (see stratified_order).
+
+        Task.k_shot takes the first k of this order, so k-shot samples are label-balanced and
+        the k = 8 sample is inside the k = 32 one for the same seed; data.max_train_examples
+        takes a prefix of the source pool the same way.
+        """
+        seed = self.settings.seed
+        return stratified_order(records, lambda key: stable_fraction(self.name, lang, seed, key))
+
+    def text_pair(self, record: dict) -> tuple[str, str]:
+        return record["sentence1"], record["sentence2"]
+
+    def _encode(self, records: Sequence[dict], tokenizer) -> dict[str, list]:
+        enc = tokenizer(
+            [r["sentence1"] for r in records],
+            [r["sentence2"] for r in records],
+            truncation=True,
+            max_length=self.params["max_length"],
+            padding="max_length",
+        )
+        return {k: list(v) for k, v in enc.items()}
+
+    def train_features(self, records, tokenizer):
+        features = self._encode(records, tokenizer)
+        features["labels"] = [int(r["label"]) for r in records]
+        return features
+
+    def eval_features(self, records, tokenizer):
+        return self._encode(records, tokenizer), None
+
+    def predictions(self, records, meta, outputs):
+        labels = np.asarray(outputs["logits"]).argmax(axis=-1)
+        return {r["id"]: int(label) for r, label in zip(records, labels, strict=True)}
+
+    def score(self, predictions, records, lang):
+        from lowres.metrics import load_metric
+
+        result = load_metric("accuracy").compute(
+            predictions=[int(predictions.get(r["id"], -1)) for r in records],
+            references=[int(r["label"]) for r in records],
+        )
+        return {"accuracy": result["accuracy"], "n": len(records)}
+
+    def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
+        """What metrics.json adds to the scores: NS rows dropped per file read."""
+        return {"skipped_ns": dict(self.skipped)}
