@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lowres.errors import LowresError
@@ -44,6 +45,64 @@ def evaluate_languages(
         predictions,
         time.perf_counter() - started,
     )
+
+
+@torch.no_grad()
+def parallel_distance(
+    model,
+    tokenizer,
+    task: Task,
+    languages: list[str],
+    source_language: str,
+    *,
+    max_length: int = 128,
+    pooling: str = "mean",
+    layers: Any = "last",
+    batch_size: int = 32,
+) -> dict[str, dict[str, float]]:
+    """Mean cosine distance between held-out parallel representations, per target language.
+
+    The pairs are evaluation records (never trained on) that share an id with a
+    source-language evaluation record, so this measures how far the alignment loss moved
+    unseen translations together.
+    """
+    from lowres.losses.alignment import pool_layers
+    from lowres.trainer import tokenize_pairs
+
+    source = {r["id"]: r for r in task.evaluation_records(source_language)}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    layer_list = "last" if layers == "last" else [int(i) for i in layers]
+
+    def represent(records):
+        encoded = tokenize_pairs(tokenizer, [task.text_pair(r) for r in records], max_length)
+        chunks = []
+        for start in range(0, len(encoded), batch_size):
+            batch = tokenizer.pad(encoded[start : start + batch_size], return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch, output_hidden_states=True)
+            mask = model.text_mask(batch["attention_mask"])
+            chunks.append(pool_layers(out["hidden_states"], mask, layer_list, pooling).float())
+        return torch.cat(chunks)
+
+    result = {}
+    try:
+        for lang in languages:
+            if lang == source_language or lang not in task.settings.eval_languages:
+                continue
+            pairs = [
+                (source[r["id"]], r) for r in task.evaluation_records(lang) if r["id"] in source
+            ]
+            if not pairs:
+                continue
+            a = represent([s for s, _ in pairs])
+            b = represent([t for _, t in pairs])
+            cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+            result[lang] = {"cosine_distance": float((1 - cosine).mean()), "pairs": len(pairs)}
+    finally:
+        model.train(was_training)
+    return result
 
 
 def show_scores(metrics: dict[str, Any]) -> None:
@@ -123,7 +182,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     )
     progress = RichProgress() if run_cfg.trainer.progress else None
     trainer = LowresTrainer(model=model, args=args, callbacks=[progress] if progress else None)
-    evaluation = {lang: task.evaluation_records(lang) for lang in run_cfg.data.eval_languages}
+    evaluation = task.evaluation_sets()
     try:
         scores, predictions, seconds = evaluate_languages(trainer, task, evaluation, tokenizer)
     finally:
@@ -136,6 +195,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
         "backbone": run_cfg.backbone.name,
         "checkpoint": str(run_dir),
         **scores,
+        **task.extra_metrics(scores["per_language"]),
         **parameter_report(model),
         "eval_runtime_s": round(seconds, 3),
     }

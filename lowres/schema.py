@@ -70,6 +70,7 @@ class AlignConfig:
     parallel_file: str = ""  # TSV of source<TAB>target sentences; empty: the task's own pairs
     max_length: int = 128
     batch_size: int = 8
+    report_distance: bool = False  # also measure held-out distances when weight is 0
 
 
 @dataclass
@@ -84,7 +85,7 @@ class AdapterConfig:
 @dataclass
 class TrainerConfig:
     lr: float = 5e-5
-    epochs: float = 1.0
+    epochs: float = 1.0  # 0 with max_steps <= 0: evaluate without training
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
     eval_batch_size: int = 32

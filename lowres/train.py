@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lowres.backbones import load_backbone
 from lowres.errors import ConfigError, LowresError
-from lowres.evaluation import evaluate_languages, show_scores
+from lowres.evaluation import evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import build_method, parameter_report
 from lowres.runfolder import RunFolder
 from lowres.schema import validate
@@ -207,7 +207,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     """Train as configured, evaluate every eval language, write the run folder."""
     from datasets import Dataset
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
@@ -251,7 +251,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         resume_from = get_last_checkpoint(str(run.path / "trainer"))
     try:
         started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        if cfg.trainer.max_steps <= 0 and cfg.trainer.epochs <= 0:
+            # trainer.epochs=0: evaluate the model as built (the untrained baseline).
+            result = TrainOutput(global_step=0, training_loss=float("nan"), metrics={})
+        else:
+            result = trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - started
         run.write_jsonl("train_log.jsonl", trainer.state.log_history)
         if trainer.args.should_save:
@@ -259,6 +263,18 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         scores, predictions, eval_seconds = evaluate_languages(
             trainer, task, split.evaluation, tokenizer
         )
+        if cfg.align.weight > 0 or cfg.align.report_distance:
+            scores["parallel_distance"] = parallel_distance(
+                model,
+                tokenizer,
+                task,
+                list(cfg.data.eval_languages),
+                cfg.align.source_language,
+                max_length=cfg.align.max_length,
+                pooling=cfg.align.pooling,
+                layers=cfg.align.layers,
+                batch_size=cfg.trainer.eval_batch_size,
+            )
     finally:
         if progress:
             progress.stop()
@@ -267,6 +283,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "backbone": cfg.backbone.name,
         "method": _method(cfg),
         **scores,
+        **task.extra_metrics(scores["per_language"]),
         **report,
         "train_examples": len(split.train),
         "train_windows": len(train_dataset),

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 ARTICLES = 3
-POOL = 400
+POOL = 256
 LANGS = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 
 

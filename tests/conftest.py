@@ -11,6 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models run far faster on one thread than on two busy ones (thread hand-offs dominate
+# their small matrix products); subprocesses get the same through OMP_NUM_THREADS.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LOWRES_DATA", REPO_ROOT.parent / "shared" / "data"))

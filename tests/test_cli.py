@@ -10,43 +10,50 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_lowres
 
 from lowres.backbones import SAMPLE_ROOT
-from lowres.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["+task=xquad", "backbone=tiny-bert", "trainer=smoke", "trainer.progress=false"]
 
 
 def run_cli(*args: str) -> None:
-    main(list(args))
+    run_lowres(*args)
 
 
 def lowres_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lowres", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
 
 def write_squad(path: Path, questions: list[tuple[str, str, str, str]]) -> None:
     """Write a SQuAD v1.1 file: one paragraph per (id, context, question, answer)."""
     paragraphs = [
-        {"context": c, "qas": [{"id": i, "question": q,
-                                "answers": [{"text": a, "answer_start": c.index(a)}]}]}
+        {
+            "context": c,
+            "qas": [{"id": i, "question": q, "answers": [{"text": a, "answer_start": c.index(a)}]}],
+        }
         for i, c, q, a in questions
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t",
-                                                            "paragraphs": paragraphs}]}))
+    path.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]})
+    )
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, shared_data):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    run_cli("train", *SMOKE, "data.source=local", f"data.root={shared_data}",
-            f"hydra.run.dir={run_dir}")
+    run_cli(
+        "train", *SMOKE, "data.source=local", f"data.root={shared_data}", f"hydra.run.dir={run_dir}"
+    )
     return run_dir
 
 
@@ -66,8 +73,12 @@ def test_train_writes_the_run_folder(smoke_run):
         assert len(answers) == 16 and all(isinstance(a, str) for a in answers.values())
     manifest = json.loads((smoke_run / "checkpoint" / "manifest.json").read_text())
     assert manifest["count"] == metrics["trainable_parameters"]
-    assert set(manifest["parameters"]) == {"prompt", "deep_prompts", "model.qa_outputs.weight",
-                                           "model.qa_outputs.bias"}
+    assert set(manifest["parameters"]) == {
+        "prompt",
+        "deep_prompts",
+        "model.qa_outputs.weight",
+        "model.qa_outputs.bias",
+    }
     split = json.loads((smoke_run / "data_split.json").read_text())
     assert len(split["train"]) == 32
     assert not set(split["train"]) & set(split["evaluation"]["en"])
@@ -75,8 +86,7 @@ def test_train_writes_the_run_folder(smoke_run):
 
 def test_evaluate_restores_the_same_scores(smoke_run, tmp_path):
     out = tmp_path / "eval"
-    run_cli("evaluate", f"checkpoint={smoke_run}", "trainer.progress=false",
-            f"hydra.run.dir={out}")
+    run_cli("evaluate", f"checkpoint={smoke_run}", "trainer.progress=false", f"hydra.run.dir={out}")
     trained = json.loads((smoke_run / "metrics.json").read_text())
     restored = json.loads((out / "metrics.json").read_text())
     assert restored["per_language"] == trained["per_language"]
@@ -126,14 +136,21 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     save_file({k: v + 1.0 for k, v in state.items()}, state_file)
     run_cli("train", "--resume", str(run_dir))
     shifted = load_file(run_dir / "checkpoint" / "trainable.safetensors")
-    assert not torch.allclose(shifted["model.qa_outputs.weight"],
-                              uninterrupted["model.qa_outputs.weight"], atol=0.5)
+    assert not torch.allclose(
+        shifted["model.qa_outputs.weight"], uninterrupted["model.qa_outputs.weight"], atol=0.5
+    )
 
 
 def test_multirun_writes_one_folder_per_job(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("train", "-m", *SMOKE, "trainer.seed=1,2", "data.eval_languages=[en]",
-            f"hydra.sweep.dir={sweep}")
+    run_cli(
+        "train",
+        "-m",
+        *SMOKE,
+        "trainer.seed=1,2",
+        "data.eval_languages=[en]",
+        f"hydra.sweep.dir={sweep}",
+    )
     folders = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(folders) == 2
     from omegaconf import OmegaConf
@@ -153,8 +170,21 @@ def test_help_lists_verbs_and_groups(capsys):
         run_cli("--help")
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for word in ("train", "evaluate", "score", "backbone", "tiny-bert", "freeze", "lower_k",
-                 "prompt", "align", "contrastive", "trainer", "smoke", "data"):
+    for word in (
+        "train",
+        "evaluate",
+        "score",
+        "backbone",
+        "tiny-bert",
+        "freeze",
+        "lower_k",
+        "prompt",
+        "align",
+        "contrastive",
+        "trainer",
+        "smoke",
+        "data",
+    ):
         assert word in out
 
 
@@ -180,19 +210,36 @@ def test_soft_prompt_overfits_a_handful_of_questions(tmp_path):
         ("In 1969 the first people walked on the Moon.", "When?", "1969"),
     ]
     # Same texts, different ids: the source pool never contains an evaluation id.
-    write_squad(root / "squad" / "dev-v1.1.json",
-                [(f"train{i}", c, q, a) for i, (c, q, a) in enumerate(contexts)])
-    write_squad(root / "xquad" / "xquad.en.json",
-                [(f"eval{i}", c, q, a) for i, (c, q, a) in enumerate(contexts)])
+    write_squad(
+        root / "squad" / "dev-v1.1.json",
+        [(f"train{i}", c, q, a) for i, (c, q, a) in enumerate(contexts)],
+    )
+    write_squad(
+        root / "xquad" / "xquad.en.json",
+        [(f"eval{i}", c, q, a) for i, (c, q, a) in enumerate(contexts)],
+    )
     for layers in ("input", "all"):
         run_dir = tmp_path / layers
         run_cli(
-            "train", "+task=xquad", "backbone=tiny-bert", "trainer.progress=false",
-            "data.source=local", f"data.root={root}", "data.eval_languages=[en]",
-            "freeze=backbone", f"prompt.layers={layers}", "prompt.length=8", "prompt.lr=0.05",
-            "trainer.lr=0.01", "trainer.max_steps=150", "trainer.batch_size=4",
-            "trainer.warmup_ratio=0.0", "trainer.logging_steps=50", "task.max_length=64",
-            "task.stride=16", f"hydra.run.dir={run_dir}",
+            "train",
+            "+task=xquad",
+            "backbone=tiny-bert",
+            "trainer.progress=false",
+            "data.source=local",
+            f"data.root={root}",
+            "data.eval_languages=[en]",
+            "freeze=backbone",
+            f"prompt.layers={layers}",
+            "prompt.length=8",
+            "prompt.lr=0.05",
+            "trainer.lr=0.01",
+            "trainer.max_steps=150",
+            "trainer.batch_size=4",
+            "trainer.warmup_ratio=0.0",
+            "trainer.logging_steps=50",
+            "task.max_length=64",
+            "task.stride=16",
+            f"hydra.run.dir={run_dir}",
         )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["per_language"]["en"]["exact_match"] == 100.0, (layers, metrics)
@@ -209,9 +256,13 @@ def _assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> No
 
 
 def test_missing_data_root_is_named(tmp_path):
-    result = lowres_subprocess("train", *SMOKE, "data.source=local",
-                               f"data.root={tmp_path / 'nowhere'}",
-                               f"hydra.run.dir={tmp_path / 'run'}")
+    result = lowres_subprocess(
+        "train",
+        *SMOKE,
+        "data.source=local",
+        f"data.root={tmp_path / 'nowhere'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     _assert_user_error(result, "data.root", "nowhere")
 
 
@@ -224,43 +275,85 @@ def test_truncated_json_is_named(tmp_path):
     )
     text = (SAMPLE_ROOT / "xquad" / "xquad.en.json").read_text()
     (root / "xquad" / "xquad.en.json").write_text(text[: len(text) // 2])
-    result = lowres_subprocess("train", *SMOKE, "data.source=local", f"data.root={root}",
-                               "data.eval_languages=[en]", f"hydra.run.dir={tmp_path / 'run'}")
+    result = lowres_subprocess(
+        "train",
+        *SMOKE,
+        "data.source=local",
+        f"data.root={root}",
+        "data.eval_languages=[en]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     _assert_user_error(result, "xquad.en.json")
 
 
 def test_answer_not_at_answer_start_is_named(tmp_path):
     root = tmp_path / "data"
     write_squad(root / "squad" / "dev-v1.1.json", [("q1", "Oslo is a city.", "Where?", "Oslo")])
-    bad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{
-        "context": "Oslo is a city.",
-        "qas": [{"id": "bad-q", "question": "What?",
-                 "answers": [{"text": "city", "answer_start": 0}]}]}]}]}
+    bad = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "Oslo is a city.",
+                        "qas": [
+                            {
+                                "id": "bad-q",
+                                "question": "What?",
+                                "answers": [{"text": "city", "answer_start": 0}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     (root / "xquad").mkdir(parents=True)
     (root / "xquad" / "xquad.en.json").write_text(json.dumps(bad))
-    result = lowres_subprocess("train", *SMOKE, "data.source=local", f"data.root={root}",
-                               "data.eval_languages=[en]", f"hydra.run.dir={tmp_path / 'run'}")
+    result = lowres_subprocess(
+        "train",
+        *SMOKE,
+        "data.source=local",
+        f"data.root={root}",
+        "data.eval_languages=[en]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     _assert_user_error(result, "bad-q", "answer_start")
 
 
 def test_unreachable_hub_backbone_is_named(tmp_path):
-    result = lowres_subprocess("train", "+task=xquad", "backbone=mbert", "trainer=smoke",
-                               f"hydra.run.dir={tmp_path / 'run'}",
-                               env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    result = lowres_subprocess(
+        "train",
+        "+task=xquad",
+        "backbone=mbert",
+        "trainer=smoke",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
     _assert_user_error(result, "mbert", "backbone=minilm")
 
 
 def test_unreachable_hub_dataset_is_named(tmp_path):
-    result = lowres_subprocess("train", *SMOKE, "data.source=hub",
-                               f"hydra.run.dir={tmp_path / 'run'}",
-                               env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    result = lowres_subprocess(
+        "train",
+        *SMOKE,
+        "data.source=hub",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
     _assert_user_error(result, "Hugging Face Hub", "rajpurkar/squad", "data.source=local")
 
 
 def test_score_prints_official_json(golden, shared_data, capsys):
     expected = json.loads((golden / "qa-metrics" / "expected.json").read_text())["xquad.de"]
-    run_cli("score", "--metric", "squad", str(shared_data / "xquad" / "xquad.de.json"),
-            str(golden / "qa-metrics" / "pred.xquad.de.json"))
+    run_cli(
+        "score",
+        "--metric",
+        "squad",
+        str(shared_data / "xquad" / "xquad.de.json"),
+        str(golden / "qa-metrics" / "pred.xquad.de.json"),
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["n"] == expected["questions"]
     assert abs(printed["f1"] - expected["f1"]) < 1e-9

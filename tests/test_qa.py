@@ -16,8 +16,15 @@ WINDOW = {"max_length": 128, "stride": 32, "max_question_length": 64}
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone(name="tiny-bert", loader="tiny", path="", architecture="bert",
-                         task_kind="extractive_qa", num_labels=2, seed=0)
+    return load_backbone(
+        name="tiny-bert",
+        loader="tiny",
+        path="",
+        architecture="bert",
+        task_kind="extractive_qa",
+        num_labels=2,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +53,14 @@ def test_train_labels_point_at_the_answer_characters(backbone, records):
     subset = records[:40]
     features = train_features(subset, tokenizer, **WINDOW)
     enc = tokenizer(
-        [r["question"] for r in subset], [r["context"] for r in subset],
-        truncation="only_second", return_overflowing_tokens=True, return_offsets_mapping=True,
-        padding="max_length", max_length=WINDOW["max_length"], stride=WINDOW["stride"],
+        [r["question"] for r in subset],
+        [r["context"] for r in subset],
+        truncation="only_second",
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+        max_length=WINDOW["max_length"],
+        stride=WINDOW["stride"],
     )
     inside = 0
     for i, (start, end) in enumerate(
@@ -74,7 +86,9 @@ def test_decoding_perfect_logits_recovers_every_answer(backbone, records):
     n, length = len(meta), WINDOW["max_length"]
     start_logits = np.full((n, length), -10.0)
     end_logits = np.full((n, length), -10.0)
-    for w, (s, e) in enumerate(zip(labels["start_positions"], labels["end_positions"], strict=True)):
+    for w, (s, e) in enumerate(
+        zip(labels["start_positions"], labels["end_positions"], strict=True)
+    ):
         if s or e:
             start_logits[w, s] = 10.0
             end_logits[w, e] = 10.0
@@ -103,9 +117,19 @@ def test_prompt_logits_line_up_with_the_original_tokens(backbone, records, layer
     """The sliced logits are the full model's logits with exactly the prompt positions removed."""
     tokenizer = backbone.tokenizer
     model = build_method(
-        backbone.model, tokenizer, task_kind="extractive_qa", family="encoder",
-        freeze="backbone", freeze_k=0, prompt_length=5, prompt_init="vocab",
-        prompt_init_text="", prompt_layers=layers, adapter="none", adapter_options={}, seed=0,
+        backbone.model,
+        tokenizer,
+        task_kind="extractive_qa",
+        family="encoder",
+        freeze="backbone",
+        freeze_k=0,
+        prompt_length=5,
+        prompt_init="vocab",
+        prompt_init_text="",
+        prompt_layers=layers,
+        adapter="none",
+        adapter_options={},
+        seed=0,
     ).eval()
     features, _ = eval_features(records[:2], tokenizer, **WINDOW)
     batch = {k: torch.tensor(v[:2]) for k, v in features.items()}

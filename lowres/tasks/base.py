@@ -117,6 +117,14 @@ class Task(ABC):
         cap = self.settings.max_eval_examples
         return records[:cap] if cap else records
 
+    def evaluation_sets(self) -> dict[str, list[dict]]:
+        """What gets scored, by evaluation key (a language; MLQA G-XLT: "ctx-q")."""
+        return {lang: self.evaluation_records(lang) for lang in self.settings.eval_languages}
+
+    def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
+        """Task-specific entries for metrics.json (MLQA: the G-XLT table; PAWS-X: NS skips)."""
+        return {}
+
     def shot_order(self, records: Sequence[dict], lang: str) -> list[dict]:
         """Pool records in the order k-shot samples take them (prefixes are nested)."""
         seed = self.settings.seed
@@ -163,5 +171,4 @@ class Task(ABC):
                 "align.source_language and align.target_languages, or give a parallel file "
                 "with align.parallel_file."
             )
-        evaluation = {lang: self.evaluation_records(lang) for lang in s.eval_languages}
-        return Split(train=train, evaluation=evaluation, parallel=parallel)
+        return Split(train=train, evaluation=self.evaluation_sets(), parallel=parallel)

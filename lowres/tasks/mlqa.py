@@ -34,7 +34,6 @@ from lowres.data import squad_format
 from lowres.data.hub import load_hub_split
 from lowres.data.mlqa_files import MLQA_LANGUAGES, MLQA_SPLITS, mlqa_file
 from lowres.errors import ConfigError, LowresError
-from lowres.tasks.base import Split
 from lowres.tasks.qa import QATask, with_groups
 from lowres.tasks.xquad import data_root
 
@@ -193,12 +192,6 @@ class MLQATask(QATask):
 
     def evaluation_sets(self) -> dict[str, list[dict]]:
         return {key: self.evaluation_records(key) for key in self.evaluation_keys()}
-
-    def split(self, align_languages: Sequence[str] = (), align_source: str = "") -> Split:
-        result = super().split(align_languages, align_source)
-        if self.question_languages:
-            result.evaluation = self.evaluation_sets()
-        return result
 
     def metric_kwargs(self, lang: str) -> dict[str, Any]:
         return {"answer_language": context_language(lang)}

@@ -1,0 +1,25 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def run_lowres(*args: str) -> None:
+    """``lowres ARGS`` through the console entry point, in this process.
+
+    In-process saves the ~8 s of imports a subprocess pays per run. Hydra adds a log-file
+    handler and rewrites sys.argv for every run; both are put back so runs stay independent.
+    """
+    from lowres.cli import main
+
+    argv, handlers = sys.argv[:], logging.getLogger().handlers[:]
+    try:
+        main(list(args))
+    finally:
+        sys.argv = argv
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
