@@ -226,6 +226,15 @@ def validate(cfg: Any) -> None:
                     f"{', '.join(task.languages)}. Fix data.source_language or "
                     "data.eval_languages."
                 )
+        if task.kind == "extractive_qa" and (
+            task.stride + task.max_question_length + 4 > task.max_length
+        ):
+            raise ConfigError(
+                f"task.stride={task.stride} leaves no room in windows of "
+                f"task.max_length={task.max_length} tokens with questions of up to "
+                f"task.max_question_length={task.max_question_length}; keep stride + "
+                "max_question_length + 4 <= max_length (e.g. task.stride=32 at max_length=128)."
+            )
         if cfg.align.weight > 0 and cfg.align.kind == "kl" and task.kind != "classification":
             raise ConfigError(
                 f"align.kind=kl distils class predictions and needs a classification task, "

@@ -82,6 +82,7 @@ def test_unknown_option_fails_at_compose_time():
         ("data.source=local", "data.root"),
         ("data.eval_languages=[xx]", "xx"),
         ("data.pool_fraction=1.5", "data.pool_fraction"),
+        ("task.max_length=128", "task.stride"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
