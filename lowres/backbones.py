@@ -145,7 +145,10 @@ def tiny_backbone_dir(architecture: str) -> str:
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         tok.train_from_iterator(
-            texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=specials)
+            texts,
+            trainers.WordPieceTrainer(
+                vocab_size=3000, special_tokens=specials, show_progress=False
+            ),
         )
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = TemplateProcessing(
@@ -180,7 +183,9 @@ def tiny_backbone_dir(architecture: str) -> str:
         tok.decoder = decoders.Metaspace()
         tok.train_from_iterator(
             texts,
-            trainers.UnigramTrainer(vocab_size=3000, special_tokens=specials, unk_token="<unk>"),
+            trainers.UnigramTrainer(
+                vocab_size=3000, special_tokens=specials, unk_token="<unk>", show_progress=False
+            ),
         )
         bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
         tok.post_processor = TemplateProcessing(

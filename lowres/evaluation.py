@@ -178,7 +178,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     model, tokenizer = model_from_config(run_cfg)
     load_trainable(model, run_dir / "checkpoint")
     args = training_arguments(
-        run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind)
+        run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind), learning_rate=0.0
     )
     progress = RichProgress() if run_cfg.trainer.progress else None
     trainer = LowresTrainer(model=model, args=args, callbacks=[progress] if progress else None)

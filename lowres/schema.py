@@ -84,7 +84,7 @@ class AdapterConfig:
 
 @dataclass
 class TrainerConfig:
-    lr: float = 5e-5
+    lr: float | None = None  # None: 5e-5 with freeze=none, else 1e-3 (see resolved_lr)
     epochs: float = 1.0  # 0 with max_steps <= 0: evaluate without training
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
@@ -202,7 +202,8 @@ def validate(cfg: Any) -> None:
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
-    _at_least("trainer.lr", cfg.trainer.lr, 0.0)
+    if cfg.trainer.lr is not None:
+        _at_least("trainer.lr", cfg.trainer.lr, 0.0)
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
@@ -241,6 +242,21 @@ def validate(cfg: Any) -> None:
                 f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
                 "contrastive for QA."
             )
+
+
+FULL_FINETUNING_LR = 5e-5
+FROZEN_LR = 1e-3
+
+
+def resolved_lr(lr: float | None, freeze_strategy: str) -> float:
+    """The weights' learning rate: given, or the method's usual one.
+
+    When every weight trains, BERT-style fine-tuning rates apply; when the backbone is frozen
+    only new or small parameter sets train (head, biases, adapters), which need larger steps.
+    """
+    if lr is not None:
+        return lr
+    return FULL_FINETUNING_LR if freeze_strategy == "none" else FROZEN_LR
 
 
 def _is_int_list(value: Any) -> bool:

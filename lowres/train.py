@@ -19,7 +19,7 @@ from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import build_method, parameter_report
 from lowres.runfolder import RunFolder
-from lowres.schema import validate
+from lowres.schema import resolved_lr, validate
 from lowres.tasks import Settings, Task, build_task
 from lowres.trainer import (
     AlignmentObjective,
@@ -99,7 +99,9 @@ def model_from_config(cfg: DictConfig):
     return model, backbone.tokenizer
 
 
-def training_arguments(trainer_cfg: DictConfig, output_dir: Path, *, label_names: list[str]):
+def training_arguments(
+    trainer_cfg: DictConfig, output_dir: Path, *, label_names: list[str], learning_rate: float
+):
     from transformers import TrainingArguments
 
     device = trainer_cfg.device
@@ -121,7 +123,7 @@ def training_arguments(trainer_cfg: DictConfig, output_dir: Path, *, label_names
         )
     return TrainingArguments(
         output_dir=str(output_dir),
-        learning_rate=trainer_cfg.lr,
+        learning_rate=learning_rate,
         num_train_epochs=trainer_cfg.epochs,
         max_steps=trainer_cfg.max_steps,
         per_device_train_batch_size=trainer_cfg.batch_size,
@@ -233,7 +235,13 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     report = parameter_report(model)
     features = task.train_features(split.train, tokenizer)
     train_dataset = Dataset.from_dict(features)
-    args = training_arguments(cfg.trainer, run.path / "trainer", label_names=label_names(task.kind))
+    learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
+    args = training_arguments(
+        cfg.trainer,
+        run.path / "trainer",
+        label_names=label_names(task.kind),
+        learning_rate=learning_rate,
+    )
     progress = RichProgress() if cfg.trainer.progress else None
     trainer = LowresTrainer(
         model=model,
@@ -309,6 +317,8 @@ def _method(cfg: DictConfig) -> dict[str, Any]:
         "align_kind": cfg.align.kind if cfg.align.weight > 0 else "none",
         "align_weight": cfg.align.weight,
         "adapter": cfg.adapter.kind,
+        "lr": resolved_lr(cfg.trainer.lr, cfg.freeze.strategy),
+        "prompt_lr": cfg.prompt.lr if cfg.prompt.lr is not None else None,
     }
 
 

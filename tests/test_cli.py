@@ -233,12 +233,13 @@ def test_soft_prompt_overfits_a_handful_of_questions(tmp_path):
             "prompt.length=8",
             "prompt.lr=0.05",
             "trainer.lr=0.01",
-            "trainer.max_steps=150",
+            "trainer.max_steps=300",
             "trainer.batch_size=4",
             "trainer.warmup_ratio=0.0",
             "trainer.logging_steps=50",
             "task.max_length=64",
             "task.stride=16",
+            "task.max_question_length=16",
             f"hydra.run.dir={run_dir}",
         )
         metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -95,3 +95,13 @@ def test_kl_alignment_is_refused_for_qa():
     cfg = compose_train("align=kl")
     with pytest.raises(ConfigError, match="classification"):
         validate(cfg)
+
+
+def test_learning_rate_defaults_follow_the_freezing_strategy():
+    from lowres.schema import resolved_lr
+
+    assert resolved_lr(None, "none") == 5e-5
+    for strategy in ("backbone", "lower_k", "bitfit", "head_only"):
+        assert resolved_lr(None, strategy) == 1e-3
+    assert resolved_lr(3e-4, "none") == 3e-4
+    assert compose_train().trainer.lr is None

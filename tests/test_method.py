@@ -17,15 +17,31 @@ TINY = ["backbone=tiny-bert", "trainer.progress=false", "data.eval_languages=[en
 
 
 def tiny(architecture="bert", task_kind="extractive_qa"):
-    return load_backbone(name="tiny", loader="tiny", path="", architecture=architecture,
-                         task_kind=task_kind, num_labels=2, seed=0)
+    return load_backbone(
+        name="tiny",
+        loader="tiny",
+        path="",
+        architecture=architecture,
+        task_kind=task_kind,
+        num_labels=2,
+        seed=0,
+    )
 
 
 def method(backbone, **options):
-    settings = {"task_kind": "extractive_qa", "family": "encoder", "freeze": "backbone",
-                "freeze_k": 0, "prompt_length": 4, "prompt_init": "vocab",
-                "prompt_init_text": "", "prompt_layers": "input", "adapter": "none",
-                "adapter_options": {}, "seed": 0}
+    settings = {
+        "task_kind": "extractive_qa",
+        "family": "encoder",
+        "freeze": "backbone",
+        "freeze_k": 0,
+        "prompt_length": 4,
+        "prompt_init": "vocab",
+        "prompt_init_text": "",
+        "prompt_layers": "input",
+        "adapter": "none",
+        "adapter_options": {},
+        "seed": 0,
+    }
     settings.update(options)
     return build_method(backbone.model, backbone.tokenizer, **settings)
 
@@ -59,8 +75,12 @@ def test_deep_prompts_start_as_the_input_prompt_function():
 def test_deep_injection_works_on_xlmr_and_gets_gradients():
     model = method(tiny("xlmr"), prompt_layers=[0, 1])
     ids = torch.randint(5, 200, (2, 10))
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3]))
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        start_positions=torch.tensor([1, 2]),
+        end_positions=torch.tensor([2, 3]),
+    )
     out["loss"].backward()
     assert model.deep_prompts.grad is not None and model.deep_prompts.grad.abs().sum() > 0
     assert model.prompt.grad is None or model.deep_prompts.shape == (2, 4, 32)
@@ -90,9 +110,12 @@ def test_head_only_keeps_the_prompt_fixed():
 
 
 def test_lora_trains_adapters_and_head_only():
-    model = method(tiny(), adapter="lora", prompt_length=0,
-                   adapter_options={"r": 2, "alpha": 4, "dropout": 0.0,
-                                    "target_modules": ["query", "value"]})
+    model = method(
+        tiny(),
+        adapter="lora",
+        prompt_length=0,
+        adapter_options={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]},
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {"model.qa_outputs.weight", "model.qa_outputs.bias"} <= trainable
     lora = trainable - {"model.qa_outputs.weight", "model.qa_outputs.bias"}
@@ -102,16 +125,27 @@ def test_lora_trains_adapters_and_head_only():
 
 def test_lora_on_missing_modules_names_them():
     with pytest.raises(ConfigError, match="q_proj"):
-        method(tiny(), adapter="lora", prompt_length=0,
-               adapter_options={"r": 2, "alpha": 4, "dropout": 0.0,
-                                "target_modules": ["q_proj"]})
+        method(
+            tiny(),
+            adapter="lora",
+            prompt_length=0,
+            adapter_options={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]},
+        )
 
 
 @pytest.mark.parametrize("kind", ["mse", "cosine", "contrastive"])
 def test_alignment_runs_through_the_cli_and_logs_both_losses(kind, tmp_path):
     run_dir = tmp_path / kind
-    run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", f"align={kind}",
-               "align.weight=0.5", "data.pool_fraction=0.5", f"hydra.run.dir={run_dir}")
+    run_lowres(
+        "train",
+        "+task=xquad",
+        *TINY,
+        "trainer=smoke",
+        f"align={kind}",
+        "align.weight=0.5",
+        "data.pool_fraction=0.5",
+        f"hydra.run.dir={run_dir}",
+    )
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     logged = [row for row in log if "task_loss" in row]
     assert logged and all("align_loss" in row and row["align_loss"] >= 0 for row in logged)
@@ -127,27 +161,53 @@ def test_alignment_runs_through_the_cli_and_logs_both_losses(kind, tmp_path):
 
 def test_kl_alignment_on_pawsx(tmp_path):
     run_dir = tmp_path / "kl"
-    run_lowres("train", "+task=pawsx", *TINY, "trainer=smoke", "align=kl", "align.weight=1.0",
-               "data.pool_fraction=0.5", f"hydra.run.dir={run_dir}")
+    run_lowres(
+        "train",
+        "+task=pawsx",
+        *TINY,
+        "trainer=smoke",
+        "align=kl",
+        "align.weight=1.0",
+        "data.pool_fraction=0.5",
+        f"hydra.run.dir={run_dir}",
+    )
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert any("align_loss" in row for row in log)
 
 
 def test_alignment_without_parallel_data_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", "align=mse",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+        run_lowres(
+            "train",
+            "+task=xquad",
+            *TINY,
+            "trainer=smoke",
+            "align=mse",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        )
     assert "data.pool_fraction" in capsys.readouterr().err
 
 
 def test_alignment_pulls_held_out_translations_together(tmp_path):
     """Same seed and data: with lambda > 0 unseen en-de pairs end closer than with lambda = 0."""
-    common = ["+task=xquad", "backbone=tiny-bert", "trainer.progress=false",
-              "data.eval_languages=[en,de]", "data.pool_fraction=0.5", "freeze=none",
-              "prompt=none", "trainer.max_steps=40", "trainer.lr=1e-3", "trainer.batch_size=4",
-              "data.max_train_examples=40", "task.max_length=128", "task.stride=32",
-              "align.kind=cosine",
-              "align.report_distance=true", "trainer.logging_steps=20"]
+    common = [
+        "+task=xquad",
+        "backbone=tiny-bert",
+        "trainer.progress=false",
+        "data.eval_languages=[en,de]",
+        "data.pool_fraction=0.5",
+        "freeze=none",
+        "prompt=none",
+        "trainer.max_steps=40",
+        "trainer.lr=1e-3",
+        "trainer.batch_size=4",
+        "data.max_train_examples=40",
+        "task.max_length=128",
+        "task.stride=32",
+        "align.kind=cosine",
+        "align.report_distance=true",
+        "trainer.logging_steps=20",
+    ]
     distances = {}
     for weight in (0.0, 1.0):
         run_dir = tmp_path / f"w{weight}"
@@ -161,8 +221,16 @@ def test_alignment_from_a_parallel_file(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("the city\tdie Stadt\nthe river\tder Fluss\nthe war\tder Krieg\n")
     run_dir = tmp_path / "run"
-    run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", "align=mse", "align.weight=0.5",
-               f"align.parallel_file={pairs}", f"hydra.run.dir={run_dir}")
+    run_lowres(
+        "train",
+        "+task=xquad",
+        *TINY,
+        "trainer=smoke",
+        "align=mse",
+        "align.weight=0.5",
+        f"align.parallel_file={pairs}",
+        f"hydra.run.dir={run_dir}",
+    )
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert any("align_loss" in row for row in log)
 
@@ -171,9 +239,16 @@ def test_malformed_parallel_file_names_the_line(tmp_path, capsys):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("the city\tdie Stadt\nonly one field\n")
     with pytest.raises(SystemExit):
-        run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", "align=mse",
-                   "align.weight=0.5", f"align.parallel_file={pairs}",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+        run_lowres(
+            "train",
+            "+task=xquad",
+            *TINY,
+            "trainer=smoke",
+            "align=mse",
+            "align.weight=0.5",
+            f"align.parallel_file={pairs}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        )
     assert "line 2" in capsys.readouterr().err
 
 
@@ -181,25 +256,51 @@ def test_malformed_parallel_file_names_the_line(tmp_path, capsys):
 def test_freezing_strategies_run_through_the_cli(strategy, tmp_path):
     run_dir = tmp_path / strategy
     extra = ["freeze.k=1"] if strategy == "lower_k" else []
-    run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", f"freeze={strategy}", *extra,
-               f"hydra.run.dir={run_dir}")
+    run_lowres(
+        "train",
+        "+task=xquad",
+        *TINY,
+        "trainer=smoke",
+        f"freeze={strategy}",
+        *extra,
+        f"hydra.run.dir={run_dir}",
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
 
 
 def test_lower_k_beyond_the_depth_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", "freeze=lower_k",
-                   "freeze.k=7", f"hydra.run.dir={tmp_path / 'run'}")
+        run_lowres(
+            "train",
+            "+task=xquad",
+            *TINY,
+            "trainer=smoke",
+            "freeze=lower_k",
+            "freeze.k=7",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        )
     assert "freeze.k" in capsys.readouterr().err
 
 
 def test_lora_checkpoint_reload_reproduces_scores(tmp_path):
     run_dir = tmp_path / "lora"
-    run_lowres("train", "+task=xquad", *TINY, "trainer=smoke", "adapter=lora", "prompt=none",
-               "adapter.target_modules=[query,value]", f"hydra.run.dir={run_dir}")
-    run_lowres("evaluate", f"checkpoint={run_dir}", "trainer.progress=false",
-               f"hydra.run.dir={tmp_path / 'eval'}")
+    run_lowres(
+        "train",
+        "+task=xquad",
+        *TINY,
+        "trainer=smoke",
+        "adapter=lora",
+        "prompt=none",
+        "adapter.target_modules=[query,value]",
+        f"hydra.run.dir={run_dir}",
+    )
+    run_lowres(
+        "evaluate",
+        f"checkpoint={run_dir}",
+        "trainer.progress=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     trained = json.loads((run_dir / "metrics.json").read_text())
     restored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert restored["per_language"] == trained["per_language"]

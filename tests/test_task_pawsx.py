@@ -162,7 +162,12 @@ def test_features_predictions_and_accuracy():
         r["id"]: (1 - w if i == 0 else w)
         for i, (r, w) in enumerate(zip(records, wanted, strict=True))
     }
-    assert task.score(predictions, records, "de") == {"accuracy": 75.0, "n": 4}
+    majority = 100.0 * max(wanted.count(0), wanted.count(1)) / 4
+    assert task.score(predictions, records, "de") == {
+        "accuracy": 75.0,
+        "majority_class": majority,
+        "n": 4,
+    }
     assert task.text_pair(records[0]) == (records[0]["sentence1"], records[0]["sentence2"])
 
 
@@ -173,7 +178,8 @@ def _check_run(run: Path, languages: list[str], n: int | None) -> dict:
     split = json.loads((run / "data_split.json").read_text())
     for lang in languages:
         scores = metrics["per_language"][lang]
-        assert set(scores) == {"accuracy", "n"} and 0 <= scores["accuracy"] <= 100
+        assert set(scores) == {"accuracy", "majority_class", "n"}
+        assert 0 <= scores["accuracy"] <= 100 and 50 <= scores["majority_class"] <= 100
         if n is not None:
             assert scores["n"] == n
         predictions = json.loads((run / "predictions" / f"{lang}.json").read_text())
@@ -243,6 +249,6 @@ def test_cli_overfits_a_handful_of_pairs(tmp_path):
     split = json.loads((run / "data_split.json").read_text())
     assert sorted(split["train"]) == sorted(f"train-{i}" for i in split["evaluation"]["en"])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["per_language"]["en"] == {"accuracy": 100.0, "n": 8}
+    assert metrics["per_language"]["en"] == {"accuracy": 100.0, "majority_class": 50.0, "n": 8}
     losses = [e["loss"] for e in map(json.loads, (run / "train_log.jsonl").open()) if "loss" in e]
     assert losses[0] > 0.5 and losses[-1] < 0.1  # it learned them; it did not start there

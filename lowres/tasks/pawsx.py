@@ -245,7 +245,10 @@ class PAWSXTask(Task):
             predictions=[int(predictions.get(r["id"], -1)) for r in records],
             references=[int(r["label"]) for r in records],
         )
-        return {"accuracy": result["accuracy"], "n": len(records)}
+        labels = [int(r["label"]) for r in records]
+        # The best constant prediction on this set: what a classifier must beat.
+        majority = 100.0 * max(labels.count(0), labels.count(1)) / len(labels)
+        return {"accuracy": result["accuracy"], "majority_class": majority, "n": len(records)}
 
     def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
         """What metrics.json adds to the scores: NS rows dropped per file read."""
