@@ -99,7 +99,11 @@ def parallel_distance(
             a = represent([s for s, _ in pairs])
             b = represent([t for _, t in pairs])
             cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1)
-            result[lang] = {"cosine_distance": float((1 - cosine).mean()), "pairs": len(pairs)}
+            result[lang] = {
+                "cosine_distance": float((1 - cosine).mean()),
+                "pairs": len(pairs),
+                "source": source_language,
+            }
     finally:
         model.train(was_training)
     return result
@@ -120,10 +124,22 @@ def show_scores(metrics: dict[str, Any]) -> None:
         table.add_row(lang, *(f"{scores[k]:.2f}" for k in keys), str(scores["n"]))
     table.add_row("average", *(f"{metrics['average'][k]:.2f}" for k in keys), "", style="bold")
     Console().print(table)
-    Console().print(
+    console = Console()
+    console.print(
         f"trainable parameters: {metrics['trainable_parameters']:,} of "
         f"{metrics['total_parameters']:,}"
     )
+    skipped = {name: n for name, n in metrics.get("skipped_ns", {}).items() if n}
+    if skipped:
+        listed = ", ".join(f"{name} {n}" for name, n in skipped.items())
+        console.print(
+            f"rows dropped as untranslated (NS), as the official evaluation does: {listed}"
+        )
+    for lang, d in metrics.get("parallel_distance", {}).items():
+        console.print(
+            f"held-out parallel cosine distance {d['source']}-{lang}: {d['cosine_distance']:.4f} "
+            f"({d['pairs']} pairs)"
+        )
 
 
 def saved_config(run_dir: Path) -> DictConfig:

@@ -112,7 +112,6 @@ class DataConfig:
     pool_fraction: float = 0.0  # share of target groups held out of evaluation as the pool
     max_train_examples: int = 0  # 0 = all
     max_eval_examples: int = 0  # per language; 0 = all
-    cache_dir: str = ""  # tokenized-dataset cache; empty = ~/.cache/lowres
 
 
 @dataclass

@@ -5,10 +5,11 @@
     python scripts/bench_methods.py --device cuda --batch 32
 
 Methods: full fine-tuning; our soft prompt with a frozen backbone (input-only and deep);
-PEFT's PromptTuning; LoRA (PEFT). Each runs in its own process so its peak memory is its
-own: on the CPU the peak resident set during the steps minus the resident set before the
-first step, on CUDA ``torch.cuda.max_memory_allocated``. A step is forward, backward,
-optimizer step; the time is the median over ``--steps`` steps after ``--warmup``.
+PEFT's PromptTuning; LoRA (PEFT). A step is forward, backward and optimizer step on the same
+batch. Step time: the median over ``--steps`` rounds after ``--warmup``, with the methods'
+steps interleaved in one process so that drift in the machine's speed hits all alike. Peak
+memory: each method in a fresh process, on the CPU the peak resident set minus the resident
+set before its first step, on CUDA ``torch.cuda.max_memory_allocated`` above the model.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def _batch(tokenizer, batch: int, length: int):
 
     records = read_squad_json(SAMPLE_ROOT / "squad" / "dev-v1.1.json")
     features = train_features(
-        records[: batch * 2], tokenizer, max_length=length, stride=128, max_question_length=64
+        records[: batch * 2],
+        tokenizer,
+        max_length=length,
+        stride=min(128, length // 4),
+        max_question_length=min(64, length // 4),
     )
     return {k: torch.tensor(v[:batch]) for k, v in features.items()}
 
@@ -69,7 +74,8 @@ def _peft_prompt_tuning(model, length):
     return get_peft_model(model, config)
 
 
-def run_method(method: str, opts: dict, queue) -> None:
+def build(method: str, opts: dict):
+    """The model for ``method`` and a function doing one training step on the fixed batch."""
     import torch
     import transformers
     from torch.nn import functional as F
@@ -89,7 +95,7 @@ def run_method(method: str, opts: dict, queue) -> None:
         for k, v in _batch(backbone.tokenizer, opts["batch"], opts["length"]).items()
     }
     length = opts["prompt_length"]
-    build = {
+    settings = {
         "task_kind": "extractive_qa",
         "family": "encoder",
         "freeze_k": 0,
@@ -106,7 +112,7 @@ def run_method(method: str, opts: dict, queue) -> None:
             prompt_length=0,
             prompt_layers="input",
             adapter="none",
-            **build,
+            **settings,
         )
     elif method in ("prompt_input", "prompt_deep"):
         layers = "input" if method == "prompt_input" else "all"
@@ -117,10 +123,10 @@ def run_method(method: str, opts: dict, queue) -> None:
             prompt_length=length,
             prompt_layers=layers,
             adapter="none",
-            **build,
+            **settings,
         )
     elif method == "lora":
-        build["adapter_options"] = {
+        settings["adapter_options"] = {
             "r": 8,
             "alpha": 16,
             "dropout": 0.1,
@@ -133,14 +139,12 @@ def run_method(method: str, opts: dict, queue) -> None:
             prompt_length=0,
             prompt_layers="input",
             adapter="lora",
-            **build,
+            **settings,
         )
     else:
         model = _peft_prompt_tuning(backbone.model, length)
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    trainable, total = count_parameters(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
         if method == "peft_prompt_tuning":
@@ -160,33 +164,44 @@ def run_method(method: str, opts: dict, queue) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    base_rss = _rss_mb()
-    base_cuda = torch.cuda.memory_allocated() if device.type == "cuda" else 0
-    times = []
-    for i in range(opts["warmup"] + opts["steps"]):
-        started = time.perf_counter()
-        step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= opts["warmup"]:
-            times.append(time.perf_counter() - started)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+
+    trainable, total = count_parameters(model)
+    return step, {"trainable": trainable, "total": total}
+
+
+def measure_memory(method: str, opts: dict, queue) -> None:
+    """Peak memory of training steps, in a fresh process so no other method's peak counts."""
+    import torch
+
+    step, _ = build(method, opts)
+    cuda = opts["device"] == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
-    queue.put(
-        {
-            "method": method,
-            "step_s": statistics.median(times),
-            "peak_mb": peak,
-            "trainable": trainable,
-            "total": total,
-        }
-    )
+        base = _rss_mb()
+    for _ in range(opts["warmup"] + 1):
+        step()
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    queue.put(peak)
+
+
+def measure_time(methods: list[str], opts: dict) -> dict[str, dict]:
+    """Median step time, steps of all methods interleaved so machine drift hits them alike."""
+    built = {m: build(m, opts) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for round_index in range(opts["warmup"] + opts["steps"]):
+        for method in methods:
+            started = time.perf_counter()
+            built[method][0]()
+            if round_index >= opts["warmup"]:
+                times[method].append(time.perf_counter() - started)
+    return {m: {"method": m, "step_s": statistics.median(times[m]), **built[m][1]} for m in methods}
 
 
 def main() -> None:
@@ -213,14 +228,20 @@ def main() -> None:
 
     import torch
 
+    methods = args.methods.split(",")
     context = mp.get_context("spawn")
-    results = {}
-    for method in args.methods.split(","):
+    peaks = {}
+    for method in methods:
         queue = context.Queue()
-        process = context.Process(target=run_method, args=(method, opts, queue))
+        process = context.Process(target=measure_memory, args=(method, opts, queue))
         process.start()
-        results[method] = queue.get()
         process.join()
+        if process.exitcode != 0:
+            sys.exit(f"{method}: the memory measurement failed (exit code {process.exitcode})")
+        peaks[method] = queue.get()
+    results = measure_time(methods, opts)
+    for method in methods:
+        results[method]["peak_mb"] = peaks[method]
 
     full = results.get("full")
     device = (

@@ -1,0 +1,72 @@
+"""The benchmark and study scripts run end to end on a tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_bench_methods_prints_every_method_and_the_checks(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script(
+        "scripts/bench_methods.py",
+        "--backbone",
+        "tiny-bert",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--length",
+        "128",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for method in ("full", "prompt_input", "prompt_deep", "peft_prompt_tuning", "lora"):
+        assert f"| {method} |" in result.stdout
+    assert result.stdout.count("PASS") + result.stdout.count("FAIL") == 3
+    import json
+
+    results = json.loads(out.read_text())["results"]
+    assert results["full"]["trainable"] == results["full"]["total"]
+    assert results["prompt_input"]["trainable"] < results["prompt_deep"]["trainable"]
+    assert all(r["step_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
+
+
+def test_compare_methods_writes_a_table(tmp_path):
+    table = tmp_path / "table.md"
+    result = run_script(
+        "scripts/compare_methods.py",
+        "--methods",
+        "untrained,deep",
+        "--steps",
+        "2",
+        "--backbone",
+        "tiny-bert",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(table),
+        "--",
+        "trainer=smoke",
+        "trainer.progress=false",
+        "data.eval_languages=[en]",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = table.read_text()
+    assert "| untrained |" in text and "| deep |" in text and "en f1" in text
