@@ -196,14 +196,13 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     args = training_arguments(
         run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind), learning_rate=0.0
     )
-    progress = RichProgress() if run_cfg.trainer.progress else None
-    trainer = LowresTrainer(model=model, args=args, callbacks=[progress] if progress else None)
+    progress = RichProgress(bars=run_cfg.trainer.progress)
+    trainer = LowresTrainer(model=model, args=args, callbacks=[progress])
     evaluation = task.evaluation_sets()
     try:
         scores, predictions, seconds = evaluate_languages(trainer, task, evaluation, tokenizer)
     finally:
-        if progress:
-            progress.stop()
+        progress.stop()
     from lowres.methods.build import parameter_report
 
     metrics = {

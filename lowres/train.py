@@ -242,14 +242,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         label_names=label_names(task.kind),
         learning_rate=learning_rate,
     )
-    progress = RichProgress() if cfg.trainer.progress else None
+    progress = RichProgress(bars=cfg.trainer.progress)
     trainer = LowresTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         prompt_lr=cfg.prompt.lr,
         alignment=_alignment(cfg, task, split, tokenizer),
-        callbacks=[progress] if progress else None,
+        callbacks=[progress],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -284,8 +284,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
                 batch_size=cfg.trainer.eval_batch_size,
             )
     finally:
-        if progress:
-            progress.stop()
+        progress.stop()
     metrics = {
         "task": task.name,
         "backbone": cfg.backbone.name,

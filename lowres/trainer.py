@@ -206,12 +206,16 @@ class LowresTrainer(Trainer):
 
 
 class RichProgress(TrainerCallback):
-    """Rich progress bars for training and prediction, and log lines for the losses."""
+    """Rich progress bars for training and prediction, and log lines for the losses.
 
-    def __init__(self) -> None:
+    ``bars=False`` (trainer.progress=false) keeps the log lines and drops the bars.
+    """
+
+    def __init__(self, bars: bool = True) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
+        self.bars = bars
         self.progress = None
         self.train_task = None
         self.eval_task = None
@@ -234,7 +238,8 @@ class RichProgress(TrainerCallback):
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
-                disable=not self.console.is_terminal and os.environ.get("LOWRES_PROGRESS") != "1",
+                disable=not self.bars
+                or (not self.console.is_terminal and os.environ.get("LOWRES_PROGRESS") != "1"),
             )
             self.progress.start()
         return self.progress
