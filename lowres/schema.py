@@ -46,6 +46,7 @@ class TaskConfig:
 class FreezeConfig:
     strategy: str = "backbone"  # none | backbone | lower_k | bitfit | head_only
     k: int = 0  # lower_k: embeddings and the lowest k layers are frozen
+    dropout: bool | None = None  # dropout inside the backbone; None: off when none of it trains
 
 
 @dataclass

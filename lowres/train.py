@@ -88,6 +88,7 @@ def model_from_config(cfg: DictConfig):
             "target_modules": list(cfg.adapter.target_modules),
         },
         seed=cfg.trainer.seed,
+        backbone_dropout=cfg.freeze.dropout,
     )
     if cfg.task.kind == "extractive_qa" and cfg.task.max_length > model.max_text_positions():
         raise ConfigError(

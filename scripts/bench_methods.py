@@ -4,8 +4,9 @@
     python scripts/bench_methods.py --backbone tiny-bert --steps 5
     python scripts/bench_methods.py --device cuda --batch 32
 
-Methods: full fine-tuning; our soft prompt with a frozen backbone (input-only and deep);
-PEFT's PromptTuning; LoRA (PEFT). A step is forward, backward and optimizer step on the same
+Methods: full fine-tuning; our soft prompt with a frozen backbone (input-only and deep, with
+the frozen backbone's dropout off as lowres runs it by default, and input-only with dropout
+kept); PEFT's PromptTuning; LoRA (PEFT). A step is forward, backward and optimizer step on the same
 batch. Step time: the median over ``--steps`` rounds after ``--warmup``, with the methods'
 steps interleaved in one process so that drift in the machine's speed hits all alike. Peak
 memory: each method in a fresh process, on the CPU the peak resident set minus the resident
@@ -24,7 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("full", "prompt_input", "prompt_deep", "peft_prompt_tuning", "lora")
+METHODS = (
+    "full",
+    "prompt_input",
+    "prompt_deep",
+    "prompt_input_dropout",
+    "peft_prompt_tuning",
+    "lora",
+)
 
 
 def _backbone_options(name: str) -> dict:
@@ -114,8 +122,10 @@ def build(method: str, opts: dict):
             adapter="none",
             **settings,
         )
-    elif method in ("prompt_input", "prompt_deep"):
-        layers = "input" if method == "prompt_input" else "all"
+    elif method in ("prompt_input", "prompt_deep", "prompt_input_dropout"):
+        # prompt_input_dropout keeps dropout inside the frozen backbone, as PEFT does.
+        layers = "all" if method == "prompt_deep" else "input"
+        settings["backbone_dropout"] = True if method == "prompt_input_dropout" else None
         model = build_method(
             backbone.model,
             backbone.tokenizer,

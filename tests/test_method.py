@@ -307,3 +307,17 @@ def test_lora_checkpoint_reload_reproduces_scores(tmp_path):
     manifest = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
     assert any("lora_" in name for name in manifest["parameters"])
     assert manifest["count"] == trained["trainable_parameters"]
+
+
+def test_dropout_is_off_only_inside_a_fully_frozen_backbone():
+    def rates(model):
+        base = {m.p for m in model.model.base_model.modules() if isinstance(m, torch.nn.Dropout)}
+        return base
+
+    assert rates(method(tiny(), freeze="backbone")) == {0.0}
+    assert rates(method(tiny(), freeze="none", prompt_length=0)) == {0.1}
+    assert rates(method(tiny(), freeze="bitfit")) == {0.1}
+    assert rates(method(tiny(), freeze="backbone", backbone_dropout=True)) == {0.1}
+    assert rates(method(tiny(), freeze="none", backbone_dropout=False)) == {0.0}
+    lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query"]}
+    assert 0.1 in rates(method(tiny(), adapter="lora", prompt_length=0, adapter_options=lora))

@@ -49,6 +49,7 @@ def build_method(
     adapter: str,
     adapter_options: dict[str, Any],
     seed: int,
+    backbone_dropout: bool | None = None,
 ) -> PromptedModel:
     if adapter == "lora":
         inject_lora(model, **adapter_options)
@@ -58,6 +59,7 @@ def build_method(
             if "lora_" in name:
                 param.requires_grad_(True)
 
+    set_backbone_dropout(model, backbone_dropout)
     layers = find_layers(model)
     inject = resolve_layers(prompt_layers, len(layers)) if prompt_length else []
     insert_at = _insert_position(tokenizer, family)
@@ -94,6 +96,24 @@ def build_method(
         if param is not None:
             param.requires_grad_(freeze != "head_only")
     return wrapped
+
+
+def set_backbone_dropout(model, keep: bool | None) -> bool:
+    """Switch dropout inside the backbone off when asked, or by default when none of it trains.
+
+    A fully frozen backbone is a fixed feature function: dropout there only adds noise to
+    what the prompt and head see, and on the CPU it costs a fifth of a training step
+    (attention-probability masks) and keeps fused attention kernels from running. Returns
+    whether backbone dropout stays on.
+    """
+    base = model.base_model
+    if keep is None:
+        keep = any(p.requires_grad for p in base.parameters())
+    if not keep:
+        for module in base.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    return keep
 
 
 def _insert_position(tokenizer, family: str) -> int:
