@@ -23,3 +23,18 @@ def run_lowres(*args: str) -> None:
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
             handler.close()
+
+
+def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa"):
+    """The in-process tiny backbone with a fresh head (seed 0)."""
+    from lowres.backbones import load_backbone
+
+    return load_backbone(
+        name=f"tiny-{architecture}",
+        loader="tiny",
+        path="",
+        architecture=architecture,
+        task_kind=task_kind,
+        num_labels=2,
+        seed=0,
+    )

@@ -249,6 +249,17 @@ def test_soft_prompt_overfits_a_handful_of_questions(tmp_path):
 # -- bad input: one paragraph, no traceback, exit code 2 ---------------------------------
 
 
+def train_on_local_files(root: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return lowres_subprocess(
+        "train",
+        *SMOKE,
+        "data.source=local",
+        f"data.root={root}",
+        "data.eval_languages=[en]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+
+
 def _assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -276,14 +287,7 @@ def test_truncated_json_is_named(tmp_path):
     )
     text = (SAMPLE_ROOT / "xquad" / "xquad.en.json").read_text()
     (root / "xquad" / "xquad.en.json").write_text(text[: len(text) // 2])
-    result = lowres_subprocess(
-        "train",
-        *SMOKE,
-        "data.source=local",
-        f"data.root={root}",
-        "data.eval_languages=[en]",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
+    result = train_on_local_files(root, tmp_path)
     _assert_user_error(result, "xquad.en.json")
 
 
@@ -312,14 +316,7 @@ def test_answer_not_at_answer_start_is_named(tmp_path):
     }
     (root / "xquad").mkdir(parents=True)
     (root / "xquad" / "xquad.en.json").write_text(json.dumps(bad))
-    result = lowres_subprocess(
-        "train",
-        *SMOKE,
-        "data.source=local",
-        f"data.root={root}",
-        "data.eval_languages=[en]",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
+    result = train_on_local_files(root, tmp_path)
     _assert_user_error(result, "bad-q", "answer_start")
 
 

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from helpers import run_lowres
+from helpers import run_lowres, tiny_backbone
 
-from lowres.backbones import load_backbone
 from lowres.errors import ConfigError
 from lowres.methods.build import build_method
 from lowres.methods.prompt import resolve_layers
@@ -17,15 +16,7 @@ TINY = ["backbone=tiny-bert", "trainer.progress=false", "data.eval_languages=[en
 
 
 def tiny(architecture="bert", task_kind="extractive_qa"):
-    return load_backbone(
-        name="tiny",
-        loader="tiny",
-        path="",
-        architecture=architecture,
-        task_kind=task_kind,
-        num_labels=2,
-        seed=0,
-    )
+    return tiny_backbone(architecture, task_kind)
 
 
 def method(backbone, **options):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_backbone
 
-from lowres.backbones import SAMPLE_ROOT, load_backbone
+from lowres.backbones import SAMPLE_ROOT
 from lowres.data.squad_format import read_squad_json
 from lowres.methods.build import build_method
 from lowres.tasks.qa import decode_answers, eval_features, train_features
@@ -16,15 +17,7 @@ WINDOW = {"max_length": 128, "stride": 32, "max_question_length": 64}
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone(
-        name="tiny-bert",
-        loader="tiny",
-        path="",
-        architecture="bert",
-        task_kind="extractive_qa",
-        num_labels=2,
-        seed=0,
-    )
+    return tiny_backbone()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_lowres
+from helpers import run_lowres, tiny_backbone
 
 from lowres.backbones import SAMPLE_ROOT
 from lowres.data.pawsx_format import read_pawsx_tsv
@@ -136,17 +136,7 @@ def test_source_pool_reads_the_train_file_with_prefixed_ids(tmp_path):
 def test_features_predictions_and_accuracy():
     task = pawsx(SAMPLE_ROOT, source="sample", eval_languages=["de"], source_language="de")
     records = task.language_records("de")[:4]
-    from lowres.backbones import load_backbone
-
-    tokenizer = load_backbone(
-        name="tiny-bert",
-        loader="tiny",
-        path="",
-        architecture="bert",
-        task_kind="classification",
-        num_labels=2,
-        seed=0,
-    ).tokenizer
+    tokenizer = tiny_backbone(task_kind="classification").tokenizer
     features = task.train_features(records, tokenizer)
     assert all(len(ids) == 128 for ids in features["input_ids"])
     assert features["labels"] == [r["label"] for r in records]
