@@ -3,6 +3,10 @@
 Three loaders: ``tiny`` builds a small model in-process from a config and a tokenizer
 trained on the shipped sample (tests, CI), ``packaged`` loads weights that a Python package
 ships (MiniLM, offline), ``hub`` downloads with ``from_pretrained``.
+
+Encoders get the task's head (span start/end or a classifier). Decoder-only LLMs
+(``family: decoder``) keep their language-model head: QA is answered by generation and
+PAWS-X by label-word likelihoods (:mod:`lowres.tasks.generative`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -30,7 +37,8 @@ HEADS = {
     "extractive_qa": AutoModelForQuestionAnswering,
     "classification": AutoModelForSequenceClassification,
 }
-TINY_ARCHITECTURES = ("bert", "xlmr")
+TINY_ARCHITECTURES = ("bert", "xlmr", "llama")
+FAMILIES = ("encoder", "decoder")
 
 
 @dataclass
@@ -50,10 +58,27 @@ def load_backbone(
     num_labels: int,
     seed: int,
     dtype: str = "float32",
+    family: str = "encoder",
+    gradient_checkpointing: bool = False,
 ) -> Backbone:
-    """Load the backbone ``name`` with the head for ``task_kind``; the head init uses ``seed``."""
+    """Load the backbone ``name`` with the head for ``task_kind``; the head init uses ``seed``.
+
+    Decoders (``family="decoder"``) load as causal LMs, whatever the task: their LM head is
+    the task head. Their tokenizer pads on the left, so batched generation appends to aligned
+    ends, and gets the EOS token as padding when it has no pad token (Llama 3.2).
+    """
     if task_kind not in HEADS:
         raise ConfigError(f"task.kind={task_kind!r} has no head; expected one of {list(HEADS)}.")
+    if family not in FAMILIES:
+        raise ConfigError(
+            f"backbone.family={family!r} for backbone {name} is not valid; expected encoder "
+            "or decoder."
+        )
+    if gradient_checkpointing and family != "decoder":
+        raise ConfigError(
+            f"backbone.gradient_checkpointing=true is supported for decoder backbones only, "
+            f"and {name} is an {family}; set backbone.gradient_checkpointing=false."
+        )
     if loader == "tiny":
         source = tiny_backbone_dir(architecture)
     elif loader == "packaged":
@@ -66,17 +91,19 @@ def load_backbone(
             "expected tiny, packaged or hub."
         )
     head_kwargs = {"num_labels": num_labels} if task_kind == "classification" else {}
+    head_class = HEADS[task_kind]
+    if family == "decoder":
+        head_kwargs, head_class = {}, AutoModelForCausalLM
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in torch_dtype:
         raise ConfigError(f"backbone.dtype={dtype!r}; expected one of {list(torch_dtype)}.")
     try:
+        check_family(name, family, AutoConfig.from_pretrained(source), task_kind)
         tokenizer = AutoTokenizer.from_pretrained(source)
         # The new head's random init must not depend on what ran before in this process.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = HEADS[task_kind].from_pretrained(
-                source, dtype=torch_dtype[dtype], **head_kwargs
-            )
+            model = head_class.from_pretrained(source, dtype=torch_dtype[dtype], **head_kwargs)
     except OSError as err:
         if loader != "hub":
             raise
@@ -90,7 +117,53 @@ def load_backbone(
             f"Backbone {name} has no fast tokenizer; lowres needs offset mappings to map "
             "answers back to characters."
         )
+    if family == "decoder":
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if gradient_checkpointing:
+            # Non-reentrant: it recomputes correctly when only the soft prompt needs gradients.
+            options = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     return Backbone(model=model, tokenizer=tokenizer, path=str(source))
+
+
+def is_decoder_only(config) -> bool:
+    """A causal LM that is not also an encoder (BERT and XLM-R have causal-LM heads too)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    return (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+
+
+def check_family(name: str, family: str, config, task_kind: str) -> None:
+    """Refuse an encoder head on a decoder-only model, and a decoder path on an encoder."""
+    kind = getattr(config, "model_type", "?")
+    if family == "encoder" and is_decoder_only(config):
+        head = "span start/end head" if task_kind == "extractive_qa" else "classification head"
+        raise ConfigError(
+            f"Backbone {name} is a decoder-only model ({kind}), but backbone.family=encoder asks "
+            f"for an encoder-only {head} on it for task.kind={task_kind}, which it was never "
+            "trained with. Set backbone.family=decoder (QA by generation, PAWS-X by label "
+            "words), or choose an encoder backbone such as backbone=tiny-bert or mbert."
+        )
+    if family == "decoder" and not is_decoder_only(config):
+        raise ConfigError(
+            f"Backbone {name} is an encoder ({kind}), but backbone.family=decoder asks for "
+            "generation with its language-model head, which an encoder lacks. Set "
+            "backbone.family=encoder, or choose a decoder backbone such as "
+            "backbone=tiny-llama, qwen2.5-0.5b or llama-3.2-1b."
+        )
 
 
 def _packaged_path(name: str, package: str) -> str:
@@ -114,6 +187,19 @@ def _sample_texts() -> list[str]:
     return texts
 
 
+def _word_counts(texts: list[str], normalizer, pre_tokenizer) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    return counts
+
+
+def _most_frequent(counts: dict[str, int]) -> list[str]:
+    # Ties broken by the word itself, so the vocabulary is the same in every process.
+    return sorted(counts, key=lambda word: (-counts[word], word))
+
+
 @functools.cache
 def tiny_backbone_dir(architecture: str) -> str:
     """Build (once per process) a 2-layer model and its tokenizer; return the saved folder.
@@ -121,7 +207,10 @@ def tiny_backbone_dir(architecture: str) -> str:
     The weights come from a fixed seed, so a frozen tiny backbone is the same in every
     process and a checkpoint of only the trainable parameters restores the same model.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    # The tiny vocabularies are counted here rather than trained with tokenizers' trainers,
+    # whose tie-breaking differs between processes: DDP ranks, the feature cache and
+    # `lowres evaluate` in a new process all need the same token ids.
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import (
         BertConfig,
@@ -137,19 +226,21 @@ def tiny_backbone_dir(architecture: str) -> str:
             f"{', '.join(TINY_ARCHITECTURES)}."
         )
     out = Path(tempfile.mkdtemp(prefix=f"lowres-tiny-{architecture}-"))
+    if architecture == "llama":
+        return _tiny_llama(out)
     texts = _sample_texts()
     if architecture == "bert":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        normalizer = normalizers.BertNormalizer(lowercase=True)
+        counts = _word_counts(texts, normalizer, pre_tokenizers.BertPreTokenizer())
+        chars = sorted({c for word in counts for c in word})
+        pieces = [*specials, *chars, *(f"##{c}" for c in chars)]
+        words = [w for w in _most_frequent(counts) if w not in set(pieces)]
+        vocab = {piece: i for i, piece in enumerate([*pieces, *words][:3000])}
+        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+        tok.normalizer = normalizer
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(
-            texts,
-            trainers.WordPieceTrainer(
-                vocab_size=3000, special_tokens=specials, show_progress=False
-            ),
-        )
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = TemplateProcessing(
             single="[CLS] $A [SEP]",
@@ -177,16 +268,28 @@ def tiny_backbone_dir(architecture: str) -> str:
         model_class = BertModel
     else:
         specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        tok = Tokenizer(models.Unigram())
+        counts = _word_counts(texts, normalizers.NFKC(), pre_tokenizers.Metaspace())
+        total = sum(counts.values())
+        char_counts: dict[str, int] = {}
+        for word, count in counts.items():
+            for c in word:
+                char_counts[c] = char_counts.get(c, 0) + count
+        # Log-frequencies as unigram scores: whole words win where known, characters cover
+        # the rest, so no text needs <unk> beyond unseen characters.
+        chars_total = sum(char_counts.values())
+        scored = [(c, math.log(n / chars_total)) for c, n in sorted(char_counts.items())]
+        known = {c for c, _ in scored}
+        for word in _most_frequent(counts):
+            if len(specials) + len(scored) >= 3000:
+                break
+            if word not in known:
+                scored.append((word, math.log(counts[word] / total)))
+        tok = Tokenizer(
+            models.Unigram([(s, 0.0) for s in specials] + scored, unk_id=specials.index("<unk>"))
+        )
         tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        tok.train_from_iterator(
-            texts,
-            trainers.UnigramTrainer(
-                vocab_size=3000, special_tokens=specials, unk_token="<unk>", show_progress=False
-            ),
-        )
         bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
         tok.post_processor = TemplateProcessing(
             single="<s> $A </s>",
@@ -220,4 +323,77 @@ def tiny_backbone_dir(architecture: str) -> str:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model_class(config).save_pretrained(out)
+    return str(out)
+
+
+def _all_sample_texts() -> list[str]:
+    """Every text of the sample, PAWS-X and MLQA included, for the decoder's tokenizer."""
+    from lowres.data.pawsx_format import read_pawsx_tsv
+
+    texts = _sample_texts()
+    for file in sorted((SAMPLE_ROOT / "mlqa").rglob("*.json")):
+        for article in json.loads(file.read_text("utf-8"))["data"]:
+            for paragraph in article["paragraphs"]:
+                texts.append(paragraph["context"])
+                texts.extend(q["question"] for q in paragraph["qas"])
+    for file in sorted((SAMPLE_ROOT / "pawsx").rglob("*.tsv")):
+        rows, _ = read_pawsx_tsv(file)
+        texts.extend(text for r in rows for text in (r["sentence1"], r["sentence2"]))
+    return texts
+
+
+def _tiny_llama(out: Path) -> str:
+    """A 2-layer Llama with tied embeddings and a byte-level BPE tokenizer that adds BOS.
+
+    Byte-level BPE, as in Llama 3 and Qwen2.5, encodes any text without unknown tokens, so
+    label words in every PAWS-X language tokenize to something. The embeddings are tied to
+    the LM head like in the hub models lowres configures (Qwen2.5, Llama 3.2).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        _all_sample_texts(),
+        trainers.BpeTrainer(
+            vocab_size=4000,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        padding_side="left",
+        model_max_length=1024,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=bos,
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("<pad>"),
+    )
+    fast.save_pretrained(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(out)
     return str(out)

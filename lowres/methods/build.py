@@ -13,8 +13,13 @@ from typing import Any
 import torch
 
 from lowres.errors import ConfigError
-from lowres.methods.freezing import apply_freezing, count_parameters, find_layers
-from lowres.methods.prompt import PromptedModel, initial_prompt, resolve_layers
+from lowres.methods.freezing import (
+    apply_decoder_freezing,
+    apply_freezing,
+    count_parameters,
+    find_layers,
+)
+from lowres.methods.prompt import PromptedCausalLM, PromptedModel, initial_prompt, resolve_layers
 
 
 def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Sequence[str]):
@@ -53,7 +58,10 @@ def build_method(
 ) -> PromptedModel:
     if adapter == "lora":
         inject_lora(model, **adapter_options)
-    apply_freezing(model, freeze, k=freeze_k)
+    if family == "decoder":
+        apply_decoder_freezing(model, freeze, k=freeze_k)
+    else:
+        apply_freezing(model, freeze, k=freeze_k)
     if adapter == "lora":
         for name, param in model.named_parameters():
             if "lora_" in name:
@@ -79,7 +87,8 @@ def build_method(
             special_ids=tokenizer.all_special_ids,
             generator=generator,
         )
-    wrapped = PromptedModel(
+    wrapper = PromptedCausalLM if family == "decoder" else PromptedModel
+    wrapped = wrapper(
         model,
         task_kind=task_kind,
         layer_stack=layers,
@@ -89,7 +98,8 @@ def build_method(
         init=init,
     )
     if inject:
-        probe = torch.tensor([tokenizer("")["input_ids"]])
+        # A tokenizer without BOS (Qwen) encodes "" as no tokens: the probe is the prompt alone.
+        probe = torch.tensor([tokenizer("")["input_ids"]], dtype=torch.long)
         wrapped.init_deep_prompts(probe)
     # head_only is a linear probe: the prompt stays at its initial values.
     for param in (wrapped.prompt, wrapped.deep_prompts):

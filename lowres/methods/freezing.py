@@ -170,6 +170,44 @@ def apply_freezing(model: nn.Module, strategy: str, k: int = 0) -> None:
             )
 
 
+def untie_output_embeddings(model: nn.Module) -> bool:
+    """Give a causal LM's head its own copy of a weight it shares with the input embeddings.
+
+    Returns whether it was tied. Afterwards training the head leaves the embeddings alone.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if head is None or embeddings is None or head.weight is not embeddings.weight:
+        return False
+    head.weight = nn.Parameter(head.weight.detach().clone())
+    # Keeps save/load and any later tie_weights() call from sharing the tensor again.
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
+
+
+def apply_decoder_freezing(model: nn.Module, strategy: str, k: int = 0) -> None:
+    """Freezing for a causal LM, whose only head is its pretrained LM head.
+
+    A decoder gets no new task head: QA answers are generated and PAWS-X labels are words,
+    both scored through the LM head. So ``backbone`` freezes the whole LM (the soft prompt and
+    adapters train), ``bitfit`` trains biases only (Qwen2 has q/k/v biases, Llama none), and
+    ``head_only`` trains the LM head alone, a linear probe over the frozen last hidden states
+    into the vocabulary; a head tied to the input embeddings is untied first so that the
+    embeddings stay put. ``none`` and ``lower_k`` are the same as for encoders.
+    """
+    if strategy == "head_only":
+        untie_output_embeddings(model)
+    if strategy not in ("backbone", "bitfit"):
+        apply_freezing(model, strategy, k=k)
+        return
+    head = head_parameter_names(model)
+    base = FREEZING_STRATEGIES[strategy](model, k)
+    for p, names in _names_by_param(model).items():
+        p.requires_grad_(all(base(n) and n not in head for n in names))
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """Return ``(trainable, total)`` element counts, counting shared tensors once."""
     params = list(module.parameters())

@@ -285,3 +285,189 @@ class PromptedModel(nn.Module):
             for name, param in self.named_parameters()
             if param.requires_grad
         }
+
+
+def _accepts(module: nn.Module, argument: str) -> bool:
+    import inspect
+
+    return argument in inspect.signature(module.forward).parameters
+
+
+class PromptedCausalLM(PromptedModel):
+    """A decoder-only LM with the soft prompt before the text, right after BOS if there is one.
+
+    Inputs may be padded on either side. Each row is laid out as ``[BOS] P_1..P_m [pads] text``:
+    the leading all-padding columns of the batch are dropped, the row's BOS moves to column 0,
+    and the prompt follows at fixed columns, so deep injection writes the same columns in
+    every row. Padding is masked and position ids count real tokens only, so a padded row
+    computes what it computes alone. The text keeps its order and stays right-aligned, which
+    is what batched generation appends to and what ``logits_to_keep`` slices.
+
+    ``forward`` returns ``logits`` for the last ``logits_to_keep`` columns (0: for every input
+    column after the leading all-padding ones, in input order), the ``loss`` over the tokens
+    whose ``labels`` are not -100 (next-token prediction; only those columns get logits), and
+    ``hidden_states`` in the prompted layout (see ``text_mask``). Each text token's logits
+    predict the next token; the first text token is predicted by the last prompt vector.
+    """
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        kwargs.setdefault("task_kind", "causal_lm")
+        super().__init__(model, **kwargs)
+        self._cache_argument = "cache" if _accepts(model, "cache") else "past_key_values"
+        self._slices_logits = _accepts(model, "logits_to_keep")
+
+    def _layout(self, attention_mask: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """First column holding any real token, and per-row column order that puts BOS first."""
+        real = attention_mask.bool()
+        used = real.any(dim=0)
+        start = int(used.int().argmax()) if bool(used.any()) else real.shape[1]
+        real = real[:, start:]
+        columns = torch.arange(real.shape[1], device=real.device).unsqueeze(0)
+        lead = torch.zeros_like(real)
+        if self.insert_at and real.shape[1]:
+            first = real.int().argmax(dim=1, keepdim=True)
+            lead = (columns >= first) & (columns < first + self.insert_at)
+        order = torch.argsort((~lead).int(), dim=1, stable=True)
+        return start, order
+
+    def _arranged(self, values: torch.Tensor, start: int, order: torch.Tensor) -> torch.Tensor:
+        values = values[:, start:]
+        index = order if values.dim() == 2 else order.unsqueeze(-1).expand_as(values)
+        return values.gather(1, index)
+
+    def _insert(self, values: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        p = self.insert_at
+        return torch.cat([values[:, :p], block, values[:, p:]], dim=1)
+
+    def text_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        start, order = self._layout(attention_mask)
+        mask = self._arranged(attention_mask, start, order)
+        return self._insert(mask, mask.new_zeros(mask.shape[0], self.length))
+
+    def _prompted_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        start, order = self._layout(attention_mask)
+        width = input_ids.shape[1] - start
+        if width > self.max_text_positions():
+            raise ConfigError(
+                f"A sequence of {width} tokens plus a prompt of {self.length} does not fit the "
+                f"backbone's context window of {self.max_text_positions() + self.length} "
+                "positions; lower task.max_length or prompt.length so that their sum fits."
+            )
+        embeds = self.model.get_input_embeddings()(input_ids[:, start:])
+        embeds = self._arranged(embeds, 0, order)
+        mask = self._arranged(attention_mask, start, order)
+        batch = input_ids.shape[0]
+        if self.length:
+            prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+            embeds = self._insert(embeds, prompt)
+            mask = self._insert(mask, mask.new_ones(batch, self.length))
+        positions = (mask.long().cumsum(dim=1) - 1).masked_fill(mask == 0, 1)
+        return start, order, embeds, mask, positions
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
+        **_: Any,
+    ) -> dict[str, Any]:
+        start, order, embeds, mask, positions = self._prompted_embeddings(input_ids, attention_mask)
+        first_label = 0
+        if labels is not None:
+            labels = labels[:, start:]
+            labelled = (labels != -100).any(dim=0)
+            if not bool(labelled.any()):
+                raise ValueError("a training batch has no labelled token (all labels are -100)")
+            # Only the labelled tail needs logits; on a 150k vocabulary they dominate memory.
+            first_label = int(labelled.int().argmax())
+            logits_to_keep = labels.shape[1] - first_label + 1
+        extra = {}
+        if logits_to_keep and self._slices_logits:
+            extra["logits_to_keep"] = logits_to_keep
+        # Stays set after the call: a gradient-checkpointing replay of a layer must inject too.
+        self._injecting = self.deep_prompts is not None and not self._probing
+        out = self.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+            **extra,
+        )
+        if logits_to_keep:
+            logits = out.logits[:, -logits_to_keep:]
+        else:  # every input column's own output, in input order, the prompt left out
+            column = torch.argsort(order, dim=1)
+            column = column + self.length * (column >= self.insert_at)
+            index = column.unsqueeze(-1).expand(-1, -1, out.logits.shape[-1])
+            logits = out.logits.gather(1, index)
+        result: dict[str, Any] = {"logits": logits}
+        if output_hidden_states:
+            result["hidden_states"] = out.hidden_states
+        if labels is not None:
+            result["loss"] = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                labels[:, first_label:].reshape(-1),
+                ignore_index=-100,
+            )
+        return result
+
+    @torch.no_grad()
+    def generate_greedy(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+    ) -> torch.Tensor:
+        """Greedy continuation with the KV cache; ``[batch, steps]``, stopped rows hold a stop id.
+
+        The prompted prefix runs once (with deep injection); each later step feeds one token
+        per row, its position one past the row's last, through the cache.
+        """
+        _, _, embeds, mask, positions = self._prompted_embeddings(input_ids, attention_mask)
+        stops = torch.tensor(sorted(set(stop_ids)), device=input_ids.device)
+        extra = {"logits_to_keep": 1} if self._slices_logits else {}
+        self._injecting = self.deep_prompts is not None
+        try:
+            out = self.model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **extra,
+            )
+        finally:
+            self._injecting = False
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = out.past_key_values
+        position = positions[:, -1:] + 1
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        steps = []
+        for step in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(dim=-1)
+            token = torch.where(done, stops[0], token)
+            steps.append(token)
+            done |= torch.isin(token, stops)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(
+                input_ids=token.unsqueeze(1),
+                attention_mask=mask,
+                position_ids=position,
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = out.past_key_values
+            position = position + 1
+        if not steps:
+            return input_ids.new_zeros(input_ids.shape[0], 0)
+        return torch.stack(steps, dim=1)
