@@ -189,10 +189,18 @@ class LowresTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._count:
-            logs["task_loss"] = round(self._sums["task_loss"] / self._count, 6)
+            sums, count = dict(self._sums), self._count
+            if self.args.world_size > 1:
+                # Each rank saw its own shard; log the mean over all of them, as "loss" is.
+                local = torch.tensor(
+                    [*sums.values(), count], dtype=torch.float64, device=self.args.device
+                )
+                *totals, count = self.accelerator.reduce(local, reduction="sum").tolist()
+                sums = dict(zip(sums, totals, strict=True))
+            logs["task_loss"] = round(sums["task_loss"] / count, 6)
             if self.alignment is not None:
-                logs["align_loss"] = round(self._sums["align_loss"] / self._count, 6)
-                logs["align_weight"] = round(self._sums["align_weight"] / self._count, 6)
+                logs["align_loss"] = round(sums["align_loss"] / count, 6)
+                logs["align_weight"] = round(sums["align_weight"] / count, 6)
             self._sums = dict.fromkeys(self._sums, 0.0)
             self._count = 0
         super().log(logs, *args, **kwargs)

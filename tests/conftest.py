@@ -8,6 +8,7 @@ it is absent. ``LOWRES_GOLDEN`` does the same for the official-score fixtures.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import torch
 # their small matrix products); subprocesses get the same through OMP_NUM_THREADS.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Feature-cache entries from earlier sessions must not turn a test's misses into hits.
+os.environ.setdefault("LOWRES_CACHE_DIR", tempfile.mkdtemp(prefix="lowres-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LOWRES_DATA", REPO_ROOT.parent / "shared" / "data"))

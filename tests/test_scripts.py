@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -21,6 +23,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a minute of timing loops; CI runs the slow tier separately
 def test_bench_methods_prints_every_method_and_the_checks(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script(

@@ -1,0 +1,89 @@
+"""What a run ran on: machine, device, precision and library versions.
+
+Written to ``environment.json`` in every run folder and into the benchmark tables, so
+that a number can always be traced to the hardware and software that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+PACKAGES = (
+    "lowres",
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "hydra-core",
+)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def tf32_enabled() -> bool:
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; the legacy flag warns there
+        return matmul.fp32_precision == "tf32" or (
+            matmul.fp32_precision == "none" and torch.backends.fp32_precision == "tf32"
+        )
+    return bool(matmul.allow_tf32)
+
+
+def device_name(device: Any) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def environment(device: Any, precision: str, weights_dtype: str = "float32") -> dict[str, Any]:
+    import torch
+
+    from lowres.distributed import world_size
+
+    on_cuda = torch.device(device).type == "cuda"
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "precision": precision,  # autocast dtype of training and evaluation
+        "weights_dtype": weights_dtype,
+        "tf32_matmul": tf32_enabled() if on_cuda else False,
+        "world_size": world_size(),
+        "cuda": torch.version.cuda if on_cuda else None,
+        "gpu_count": torch.cuda.device_count() if on_cuda else 0,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions(),
+    }

@@ -1,0 +1,116 @@
+"""Hydra launcher plugins for sweeps: a clear error when one is missing, GPU pinning for joblib.
+
+The launcher configs live in ``configs/hydra/launcher/`` (README, "Scale"). They extend the
+plugins' own configs, so the plugin must be installed; Hydra's message for a missing one
+("Could not find 'hydra/launcher/submitit_slurm'") does not say what to install.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+from lowres.errors import ConfigError
+
+# plugin name as it appears in launcher names -> (module it installs, pip package)
+PLUGINS = {
+    "submitit": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+}
+
+
+def _launcher_base(name: str, config_root: Path) -> str:
+    """The plugin config a launcher option builds on: its own name or its defaults list."""
+    from omegaconf import OmegaConf
+
+    own = config_root / "hydra" / "launcher" / f"{name}.yaml"
+    if not own.is_file():
+        return name
+    defaults = OmegaConf.load(own).get("defaults") or []
+    return " ".join([name, *(str(d) for d in defaults)])
+
+
+def check_launcher(overrides: list[str], config_root: Path) -> None:
+    """Raise ConfigError if ``hydra/launcher=X`` needs a plugin that is not installed."""
+    for override in overrides:
+        key, _, name = override.lstrip("+~").partition("=")
+        if key != "hydra/launcher" or not name:
+            continue
+        base = _launcher_base(name, config_root)
+        for plugin, (module, package) in PLUGINS.items():
+            if plugin in base and importlib.util.find_spec(module) is None:
+                raise ConfigError(
+                    f"hydra/launcher={name} runs through Hydra's {plugin} launcher plugin, "
+                    f"which is not installed in this environment; install it with "
+                    f"`pip install {package}` (or `pip install -e '.[cluster]'` for both "
+                    "launcher plugins), then run the sweep again."
+                )
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, found without initializing CUDA in this process."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+_held_slot = None  # the lock file that reserves this worker's GPU for its lifetime
+
+
+def pin_gpu_per_worker(lock_dir: Path, gpus: list[str] | None = None) -> str | None:
+    """Restrict this worker process to one GPU of several, a different one per worker.
+
+    joblib runs a sweep's jobs in long-lived worker processes; without this every job
+    would see all GPUs and the Trainer would spread it over all of them (DataParallel).
+    Each worker reserves a slot with an exclusive lock that the OS drops when the worker
+    exits, so a restarted worker takes a free GPU. Returns the GPU id, or None when
+    there is nothing to pin (one GPU or none, or already pinned in this worker).
+    """
+    global _held_slot
+    if _held_slot is not None:
+        return None
+    import torch
+
+    gpus = visible_gpus() if gpus is None else gpus
+    if len(gpus) <= 1 or torch.cuda.is_initialized():
+        return None
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for index, gpu in enumerate(gpus):
+        handle = open(lock_dir / f"gpu-{index}.lock", "w")  # noqa: SIM115 - held open on purpose
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held_slot = handle
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        return gpu
+    warnings.warn(
+        f"more parallel jobs than GPUs ({len(gpus)}): this job sees all of them; set the "
+        "joblib launcher's n_jobs to the number of GPUs.",
+        stacklevel=2,
+    )
+    return None
+
+
+def pin_gpu_for_sweep_job() -> str | None:
+    """In a joblib sweep job, pin one GPU (see ``pin_gpu_per_worker``); else do nothing."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    target = str(hydra_cfg.launcher.get("_target_", ""))
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in target.lower():
+        return None
+    return pin_gpu_per_worker(Path(hydra_cfg.sweep.dir) / ".gpu-slots")
