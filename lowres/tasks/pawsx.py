@@ -234,9 +234,17 @@ class PAWSXTask(Task):
     def eval_features(self, records, tokenizer):
         return self._encode(records, tokenizer), None
 
-    def predictions(self, records, meta, outputs):
-        labels = np.asarray(outputs["logits"]).argmax(axis=-1)
-        return {r["id"]: int(label) for r, label in zip(records, labels, strict=True)}
+    def predictions(self, records, meta, outputs, return_scores=False):
+        """``{id: label}``; ``return_scores`` adds ``{id: {"confidence": max class prob.}}``."""
+        logits = np.asarray(outputs["logits"], dtype=np.float64)
+        labels = logits.argmax(axis=-1)
+        predicted = {r["id"]: int(label) for r, label in zip(records, labels, strict=True)}
+        if not return_scores:
+            return predicted
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        top = (shifted / shifted.sum(axis=-1, keepdims=True)).max(axis=-1)
+        confidences = {r["id"]: {"confidence": float(c)} for r, c in zip(records, top, strict=True)}
+        return predicted, confidences
 
     def score(self, predictions, records, lang):
         from lowres.metrics import load_metric

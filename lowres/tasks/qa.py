@@ -120,14 +120,21 @@ def decode_answers(
     *,
     n_best: int = 20,
     max_answer_length: int = 30,
-) -> dict[str, str]:
+    return_scores: bool = False,
+) -> dict[str, str] | tuple[dict[str, str], dict[str, dict[str, float | int]]]:
     """Best-scoring valid span per question over all its windows, as context text.
 
     A span is valid when both ends are context tokens, end >= start and it is at most
     ``max_answer_length`` tokens long; its score is start logit + end logit. A question with
     no valid span gets the empty answer, which the metrics score as wrong.
+
+    ``return_scores=True`` also returns ``{id: {"answer_start", "confidence"}}``: the answer's
+    character offset in the context, and the softmax probability of the chosen span's score
+    among the scores of every valid candidate span (the n-best starts x n-best ends of each
+    of the question's windows). A question without a valid span has confidence 0.
     """
-    best: dict[int, tuple[float, str]] = {}
+    best: dict[int, tuple[float, int, int]] = {}
+    candidate_scores: dict[int, list[float]] = {}
     for window, info in enumerate(meta):
         record_index = info["record"]
         offsets = info["offsets"]
@@ -135,7 +142,6 @@ def decode_answers(
         ends = end_logits[window]
         start_candidates = np.argsort(starts)[::-1][:n_best]
         end_candidates = np.argsort(ends)[::-1][:n_best]
-        context = records[record_index]["context"]
         for s in start_candidates:
             if s >= len(offsets) or offsets[s] is None:
                 continue
@@ -148,9 +154,27 @@ def decode_answers(
                 ):
                     continue
                 score = float(starts[s] + ends[e])
+                if return_scores:
+                    candidate_scores.setdefault(record_index, []).append(score)
                 if record_index not in best or score > best[record_index][0]:
-                    best[record_index] = (score, context[offsets[s][0] : offsets[e][1]])
-    return {record["id"]: best.get(index, (0.0, ""))[1] for index, record in enumerate(records)}
+                    best[record_index] = (score, offsets[s][0], offsets[e][1])
+    answers = {}
+    for index, record in enumerate(records):
+        _, begin, end = best.get(index, (0.0, 0, 0))
+        answers[record["id"]] = record["context"][begin:end]
+    if not return_scores:
+        return answers
+    details = {}
+    for index, record in enumerate(records):
+        if index not in best:
+            details[record["id"]] = {"answer_start": 0, "confidence": 0.0}
+            continue
+        scores = np.asarray(candidate_scores[index], dtype=np.float64)
+        # log-sum-exp around the maximum, so large logits cannot overflow
+        top = scores.max()
+        confidence = float(np.exp(best[index][0] - top) / np.exp(scores - top).sum())
+        details[record["id"]] = {"answer_start": best[index][1], "confidence": confidence}
+    return answers, details
 
 
 def qa_references(records: Sequence[dict]) -> list[dict]:
@@ -196,7 +220,7 @@ class QATask(Task):
     def eval_features(self, records, tokenizer):
         return eval_features(records, tokenizer, **self._window_params())
 
-    def predictions(self, records, meta, outputs):
+    def predictions(self, records, meta, outputs, return_scores=False):
         return decode_answers(
             records,
             meta,
@@ -204,6 +228,7 @@ class QATask(Task):
             outputs["end_logits"],
             n_best=self.params["n_best"],
             max_answer_length=self.params["max_answer_length"],
+            return_scores=return_scores,
         )
 
     def metric_kwargs(self, lang: str) -> dict[str, Any]:
