@@ -14,9 +14,11 @@ from lowres.errors import LowresError
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
     "evaluate": "Restore a run's trained parameters (checkpoint=RUN_DIR) and evaluate again.",
+    "sweep": "Run k-shot x seeds x languages x methods (sweep.*) and summarise; resumable.",
 }
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
+    "report": "Tables (Markdown, CSV, JSON) and plots of a sweep folder: lowres report DIR.",
 }
 
 
@@ -57,6 +59,10 @@ def _usage() -> str:
         "  lowres train -m +task=xquad prompt.length=10,20 trainer.seed=1,2",
         "  lowres train +task=xquad --cfg job        # print the composed config",
         "  lowres train --resume outputs/xquad/minilm/2026-01-01_10-00-00",
+        "  lowres sweep +task=xquad backbone=tiny-bert trainer=smoke sweep.k=[0,8] "
+        "sweep.seeds=[1,2] sweep.languages=[de,es] data.pool_fraction=0.3",
+        "  lowres sweep +experiment=kshot_curve     # a study preset from configs/experiment/",
+        "  lowres report outputs/sweeps/xquad/2026-01-01_10-00-00",
         "  lowres evaluate checkpoint=outputs/xquad/minilm/2026-01-01_10-00-00",
         "  lowres score --metric squad data.json predictions.json",
         "",
@@ -87,7 +93,7 @@ def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
 
-def _resume_overrides(run_dir: str) -> list[str]:
+def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
     """Re-run a run folder's own overrides in that folder, with resume switched on."""
     import yaml
 
@@ -98,6 +104,9 @@ def _resume_overrides(run_dir: str) -> list[str]:
             "`lowres train` (it holds .hydra/overrides.yaml). Check the path."
         )
     previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
+    if verb == "sweep":
+        # A sweep resumes by skipping finished runs; no resume flag needed.
+        return [*previous, f"hydra.sweep.dir={Path(run_dir).resolve()}"]
     return [*previous, f"hydra.run.dir={Path(run_dir).resolve()}", "resume=true"]
 
 
@@ -107,37 +116,51 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     from lowres.schema import register_schemas
 
     register_schemas()
-    if verb == "train":
+    if verb in ("train", "sweep"):
         if "--resume" in overrides:
             at = overrides.index("--resume")
             if at + 1 >= len(overrides):
-                raise LowresError("--resume needs a run folder: lowres train --resume RUN_DIR")
+                raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
             run_dir = overrides[at + 1]
-            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(run_dir)]
+            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(run_dir, verb)]
         overrides = _normalize_task(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             from lowres.tasks import TASKS
 
             raise LowresError(
-                "lowres train needs a task; choose one of "
-                f"{', '.join(sorted(TASKS))}, e.g. `lowres train +task=xquad`."
+                f"lowres {verb} needs a task; choose one of "
+                f"{', '.join(sorted(TASKS))}, e.g. `lowres {verb} +task=xquad`."
             )
-        job = _train_job
+        job = _train_job if verb == "train" else _sweep_job
     else:
         job = _evaluate_job
 
+    from lowres.distributed import rank_overrides
+    from lowres.launchers import check_launcher
+
+    check_launcher(overrides, config_dir())
+    overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
     sys.argv = [f"lowres {verb}", *overrides]
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=verb)(job)
     app()
 
 
 def _train_job(cfg) -> float | None:
+    from lowres.launchers import pin_gpu_for_sweep_job
     from lowres.train import train
 
     with user_errors():
+        pin_gpu_for_sweep_job()
         metrics = train(cfg)
     return metrics.get("average", {}).get("f1") if isinstance(metrics, dict) else None
+
+
+def _sweep_job(cfg) -> None:
+    from lowres.sweep import run_sweep
+
+    with user_errors():
+        run_sweep(cfg)
 
 
 def _evaluate_job(cfg) -> None:
@@ -166,6 +189,20 @@ def _score(argv: list[str]) -> None:
     print(json.dumps(result))
 
 
+def _report(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lowres report",
+        description="Summarise a sweep folder: mean/std over seeds per method x k x language, "
+        "stability figures, Markdown/CSV/JSON tables and PNG plots in SWEEP_DIR/report/.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the folder `lowres sweep` wrote")
+    parser.add_argument("--out", type=Path, help="where to write (default SWEEP_DIR/report)")
+    args = parser.parse_args(argv)
+    from lowres.report import write_report
+
+    write_report(args.sweep_dir, args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -175,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors():
         if verb in HYDRA_VERBS:
             _run_hydra(verb, rest)
+        elif verb == "report":
+            _report(rest)
         elif verb in OTHER_VERBS:
             _score(rest)
         else:

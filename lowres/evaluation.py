@@ -14,12 +14,26 @@ from lowres.errors import LowresError
 from lowres.tasks import Task
 
 
-def evaluate_languages(
-    trainer, task: Task, evaluation: dict[str, list[dict]], tokenizer
-) -> tuple[dict[str, Any], dict[str, dict], float]:
-    """Predict and score each language; returns (scores, predictions, seconds)."""
+def model_outputs(
+    trainer, task: Task, records: list[dict], tokenizer, cache=None
+) -> tuple[Any, dict]:
+    """``(meta, outputs)`` of ``trainer.predict`` on ``records``, ready for task.predictions."""
     from datasets import Dataset
 
+    if cache is not None:  # a lowres.cache.FeatureCache
+        features, meta = cache.eval_features(task, records, tokenizer)
+    else:
+        features, meta = task.eval_features(records, tokenizer)
+    raw = trainer.predict(Dataset.from_dict(features)).predictions
+    if task.kind == "extractive_qa":
+        return meta, {"start_logits": np.asarray(raw[0]), "end_logits": np.asarray(raw[1])}
+    return meta, {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)}
+
+
+def evaluate_languages(
+    trainer, task: Task, evaluation: dict[str, list[dict]], tokenizer, cache=None
+) -> tuple[dict[str, Any], dict[str, dict], float]:
+    """Predict and score each language; returns (scores, predictions, seconds)."""
     started = time.perf_counter()
     per_language: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
@@ -29,14 +43,11 @@ def evaluate_languages(
                 f"No {lang} records are left to evaluate on; lower data.pool_fraction or "
                 "raise data.max_eval_examples."
             )
-        features, meta = task.eval_features(records, tokenizer)
-        output = trainer.predict(Dataset.from_dict(features))
-        raw = output.predictions
-        if task.kind == "extractive_qa":
-            outputs = {"start_logits": np.asarray(raw[0]), "end_logits": np.asarray(raw[1])}
+        if getattr(task, "generative", False):  # decoder backbones: lowres.tasks.generative
+            predictions[lang] = task.generate_predictions(trainer, records, tokenizer)
         else:
-            outputs = {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)}
-        predictions[lang] = task.predictions(records, meta, outputs)
+            meta, outputs = model_outputs(trainer, task, records, tokenizer, cache)
+            predictions[lang] = task.predictions(records, meta, outputs)
         per_language[lang] = task.score(predictions[lang], records, lang)
     keys = [k for k in next(iter(per_language.values())) if k != "n"]
     average = {k: float(np.mean([s[k] for s in per_language.values()])) for k in keys}
@@ -199,8 +210,13 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     progress = RichProgress(bars=run_cfg.trainer.progress)
     trainer = LowresTrainer(model=model, args=args, callbacks=[progress])
     evaluation = task.evaluation_sets()
+    from lowres.cache import FeatureCache
+
+    cache = FeatureCache.from_setting(run_cfg.data.cache_dir)
     try:
-        scores, predictions, seconds = evaluate_languages(trainer, task, evaluation, tokenizer)
+        scores, predictions, seconds = evaluate_languages(
+            trainer, task, evaluation, tokenizer, cache=cache
+        )
     finally:
         progress.stop()
     from lowres.methods.build import parameter_report

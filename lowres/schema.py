@@ -24,6 +24,9 @@ class BackboneConfig:
     architecture: str = ""  # tiny backbones: bert | xlmr | llama
     family: str = "encoder"  # encoder | decoder
     dtype: str = "float32"  # weights dtype when loaded: float32 | bfloat16 | float16
+    chat_template: bool = False  # decoders: wrap prompts in the tokenizer's chat template
+    gradient_checkpointing: bool = False  # decoders: recompute activations in backward
+    generation_batch_size: int = 16  # decoders: prompts per generation/label-scoring batch
 
 
 @dataclass
@@ -40,6 +43,8 @@ class TaskConfig:
     num_labels: int = 2
     question_languages: list[str] = field(default_factory=list)  # MLQA G-XLT; empty = XLT
     split: str = "dev"  # split of the official files evaluated (MLQA: dev | test)
+    template: str = ""  # decoders: prompt text with {context} {question} / {sentence1} {sentence2}
+    label_words: dict[str, list[str]] = field(default_factory=dict)  # decoders: lang -> [0, 1]
 
 
 @dataclass
@@ -99,6 +104,10 @@ class TrainerConfig:
     logging_steps: int = 10
     save_steps: int = 0  # > 0 writes resumable checkpoints every n steps
     device: str = "auto"  # auto | cpu | cuda
+    tf32: bool = True  # TF32 matmuls on Ampere+ GPUs (ignored on the CPU and older cards)
+    select_on: str = "source"  # source: best checkpoint on held-out source dev | last
+    select_every: int = 0  # steps between selection evaluations; 0 = at each epoch end
+    select_examples: int = 200  # size of the held-out source-language dev set
     dataloader_workers: int = 0
     progress: bool = True  # rich progress bars
 
@@ -113,6 +122,19 @@ class DataConfig:
     pool_fraction: float = 0.0  # share of target groups held out of evaluation as the pool
     max_train_examples: int = 0  # 0 = all
     max_eval_examples: int = 0  # per language; 0 = all
+    # tokenized-feature cache (lowres/cache.py); "" = off; LOWRES_CACHE_DIR moves the default
+    cache_dir: str = "${oc.env:LOWRES_CACHE_DIR,'~/.cache/lowres/features'}"
+    source_pool: bool = True  # train on the labelled source pool; false: target k-shot only
+
+
+@dataclass
+class PseudoConfig:
+    kind: str = "none"  # none | self_train | translate_train
+    teacher: str = ""  # self_train: finished run folder whose model labels the target pool
+    threshold: float = 0.0  # self_train: keep labels with confidence strictly above this
+    max_examples: int = 0  # per target language, at most this many pseudo examples; 0 = all
+    mix: bool = True  # true: add to the real k-shot examples; false: replace them
+    files: Any = ""  # translate_train: {lang: path} or a path pattern with {lang}
 
 
 @dataclass
@@ -125,8 +147,28 @@ class RunConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     checkpoint: str = ""  # evaluate: the run folder whose trained parameters to restore
     resume: bool = False  # train: continue from the last checkpoint in the run folder
+    init_from: str = ""  # train: start from this finished run's trained parameters
+
+
+@dataclass
+class SweepConfig:
+    k: list[int] = field(default_factory=lambda: [0, 8, 32])  # shots; 0 = zero-shot
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    languages: list[str] = field(default_factory=list)  # target languages; empty: eval ones
+    methods: list[str] = field(default_factory=list)  # configs/method/ names; []: as composed
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # other key -> values to sweep
+    schedules: list[str] = field(default_factory=lambda: ["joint"])  # joint | two_stage
+    stage1: list[str] = field(default_factory=list)  # overrides for two-stage source runs
+    stage2: list[str] = field(default_factory=list)  # overrides for k-shot runs after stage 1
+    stage1_once: bool = False  # one stage-1 run (first seed) shared by every seed's k-shot runs
+
+
+@dataclass
+class SweepRunConfig(RunConfig):
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 GROUP_SCHEMAS = {
@@ -138,6 +180,7 @@ GROUP_SCHEMAS = {
     "adapter": AdapterConfig,
     "trainer": TrainerConfig,
     "data": DataConfig,
+    "pseudo": PseudoConfig,
 }
 
 
@@ -145,6 +188,8 @@ def register_schemas() -> None:
     """Store the schemas so YAML files can name them in their defaults list."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
+    store.store(name="sweep_run_schema", node=SweepRunConfig)
+    store.store(group="sweep", name="sweep_schema", node=SweepConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
 
@@ -157,6 +202,10 @@ DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 POOLINGS = ("mean", "first")
 ADAPTERS = ("none", "lora")
+PSEUDO_KINDS = ("none", "self_train", "translate_train")
+# No target-language option on purpose: choosing checkpoints on target data that is also
+# the test set inflates few-shot results.
+SELECT_POLICIES = ("source", "last")
 
 
 def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -175,6 +224,8 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
     _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
+    _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder"))
+    _at_least("backbone.generation_batch_size", cfg.backbone.generation_batch_size, 1)
     _at_least("freeze.k", cfg.freeze.k, 0)
     _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
     _choice("prompt.init", cfg.prompt.init, PROMPT_INITS)
@@ -207,7 +258,19 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
+    _choice("trainer.select_on", cfg.trainer.select_on, SELECT_POLICIES)
+    _at_least("trainer.select_every", cfg.trainer.select_every, 0)
+    _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
+    pseudo = cfg.get("pseudo")  # absent from configs composed without the group
+    if pseudo is not None:
+        _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)
+        if not 0.0 <= pseudo.threshold <= 1.0:
+            raise ConfigError(
+                f"pseudo.threshold={pseudo.threshold} is out of range; it is a probability, "
+                "so it must be in [0, 1] (pseudo.threshold=1.0 keeps no label)."
+            )
+        _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
     _at_least("data.k", cfg.data.k, 0)
     if not 0.0 <= cfg.data.pool_fraction < 1.0:
         raise ConfigError(
@@ -227,9 +290,9 @@ def validate(cfg: Any) -> None:
                     f"{', '.join(task.languages)}. Fix data.source_language or "
                     "data.eval_languages."
                 )
-        if task.kind == "extractive_qa" and (
-            task.stride + task.max_question_length + 4 > task.max_length
-        ):
+        # Decoders read one cut prompt, not strided windows.
+        windows = task.kind == "extractive_qa" and cfg.backbone.family == "encoder"
+        if windows and task.stride + task.max_question_length + 4 > task.max_length:
             raise ConfigError(
                 f"task.stride={task.stride} leaves no room in windows of "
                 f"task.max_length={task.max_length} tokens with questions of up to "

@@ -14,17 +14,21 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lowres.backbones import load_backbone
+from lowres.cache import FeatureCache
+from lowres.environment import environment
 from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import build_method, parameter_report
+from lowres.reuse import load_backbone_reused
 from lowres.runfolder import RunFolder
 from lowres.schema import resolved_lr, validate
+from lowres.selection import CheckpointSelection, selection_active
 from lowres.tasks import Settings, Task, build_task
 from lowres.trainer import (
     AlignmentObjective,
     LowresTrainer,
     RichProgress,
+    load_trainable,
     save_trainable,
     tokenize_pairs,
 )
@@ -52,14 +56,21 @@ def task_from_config(cfg: DictConfig) -> Task:
         max_train_examples=cfg.data.max_train_examples,
         max_eval_examples=cfg.data.max_eval_examples,
         seed=cfg.trainer.seed,
+        use_source_pool=cfg.data.source_pool,
+        select_examples=cfg.trainer.select_examples if _selects(cfg) else 0,
     )
     params = OmegaConf.to_container(cfg.task, resolve=True)
-    return build_task(params.pop("name"), settings, **params)
+    task = build_task(params.pop("name"), settings, **params)
+    if cfg.backbone.family == "decoder":
+        from lowres.tasks.generative import generative_task
+
+        task = generative_task(task, cfg.task, cfg.backbone)
+    return task
 
 
 def model_from_config(cfg: DictConfig):
     """Backbone + method, exactly as configured; returns (model, tokenizer)."""
-    backbone = load_backbone(
+    backbone = load_backbone_reused(
         name=cfg.backbone.name,
         loader=cfg.backbone.loader,
         path=cfg.backbone.path,
@@ -68,6 +79,8 @@ def model_from_config(cfg: DictConfig):
         num_labels=cfg.task.num_labels,
         seed=cfg.trainer.seed,
         dtype=cfg.backbone.dtype,
+        family=cfg.backbone.family,
+        gradient_checkpointing=cfg.backbone.gradient_checkpointing,
     )
     model = build_method(
         backbone.model,
@@ -90,6 +103,10 @@ def model_from_config(cfg: DictConfig):
         seed=cfg.trainer.seed,
         backbone_dropout=cfg.freeze.dropout,
     )
+    if cfg.backbone.family == "decoder":
+        from lowres.tasks.generative import check_decoder_config
+
+        check_decoder_config(cfg, model, backbone.tokenizer)
     if cfg.task.kind == "extractive_qa" and cfg.task.max_length > model.max_text_positions():
         raise ConfigError(
             f"task.max_length={cfg.task.max_length} plus prompt.length={cfg.prompt.length} "
@@ -104,6 +121,7 @@ def training_arguments(
     trainer_cfg: DictConfig, output_dir: Path, *, label_names: list[str], learning_rate: float
 ):
     from transformers import TrainingArguments
+    from transformers.utils import is_torch_tf32_available
 
     device = trainer_cfg.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -137,6 +155,8 @@ def training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not on_gpu,
+        # None leaves torch's default; transformers sets TF32 only where the card has it.
+        tf32=trainer_cfg.tf32 if on_gpu and is_torch_tf32_available() else None,
         logging_steps=trainer_cfg.logging_steps,
         save_strategy="steps" if trainer_cfg.save_steps > 0 else "no",
         save_steps=max(trainer_cfg.save_steps, 1),
@@ -202,6 +222,53 @@ def read_parallel_file(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def _selects(cfg: DictConfig) -> bool:
+    t = cfg.trainer
+    return selection_active(t.select_on, t.select_every, t.epochs, t.max_steps)
+
+
+def main_score(task_kind: str) -> str:
+    """The score that ranks checkpoints and runs: F1 for QA, accuracy for classification."""
+    return "f1" if task_kind == "extractive_qa" else "accuracy"
+
+
+def initialise_from(model, run_dir: str) -> None:
+    """Two-stage transfer: start from another run's trained prompts, head and adapters."""
+    path = Path(run_dir)
+    if not (path / "metrics.json").is_file():
+        raise LowresError(
+            f"init_from={run_dir} is not a finished lowres run (no metrics.json there); give "
+            "the folder of a completed `lowres train` run, e.g. a sweep's stage-1 run."
+        )
+    load_trainable(model, path / "checkpoint")
+
+
+def _pseudo(cfg: DictConfig, task: Task, split, run_dir: Path):
+    """Self-training or translate-train data added to the split (pseudo=none: unchanged)."""
+    from lowres import pseudo
+
+    p = cfg.pseudo
+    args = None
+    if p.kind == "self_train":
+        args = training_arguments(
+            cfg.trainer, run_dir / "teacher", label_names=label_names(task.kind), learning_rate=0.0
+        )
+    files = OmegaConf.to_container(p.files) if OmegaConf.is_config(p.files) else p.files
+    return pseudo.build(
+        p.kind,
+        task,
+        split,
+        source_language=cfg.data.source_language,
+        target_languages=list(cfg.data.eval_languages),
+        mix=p.mix,
+        teacher=p.teacher,
+        threshold=p.threshold,
+        max_examples=p.max_examples,
+        files=files,
+        args=args,
+    )
+
+
 def label_names(task_kind: str) -> list[str]:
     return ["start_positions", "end_positions"] if task_kind == "extractive_qa" else ["labels"]
 
@@ -230,11 +297,22 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     if cfg.align.weight > 0 and not cfg.align.parallel_file:
         align_languages = list(cfg.align.target_languages or cfg.data.eval_languages)
     split = task.split(align_languages=align_languages, align_source=cfg.align.source_language)
-    run.write_json("data_split.json", split.record())
+    split, pseudo_data = _pseudo(cfg, task, split, run.path)
+    run.write_json("data_split.json", {**split.record(), "pseudo": pseudo_data.record()})
 
     model, tokenizer = model_from_config(cfg)
+    if cfg.init_from:
+        initialise_from(model, cfg.init_from)
     report = parameter_report(model)
-    features = task.train_features(split.train, tokenizer)
+    wants_training = cfg.trainer.max_steps > 0 or cfg.trainer.epochs > 0
+    if wants_training and not split.train:
+        raise ConfigError(
+            "Nothing to train on: data.source_pool=false and no target-language shots "
+            "(data.k=0). Set data.k > 0, keep data.source_pool=true, or evaluate without "
+            "training with trainer.epochs=0."
+        )
+    cache = FeatureCache.from_setting(cfg.data.cache_dir)
+    features = cache.train_features(task, split.train, tokenizer)
     train_dataset = Dataset.from_dict(features)
     learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
     args = training_arguments(
@@ -255,6 +333,21 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    run.write_json(
+        "environment.json",
+        environment(trainer.args.device, cfg.trainer.precision, cfg.backbone.dtype),
+    )
+    selection = None
+    if split.selection:
+        main = main_score(task.kind)
+        dev = {cfg.data.source_language: split.selection}
+
+        def dev_score() -> float:
+            scores = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)[0]
+            return scores["average"][main]
+
+        selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
+        trainer.add_callback(selection)
     resume_from = None
     if cfg.resume and (run.path / "trainer").is_dir():
         resume_from = get_last_checkpoint(str(run.path / "trainer"))
@@ -270,7 +363,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         if trainer.args.should_save:
             save_trainable(model, run.path / "checkpoint", manifest=_manifest(cfg, report))
         scores, predictions, eval_seconds = evaluate_languages(
-            trainer, task, split.evaluation, tokenizer
+            trainer, task, split.evaluation, tokenizer, cache=cache
         )
         if cfg.align.weight > 0 or cfg.align.report_distance:
             scores["parallel_distance"] = parallel_distance(
@@ -293,19 +386,29 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         **scores,
         **task.extra_metrics(scores["per_language"]),
         **report,
+        "k": cfg.data.k,
+        "seed": cfg.trainer.seed,
+        "source_pool": cfg.data.source_pool,
         "train_examples": len(split.train),
+        "pseudo": pseudo_data.summary(),
         "train_windows": len(train_dataset),
         "train_steps": result.global_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(train_seconds, 3),
         "eval_runtime_s": round(eval_seconds, 3),
         "device": str(trainer.args.device),
+        **cache.report(),
+        "selection": selection.record(len(split.selection))
+        if selection
+        else {"policy": "last", "requested": cfg.trainer.select_on},
+        "init_from": cfg.init_from or None,
     }
     if trainer.args.should_save:
         for lang, answers in predictions.items():
             run.write_json(f"predictions/{lang}.json", answers)
         run.write_json("metrics.json", metrics)
-    show_scores(metrics)
+    if trainer.is_world_process_zero():
+        show_scores(metrics)
     return metrics
 
 

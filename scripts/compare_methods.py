@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-# The overrides that define each method. Frozen settings train far fewer parameters and
-# take larger steps; full fine-tuning uses the usual BERT rate.
+# Each method is a preset from configs/method/ (the same ones sweeps use); "untrained"
+# evaluates the freshly built model: the floor every method starts from.
 METHODS: dict[str, list[str]] = {
-    "untrained": ["freeze=none", "prompt=none", "trainer.epochs=0", "trainer.max_steps=-1"],
-    "full": ["freeze=none", "prompt=none", "trainer.lr=1e-4"],
-    "input": ["freeze=backbone", "prompt=input", "trainer.lr=1e-3", "prompt.lr=0.03"],
-    "deep": ["freeze=backbone", "prompt=deep", "trainer.lr=1e-3", "prompt.lr=0.01"],
-    "bitfit": ["freeze=bitfit", "prompt=none", "trainer.lr=1e-3"],
-    "lora": ["freeze=backbone", "prompt=none", "adapter=lora", "trainer.lr=1e-3"],
+    "untrained": ["+method=full", "trainer.epochs=0", "trainer.max_steps=-1"],
+    "full": ["+method=full"],
+    "input": ["+method=input_prompt"],
+    "deep": ["+method=deep_prompt"],
+    "bitfit": ["+method=bitfit"],
+    "lora": ["+method=lora"],
 }
 
 

@@ -34,9 +34,25 @@ def test_groups_cover_the_documented_axes():
     assert {"none", "backbone", "lower_k", "bitfit", "head_only"} == set(groups["freeze"])
 
 
+# Groups that are appended (+group=option) rather than chosen in the defaults list, and the
+# primary config each composes with.
+APPENDED = {"method": "train", "experiment": "sweep"}
+# Presets written for another task than xquad.
+EXPERIMENT_TASK = {"stability": "pawsx"}
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_option_composes_and_validates(group, option):
-    if group == "task":
+    if group in APPENDED:
+        task = EXPERIMENT_TASK.get(option, "xquad")
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                config_name=APPENDED[group], overrides=[f"+task={task}", f"+{group}={option}"]
+            )
+    elif group == "sweep":
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="sweep", overrides=["+task=xquad", f"sweep={option}"])
+    elif group == "task":
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="train", overrides=[f"+task={option}"])
         assert cfg.task.name == option
@@ -45,6 +61,38 @@ def test_every_option_composes_and_validates(group, option):
     validate(cfg)
     # the run folder stores the resolved config; it must round-trip as YAML
     assert OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize("preset", config_groups()["experiment"])
+def test_every_experiment_preset_plans_a_sweep(preset, tmp_path):
+    from lowres.sweep import plan_sweep
+
+    task = EXPERIMENT_TASK.get(preset, "xquad")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=[f"+task={task}", f"+experiment={preset}"])
+    spec = OmegaConf.to_container(cfg.sweep, resolve=True)
+    plan = plan_sweep(
+        k_values=spec["k"],
+        seeds=spec["seeds"],
+        languages=spec["languages"] or list(cfg.data.eval_languages),
+        methods=spec["methods"],
+        grid=spec["grid"],
+        schedules=spec["schedules"],
+        stage1=spec["stage1"],
+        stage2=spec["stage2"],
+        sweep_dir=tmp_path,
+    )
+    assert len(plan.runs) >= len(spec["seeds"])
+    assert cfg.data.source == "local" and cfg.backbone.name == "minilm"
+    assert all(lang in cfg.task.languages for lang in spec["languages"])
+
+
+def test_method_presets_set_what_they_name():
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        full = compose(config_name="train", overrides=["+task=xquad", "+method=full"])
+        lora = compose(config_name="train", overrides=["+task=xquad", "+method=lora"])
+    assert (full.freeze.strategy, full.prompt.length, full.trainer.lr) == ("none", 0, 1e-4)
+    assert (lora.adapter.kind, lora.freeze.strategy, lora.prompt.length) == ("lora", "backbone", 0)
 
 
 def test_yaml_files_open_with_the_command_that_uses_them():

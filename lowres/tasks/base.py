@@ -46,6 +46,8 @@ class Settings:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     seed: int = 42
+    use_source_pool: bool = True  # False: only target-language shots train (two-stage, stage 2)
+    select_examples: int = 0  # source records held out as the checkpoint-selection dev set
 
 
 @dataclass
@@ -55,11 +57,13 @@ class Split:
     train: list[dict]
     evaluation: dict[str, list[dict]]
     parallel: list[tuple[dict, dict]] = field(default_factory=list)
+    selection: list[dict] = field(default_factory=list)  # source-language dev set
 
     def record(self) -> dict[str, Any]:
         """Ids that went where, for the run folder."""
         return {
             "train": [r["id"] for r in self.train],
+            "selection": [r["id"] for r in self.selection],
             "train_languages": sorted({r.get("language", "") for r in self.train}),
             "evaluation": {lang: [r["id"] for r in rs] for lang, rs in self.evaluation.items()},
             "parallel": [[s["id"], t["id"], t.get("language", "")] for s, t in self.parallel],
@@ -97,8 +101,14 @@ class Task(ABC):
     def eval_features(self, records: Sequence[dict], tokenizer) -> tuple[dict[str, list], Any]: ...
 
     @abstractmethod
-    def predictions(self, records, meta, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Map model outputs to ``{record id: prediction}`` (answer text or label)."""
+    def predictions(
+        self, records, meta, outputs: dict[str, np.ndarray], return_scores: bool = False
+    ) -> Any:
+        """Map model outputs to ``{record id: prediction}`` (answer text or label).
+
+        ``return_scores=True`` returns ``(predictions, {record id: {"confidence", ...}})``,
+        which self-training filters on; the confidence is task-specific (see the subclasses).
+        """
 
     @abstractmethod
     def score(self, predictions: dict[str, Any], records: Sequence[dict], lang: str) -> dict:
@@ -154,7 +164,10 @@ class Task(ABC):
                 "data.pool_fraction=0. Set data.pool_fraction (e.g. 0.2) so that a share of "
                 "paragraphs/rows becomes the training pool and never enters evaluation."
             )
-        train = list(self.source_pool())
+        pool = list(self.source_pool()) if s.use_source_pool or s.select_examples else []
+        selection = self.selection_records(pool, s.select_examples)
+        held_out = {r["group"] for r in selection}
+        train = [r for r in pool if r["group"] not in held_out] if s.use_source_pool else []
         if s.max_train_examples:
             train = self.shot_order(train, s.source_language)[: s.max_train_examples]
         for lang in s.eval_languages:
@@ -171,4 +184,26 @@ class Task(ABC):
                 "align.source_language and align.target_languages, or give a parallel file "
                 "with align.parallel_file."
             )
-        return Split(train=train, evaluation=self.evaluation_sets(), parallel=parallel)
+        return Split(
+            train=train,
+            evaluation=self.evaluation_sets(),
+            parallel=parallel,
+            selection=selection,
+        )
+
+    def selection_records(self, pool: Sequence[dict], size: int) -> list[dict]:
+        """Whole groups of the source pool, in a fixed hashed order, until ``size`` records.
+
+        Whole groups, so no paragraph is both trained on and used to pick the checkpoint.
+        """
+        if not size:
+            return []
+        groups: dict[str, list[dict]] = {}
+        for record in pool:
+            groups.setdefault(record["group"], []).append(record)
+        chosen: list[dict] = []
+        for group in sorted(groups, key=lambda g: stable_fraction(self.name, "select", g)):
+            if len(chosen) >= size:
+                break
+            chosen += groups[group]
+        return chosen
