@@ -40,7 +40,7 @@ def plot_score_vs_k(rows: list[dict[str, Any]], task: str, metric: str, out: Pat
     for panel, language in zip(axes.flat, languages, strict=False):
         for index, method in enumerate(methods):
             points = sorted(
-                (r["k"], r["mean"], r["std"])
+                (r["k"], r["mean"], r["std"] or 0.0)
                 for r in rows
                 if r["method"] == method and r["language"] == language
             )
@@ -93,7 +93,10 @@ def plot_heatmaps(rows: list[dict[str, Any]], task: str, metric: str, out: Path)
                 shade = "black" if value > low + 0.6 * (high - low) else "white"
                 panel.text(j, i, f"{value:.1f}", ha="center", va="center", color=shade)
     figure.colorbar(image, ax=axes[0].tolist(), label=f"{metric} (0-100)")
-    figure.suptitle(f"{task}: {metric} by language and method (mean over seeds)", y=1.04)
+    # Above the panel titles whatever the figure height (suptitle's y is a height fraction).
+    figure.suptitle(
+        f"{task}: {metric} by language and method (mean over seeds)", y=1.0 + 0.45 / height
+    )
     path = out / f"{task}_heatmap.png"
     figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)

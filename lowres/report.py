@@ -104,14 +104,15 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
 
 def stats(values: list[float]) -> dict[str, Any]:
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    # One seed has no spread to report; None, not a misleading 0.
+    std = statistics.stdev(values) if len(values) > 1 else None
     return {
         "mean": mean,
         "std": std,
         "min": min(values),
         "max": max(values),
         "range": max(values) - min(values),
-        "cv": std / mean if mean else None,
+        "cv": std / mean if std is not None and mean else None,
         "n": len(values),
     }
 
@@ -150,6 +151,8 @@ def table_rows(scores: dict[Cell, dict[int, float]]) -> list[dict[str, Any]]:
 
 
 def _pm(row: dict[str, Any]) -> str:
+    if row["std"] is None:
+        return f"{row['mean']:.1f}"
     return f"{row['mean']:.1f} ± {row['std']:.1f}"
 
 
@@ -162,7 +165,8 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             "",
         ]
     lines += [
-        f"Score: {collected['metric']} (0-100), mean ± std over seeds (sample std).",
+        f"Score: {collected['metric']} (0-100), mean ± std over seeds (sample std; a cell "
+        "with one seed shows the mean alone).",
         "Checkpoint selection: " + "; ".join(collected["policies"]) + ". Target-language "
         "test data is never used to choose checkpoints.",
         "",
@@ -191,9 +195,10 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in task_rows:
             cv = "–" if r["cv"] is None else f"{r['cv']:.3f}"
+            std = "–" if r["std"] is None else f"{r['std']:.2f}"
             lines.append(
                 f"| {r['method']} | {r['k']} | {r['language']} | {r['n']} | {r['mean']:.2f} | "
-                f"{r['std']:.2f} | {r['min']:.2f} | {r['max']:.2f} | {r['range']:.2f} | {cv} |"
+                f"{std} | {r['min']:.2f} | {r['max']:.2f} | {r['range']:.2f} | {cv} |"
             )
         lines.append("")
     if collected["failed"]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -369,3 +371,59 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert r["train_tokens_per_s"] > r["train_examples_per_s"]  # many tokens per window
         assert r["host_peak_mb"] > 100 and r["device_peak_mb"] is None
+
+
+class _InlineProcesses:
+    """bench.py's spawn context, running each method's body in this process instead.
+
+    A fresh interpreter per method re-imports torch, transformers and lowres (about 10 s
+    each on the shared CI cores); only the host-peak column depends on the isolation, and
+    the slow tiny-bert test above covers the spawned path.
+    """
+
+    Queue = queue.SimpleQueue
+
+    class Process:
+        def __init__(self, target, args):
+            self.target, self.args = target, args
+
+        def start(self):
+            self.target(*self.args)
+
+        def join(self):
+            pass
+
+
+def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench.mp, "get_context", lambda _: _InlineProcesses())
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nhand-written notes stay\n")
+    argv = ["bench.py", "--backbone", "tiny-llama", "--steps", "1", "--warmup", "1"]
+    argv += ["--length", "96", "--eval-examples", "4", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--json", str(tmp_path / "bench.json")])
+    bench.main()
+
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
+    assert text.count("<!-- bench: tiny-llama cpu fp32 -->") == 1
+    assert "batched greedy generation (KV cache, at most 30 new tokens) on 4 English" in text
+    for label in ("full fine-tuning", "soft prompt (input)", "deep prompt (all layers)"):
+        assert f"| {label} |" in text
+    # Llama's projections, not the encoders' query/value, which tiny-llama does not have.
+    assert "| LoRA (r=8, q_proj+v_proj) |" in text
+    results = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+    assert list(results) == ["full", "prompt_input", "prompt_deep", "lora"]
+    assert results["full"]["trainable"] == results["full"]["total"]
+    # tiny-llama: hidden 64, 2 layers, v_proj 64 -> 32 (2 KV heads of 16); prompt.length 20.
+    assert results["prompt_input"]["trainable"] == 20 * 64
+    assert results["prompt_deep"]["trainable"] == 2 * 20 * 64
+    assert results["lora"]["trainable"] == 2 * 8 * ((64 + 64) + (64 + 32))
+    for r in results.values():
+        assert r["family"] == "decoder" and r["eval_examples"] == 4  # questions, not windows
+        assert r["eval_batch"] == 16  # tiny-llama's backbone.generation_batch_size
+        assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
+        assert r["train_tokens_per_s"] > r["train_examples_per_s"]
+        assert r["device_peak_mb"] is None
