@@ -17,6 +17,13 @@ its own.
   windows/s, tokens/s count the non-padding tokens of those windows;
 * evaluation: ``trainer.predict`` on ``--eval-examples`` English XQuAD questions'
   windows, examples/s again windows/s;
+* decoder backbones (``family: decoder``, e.g. tiny-llama) run lowres's decoder path instead:
+  training rows are the rendered prompts (at most ``--length`` tokens) followed by the answer
+  and EOS, the loss on the answer only; evaluation is the batched greedy generation that
+  ``lowres train`` scores (KV cache, ``task.max_answer_length`` new tokens at most, batches of
+  ``backbone.generation_batch_size`` unless ``--eval-batch`` is given); examples/s count
+  questions. LoRA targets the family's attention projections (decoders: q_proj, v_proj;
+  ``--lora-targets`` overrides);
 * peak memory: host = peak resident set of the process (model, data and all); device =
   ``torch.cuda.max_memory_allocated``.
 
@@ -42,6 +49,24 @@ METHODS = {
     "prompt_deep": ("deep prompt (all layers)", ["freeze=backbone", "prompt=deep"]),
     "lora": ("LoRA (r=8)", ["freeze=backbone", "prompt=none", "adapter=lora"]),
 }
+# configs/adapter/lora.yaml targets BERT/XLM-R module names; Llama and Qwen2.5 call their
+# attention projections q_proj/v_proj (README, "Decoder LLM backbones").
+LORA_TARGETS = {"decoder": ["q_proj", "v_proj"]}
+
+
+def backbone_family(name: str) -> str:
+    from omegaconf import OmegaConf
+
+    from lowres.cli import config_dir
+
+    return OmegaConf.load(config_dir() / "backbone" / f"{name}.yaml").get("family", "encoder")
+
+
+def method_label(method: str, opts: dict) -> str:
+    label = METHODS[method][0]
+    if method == "lora" and opts.get("lora_targets"):
+        label = f"{label[:-1]}, {'+'.join(opts['lora_targets'])})"
+    return label
 
 
 def compose_config(opts: dict, method: str):
@@ -71,6 +96,10 @@ def compose_config(opts: dict, method: str):
         "data.eval_languages=[en]",
         f"data.max_eval_examples={opts['eval_examples']}",
     ]
+    if method == "lora" and opts.get("lora_targets"):
+        overrides.append(f"adapter.target_modules=[{','.join(opts['lora_targets'])}]")
+    if opts.get("family") == "decoder" and opts.get("eval_batch_given"):
+        overrides.append(f"backbone.generation_batch_size={opts['eval_batch']}")
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return compose("train", overrides=overrides)
 
@@ -105,9 +134,16 @@ def _measure(method: str, opts: dict) -> dict:
     task = task_from_config(cfg)
     model, tokenizer = model_from_config(cfg)
     report = parameter_report(model)
+    decoder = getattr(task, "generative", False)
     records = task.source_pool()[: opts["batch"] * (opts["warmup"] + opts["steps"])]
     train = Dataset.from_dict(task.train_features(records, tokenizer))
-    evaluation = Dataset.from_dict(task.eval_features(task.evaluation_records("en"), tokenizer)[0])
+    eval_records = task.evaluation_records("en")
+    if decoder:  # lowres.tasks.generative: answered by generation, no span logits to predict
+        evaluation = eval_records
+        eval_batch = task.batch_size
+    else:
+        evaluation = Dataset.from_dict(task.eval_features(eval_records, tokenizer)[0])
+        eval_batch = opts["eval_batch"]
     mask = train["attention_mask"]
     tokens_per_example = sum(map(sum, mask)) / len(mask)
     args = training_arguments(
@@ -147,12 +183,22 @@ def _measure(method: str, opts: dict) -> dict:
     trainer.train()
     timed = clock.times[opts["warmup"] :]
     step_s = sum(timed) / len(timed)
-    trainer.predict(evaluation.select(range(min(len(evaluation), opts["eval_batch"]))))
+    if decoder:
+
+        def predict(rows):
+            return task.generate_predictions(trainer, rows, tokenizer)
+
+        warm = evaluation[:eval_batch]
+    else:
+        predict = trainer.predict
+        warm = evaluation.select(range(min(len(evaluation), eval_batch)))
+    predict(warm)
     sync()
     started = time.perf_counter()
-    trainer.predict(evaluation)
+    predicted = predict(evaluation)
     sync()
     eval_s = time.perf_counter() - started
+    answered = sum(bool(a) for a in predicted.values()) if decoder else None
     return {
         "method": method,
         "trainable": report["trainable_parameters"],
@@ -162,6 +208,11 @@ def _measure(method: str, opts: dict) -> dict:
         "train_tokens_per_s": opts["batch"] * tokens_per_example / step_s,
         "eval_examples": len(evaluation),
         "eval_examples_per_s": len(evaluation) / eval_s,
+        "eval_batch": eval_batch,
+        "family": "decoder" if decoder else "encoder",
+        "train_examples": len(train),
+        "max_new_tokens": task.max_answer_length if decoder else None,
+        "nonempty_answers": answered,
         "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": str(args.device),
@@ -197,10 +248,7 @@ def markdown(opts: dict, env: dict, results: list[dict], command: str) -> str:
         f"- Device: {env['device_name']} ({env['device']}), dtype {opts['dtype']}, "
         f"TF32 matmul {'on' if results and results[0]['tf32'] else 'off'}",
         f"- Libraries: {versions}",
-        f"- Workload: XQuAD windows of {opts['length']} tokens, batch {opts['batch']}, "
-        f"mean of {opts['steps']} steps after {opts['warmup']} warm-up steps; evaluation on "
-        f"{results[0]['eval_examples'] if results else 0} English windows, eval batch "
-        f"{opts['eval_batch']}",
+        workload(opts, results[0] if results else None),
         "",
         "| method | trainable params | train examples/s | train tokens/s | step (s) "
         "| eval examples/s | host peak (MB) | device peak (MB) |",
@@ -209,13 +257,30 @@ def markdown(opts: dict, env: dict, results: list[dict], command: str) -> str:
     for r in results:
         device_peak = f"{r['device_peak_mb']:.0f}" if on_gpu else "n/a"
         lines.append(
-            f"| {METHODS[r['method']][0]} | {r['trainable']:,} | "
+            f"| {method_label(r['method'], opts)} | {r['trainable']:,} | "
             f"{r['train_examples_per_s']:.2f} | {r['train_tokens_per_s']:.0f} | "
             f"{r['step_s']:.3f} | {r['eval_examples_per_s']:.2f} | {r['host_peak_mb']:.0f} | "
             f"{device_peak} |"
         )
     lines.append(f"<!-- /bench: {opts['backbone']} {env['device']} {opts['dtype']} -->")
     return "\n".join(lines) + "\n"
+
+
+def workload(opts: dict, first: dict | None) -> str:
+    timing = f"mean of {opts['steps']} steps after {opts['warmup']} warm-up steps"
+    n = first["eval_examples"] if first else 0
+    if first and first["family"] == "decoder":
+        return (
+            f"- Workload: XQuAD questions as decoder prompts of at most {opts['length']} tokens "
+            f"followed by the answer and EOS (loss on the answer only), batch {opts['batch']}, "
+            f"{timing}; evaluation: batched greedy generation (KV cache, at most "
+            f"{first['max_new_tokens']} new tokens) on {n} English questions, generation batch "
+            f"{first['eval_batch']}"
+        )
+    return (
+        f"- Workload: XQuAD windows of {opts['length']} tokens, batch {opts['batch']}, "
+        f"{timing}; evaluation on {n} English windows, eval batch {opts['eval_batch']}"
+    )
 
 
 def write_section(path: Path, section: str, marker: str) -> None:
@@ -240,13 +305,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--eval-batch", type=int, default=32)
+    parser.add_argument(
+        "--eval-batch",
+        type=int,
+        help="evaluation batch (default: 32; decoders: the backbone's generation_batch_size)",
+    )
     parser.add_argument("--length", type=int, default=384)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--eval-examples", type=int, default=48, help="English questions")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--lora-targets",
+        help="LoRA target modules, comma-separated (default: adapter/lora.yaml's; decoders: "
+        "q_proj,v_proj)",
+    )
     args = parser.parse_args()
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -257,12 +331,17 @@ def main() -> None:
     if not (config_dir() / "backbone" / f"{args.backbone}.yaml").is_file():
         names = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
         sys.exit(f"unknown backbone {args.backbone!r}; choose from {', '.join(names)}")
+    family = backbone_family(args.backbone)
+    lora_targets = args.lora_targets.split(",") if args.lora_targets else LORA_TARGETS.get(family)
     opts = {
         "backbone": args.backbone,
+        "family": family,
+        "lora_targets": lora_targets,
         "device": args.device,
         "dtype": args.dtype,
         "batch": args.batch,
-        "eval_batch": args.eval_batch,
+        "eval_batch": args.eval_batch or 32,
+        "eval_batch_given": args.eval_batch is not None,
         "length": args.length,
         "steps": args.steps,
         "warmup": args.warmup,

@@ -11,6 +11,14 @@ batch. Step time: the median over ``--steps`` rounds after ``--warmup``, with th
 steps interleaved in one process so that drift in the machine's speed hits all alike. Peak
 memory: each method in a fresh process, on the CPU the peak resident set minus the resident
 set before its first step, on CUDA ``torch.cuda.max_memory_allocated`` above the model.
+
+Decoder backbones (``family: decoder`` in configs/backbone/, e.g. ``--backbone tiny-llama`` or
+``qwen2.5-0.5b``) train as ``lowres train`` trains them: the batch is XQuAD questions rendered
+as prompts of at most ``--length`` tokens followed by the answer and EOS, left-padded, with the
+loss on the answer only; PEFT's PromptTuning runs as a causal-LM prompt over the same labels.
+LoRA targets the family's attention projections (decoders: q_proj, v_proj; ``--lora-targets``
+overrides). ``prompt_input_dropout`` is not run on decoders: Llama and Qwen2.5 have no
+dropout, so it would be ``prompt_input`` again.
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ METHODS = (
     "peft_prompt_tuning",
     "lora",
 )
+# Module names of the attention query/value projections; configs/adapter/lora.yaml has the
+# encoders' (BERT, XLM-R), README "Decoder LLM backbones" the decoders' (Llama, Qwen2.5).
+LORA_TARGETS = {"encoder": ["query", "value"], "decoder": ["q_proj", "v_proj"]}
+# Methods whose comparison needs dropout inside the backbone, which the decoders lack.
+NEEDS_DROPOUT = ("prompt_input_dropout",)
 
 
 def _backbone_options(name: str) -> dict:
@@ -49,7 +62,39 @@ def _backbone_options(name: str) -> dict:
         "loader": cfg.loader,
         "path": cfg.get("path", ""),
         "architecture": cfg.get("architecture", ""),
+        "family": cfg.get("family", "encoder"),
+        "dtype": cfg.get("dtype", "float32"),
+        "gradient_checkpointing": cfg.get("gradient_checkpointing", False),
     }
+
+
+def _decoder_batch(backbone: str, tokenizer, batch: int, length: int):
+    """``batch`` prompt + answer rows as ``lowres train`` builds them for a decoder."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from lowres.cli import config_dir
+    from lowres.schema import register_schemas
+    from lowres.train import task_from_config
+
+    register_schemas()
+    overrides = [
+        "+task=xquad",
+        f"backbone={backbone}",
+        f"task.max_length={length}",
+        f"task.max_question_length={min(64, length // 4)}",
+        "data.cache_dir=",
+    ]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        task = task_from_config(compose("train", overrides=overrides))
+    # Questions whose answer falls outside a cut context are skipped, so read a few extra.
+    features = task.train_features(task.source_pool()[: batch * 4], tokenizer)
+    rows = {k: torch.tensor(v[:batch]) for k, v in features.items()}
+    if len(rows["input_ids"]) < batch:
+        sys.exit(f"only {len(rows['input_ids'])} questions fit --length {length}; raise it")
+    # Left padding over the whole set: drop the columns that are padding in every kept row.
+    first = int(rows["attention_mask"].any(dim=0).nonzero()[0])
+    return {k: v[:, first:] for k, v in rows.items()}
 
 
 def _batch(tokenizer, batch: int, length: int):
@@ -75,10 +120,11 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _peft_prompt_tuning(model, length):
+def _peft_prompt_tuning(model, length, family):
     from peft import PromptTuningConfig, get_peft_model
 
-    config = PromptTuningConfig(task_type="QUESTION_ANS", num_virtual_tokens=length)
+    task_type = "CAUSAL_LM" if family == "decoder" else "QUESTION_ANS"
+    config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=length)
     return get_peft_model(model, config)
 
 
@@ -94,18 +140,23 @@ def build(method: str, opts: dict):
 
     transformers.utils.logging.set_verbosity_error()
     torch.manual_seed(0)
-    backbone = load_backbone(
-        task_kind="extractive_qa", num_labels=2, seed=0, **_backbone_options(opts["backbone"])
-    )
+    options = _backbone_options(opts["backbone"])
+    family = options["family"]
+    backbone = load_backbone(task_kind="extractive_qa", num_labels=2, seed=0, **options)
     device = torch.device(opts["device"])
+    make_batch = (
+        (lambda tok, b, n: _decoder_batch(opts["backbone"], tok, b, n))
+        if family == "decoder"
+        else _batch
+    )
     batch = {
         k: v.to(device)
-        for k, v in _batch(backbone.tokenizer, opts["batch"], opts["length"]).items()
+        for k, v in make_batch(backbone.tokenizer, opts["batch"], opts["length"]).items()
     }
     length = opts["prompt_length"]
     settings = {
         "task_kind": "extractive_qa",
-        "family": "encoder",
+        "family": family,
         "freeze_k": 0,
         "prompt_init": "vocab",
         "prompt_init_text": "",
@@ -140,7 +191,7 @@ def build(method: str, opts: dict):
             "r": 8,
             "alpha": 16,
             "dropout": 0.1,
-            "target_modules": ["query", "value"],
+            "target_modules": opts.get("lora_targets") or LORA_TARGETS[family],
         }
         model = build_method(
             backbone.model,
@@ -152,12 +203,15 @@ def build(method: str, opts: dict):
             **settings,
         )
     else:
-        model = _peft_prompt_tuning(backbone.model, length)
+        model = _peft_prompt_tuning(backbone.model, length, family)
     model.to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
-        if method == "peft_prompt_tuning":
+        if method == "peft_prompt_tuning" and family == "decoder":
+            # PEFT prepends the virtual tokens and pads labels and mask for them itself.
+            loss = model(**batch).loss
+        elif method == "peft_prompt_tuning":
             out = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -178,7 +232,12 @@ def build(method: str, opts: dict):
             torch.cuda.synchronize()
 
     trainable, total = count_parameters(model)
-    return step, {"trainable": trainable, "total": total}
+    return step, {
+        "trainable": trainable,
+        "total": total,
+        "family": family,
+        "batch_shape": list(batch["input_ids"].shape),
+    }
 
 
 def measure_memory(method: str, opts: dict, queue) -> None:
@@ -223,9 +282,32 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all; decoders: all but "
+        f"{', '.join(NEEDS_DROPOUT)})",
+    )
+    parser.add_argument(
+        "--lora-targets",
+        help="LoRA target modules, comma-separated (default: query,value; decoders: q_proj,v_proj)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    family = _backbone_options(args.backbone)["family"]
+    if args.methods:
+        methods = args.methods.split(",")
+    else:
+        methods = [m for m in METHODS if family != "decoder" or m not in NEEDS_DROPOUT]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    pointless = [m for m in methods if family == "decoder" and m in NEEDS_DROPOUT]
+    if pointless:
+        sys.exit(
+            f"{', '.join(pointless)} keeps dropout inside the frozen backbone, and decoder "
+            f"{args.backbone} (Llama/Qwen2.5 layers) has none, so it would time prompt_input "
+            "again; leave it out of --methods."
+        )
     opts = {
         "backbone": args.backbone,
         "device": args.device,
@@ -234,11 +316,11 @@ def main() -> None:
         "prompt_length": args.prompt_length,
         "steps": args.steps,
         "warmup": args.warmup,
+        "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
     }
 
     import torch
 
-    methods = args.methods.split(",")
     context = mp.get_context("spawn")
     peaks = {}
     for method in methods:
@@ -261,8 +343,15 @@ def main() -> None:
             f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
         )
     )
+    shape = next(iter(results.values()))["batch_shape"]
+    data = (
+        f"batch {args.batch} questions as prompt + answer rows of {shape[1]} columns (prompt "
+        f"at most {args.length} tokens, loss on the answer)"
+        if family == "decoder"
+        else f"batch {args.batch} x {args.length}"
+    )
     print(
-        f"backbone {args.backbone}, batch {args.batch} x {args.length}, prompt "
+        f"backbone {args.backbone}, {data}, prompt "
         f"{args.prompt_length}, {device}, torch {torch.__version__}, median of {args.steps} "
         "steps"
     )
@@ -282,6 +371,8 @@ def main() -> None:
             "prompt step <= 1.0 x PEFT PromptTuning": ours["step_s"] <= peft["step_s"],
             "prompt peak memory <= 0.75 x full": ours["peak_mb"] <= 0.75 * full["peak_mb"],
         }
+        if family == "decoder":
+            print(f"targets set for MiniLM (README), shown for decoder {args.backbone}:")
         for name, ok in checks.items():
             print(f"{'PASS' if ok else 'FAIL'}: {name}")
     if args.json:
