@@ -135,7 +135,8 @@ def test_feature_cache_hits_identical_runs_and_misses_after_the_data_changes(tmp
     first, second = _metrics(tmp_path / "r1"), _metrics(tmp_path / "r2")
     assert first["feature_cache"]["misses"] == 4 and first["feature_cache"]["hits"] == 0
     assert second["feature_cache"]["hits"] == 4 and second["feature_cache"]["misses"] == 0
-    assert second["preprocess_s"] <= 0.1 * first["preprocess_s"], (first, second)
+    # CPU time, not wall time: the claim is about work saved, whatever else shares the cores.
+    assert second["preprocess_cpu_s"] <= 0.1 * first["preprocess_cpu_s"], (first, second)
     assert second["per_language"] == first["per_language"]
     assert second["train_windows"] == first["train_windows"]
 
