@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -29,25 +30,30 @@ def _predictions(run_dir: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in (run_dir / "predictions").glob("*.json")}
 
 
-@pytest.fixture(scope="module")
-def saved_tiny_bert(tmp_path_factory) -> Path:
-    """tiny-bert saved once, so that separate processes load the very same tokenizer.
-
-    Each process that builds tiny-bert itself trains a new WordPiece vocabulary, and
-    the tokenizers library does not make that deterministic across processes.
-    """
+def test_tiny_backbones_are_identical_in_every_process():
+    """DDP ranks, the feature cache and `lowres evaluate` in a new process rely on this."""
     from lowres.backbones import tiny_backbone_dir
 
-    target = tmp_path_factory.mktemp("tiny-bert") / "model"
-    shutil.copytree(tiny_backbone_dir("bert"), target)
-    return target
+    script = (
+        "import hashlib, pathlib, sys\n"
+        "from lowres.backbones import tiny_backbone_dir\n"
+        "for arch in ('bert', 'xlmr', 'llama'):\n"
+        "    folder = pathlib.Path(tiny_backbone_dir(arch))\n"
+        "    print(hashlib.sha256((folder / 'tokenizer.json').read_bytes()).hexdigest())\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    here = [
+        hashlib.sha256((Path(tiny_backbone_dir(a)) / "tokenizer.json").read_bytes()).hexdigest()
+        for a in ("bert", "xlmr", "llama")
+    ]
+    assert other == here
 
 
-def test_two_process_data_parallel_run_equals_the_single_process_run(tmp_path, saved_tiny_bert):
+def test_two_process_data_parallel_run_equals_the_single_process_run(tmp_path):
     common = [
         *SMOKE,
-        "backbone.loader=hub",
-        f"backbone.path={saved_tiny_bert}",
         "data.cache_dir=",
         "trainer.logging_steps=1",
     ]
