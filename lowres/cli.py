@@ -100,8 +100,8 @@ def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
         raise LowresError(
-            f"--resume {run_dir}: no {path} found; expected a run folder written by "
-            "`lowres train` (it holds .hydra/overrides.yaml). Check the path."
+            f"--resume {run_dir}: no {path} found; expected a folder written by "
+            f"`lowres {verb}` (it holds .hydra/overrides.yaml). Check the path."
         )
     previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
     if verb == "sweep":

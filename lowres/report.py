@@ -286,7 +286,6 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         "metric": collected["metric"],
         "rows": rows,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     figures = []
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]

@@ -24,6 +24,7 @@ class BackboneConfig:
     architecture: str = ""  # tiny backbones: bert | xlmr | llama
     family: str = "encoder"  # encoder | decoder
     dtype: str = "float32"  # weights dtype when loaded: float32 | bfloat16 | float16
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])  # LoRA default
     chat_template: bool = False  # decoders: wrap prompts in the tokenizer's chat template
     gradient_checkpointing: bool = False  # decoders: recompute activations in backward
     generation_batch_size: int = 16  # decoders: prompts per generation/label-scoring batch
@@ -85,7 +86,7 @@ class AdapterConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    target_modules: list[str] = field(default_factory=list)  # []: backbone.lora_targets
 
 
 @dataclass

@@ -98,7 +98,9 @@ def model_from_config(cfg: DictConfig):
             "r": cfg.adapter.r,
             "alpha": cfg.adapter.alpha,
             "dropout": cfg.adapter.dropout,
-            "target_modules": list(cfg.adapter.target_modules),
+            # The module names differ by architecture (BERT query/value, Llama q_proj/v_proj),
+            # so the backbone supplies the default and adapter.target_modules overrides it.
+            "target_modules": list(cfg.adapter.target_modules or cfg.backbone.lora_targets),
         },
         seed=cfg.trainer.seed,
         backbone_dropout=cfg.freeze.dropout,

@@ -51,15 +51,18 @@ METHODS = {
 }
 # configs/adapter/lora.yaml targets BERT/XLM-R module names; Llama and Qwen2.5 call their
 # attention projections q_proj/v_proj (README, "Decoder LLM backbones").
-LORA_TARGETS = {"decoder": ["q_proj", "v_proj"]}
 
 
-def backbone_family(name: str) -> str:
+def backbone_config(name: str):
     from omegaconf import OmegaConf
 
     from lowres.cli import config_dir
 
-    return OmegaConf.load(config_dir() / "backbone" / f"{name}.yaml").get("family", "encoder")
+    return OmegaConf.load(config_dir() / "backbone" / f"{name}.yaml")
+
+
+def backbone_family(name: str) -> str:
+    return backbone_config(name).get("family", "encoder")
 
 
 def method_label(method: str, opts: dict) -> str:
@@ -102,6 +105,19 @@ def compose_config(opts: dict, method: str):
         overrides.append(f"backbone.generation_batch_size={opts['eval_batch']}")
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return compose("train", overrides=overrides)
+
+
+def _result_or_exit(method: str, process, queue):
+    """The child's result; a child killed before answering (OOM killer, a CUDA abort)
+    would otherwise leave this process waiting on the queue forever."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except queues.Empty:
+            if not process.is_alive():
+                sys.exit(f"{method}: the benchmark process died (exit code {process.exitcode}).")
 
 
 def measure(method: str, opts: dict, queue) -> None:
@@ -332,7 +348,11 @@ def main() -> None:
         names = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
         sys.exit(f"unknown backbone {args.backbone!r}; choose from {', '.join(names)}")
     family = backbone_family(args.backbone)
-    lora_targets = args.lora_targets.split(",") if args.lora_targets else LORA_TARGETS.get(family)
+    # Decoder rows name their targets (they differ from the encoders' query/value); the
+    # backbone config's lora_targets is what lowres train uses too.
+    lora_targets = args.lora_targets.split(",") if args.lora_targets else None
+    if lora_targets is None and family == "decoder":
+        lora_targets = list(backbone_config(args.backbone).get("lora_targets", []))
     opts = {
         "backbone": args.backbone,
         "family": family,
@@ -353,7 +373,7 @@ def main() -> None:
         queue = context.Queue()
         process = context.Process(target=measure, args=(method, opts, queue))
         process.start()
-        result = queue.get()
+        result = _result_or_exit(method, process, queue)
         process.join()
         if isinstance(result, str):
             sys.exit(f"{method}: {result}")

@@ -43,7 +43,6 @@ METHODS = (
 )
 # Module names of the attention query/value projections; configs/adapter/lora.yaml has the
 # encoders' (BERT, XLM-R), README "Decoder LLM backbones" the decoders' (Llama, Qwen2.5).
-LORA_TARGETS = {"encoder": ["query", "value"], "decoder": ["q_proj", "v_proj"]}
 # Methods whose comparison needs dropout inside the backbone, which the decoders lack.
 NEEDS_DROPOUT = ("prompt_input_dropout",)
 
@@ -65,6 +64,7 @@ def _backbone_options(name: str) -> dict:
         "family": cfg.get("family", "encoder"),
         "dtype": cfg.get("dtype", "float32"),
         "gradient_checkpointing": cfg.get("gradient_checkpointing", False),
+        "lora_targets": list(cfg.get("lora_targets", ["query", "value"])),
     }
 
 
@@ -142,7 +142,8 @@ def build(method: str, opts: dict):
     torch.manual_seed(0)
     options = _backbone_options(opts["backbone"])
     family = options["family"]
-    backbone = load_backbone(task_kind="extractive_qa", num_labels=2, seed=0, **options)
+    loading = {k: v for k, v in options.items() if k != "lora_targets"}
+    backbone = load_backbone(task_kind="extractive_qa", num_labels=2, seed=0, **loading)
     device = torch.device(opts["device"])
     make_batch = (
         (lambda tok, b, n: _decoder_batch(opts["backbone"], tok, b, n))
@@ -191,7 +192,7 @@ def build(method: str, opts: dict):
             "r": 8,
             "alpha": 16,
             "dropout": 0.1,
-            "target_modules": opts.get("lora_targets") or LORA_TARGETS[family],
+            "target_modules": opts.get("lora_targets") or options["lora_targets"],
         }
         model = build_method(
             backbone.model,

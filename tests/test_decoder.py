@@ -507,3 +507,21 @@ def test_hub_decoder_offline_gives_the_hub_error(monkeypatch, tmp_path):
             dtype="bfloat16",
             family="decoder",
         )
+
+
+def test_lora_preset_targets_the_decoders_own_projections(tmp_path):
+    """+method=lora works on any backbone: the backbone config names its LoRA modules."""
+    run_dir = tmp_path / "lora"
+    run_lowres(
+        "train",
+        "+task=xquad",
+        "backbone=tiny-llama",
+        "trainer=smoke",
+        "trainer.progress=false",
+        "+method=lora",
+        f"hydra.run.dir={run_dir}",
+    )
+    manifest = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
+    trained = list(manifest["parameters"])
+    assert trained and all("lora_" in name for name in trained)
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trained} == {"q_proj", "v_proj"}
