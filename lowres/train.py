@@ -302,17 +302,20 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     split, pseudo_data = _pseudo(cfg, task, split, run.path)
     run.write_json("data_split.json", {**split.record(), "pseudo": pseudo_data.record()})
 
+    # Before the backbone loads: an empty training set is a config problem, found cheaply.
+    wants_training = cfg.trainer.max_steps > 0 or cfg.trainer.epochs > 0
+    if wants_training and not split.train:
+        raise ConfigError(
+            "Nothing to train on: the source pool is off (data.source_pool=false) and no "
+            f"target-language records were added (data.k={cfg.data.k}, pseudo.kind="
+            f"{cfg.pseudo.kind}, pseudo.mix={cfg.pseudo.mix}). Set data.k > 0, keep "
+            "data.source_pool=true, lower pseudo.threshold, or evaluate without training "
+            "with trainer.epochs=0."
+        )
     model, tokenizer = model_from_config(cfg)
     if cfg.init_from:
         initialise_from(model, cfg.init_from)
     report = parameter_report(model)
-    wants_training = cfg.trainer.max_steps > 0 or cfg.trainer.epochs > 0
-    if wants_training and not split.train:
-        raise ConfigError(
-            "Nothing to train on: data.source_pool=false and no target-language shots "
-            "(data.k=0). Set data.k > 0, keep data.source_pool=true, or evaluate without "
-            "training with trainer.epochs=0."
-        )
     cache = FeatureCache.from_setting(cfg.data.cache_dir)
     features = cache.train_features(task, split.train, tokenizer)
     train_dataset = Dataset.from_dict(features)

@@ -448,3 +448,18 @@ def test_report_plots_the_gxlt_matrix_and_labels_pseudo_runs(tmp_path):
     assert row["cv"] == pytest.approx(row["std"] / 45.0)
     avg = next(r for r in report["rows"] if r["language"] == "avg")
     assert avg["mean"] == pytest.approx((50.0 + 55.0) / 2)  # per-seed averages 50 and 55
+
+
+def test_no_training_data_is_refused_before_the_backbone_loads(tmp_path, capsys, monkeypatch):
+    import lowres.train
+
+    def must_not_load(cfg):
+        raise AssertionError("the backbone was loaded for a run with nothing to train on")
+
+    monkeypatch.setattr(lowres.train, "model_from_config", must_not_load)
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres("train", *TINY, "data.source_pool=false", f"hydra.run.dir={tmp_path / 'r'}")
+    assert exit_info.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "Nothing to train on: the source pool is off (data.source_pool=false)" in error
+    assert "data.k=0, pseudo.kind=none" in error
