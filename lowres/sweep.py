@@ -227,6 +227,22 @@ def plan_sweep(
     return plan
 
 
+def plan_from_spec(spec: dict[str, Any], languages: Sequence[str], sweep_dir: Path) -> SweepPlan:
+    """:func:`plan_sweep` from the ``sweep`` config node, as a plain dict."""
+    return plan_sweep(
+        k_values=spec["k"],
+        seeds=spec["seeds"],
+        languages=languages,
+        methods=spec["methods"],
+        grid=spec["grid"],
+        schedules=spec["schedules"],
+        stage1=spec["stage1"],
+        stage2=spec["stage2"],
+        stage1_once=spec["stage1_once"],
+        sweep_dir=sweep_dir,
+    )
+
+
 def check_pools(task, k_values: Sequence[int], languages: Sequence[str], source: str) -> None:
     """Fail before any run when a k is larger than a language's target pool."""
     largest = max(k_values)
@@ -401,18 +417,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
                 f"sweep.languages holds {', '.join(unknown)}, which task {cfg.task.name} does "
                 f"not have; it has {', '.join(cfg.task.languages)}."
             )
-    plan = plan_sweep(
-        k_values=spec["k"],
-        seeds=spec["seeds"],
-        languages=languages,
-        methods=spec["methods"],
-        grid=spec["grid"],
-        schedules=spec["schedules"],
-        stage1=spec["stage1"],
-        stage2=spec["stage2"],
-        stage1_once=spec["stage1_once"],
-        sweep_dir=sweep_dir,
-    )
+    plan = plan_from_spec(spec, languages, sweep_dir)
     check_pools(task_from_config(cfg), spec["k"], languages, cfg.data.source_language)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}
 

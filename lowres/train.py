@@ -237,7 +237,7 @@ def main_score(task_kind: str) -> str:
 def initialise_from(model, run_dir: str) -> None:
     """Two-stage transfer: start from another run's trained prompts, head and adapters."""
     path = Path(run_dir)
-    if not (path / "metrics.json").is_file():
+    if not RunFolder.finished_at(path):
         raise LowresError(
             f"init_from={run_dir} is not a finished lowres run (no metrics.json there); give "
             "the folder of a completed `lowres train` run, e.g. a sweep's stage-1 run."

@@ -25,8 +25,8 @@ def run_lowres(*args: str) -> None:
             handler.close()
 
 
-def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa"):
-    """The in-process tiny backbone with a fresh head (seed 0)."""
+def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa", **options):
+    """The in-process tiny backbone with a fresh head (seed 0); ``options`` go to the loader."""
     from lowres.backbones import load_backbone
 
     return load_backbone(
@@ -37,4 +37,5 @@ def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa"):
         task_kind=task_kind,
         num_labels=2,
         seed=0,
+        **options,
     )

@@ -65,23 +65,13 @@ def test_every_option_composes_and_validates(group, option):
 
 @pytest.mark.parametrize("preset", config_groups()["experiment"])
 def test_every_experiment_preset_plans_a_sweep(preset, tmp_path):
-    from lowres.sweep import plan_sweep
+    from lowres.sweep import plan_from_spec
 
     task = EXPERIMENT_TASK.get(preset, "xquad")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="sweep", overrides=[f"+task={task}", f"+experiment={preset}"])
     spec = OmegaConf.to_container(cfg.sweep, resolve=True)
-    plan = plan_sweep(
-        k_values=spec["k"],
-        seeds=spec["seeds"],
-        languages=spec["languages"] or list(cfg.data.eval_languages),
-        methods=spec["methods"],
-        grid=spec["grid"],
-        schedules=spec["schedules"],
-        stage1=spec["stage1"],
-        stage2=spec["stage2"],
-        sweep_dir=tmp_path,
-    )
+    plan = plan_from_spec(spec, spec["languages"] or list(cfg.data.eval_languages), tmp_path)
     assert len(plan.runs) >= len(spec["seeds"])
     assert cfg.data.source == "local" and cfg.backbone.name == "minilm"
     assert all(lang in cfg.task.languages for lang in spec["languages"])

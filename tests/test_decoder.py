@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_lowres
+from helpers import run_lowres, tiny_backbone
 from test_cli import write_squad
 
 from lowres.backbones import SAMPLE_ROOT, load_backbone
@@ -21,17 +21,8 @@ from lowres.tasks.generative import GenerativeTask, generative_task, left_pad, s
 LLAMA = ["backbone=tiny-llama", "trainer.progress=false"]
 
 
-def tiny_llama():
-    return load_backbone(
-        name="tiny-llama",
-        loader="tiny",
-        path="",
-        architecture="llama",
-        task_kind="extractive_qa",
-        num_labels=2,
-        seed=0,
-        family="decoder",
-    )
+def tiny_llama(**options):
+    return tiny_backbone("llama", family="decoder", **options)
 
 
 def prompted(backbone=None, **options):
@@ -241,17 +232,7 @@ def test_label_word_scores_are_log_likelihoods_of_the_words():
 def test_gradient_checkpointing_gives_the_same_prompt_gradients():
     grads = []
     for checkpointing in (False, True):
-        backbone = load_backbone(
-            name="tiny-llama",
-            loader="tiny",
-            path="",
-            architecture="llama",
-            task_kind="extractive_qa",
-            num_labels=2,
-            seed=0,
-            family="decoder",
-            gradient_checkpointing=checkpointing,
-        )
+        backbone = tiny_llama(gradient_checkpointing=checkpointing)
         assert all(
             layer.gradient_checkpointing == checkpointing for layer in backbone.model.model.layers
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_lowres
+from test_cli import lowres_subprocess
 
 from lowres.errors import ConfigError
 from lowres.sweep import plan_sweep
@@ -359,17 +360,6 @@ def test_plan_refuses_bad_sweeps(tmp_path, kwargs, message):
     )
     with pytest.raises(ConfigError, match=message):
         plan_sweep(**{**spec, **kwargs})
-
-
-def lowres_subprocess(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lowres", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 def test_bad_sweep_input_gets_one_paragraph(tmp_path):
