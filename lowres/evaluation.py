@@ -153,14 +153,28 @@ def show_scores(metrics: dict[str, Any]) -> None:
         )
 
 
-def saved_config(run_dir: Path) -> DictConfig:
+def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
+    """The config a finished run was trained with, over the current schema's defaults."""
+    from lowres.schema import RunConfig
+
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise LowresError(
-            f"checkpoint={run_dir}: no {path}; expected a run folder written by `lowres train` "
+            f"{key}={run_dir}: no {path}; expected a run folder written by `lowres train` "
             "(with .hydra/config.yaml and checkpoint/). Check the path."
         )
-    return OmegaConf.load(path)
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+
+
+def restore_run(cfg: DictConfig, run_dir: Path):
+    """``(task, model, tokenizer)`` rebuilt from ``cfg`` with ``run_dir``'s trained weights."""
+    from lowres.train import model_from_config, task_from_config
+    from lowres.trainer import load_trainable
+
+    task = task_from_config(cfg)
+    model, tokenizer = model_from_config(cfg)
+    load_trainable(model, run_dir / "checkpoint")
+    return task, model, tokenizer
 
 
 def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
@@ -172,15 +186,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     from hydra.core.hydra_config import HydraConfig
 
     from lowres.runfolder import RunFolder
-    from lowres.schema import RunConfig, validate
-    from lowres.train import (
-        label_names,
-        model_from_config,
-        quiet_libraries,
-        task_from_config,
-        training_arguments,
-    )
-    from lowres.trainer import LowresTrainer, RichProgress, load_trainable
+    from lowres.schema import validate
+    from lowres.train import label_names, quiet_libraries, training_arguments
+    from lowres.trainer import LowresTrainer, RichProgress
 
     run_dir = Path(cfg.checkpoint)
     if not run_dir.is_dir():
@@ -188,7 +196,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
             f"checkpoint={run_dir} is not a folder; give the run folder that `lowres train` "
             "wrote (it prints its path), e.g. checkpoint=outputs/xquad/minilm/<date>."
         )
-    base = OmegaConf.merge(OmegaConf.structured(RunConfig), saved_config(run_dir))
+    base = saved_config(run_dir)
     overrides = []
     if output_dir is None and HydraConfig.initialized():
         overrides = [
@@ -201,9 +209,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
     validate(run_cfg)
     quiet_libraries()
     run = RunFolder.for_job(output_dir)
-    task = task_from_config(run_cfg)
-    model, tokenizer = model_from_config(run_cfg)
-    load_trainable(model, run_dir / "checkpoint")
+    task, model, tokenizer = restore_run(run_cfg, run_dir)
     args = training_arguments(
         run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind), learning_rate=0.0
     )

@@ -166,12 +166,7 @@ def load_teacher(run_dir: str | Path, task_kind: str, num_labels: int):
     The teacher's own task object is returned because its window length, stride and n-best
     settings are the ones its model was trained and validated with.
     """
-    from omegaconf import OmegaConf
-
-    from lowres.evaluation import saved_config
-    from lowres.schema import RunConfig
-    from lowres.train import model_from_config, task_from_config
-    from lowres.trainer import load_trainable
+    from lowres.evaluation import restore_run, saved_config
 
     path = Path(run_dir)
     if not (path / "metrics.json").is_file() or not (path / ".hydra" / "config.yaml").is_file():
@@ -181,7 +176,7 @@ def load_teacher(run_dir: str | Path, task_kind: str, num_labels: int):
             "`lowres train` printed for the source-trained run, e.g. "
             "pseudo.teacher=outputs/pawsx/minilm/<date>."
         )
-    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), saved_config(path))
+    cfg = saved_config(path, key="pseudo.teacher")
     if cfg.task is None or cfg.task.kind != task_kind or cfg.task.num_labels != num_labels:
         theirs = "no task" if cfg.task is None else f"task {cfg.task.name} ({cfg.task.kind})"
         raise ConfigError(
@@ -195,10 +190,7 @@ def load_teacher(run_dir: str | Path, task_kind: str, num_labels: int):
             "generation and gives no span or class probabilities to filter on. Use a teacher "
             "run with an encoder backbone (e.g. backbone=xlmr-base)."
         )
-    teacher_task = task_from_config(cfg)
-    model, tokenizer = model_from_config(cfg)
-    load_trainable(model, path / "checkpoint")
-    return teacher_task, model, tokenizer
+    return restore_run(cfg, path)
 
 
 def self_train(

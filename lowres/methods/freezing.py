@@ -149,8 +149,13 @@ FREEZING_STRATEGIES: dict[str, Callable[[nn.Module, int], Callable[[str], bool]]
 }
 
 
-def apply_freezing(model: nn.Module, strategy: str, k: int = 0) -> None:
-    """Set ``requires_grad`` on every parameter of ``model`` according to ``strategy``."""
+def apply_freezing(
+    model: nn.Module, strategy: str, k: int = 0, never_train: frozenset[str] = frozenset()
+) -> None:
+    """Set ``requires_grad`` on every parameter of ``model`` according to ``strategy``.
+
+    ``never_train`` names parameters that stay frozen whatever the strategy says.
+    """
     if not isinstance(strategy, str) or strategy not in FREEZING_STRATEGIES:
         raise ConfigError(
             f"freeze.strategy is {strategy!r}, but it must be one of "
@@ -158,9 +163,11 @@ def apply_freezing(model: nn.Module, strategy: str, k: int = 0) -> None:
         )
     trainable = FREEZING_STRATEGIES[strategy](model, k)
     for p, names in _names_by_param(model).items():
-        p.requires_grad_(all(trainable(n) for n in names))
+        p.requires_grad_(all(trainable(n) and n not in never_train for n in names))
     if strategy != "none":
         for head_name, base_name in tied_head_parameters(model).items():
+            if head_name in never_train:
+                continue
             logger.warning(
                 "%s is tied to %s; it stays frozen under freeze.strategy %s because training "
                 "it would also train the input embeddings",
@@ -199,13 +206,12 @@ def apply_decoder_freezing(model: nn.Module, strategy: str, k: int = 0) -> None:
     """
     if strategy == "head_only":
         untie_output_embeddings(model)
-    if strategy not in ("backbone", "bitfit"):
-        apply_freezing(model, strategy, k=k)
-        return
-    head = head_parameter_names(model)
-    base = FREEZING_STRATEGIES[strategy](model, k)
-    for p, names in _names_by_param(model).items():
-        p.requires_grad_(all(base(n) and n not in head for n in names))
+    keep_frozen = (
+        frozenset(head_parameter_names(model) | set(tied_head_parameters(model)))
+        if strategy in ("backbone", "bitfit")
+        else frozenset()
+    )
+    apply_freezing(model, strategy, k=k, never_train=keep_frozen)
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
