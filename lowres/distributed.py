@@ -15,6 +15,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from lowres.errors import LowresError
+
+# How long rank 0 serves the run time before it gives up on ranks that never came.
+READ_TIMEOUT_S = 600.0
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -55,7 +60,18 @@ def shared_time() -> datetime:
     if is_main_process():
         store.set(key, now.isoformat())
         if not agent:  # keep serving until the other ranks have the value
+            deadline = time.monotonic() + READ_TIMEOUT_S
             while store.add(readers, 0) < world_size() - 1:
+                if time.monotonic() > deadline:
+                    raise LowresError(
+                        f"Rank 0 waited {READ_TIMEOUT_S:.0f} s for the other "
+                        f"{world_size() - 1} ranks to read the run time from "
+                        f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:"
+                        f"{os.environ.get('MASTER_PORT', '29500')}, and only "
+                        f"{store.add(readers, 0)} did. Check that every rank was started "
+                        "with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE (torchrun sets "
+                        "them), and that no rank failed at start-up."
+                    )
                 time.sleep(0.05)
         return now
     stamp = datetime.fromisoformat(store.get(key).decode())

@@ -6,6 +6,7 @@ that a number can always be traced to the hardware and software that produced it
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from importlib import metadata
@@ -23,6 +24,8 @@ PACKAGES = (
 )
 
 
+# Fixed for the life of a process; a sweep asks once per run.
+@functools.cache
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -34,6 +37,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def versions() -> dict[str, str]:
     found = {}
     for name in PACKAGES:
@@ -85,5 +89,5 @@ def environment(device: Any, precision: str, weights_dtype: str = "float32") -> 
         "machine": platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": versions(),
+        "versions": dict(versions()),
     }

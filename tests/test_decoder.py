@@ -134,6 +134,17 @@ def test_label_words_defaults_overrides_and_errors():
     odd = GenerativeTask(inner, label_words={"de": ["\u200b", "ja"]})
     with pytest.raises(ConfigError, match="tokenizes to nothing"):
         odd.word_ids("de", bert)
+    # Tokenized once per (language, tokenizer): scoring 10k records must not redo it each time.
+    calls = []
+
+    def counting(text, **options):
+        calls.append(text)
+        return tokenizer(text, **options)
+
+    fresh = GenerativeTask(inner, label_words={"de": ["nein", "jawohl"]})
+    assert [fresh.word_ids("de", counting) for _ in range(3)][2] == [nein, jawohl]
+    assert calls == [" nein", " jawohl"]
+    assert [bert.decode(ids) for ids in fresh.word_ids("de", bert)] == ["nein", "jawohl"]
 
 
 # -- the prompted decoder -----------------------------------------------------------------

@@ -119,6 +119,25 @@ def test_ranks_other_than_zero_write_nothing(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == {"a": 1}
 
 
+def test_rank_zero_gives_up_on_ranks_that_never_read_the_run_time(monkeypatch):
+    import socket
+
+    from lowres import distributed
+    from lowres.errors import LowresError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(distributed, "READ_TIMEOUT_S", 0.5)
+    with pytest.raises(LowresError, match=r"other 2 ranks .* only 0 did.*MASTER_PORT"):
+        distributed.shared_time()
+
+
 def _copy_sample(root: Path) -> Path:
     for part in ("xquad", "squad"):
         shutil.copytree(SAMPLE_ROOT / part, root / part)

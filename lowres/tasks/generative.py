@@ -157,6 +157,8 @@ class GenerativeTask:
         self.max_answer_length = max_answer_length
         self.batch_size = batch_size
         self.skipped_long = 0
+        # Label words are tokenized once per (language, tokenizer), not once per record.
+        self._word_ids: dict[tuple[str, int], list[list[int]]] = {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "task":  # not set yet (copy, unpickling): no recursion through self.task
@@ -227,6 +229,12 @@ class GenerativeTask:
 
     def word_ids(self, lang: str, tokenizer) -> list[list[int]]:
         """Token ids of each label word of ``lang``, as it follows the prompt (after a space)."""
+        key = (lang, id(tokenizer))
+        if key not in self._word_ids:
+            self._word_ids[key] = self._tokenize_words(lang, tokenizer)
+        return self._word_ids[key]
+
+    def _tokenize_words(self, lang: str, tokenizer) -> list[list[int]]:
         if lang not in self.label_words:
             raise ConfigError(
                 f"task.label_words has no words for language {lang!r} (it has "
