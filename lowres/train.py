@@ -7,7 +7,6 @@ builder, the trainer and the evaluation.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from lowres.trainer import (
     AlignmentObjective,
     LowresTrainer,
     RichProgress,
+    TrainClock,
     load_trainable,
     save_trainable,
     tokenize_pairs,
@@ -356,14 +356,16 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     resume_from = None
     if cfg.resume and (run.path / "trainer").is_dir():
         resume_from = get_last_checkpoint(str(run.path / "trainer"))
+    clock = TrainClock(resume_from)
+    trainer.add_callback(clock)
     try:
-        started = time.perf_counter()
+        clock.start()
         if cfg.trainer.max_steps <= 0 and cfg.trainer.epochs <= 0:
             # trainer.epochs=0: evaluate the model as built (the untrained baseline).
             result = TrainOutput(global_step=0, training_loss=float("nan"), metrics={})
         else:
             result = trainer.train(resume_from_checkpoint=resume_from)
-        train_seconds = time.perf_counter() - started
+        train_seconds = clock.seconds()
         run.write_jsonl("train_log.jsonl", trainer.state.log_history)
         if trainer.args.should_save:
             save_trainable(model, run.path / "checkpoint", manifest=_manifest(cfg, report))
@@ -400,6 +402,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "train_steps": result.global_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(train_seconds, 3),
+        # 0 unless resumed from a checkpoint older than the clock: then the time before is lost.
+        "train_runtime_from_step": clock.counted_from_step,
         "eval_runtime_s": round(eval_seconds, 3),
         "device": str(trainer.args.device),
         **cache.report(),

@@ -129,6 +129,24 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     for name, value in uninterrupted.items():
         assert torch.allclose(resumed[name], value, atol=1e-6), name
 
+    # The reported train time is the sum over both segments, read from the step-2 clock;
+    # a checkpoint from before the clock existed says from which step the time counts.
+    first_segment = json.loads(
+        (run_dir / "trainer" / "checkpoint-2" / "train_clock.json").read_text()
+    )
+    assert first_segment["train_seconds"] > 0
+    clock = run_dir / "trainer" / "checkpoint-2" / "train_clock.json"
+    for stored, counted_from in ((1000.0, 0), (None, 2)):
+        _crash_after_step_2(run_dir)
+        if stored is None:
+            clock.unlink()
+        else:
+            clock.write_text(json.dumps({"train_seconds": stored}))
+        run_cli("train", "--resume", str(run_dir))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["train_runtime_from_step"] == counted_from
+        assert (metrics["train_runtime_s"] >= 1000.0) == (stored is not None)
+
     # The step-2 weights really are where it continued from: change them, and the end differs.
     _crash_after_step_2(run_dir)
     state_file = run_dir / "trainer" / "checkpoint-2" / "trainable.safetensors"
