@@ -73,3 +73,34 @@ def test_compare_methods_writes_a_table(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = table.read_text()
     assert "| untrained |" in text and "| deep |" in text and "en f1" in text
+
+
+def _compare_methods_rows() -> dict[str, list[str]]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_methods", REPO / "scripts/compare_methods.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.METHODS
+
+
+@pytest.mark.parametrize("method", sorted(_compare_methods_rows()))
+def test_every_compare_methods_row_composes_on_minilm(method):
+    from hydra import compose, initialize_config_dir
+
+    from lowres.cli import config_dir
+    from lowres.schema import register_schemas, validate
+
+    register_schemas()
+    overrides = _compare_methods_rows()[method]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+task=xquad", "backbone=minilm", *overrides])
+    validate(cfg)
+    # Each row sets what it is named for (the later override wins over the preset's).
+    if method == "deep_lower3":
+        assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.layers) == ("lower_k", 3, "all")
+        assert cfg.trainer.lr == pytest.approx(1e-4) and cfg.prompt.lr == pytest.approx(0.01)
+    if method == "untrained":
+        assert cfg.trainer.epochs == 0
