@@ -210,120 +210,129 @@ def tiny_backbone_dir(architecture: str) -> str:
     # The tiny vocabularies are counted here rather than trained with tokenizers' trainers,
     # whose tie-breaking differs between processes: DDP ranks, the feature cache and
     # `lowres evaluate` in a new process all need the same token ids.
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import (
-        BertConfig,
-        BertModel,
-        PreTrainedTokenizerFast,
-        XLMRobertaConfig,
-        XLMRobertaModel,
-    )
-
     if architecture not in TINY_ARCHITECTURES:
         raise ConfigError(
             f"backbone.architecture={architecture!r} has no tiny build; expected one of "
             f"{', '.join(TINY_ARCHITECTURES)}."
         )
     out = Path(tempfile.mkdtemp(prefix=f"lowres-tiny-{architecture}-"))
-    if architecture == "llama":
-        return _tiny_llama(out)
-    texts = _sample_texts()
-    if architecture == "bert":
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        normalizer = normalizers.BertNormalizer(lowercase=True)
-        counts = _word_counts(texts, normalizer, pre_tokenizers.BertPreTokenizer())
-        chars = sorted({c for word in counts for c in word})
-        pieces = [*specials, *chars, *(f"##{c}" for c in chars)]
-        words = [w for w in _most_frequent(counts) if w not in set(pieces)]
-        vocab = {piece: i for i, piece in enumerate([*pieces, *words][:3000])}
-        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-        tok.normalizer = normalizer
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-        tok.post_processor = TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-        )
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            unk_token="[UNK]",
-            pad_token="[PAD]",
-            cls_token="[CLS]",
-            sep_token="[SEP]",
-            mask_token="[MASK]",
-            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-        )
-        config = BertConfig(
-            vocab_size=tok.get_vocab_size(),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            pad_token_id=tok.token_to_id("[PAD]"),
-        )
-        model_class = BertModel
-    else:
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        counts = _word_counts(texts, normalizers.NFKC(), pre_tokenizers.Metaspace())
-        total = sum(counts.values())
-        char_counts: dict[str, int] = {}
-        for word, count in counts.items():
-            for c in word:
-                char_counts[c] = char_counts.get(c, 0) + count
-        # Log-frequencies as unigram scores: whole words win where known, characters cover
-        # the rest, so no text needs <unk> beyond unseen characters.
-        chars_total = sum(char_counts.values())
-        scored = [(c, math.log(n / chars_total)) for c, n in sorted(char_counts.items())]
-        known = {c for c, _ in scored}
-        for word in _most_frequent(counts):
-            if len(specials) + len(scored) >= 3000:
-                break
-            if word not in known:
-                scored.append((word, math.log(counts[word] / total)))
-        tok = Tokenizer(
-            models.Unigram([(s, 0.0) for s in specials] + scored, unk_id=specials.index("<unk>"))
-        )
-        tok.normalizer = normalizers.NFKC()
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        tok.decoder = decoders.Metaspace()
-        bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-        tok.post_processor = TemplateProcessing(
-            single="<s> $A </s>",
-            pair="<s> $A </s> </s> $B </s>",
-            special_tokens=[("<s>", bos), ("</s>", eos)],
-        )
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<s>",
-            eos_token="</s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            cls_token="<s>",
-            sep_token="</s>",
-            mask_token="<mask>",
-        )
-        config = XLMRobertaConfig(
-            vocab_size=tok.get_vocab_size(),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=514,
-            pad_token_id=tok.token_to_id("<pad>"),
-            bos_token_id=bos,
-            eos_token_id=eos,
-            type_vocab_size=1,
-        )
-        model_class = XLMRobertaModel
-    fast.save_pretrained(out)
+    build = {"bert": _tiny_bert, "xlmr": _tiny_xlmr, "llama": _tiny_llama}[architecture]
+    return build(out)
+
+
+def _save_tiny(out: Path, tokenizer, model_class, config) -> str:
+    """Save the tokenizer and the seeded weights: the same model in every process."""
+    tokenizer.save_pretrained(out)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model_class(config).save_pretrained(out)
     return str(out)
+
+
+def _tiny_bert(out: Path) -> str:
+    """A 2-layer BERT with a WordPiece vocabulary counted from the sample texts."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    texts = _sample_texts()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    counts = _word_counts(texts, normalizer, pre_tokenizers.BertPreTokenizer())
+    chars = sorted({c for word in counts for c in word})
+    pieces = [*specials, *chars, *(f"##{c}" for c in chars)]
+    words = [w for w in _most_frequent(counts) if w not in set(pieces)]
+    vocab = {piece: i for i, piece in enumerate([*pieces, *words][:3000])}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=tok.token_to_id("[PAD]"),
+    )
+    return _save_tiny(out, fast, BertModel, config)
+
+
+def _tiny_xlmr(out: Path) -> str:
+    """A 2-layer XLM-R with a unigram vocabulary of sample words and characters."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+    texts = _sample_texts()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    counts = _word_counts(texts, normalizers.NFKC(), pre_tokenizers.Metaspace())
+    total = sum(counts.values())
+    char_counts: dict[str, int] = {}
+    for word, count in counts.items():
+        for c in word:
+            char_counts[c] = char_counts.get(c, 0) + count
+    # Log-frequencies as unigram scores: whole words win where known, characters cover
+    # the rest, so no text needs <unk> beyond unseen characters.
+    chars_total = sum(char_counts.values())
+    scored = [(c, math.log(n / chars_total)) for c, n in sorted(char_counts.items())]
+    known = {c for c, _ in scored}
+    for word in _most_frequent(counts):
+        if len(specials) + len(scored) >= 3000:
+            break
+        if word not in known:
+            scored.append((word, math.log(counts[word] / total)))
+    tok = Tokenizer(
+        models.Unigram([(s, 0.0) for s in specials] + scored, unk_id=specials.index("<unk>"))
+    )
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+    )
+    config = XLMRobertaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        pad_token_id=tok.token_to_id("<pad>"),
+        bos_token_id=bos,
+        eos_token_id=eos,
+        type_vocab_size=1,
+    )
+    return _save_tiny(out, fast, XLMRobertaModel, config)
 
 
 def _all_sample_texts() -> list[str]:
@@ -392,8 +401,4 @@ def _tiny_llama(out: Path) -> str:
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("<pad>"),
     )
-    fast.save_pretrained(out)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(out)
-    return str(out)
+    return _save_tiny(out, fast, LlamaForCausalLM, config)
