@@ -109,10 +109,17 @@ def render(rows, shared, args) -> str:
             f"{m['trainable_parameters']:,}",
             *(f"{m['per_language'][lang][key]:.1f}" for lang in langs),
             f"{m['average'][key]:.1f}",
-            f"{m['train_runtime_s']:.0f}",
+            _train_time(m),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _train_time(metrics: dict) -> str:
+    """Seconds, marked where a resumed run's earlier segment went unclocked."""
+    seconds = f"{metrics['train_runtime_s']:.0f}"
+    since = metrics.get("train_runtime_from_step", 0)
+    return f"{seconds} (steps {since}-{metrics['train_steps']} only)" if since else seconds
 
 
 if __name__ == "__main__":

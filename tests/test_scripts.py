@@ -75,7 +75,7 @@ def test_compare_methods_writes_a_table(tmp_path):
     assert "| untrained |" in text and "| deep |" in text and "en f1" in text
 
 
-def _compare_methods_rows() -> dict[str, list[str]]:
+def _compare_methods():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -83,10 +83,10 @@ def _compare_methods_rows() -> dict[str, list[str]]:
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.METHODS
+    return module
 
 
-@pytest.mark.parametrize("method", sorted(_compare_methods_rows()))
+@pytest.mark.parametrize("method", sorted(_compare_methods().METHODS))
 def test_every_compare_methods_row_composes_on_minilm(method):
     from hydra import compose, initialize_config_dir
 
@@ -94,7 +94,7 @@ def test_every_compare_methods_row_composes_on_minilm(method):
     from lowres.schema import register_schemas, validate
 
     register_schemas()
-    overrides = _compare_methods_rows()[method]
+    overrides = _compare_methods().METHODS[method]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["+task=xquad", "backbone=minilm", *overrides])
     validate(cfg)
@@ -104,3 +104,12 @@ def test_every_compare_methods_row_composes_on_minilm(method):
         assert cfg.trainer.lr == pytest.approx(1e-4) and cfg.prompt.lr == pytest.approx(0.01)
     if method == "untrained":
         assert cfg.trainer.epochs == 0
+
+
+def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
+    train_time = _compare_methods()._train_time
+    assert train_time({"train_runtime_s": 812.4, "train_steps": 1338}) == "812"
+    whole = {"train_runtime_s": 812.4, "train_steps": 1338, "train_runtime_from_step": 0}
+    assert train_time(whole) == "812"
+    part = {"train_runtime_s": 747.6, "train_steps": 1338, "train_runtime_from_step": 1000}
+    assert train_time(part) == "748 (steps 1000-1338 only)"
