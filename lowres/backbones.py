@@ -220,6 +220,15 @@ def tiny_backbone_dir(architecture: str) -> str:
     return build(out)
 
 
+# The tiny BERT and XLM-R share one shape; only their vocabularies and positions differ.
+TINY_ENCODER_SHAPE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
 def _save_tiny(out: Path, tokenizer, model_class, config) -> str:
     """Save the tokenizer and the seeded weights: the same model in every process."""
     tokenizer.save_pretrained(out)
@@ -264,10 +273,7 @@ def _tiny_bert(out: Path) -> str:
     )
     config = BertConfig(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_ENCODER_SHAPE,
         max_position_embeddings=512,
         pad_token_id=tok.token_to_id("[PAD]"),
     )
@@ -322,10 +328,7 @@ def _tiny_xlmr(out: Path) -> str:
     )
     config = XLMRobertaConfig(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_ENCODER_SHAPE,
         max_position_embeddings=514,
         pad_token_id=tok.token_to_id("<pad>"),
         bos_token_id=bos,

@@ -49,8 +49,6 @@ METHODS = {
     "prompt_deep": ("deep prompt (all layers)", ["freeze=backbone", "prompt=deep"]),
     "lora": ("LoRA (r=8)", ["freeze=backbone", "prompt=none", "adapter=lora"]),
 }
-# configs/adapter/lora.yaml targets BERT/XLM-R module names; Llama and Qwen2.5 call their
-# attention projections q_proj/v_proj (README, "Decoder LLM backbones").
 
 
 def backbone_config(name: str):

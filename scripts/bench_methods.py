@@ -41,8 +41,6 @@ METHODS = (
     "peft_prompt_tuning",
     "lora",
 )
-# Module names of the attention query/value projections; configs/adapter/lora.yaml has the
-# encoders' (BERT, XLM-R), README "Decoder LLM backbones" the decoders' (Llama, Qwen2.5).
 # Methods whose comparison needs dropout inside the backbone, which the decoders lack.
 NEEDS_DROPOUT = ("prompt_input_dropout",)
 
@@ -51,6 +49,7 @@ def _backbone_options(name: str) -> dict:
     from omegaconf import OmegaConf
 
     from lowres.cli import config_dir
+    from lowres.schema import BackboneConfig
 
     path = config_dir() / "backbone" / f"{name}.yaml"
     if not path.is_file():
@@ -64,7 +63,7 @@ def _backbone_options(name: str) -> dict:
         "family": cfg.get("family", "encoder"),
         "dtype": cfg.get("dtype", "float32"),
         "gradient_checkpointing": cfg.get("gradient_checkpointing", False),
-        "lora_targets": list(cfg.get("lora_targets", ["query", "value"])),
+        "lora_targets": list(cfg.get("lora_targets", BackboneConfig().lora_targets)),
     }
 
 
@@ -142,8 +141,8 @@ def build(method: str, opts: dict):
     torch.manual_seed(0)
     options = _backbone_options(opts["backbone"])
     family = options["family"]
-    loading = {k: v for k, v in options.items() if k != "lora_targets"}
-    backbone = load_backbone(task_kind="extractive_qa", num_labels=2, seed=0, **loading)
+    lora_targets = options.pop("lora_targets")
+    backbone = load_backbone(task_kind="extractive_qa", num_labels=2, seed=0, **options)
     device = torch.device(opts["device"])
     make_batch = (
         (lambda tok, b, n: _decoder_batch(opts["backbone"], tok, b, n))
@@ -192,7 +191,7 @@ def build(method: str, opts: dict):
             "r": 8,
             "alpha": 16,
             "dropout": 0.1,
-            "target_modules": opts.get("lora_targets") or options["lora_targets"],
+            "target_modules": opts.get("lora_targets") or lora_targets,
         }
         model = build_method(
             backbone.model,
