@@ -30,8 +30,9 @@ METHODS: dict[str, list[str]] = {
     "bitfit": ["+method=bitfit"],
     "lora": ["+method=lora"],
     # The deep prompt with a freezing strategy instead of a frozen backbone: embeddings and
-    # the lowest 3 layers stay fixed, the upper layers train at the full fine-tuning rate.
+    # the lowest k layers stay fixed, the upper layers train at the full fine-tuning rate.
     "deep_lower3": ["+method=deep_prompt", "freeze=lower_k", "freeze.k=3", "trainer.lr=1e-4"],
+    "deep_lower2": ["+method=deep_prompt", "freeze=lower_k", "freeze.k=2", "trainer.lr=1e-4"],
 }
 
 

@@ -99,8 +99,13 @@ def test_every_compare_methods_row_composes_on_minilm(method):
         cfg = compose(config_name="train", overrides=["+task=xquad", "backbone=minilm", *overrides])
     validate(cfg)
     # Each row sets what it is named for (the later override wins over the preset's).
-    if method == "deep_lower3":
-        assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.layers) == ("lower_k", 3, "all")
+    if method.startswith("deep_lower"):
+        frozen_layers = int(method.removeprefix("deep_lower"))
+        assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.layers) == (
+            "lower_k",
+            frozen_layers,
+            "all",
+        )
         assert cfg.trainer.lr == pytest.approx(1e-4) and cfg.prompt.lr == pytest.approx(0.01)
     if method == "untrained":
         assert cfg.trainer.epochs == 0
