@@ -29,10 +29,10 @@ METHODS: dict[str, list[str]] = {
     "deep": ["+method=deep_prompt"],
     "bitfit": ["+method=bitfit"],
     "lora": ["+method=lora"],
-    # The deep prompt with a freezing strategy instead of a frozen backbone: embeddings and
-    # the lowest k layers stay fixed, the upper layers train at the full fine-tuning rate.
-    "deep_lower3": ["+method=deep_prompt", "freeze=lower_k", "freeze.k=3", "trainer.lr=1e-4"],
-    "deep_lower2": ["+method=deep_prompt", "freeze=lower_k", "freeze.k=2", "trainer.lr=1e-4"],
+    # The deep prompt with the embeddings and the lowest k layers frozen instead of the whole
+    # backbone; the upper layers train at the full fine-tuning rate.
+    "deep_lower3": ["+method=deep_prompt_lower_k", "freeze.k=3"],
+    "deep_lower2": ["+method=deep_prompt_lower_k", "freeze.k=2"],
 }
 
 

@@ -81,8 +81,17 @@ def test_method_presets_set_what_they_name():
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         full = compose(config_name="train", overrides=["+task=xquad", "+method=full"])
         lora = compose(config_name="train", overrides=["+task=xquad", "+method=lora"])
+        partial = compose(
+            config_name="train", overrides=["+task=xquad", "+method=deep_prompt_lower_k"]
+        )
     assert (full.freeze.strategy, full.prompt.length, full.trainer.lr) == ("none", 0, 1e-4)
     assert (lora.adapter.kind, lora.freeze.strategy, lora.prompt.length) == ("lora", "backbone", 0)
+    assert (partial.freeze.strategy, partial.freeze.k, partial.prompt.layers) == (
+        "lower_k",
+        2,
+        "all",
+    )
+    assert (partial.trainer.lr, partial.prompt.lr, partial.adapter.kind) == (1e-4, 0.01, "none")
 
 
 def test_yaml_files_open_with_the_command_that_uses_them():
