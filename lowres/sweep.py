@@ -95,6 +95,9 @@ def method_keys(method: str) -> set[str]:
     for entry in content.pop("defaults", []):
         if isinstance(entry, dict):
             keys |= {k.removeprefix("override ").strip("/ ") for k in entry}
+        elif entry != "_self_":
+            # A preset that extends another method preset sets everything that one sets too.
+            keys |= method_keys(entry)
 
     def flatten(node: dict, prefix: str) -> None:
         for key, value in node.items():

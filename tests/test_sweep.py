@@ -340,6 +340,10 @@ def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
     ("kwargs", "message"),
     [
         ({"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt"]}, "Conflicting swept keys"),
+        (
+            {"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt_lower_k"]},
+            "Conflicting swept keys",
+        ),
         ({"grid": {"freeze": ["none"]}, "methods": ["bitfit"]}, "Conflicting swept keys"),
         ({"grid": {"data.k": [1]}}, "which the sweep itself varies"),
         ({"stage1": ["trainer.seed=3"]}, "which the sweep itself varies"),
