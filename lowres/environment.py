@@ -38,6 +38,23 @@ def cpu_name() -> str:
 
 
 @functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The CPU's native bf16 matrix features (avx512_bf16, amx_bf16); empty if it has none.
+
+    Without them torch still runs bf16 on the CPU, but by conversion, slower than fp32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return tuple(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
+    except OSError:
+        pass
+    return ()
+
+
+@functools.cache
 def versions() -> dict[str, str]:
     found = {}
     for name in PACKAGES:

@@ -12,22 +12,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from lowres.errors import LowresError
 from lowres.tasks import Task
+from lowres.trainer import LENGTH_COLUMN, feature_dataset
 
 
 def model_outputs(
     trainer, task: Task, records: list[dict], tokenizer, cache=None
 ) -> tuple[Any, dict]:
-    """``(meta, outputs)`` of ``trainer.predict`` on ``records``, ready for task.predictions."""
-    from datasets import Dataset
+    """``(meta, outputs)`` of ``trainer.predict`` on ``records``, ready for task.predictions.
 
+    Windows are predicted longest first, so each batch holds rows of similar length and
+    pads little; the outputs come back in the order of ``meta``. Past a window's own end,
+    span logits belong to padding (or are the Trainer's -100 filler beyond its batch's
+    width); ``meta`` has no offsets there, so decoding never picks them.
+    """
     if cache is not None:  # a lowres.cache.FeatureCache
         features, meta = cache.eval_features(task, records, tokenizer)
     else:
         features, meta = task.eval_features(records, tokenizer)
-    raw = trainer.predict(Dataset.from_dict(features)).predictions
+    dataset = feature_dataset(features)
+    order = np.argsort(-np.asarray(dataset[LENGTH_COLUMN]), kind="stable")
+    raw = trainer.predict(dataset.select(order)).predictions
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
     if task.kind == "extractive_qa":
-        return meta, {"start_logits": np.asarray(raw[0]), "end_logits": np.asarray(raw[1])}
-    return meta, {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)}
+        return meta, {
+            "start_logits": np.asarray(raw[0])[restore],
+            "end_logits": np.asarray(raw[1])[restore],
+        }
+    return meta, {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)[restore]}
 
 
 def evaluate_languages(
@@ -214,7 +226,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path | None = None) -
         run_cfg.trainer, run.path / "trainer", label_names=label_names(task.kind), learning_rate=0.0
     )
     progress = RichProgress(bars=run_cfg.trainer.progress)
-    trainer = LowresTrainer(model=model, args=args, callbacks=[progress])
+    trainer = LowresTrainer(
+        model=model, args=args, processing_class=tokenizer, callbacks=[progress]
+    )
     evaluation = task.evaluation_sets()
     from lowres.cache import FeatureCache
 

@@ -140,7 +140,7 @@ def teacher_labels(
     if not records:
         return []
     inputs = unlabelled(records)
-    trainer = LowresTrainer(model=model, args=args)
+    trainer = LowresTrainer(model=model, args=args, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     meta, outputs = model_outputs(trainer, task, inputs, tokenizer)
     predicted, details = task.predictions(inputs, meta, outputs, return_scores=True)

@@ -42,6 +42,7 @@ class TaskConfig:
     n_best: int = 20
     max_answer_length: int = 30
     num_labels: int = 2
+    padding: str = "longest"  # longest: each batch to its longest row | max_length: all to max
     question_languages: list[str] = field(default_factory=list)  # MLQA G-XLT; empty = XLT
     split: str = "dev"  # split of the official files evaluated (MLQA: dev | test)
     template: str = ""  # decoders: prompt text with {context} {question} / {sentence1} {sentence2}
@@ -97,7 +98,8 @@ class TrainerConfig:
     batch_size: int = 8
     eval_batch_size: int = 32
     grad_accum: int = 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 (GPU, or CPU with avx512_bf16/AMX) | fp16 (GPU)
+    group_by_length: bool = True  # training batches of similar length (less padding)
     seed: int = 42
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -199,6 +201,7 @@ FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
 ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16")
+PADDINGS = ("longest", "max_length")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 POOLINGS = ("mean", "first")
@@ -263,6 +266,8 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.select_every", cfg.trainer.select_every, 0)
     _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
+    if cfg.task is not None:
+        _choice("task.padding", cfg.task.padding, PADDINGS)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
         _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lowres.cache import FeatureCache
-from lowres.environment import environment
+from lowres.environment import cpu_bf16_flags, cpu_name, environment
 from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import build_method, parameter_report
@@ -24,10 +24,12 @@ from lowres.schema import resolved_lr, validate
 from lowres.selection import CheckpointSelection, selection_active
 from lowres.tasks import Settings, Task, build_task
 from lowres.trainer import (
+    LENGTH_COLUMN,
     AlignmentObjective,
     LowresTrainer,
     RichProgress,
     TrainClock,
+    feature_dataset,
     load_trainable,
     save_trainable,
     tokenize_pairs,
@@ -133,12 +135,19 @@ def training_arguments(
         )
     on_gpu = device != "cpu" and torch.cuda.is_available()
     precision = trainer_cfg.precision
-    if precision != "fp32" and not on_gpu:
+    if precision == "fp16" and not on_gpu:
         raise ConfigError(
-            f"trainer.precision={precision} needs a CUDA device, and this run is on the CPU; "
-            "use trainer.precision=fp32 here."
+            "trainer.precision=fp16 needs a CUDA device, and this run is on the CPU; use "
+            "trainer.precision=fp32, or bf16 on a CPU with native bf16 (avx512_bf16 or AMX)."
         )
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and not on_gpu and not cpu_bf16_flags():
+        raise ConfigError(
+            f"trainer.precision=bf16 on the CPU needs native bf16 matrix instructions, and "
+            f"this CPU ({cpu_name()}) reports neither avx512_bf16 nor amx_bf16 in "
+            "/proc/cpuinfo, so bf16 would be emulated and slower than fp32. Use "
+            "trainer.precision=fp32 here, or run on a GPU."
+        )
+    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise ConfigError(
             "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16."
         )
@@ -169,10 +178,16 @@ def training_arguments(
         dataloader_num_workers=trainer_cfg.dataloader_workers,
         dataloader_pin_memory=on_gpu,
         remove_unused_columns=False,
+        # Batches of similar length pad less; the sampler reads the dataset's length column
+        # and shuffles with the seeded global generator, so the order is fixed by the seed.
+        train_sampling_strategy="group_by_length" if trainer_cfg.group_by_length else "random",
+        length_column_name=LENGTH_COLUMN,
     )
 
 
-def _alignment(cfg: DictConfig, task: Task, split, tokenizer) -> AlignmentObjective | None:
+def _alignment(
+    cfg: DictConfig, task: Task, split, tokenizer, pad_to_multiple_of: int | None
+) -> AlignmentObjective | None:
     if cfg.align.weight <= 0:
         return None
     if cfg.align.parallel_file:
@@ -198,6 +213,7 @@ def _alignment(cfg: DictConfig, task: Task, split, tokenizer) -> AlignmentObject
         batch_size=min(cfg.align.batch_size, len(source)),
         tokenizer=tokenizer,
         seed=cfg.trainer.seed,
+        pad_to_multiple_of=pad_to_multiple_of,
     )
 
 
@@ -277,7 +293,6 @@ def label_names(task_kind: str) -> list[str]:
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Train as configured, evaluate every eval language, write the run folder."""
-    from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
@@ -318,7 +333,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     report = parameter_report(model)
     cache = FeatureCache.from_setting(cfg.data.cache_dir)
     features = cache.train_features(task, split.train, tokenizer)
-    train_dataset = Dataset.from_dict(features)
+    train_dataset = feature_dataset(features)
     learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
     args = training_arguments(
         cfg.trainer,
@@ -331,8 +346,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         model=model,
         args=args,
         train_dataset=train_dataset,
+        processing_class=tokenizer,
         prompt_lr=cfg.prompt.lr,
-        alignment=_alignment(cfg, task, split, tokenizer),
+        alignment=_alignment(
+            cfg, task, split, tokenizer, 8 if args.device.type == "cuda" else None
+        ),
         callbacks=[progress],
     )
     from transformers.trainer_callback import PrinterCallback

@@ -4,7 +4,10 @@
 * the prompt has its own learning rate (prompts need steps 100x larger than weights);
 * checkpoints hold only the trainable parameters (safetensors + manifest), also the
   intermediate ones a run resumes from;
-* progress is shown with rich instead of tqdm.
+* progress is shown with rich instead of tqdm;
+* batches are padded to their own longest row (a multiple of 8 on CUDA) by the libraries'
+  collators, with length-grouped training batches from the Trainer's own sampler; the
+  evaluation sampler stays sequential, because evaluation orders windows itself.
 """
 
 from __future__ import annotations
@@ -19,14 +22,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback
+from torch.utils.data import SequentialSampler
+from transformers import (
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+)
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lowres.errors import LowresError
 from lowres.losses.alignment import alignment_loss, pool_layers, warmup_weight
 
 TRAINABLE_FILE = "trainable.safetensors"
 MANIFEST_FILE = "manifest.json"
+# Tokens per row, read by the Trainer's length-grouped sampler and dropped before the model.
+LENGTH_COLUMN = "length"
+
+
+def feature_dataset(features: dict[str, list]) -> Dataset:
+    """Features as a ``datasets.Dataset`` with the length column length grouping reads."""
+    lengths = [len(ids) for ids in features["input_ids"]]
+    return Dataset.from_dict({**features, LENGTH_COLUMN: lengths})
+
+
+class PaddingCollator:
+    """Pads each batch to its own longest row, with the libraries' collators.
+
+    Encoder rows (scalar labels: spans, classes) go through ``DataCollatorWithPadding``;
+    decoder rows, whose ``labels`` are token sequences, through ``DataCollatorForSeq2Seq``,
+    which pads labels with -100 on the tokenizer's padding side. The length column is for
+    the sampler only and never reaches the model.
+    """
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None) -> None:
+        self.inputs = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.sequences = DataCollatorForSeq2Seq(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=-100
+        )
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [{k: v for k, v in row.items() if k != LENGTH_COLUMN} for row in features]
+        sequence_labels = isinstance(rows[0].get("labels"), list)
+        return (self.sequences if sequence_labels else self.inputs)(rows)
 
 
 def save_trainable(model, directory: str | Path, manifest: dict[str, Any] | None = None) -> Path:
@@ -83,6 +123,7 @@ class AlignmentObjective:
     batch_size: int
     tokenizer: Any
     seed: int = 0
+    pad_to_multiple_of: int | None = None  # 8 on CUDA, as the training batches
 
     def batches(self) -> Iterator[tuple[dict, dict]]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -91,9 +132,15 @@ class AlignmentObjective:
             for start in range(0, len(order) - self.batch_size + 1 or 1, self.batch_size):
                 rows = order[start : start + self.batch_size]
                 yield (
-                    self.tokenizer.pad([self.source[i] for i in rows], return_tensors="pt"),
-                    self.tokenizer.pad([self.target[i] for i in rows], return_tensors="pt"),
+                    self._pad([self.source[i] for i in rows]),
+                    self._pad([self.target[i] for i in rows]),
                 )
+
+    def _pad(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Each side padded to its own longest row, as training batches are."""
+        return self.tokenizer.pad(
+            rows, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+        )
 
     def represent(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(**batch, output_hidden_states=self.kind != "kl")
@@ -120,6 +167,27 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int)
     return [{k: enc[k][i] for k in enc} for i in range(len(firsts))]
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """The Trainer's length-grouped order, drawn from a generator seeded by (seed, epoch).
+
+    The parent draws from the global generator, whose state at that moment depends on what
+    the process did before (data-parallel start-up, a resume); seeding per epoch makes the
+    order the same in every process and after a resume, as the random sampler's already is.
+    """
+
+    def __init__(self, batch_size: int, *, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by accelerate's loaders each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class LowresTrainer(Trainer):
     def __init__(
         self,
@@ -129,11 +197,35 @@ class LowresTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if kwargs.get("data_collator") is None and self.processing_class is not None:
+            # Tensor cores work on multiples of 8; on the CPU any length is as good.
+            multiple = 8 if self.args.device.type == "cuda" else None
+            self.data_collator = PaddingCollator(self.processing_class, multiple)
         self.prompt_lr = prompt_lr
         self.alignment = alignment
         self._alignment_batches = alignment.batches() if alignment else None
         self._sums = {"task_loss": 0.0, "align_loss": 0.0, "align_weight": 0.0}
         self._count = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        # Groups of one *global* batch: the Trainer groups per device, so data-parallel
+        # ranks would train on other batches than a single process with the same total batch.
+        args = self.args
+        return EpochSeededLengthGroupedSampler(
+            args.train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size),
+            lengths=dataset[LENGTH_COLUMN],
+            seed=args.seed,
+        )
+
+    def _get_eval_sampler(self, eval_dataset):
+        # The Trainer would shuffle evaluation rows into length groups along with training
+        # ones; evaluation sorts its windows itself and needs outputs back in that order.
+        if self.args.world_size <= 1:
+            return SequentialSampler(eval_dataset)
+        return None  # distributed evaluation: accelerate shards in order and gathers
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

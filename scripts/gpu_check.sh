@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bash scripts/gpu_check.sh        (from the repository root, on a machine with a CUDA GPU)
-# The checks no CPU machine can make: the gpu-marked tests, then the bf16 benchmarks for
+# The checks no CPU machine can make: the gpu-marked tests, then the fp32 and bf16 benchmarks for
 # minilm and tiny-llama, whose sections land in docs/benchmarks.md. With two or more GPUs
 # it also runs a 2-GPU data-parallel smoke run. Takes a few minutes on one modern GPU.
 set -euo pipefail
@@ -11,9 +11,9 @@ PY=${PYTHON:-python}
 
 "$PY" -m pytest -m gpu -q tests/test_gpu.py
 
-"$PY" scripts/bench.py --backbone minilm --device cuda --dtype bf16 --json bench-minilm-cuda-bf16.json
+"$PY" scripts/bench.py --backbone minilm --device cuda --precisions fp32,bf16 --json bench-minilm-cuda.json
 if [[ -f configs/backbone/tiny-llama.yaml ]]; then
-  "$PY" scripts/bench.py --backbone tiny-llama --device cuda --dtype bf16 --json bench-tiny-llama-cuda-bf16.json
+  "$PY" scripts/bench.py --backbone tiny-llama --device cuda --precisions fp32,bf16 --data-root "" --json bench-tiny-llama-cuda.json
 else
   echo "configs/backbone/tiny-llama.yaml does not exist yet; its benchmark was skipped" >&2
 fi

@@ -374,3 +374,24 @@ def test_score_prints_official_json(golden, shared_data, capsys):
     assert printed["n"] == expected["questions"]
     assert abs(printed["f1"] - expected["f1"]) < 1e-9
     assert abs(printed["exact_match"] - expected["exact_match"]) < 1e-9
+
+
+def test_bf16_training_runs_on_a_cpu_with_native_bf16(tmp_path):
+    from lowres.environment import cpu_bf16_flags
+
+    if torch.cuda.is_available() or not cpu_bf16_flags():
+        pytest.skip("needs a CPU with avx512_bf16 or AMX and no GPU (bf16 autocast on the CPU)")
+    run = tmp_path / "bf16"
+    run_lowres(
+        "train",
+        "+task=xquad",
+        "backbone=tiny-bert",
+        "trainer=smoke",
+        "trainer.progress=false",
+        "trainer.precision=bf16",
+        f"hydra.run.dir={run}",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["precision"] == "bf16" and metrics["device"] == "cpu"
+    assert metrics["train_steps"] == 4 and metrics["train_loss"] == metrics["train_loss"]  # not NaN

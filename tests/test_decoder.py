@@ -249,7 +249,7 @@ def test_gradient_checkpointing_gives_the_same_prompt_gradients():
         )
         model, tokenizer = prompted(backbone, freeze="lower_k", freeze_k=1)
         model.train()
-        task = sample_task("xquad", max_length=64)
+        task = sample_task("xquad", max_length=64, padding="max_length")
         features = task.train_features([squad_record(i) for i in range(4)], tokenizer)
         batch = {k: torch.tensor(v) for k, v in features.items()}
         model(**batch)["loss"].backward()

@@ -347,10 +347,30 @@ def test_cuda_and_bf16_requests_on_a_cpu_machine_fail_with_the_fix(tmp_path):
 
     with pytest.raises(ConfigError, match="trainer.device=auto"):
         args(device="cuda")
-    with pytest.raises(ConfigError, match="trainer.precision=fp32"):
-        args(precision="bf16")
+    with pytest.raises(ConfigError, match="trainer.precision=fp16 needs a CUDA device"):
+        args(precision="fp16")
     cpu = args(device="auto")
     assert cpu.use_cpu and not cpu.dataloader_pin_memory and cpu.tf32 is None
+
+
+def test_bf16_on_the_cpu_needs_native_bf16(tmp_path, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; bf16 would run there")
+    from omegaconf import OmegaConf
+
+    from lowres import train
+    from lowres.errors import ConfigError
+    from lowres.schema import TrainerConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"precision": "bf16"})
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ())
+    with pytest.raises(ConfigError, match=r"trainer.precision=bf16.*avx512_bf16 nor amx_bf16"):
+        train.training_arguments(cfg, tmp_path, label_names=["labels"], learning_rate=1e-3)
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    args = train.training_arguments(cfg, tmp_path, label_names=["labels"], learning_rate=1e-3)
+    assert args.bf16 and args.use_cpu
 
 
 @pytest.mark.slow  # a minute of timing loops; CI runs the slow tier separately
@@ -368,8 +388,12 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
         "1",
         "--warmup",
         "1",
-        "--length",
+        "--lengths",
         "64",
+        "--precisions",
+        "fp32",
+        "--data-root",
+        "",
         "--eval-examples",
         "4",
         "--out",
@@ -386,7 +410,9 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
     assert text.count("<!-- bench: tiny-bert cpu fp32 -->") == 1
-    assert "| full fine-tuning |" in text and "| deep prompt (all layers) |" in text
+    assert "| full fine-tuning | 129,666 |" in text and "| deep prompt (all layers) |" in text
+    assert "| full fine-tuning | 64 | longest | fp32 |" in text
+    assert "| full fine-tuning | 64 | max_length | fp32 | " in text
     import torch
 
     assert f"torch {torch.__version__}" in text
@@ -397,6 +423,15 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert r["train_tokens_per_s"] > r["train_examples_per_s"]  # many tokens per window
         assert r["host_peak_mb"] > 100 and r["device_peak_mb"] is None
+        assert r["peak_flops"]["fp32"] > 1e9  # any CPU multiplies faster than 1 GFLOP/s
+        variants = {(v["padding"], v["precision"]): v for v in r["variants"]}
+        assert set(variants) == {("longest", "fp32"), ("max_length", "fp32")}
+        # the same windows: padding adds computed positions, never real tokens
+        assert variants[("max_length", "fp32")]["padding_share"] > 0
+        assert variants[("longest", "fp32")]["padding_share"] < 0.2
+        assert variants[("max_length", "fp32")]["speedup_vs_padded"] == 1.0
+        for v in variants.values():
+            assert 0 < v["peak_share"] < 1.5 and v["flops_per_real_token"] > 0
 
 
 class _InlineProcesses:
@@ -428,7 +463,8 @@ def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nhand-written notes stay\n")
     argv = ["bench.py", "--backbone", "tiny-llama", "--steps", "1", "--warmup", "1"]
-    argv += ["--length", "96", "--eval-examples", "4", "--out", str(out)]
+    argv += ["--lengths", "96", "--precisions", "fp32", "--data-root", ""]
+    argv += ["--eval-examples", "4", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", [*argv, "--json", str(tmp_path / "bench.json")])
     bench.main()
 

@@ -138,7 +138,12 @@ def test_features_predictions_and_accuracy():
     records = task.language_records("de")[:4]
     tokenizer = tiny_backbone(task_kind="classification").tokenizer
     features = task.train_features(records, tokenizer)
-    assert all(len(ids) == 128 for ids in features["input_ids"])
+    # unpadded: each pair keeps its own length (the collator pads batches), at most 128
+    assert all(
+        sum(mask) == len(ids) <= 128
+        for ids, mask in zip(features["input_ids"], features["attention_mask"], strict=True)
+    )
+    assert len({len(ids) for ids in features["input_ids"]}) > 1
     assert features["labels"] == [r["label"] for r in records]
     # both sentences are in the input, the first in segment 0 and the second in segment 1
     assert set(features["token_type_ids"][0]) == {0, 1}

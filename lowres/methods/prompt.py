@@ -268,9 +268,17 @@ class PromptedModel(nn.Module):
                 ignored = start.shape[1]
                 s = start_positions.clamp(0, ignored)
                 e = end_positions.clamp(0, ignored)
+                # Padding is no answer position: left in the softmax, it would make the loss
+                # depend on how much padding a batch happens to have.
+                padding = attention_mask == 0
+                lowest = torch.finfo(torch.float32).min
                 result["loss"] = (
-                    F.cross_entropy(start.float(), s, ignore_index=ignored)
-                    + F.cross_entropy(end.float(), e, ignore_index=ignored)
+                    F.cross_entropy(
+                        start.float().masked_fill(padding, lowest), s, ignore_index=ignored
+                    )
+                    + F.cross_entropy(
+                        end.float().masked_fill(padding, lowest), e, ignore_index=ignored
+                    )
                 ) / 2
         else:
             result["logits"] = out.logits

@@ -259,7 +259,10 @@ class GenerativeTask:
 
     # -- training --------------------------------------------------------------------------
     def train_features(self, records: Sequence[dict], tokenizer) -> dict[str, list]:
-        """Left-padded prompt + target rows; ``labels`` are -100 except on the target tokens."""
+        """Prompt + target rows; ``labels`` are -100 except on the target tokens.
+
+        Unpadded with ``task.padding=longest``; left-padded to the longest row otherwise.
+        """
         rows, labels = [], []
         self.skipped_long = 0
         for record in records:
@@ -275,6 +278,13 @@ class GenerativeTask:
                 f"Every {self.name} training question lost its answer when its context was cut "
                 f"to task.max_length={self.max_length} prompt tokens; raise task.max_length."
             )
+        if self.task.params.get("padding", "longest") == "longest":
+            # The collator pads each batch on the left to its own longest row.
+            return {
+                "input_ids": rows,
+                "attention_mask": [[1] * len(row) for row in rows],
+                "labels": labels,
+            }
         ids, mask = left_pad(rows, tokenizer.pad_token_id)
         label_ids, _ = left_pad(labels, tokenizer.pad_token_id, fill=-100)
         return {

@@ -222,7 +222,8 @@ class PAWSXTask(Task):
             [r["sentence2"] for r in records],
             truncation=True,
             max_length=self.params["max_length"],
-            padding="max_length",
+            # "longest": the collator pads each batch to its own longest pair.
+            padding="max_length" if self.params.get("padding") == "max_length" else False,
         )
         return {k: list(v) for k, v in enc.items()}
 

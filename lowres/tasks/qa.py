@@ -34,7 +34,12 @@ def _truncate_questions(
 
 
 def _encode_windows(
-    records: Sequence[dict], tokenizer, max_length: int, stride: int, max_question_length: int
+    records: Sequence[dict],
+    tokenizer,
+    max_length: int,
+    stride: int,
+    max_question_length: int,
+    padding: str,
 ):
     questions = _truncate_questions(
         [r["question"] for r in records], tokenizer, max_question_length
@@ -47,7 +52,10 @@ def _encode_windows(
         stride=stride,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
-        padding="max_length",
+        # "longest": no padding here; each batch is padded to its own longest window by the
+        # trainer's collator. "max_length": every window padded to max_length (as measured
+        # before dynamic padding; kept so both can be compared).
+        padding="max_length" if padding == "max_length" else False,
     )
 
 
@@ -58,9 +66,10 @@ def train_features(
     max_length: int,
     stride: int,
     max_question_length: int,
+    padding: str = "longest",
 ) -> dict[str, list]:
     """Windows with ``start_positions``/``end_positions``; windows without the answer point at 0."""
-    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length)
+    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length, padding)
     starts, ends = [], []
     for i, offsets in enumerate(enc["offset_mapping"]):
         record = records[enc["overflow_to_sample_mapping"][i]]
@@ -94,9 +103,10 @@ def eval_features(
     max_length: int,
     stride: int,
     max_question_length: int,
+    padding: str = "longest",
 ) -> tuple[dict[str, list], list[dict[str, Any]]]:
     """Model inputs, plus per-window bookkeeping (record index, context-only offsets)."""
-    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length)
+    enc = _encode_windows(records, tokenizer, max_length, stride, max_question_length, padding)
     meta = []
     for i, offsets in enumerate(enc["offset_mapping"]):
         sequence_ids = enc.sequence_ids(i)
@@ -124,8 +134,10 @@ def decode_answers(
 ) -> dict[str, str] | tuple[dict[str, str], dict[str, dict[str, float | int]]]:
     """Best-scoring valid span per question over all its windows, as context text.
 
-    A span is valid when both ends are context tokens, end >= start and it is at most
-    ``max_answer_length`` tokens long; its score is start logit + end logit. A question with
+    Start and end candidates are the ``n_best`` highest-scoring context tokens of each
+    window (logits past a window's offsets, i.e. padding, are never read). A span is valid
+    when end >= start and it is at most ``max_answer_length`` tokens long; its score is
+    start logit + end logit. A question with
     no valid span gets the empty answer, which the metrics score as wrong.
 
     ``return_scores=True`` also returns ``{id: {"answer_start", "confidence"}}``: the answer's
@@ -138,20 +150,17 @@ def decode_answers(
     for window, info in enumerate(meta):
         record_index = info["record"]
         offsets = info["offsets"]
-        starts = start_logits[window]
-        ends = end_logits[window]
-        start_candidates = np.argsort(starts)[::-1][:n_best]
-        end_candidates = np.argsort(ends)[::-1][:n_best]
+        # The n best are taken among context tokens only: question, special and padding
+        # positions would otherwise use up candidate slots, and how many padding positions
+        # a window has (none when unpadded) would change the answer.
+        context = np.array([o is not None for o in offsets], dtype=bool)
+        starts = np.where(context, start_logits[window][: len(offsets)], -np.inf)
+        ends = np.where(context, end_logits[window][: len(offsets)], -np.inf)
+        start_candidates = np.argsort(starts)[::-1][: min(n_best, int(context.sum()))]
+        end_candidates = np.argsort(ends)[::-1][: min(n_best, int(context.sum()))]
         for s in start_candidates:
-            if s >= len(offsets) or offsets[s] is None:
-                continue
             for e in end_candidates:
-                if (
-                    e >= len(offsets)
-                    or offsets[e] is None
-                    or e < s
-                    or e - s + 1 > max_answer_length
-                ):
+                if e < s or e - s + 1 > max_answer_length:
                     continue
                 score = float(starts[s] + ends[e])
                 if return_scores:
@@ -209,6 +218,7 @@ class QATask(Task):
             "max_length": p["max_length"],
             "stride": p["stride"],
             "max_question_length": p["max_question_length"],
+            "padding": p.get("padding", "longest"),
         }
 
     def text_pair(self, record: dict) -> tuple[str, str]:
