@@ -1,8 +1,10 @@
 """Backbones by name: a model with the task's head plus its fast tokenizer.
 
-Three loaders: ``tiny`` builds a small model in-process from a config and a tokenizer
+Four loaders: ``tiny`` builds a small model in-process from a config and a tokenizer
 trained on the shipped sample (tests, CI), ``packaged`` loads weights that a Python package
-ships (MiniLM, offline), ``hub`` downloads with ``from_pretrained``.
+ships (MiniLM, offline), ``converted`` loads a folder converted once from weights that a
+package ships in another format (multilingual-e5-small, offline; :mod:`lowres.convert`),
+``hub`` downloads with ``from_pretrained``.
 
 Encoders get the task's head (span start/end or a classifier). Decoder-only LLMs
 (``family: decoder``) keep their language-model head: QA is answered by generation and
@@ -30,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lowres.convert import CONVERTERS
 from lowres.errors import ConfigError, HubError, LowresError
 
 SAMPLE_ROOT = Path(__file__).resolve().parent / "resources" / "sample"
@@ -83,12 +86,14 @@ def load_backbone(
         source = tiny_backbone_dir(architecture)
     elif loader == "packaged":
         source = _packaged_path(name, path)
+    elif loader == "converted":
+        source = _converted_path(name, path)
     elif loader == "hub":
         source = path
     else:
         raise ConfigError(
             f"backbone.loader={loader!r} for backbone {name} is not valid; "
-            "expected tiny, packaged or hub."
+            "expected tiny, packaged, converted or hub."
         )
     head_kwargs = {"num_labels": num_labels} if task_kind == "classification" else {}
     head_class = HEADS[task_kind]
@@ -175,6 +180,15 @@ def _packaged_path(name: str, package: str) -> str:
             f"installed. Install it: pip install {package.replace('_', '-')}."
         ) from err
     return str(module.get_model_path())
+
+
+def _converted_path(name: str, converter: str) -> str:
+    if converter not in CONVERTERS:
+        raise ConfigError(
+            f"backbone.path={converter!r} for backbone {name} (loader converted) names no "
+            f"converter; expected one of {', '.join(sorted(CONVERTERS))}."
+        )
+    return str(CONVERTERS[converter]())
 
 
 def _sample_texts() -> list[str]:

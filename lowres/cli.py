@@ -1,4 +1,4 @@
-"""The ``lowres`` command: picks the verb and hands the rest to Hydra (or argparse for score)."""
+"""The ``lowres`` command: picks the verb and hands the rest to Hydra (or argparse for the rest)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ HYDRA_VERBS = {
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
     "report": "Tables (Markdown, CSV, JSON) and plots of a sweep folder: lowres report DIR.",
+    "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
 }
 
 
@@ -65,6 +67,7 @@ def _usage() -> str:
         "  lowres report outputs/sweeps/xquad/2026-01-01_10-00-00",
         "  lowres evaluate checkpoint=outputs/xquad/minilm/2026-01-01_10-00-00",
         "  lowres score --metric squad data.json predictions.json",
+        "  lowres convert me5-small --out models/me5-small",
         "",
         "Hydra's own help: lowres train --hydra-help",
     ]
@@ -203,6 +206,33 @@ def _report(argv: list[str]) -> None:
     write_report(args.sweep_dir, args.out)
 
 
+def _convert(argv: list[str]) -> None:
+    from lowres.convert import me5_small  # numpy, tokenizers, transformers: only this verb's
+
+    parser = argparse.ArgumentParser(
+        prog="lowres convert",
+        description="Convert a model shipped in another format into a transformers folder "
+        "(safetensors, config.json, fast tokenizer) that AutoModel/AutoTokenizer load. Without "
+        f"--out it fills the cache that backbone={me5_small.NAME} reads "
+        f"(${me5_small.CACHE_ENV}, default {me5_small.DEFAULT_CACHE}).",
+    )
+    parser.add_argument("model", choices=[me5_small.NAME])
+    parser.add_argument("--out", type=Path, help="a new folder to write (default: the cache)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help=f"the {me5_small.WEIGHTS_FILE} to convert (default: the one {me5_small.PACKAGE} "
+        "bundles)",
+    )
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.out:
+        folder = me5_small.convert_to(args.out, args.weights)
+    else:
+        folder = me5_small.ensure_converted(args.weights)
+    print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -214,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
             _run_hydra(verb, rest)
         elif verb == "report":
             _report(rest)
+        elif verb == "convert":
+            _convert(rest)
         elif verb in OTHER_VERBS:
             _score(rest)
         else:

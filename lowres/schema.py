@@ -19,7 +19,7 @@ from lowres.errors import ConfigError
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    loader: str = MISSING  # tiny | packaged | hub
+    loader: str = MISSING  # tiny | packaged | converted | hub
     path: str = ""  # hub id, or the package that ships the weights
     architecture: str = ""  # tiny backbones: bert | xlmr | llama
     family: str = "encoder"  # encoder | decoder
