@@ -32,6 +32,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lowres.distributed import is_main_process
+
 FORMAT_VERSION = 1  # bump when the stored layout changes
 
 
@@ -116,8 +118,6 @@ class FeatureCache:
     @classmethod
     def from_setting(cls, cache_dir: str | None) -> FeatureCache:
         """``data.cache_dir``: a folder, or empty/None for no cache."""
-        from lowres.distributed import is_main_process
-
         return cls(cache_dir or None, read_only=not is_main_process())
 
     def train_features(self, task, records, tokenizer) -> dict[str, list]:

@@ -1,4 +1,8 @@
-"""The ``lowres`` command: picks the verb and hands the rest to Hydra (or argparse for the rest)."""
+"""The ``lowres`` command: picks the verb and hands the rest to Hydra (or argparse for the rest).
+
+Each verb's module is imported when that verb runs: torch and transformers take seconds to
+load, which ``lowres --help`` and ``lowres score`` should not pay.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hydra
+import yaml
+from rich.console import Console
+
+from lowres.distributed import rank_overrides
 from lowres.errors import LowresError
+from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
+from lowres.schema import config_dir, register_schemas
 
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
@@ -22,18 +33,6 @@ OTHER_VERBS = {
     "report": "Tables (Markdown, CSV, JSON) and plots of a sweep folder: lowres report DIR.",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
 }
-
-
-def config_dir() -> Path:
-    """The configs folder: top-level in a checkout, ``lowres/configs`` when installed."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "configs", here / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise LowresError(
-        f"The lowres config folder was not found next to {here}; reinstall the package "
-        "(pip install -e . from the repository)."
-    )
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -80,8 +79,6 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except LowresError as err:
-        from rich.console import Console
-
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
 
@@ -98,8 +95,6 @@ def _has_task(overrides: list[str]) -> bool:
 
 def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
     """Re-run a run folder's own overrides in that folder, with resume switched on."""
-    import yaml
-
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
         raise LowresError(
@@ -114,10 +109,6 @@ def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
 
 
 def _run_hydra(verb: str, overrides: list[str]) -> None:
-    import hydra
-
-    from lowres.schema import register_schemas
-
     register_schemas()
     if verb in ("train", "sweep"):
         if "--resume" in overrides:
@@ -129,18 +120,13 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         overrides = _normalize_task(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
-            from lowres.tasks import TASKS
-
             raise LowresError(
                 f"lowres {verb} needs a task; choose one of "
-                f"{', '.join(sorted(TASKS))}, e.g. `lowres {verb} +task=xquad`."
+                f"{', '.join(config_groups()['task'])}, e.g. `lowres {verb} +task=xquad`."
             )
         job = _train_job if verb == "train" else _sweep_job
     else:
         job = _evaluate_job
-
-    from lowres.distributed import rank_overrides
-    from lowres.launchers import check_launcher
 
     check_launcher(overrides, config_dir())
     overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
@@ -150,27 +136,26 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
 
 
 def _train_job(cfg) -> float | None:
-    from lowres.launchers import pin_gpu_for_sweep_job
-    from lowres.train import train
+    from lowres.recipes.train import train  # torch + transformers: only for this verb
 
     with user_errors():
         pin_gpu_for_sweep_job()
         metrics = train(cfg)
-    return metrics.get("average", {}).get("f1") if isinstance(metrics, dict) else None
+    return metrics.average.get("f1")
 
 
 def _sweep_job(cfg) -> None:
-    from lowres.sweep import run_sweep
+    from lowres.sweeps.run import run_sweep  # torch + transformers: only for this verb
 
     with user_errors():
         run_sweep(cfg)
 
 
 def _evaluate_job(cfg) -> None:
-    from lowres.evaluation import evaluate_checkpoint
+    from lowres.recipes.evaluate import evaluate  # torch + transformers: only for this verb
 
     with user_errors():
-        evaluate_checkpoint(cfg)
+        evaluate(cfg)
 
 
 def _score(argv: list[str]) -> None:
@@ -183,7 +168,7 @@ def _score(argv: list[str]) -> None:
     parser.add_argument("data_file", type=Path, help="SQuAD-format JSON or PAWS-X TSV")
     parser.add_argument("predictions_file", type=Path, help="JSON: id -> answer text or label")
     args = parser.parse_args(argv)
-    from lowres.score import score_accuracy, score_qa
+    from lowres.score import score_accuracy, score_qa  # the metrics' libraries: only this verb's
 
     if args.metric == "accuracy":
         result = score_accuracy(args.data_file, args.predictions_file)
@@ -201,7 +186,7 @@ def _report(argv: list[str]) -> None:
     parser.add_argument("sweep_dir", type=Path, help="the folder `lowres sweep` wrote")
     parser.add_argument("--out", type=Path, help="where to write (default SWEEP_DIR/report)")
     args = parser.parse_args(argv)
-    from lowres.report import write_report
+    from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
     write_report(args.sweep_dir, args.out)
 

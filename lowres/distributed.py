@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from lowres.errors import LowresError
 
 # How long rank 0 serves the run time before it gives up on ranks that never came.
@@ -45,7 +47,7 @@ def shared_time() -> datetime:
     now = datetime.now()
     if world_size() == 1:
         return now
-    from torch.distributed import TCPStore
+    from torch.distributed import TCPStore  # the CLI imports this module; torch only here
 
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
     store = TCPStore(
@@ -91,8 +93,6 @@ def rank_overrides(primary_config: Path, overrides: list[str]) -> list[str]:
     """
     if world_size() == 1:
         return []
-    from omegaconf import OmegaConf
-
     stamp = shared_time()
     hydra_section = OmegaConf.to_container(OmegaConf.load(primary_config), resolve=False).get(
         "hydra", {}

@@ -12,6 +12,10 @@ import platform
 from importlib import metadata
 from typing import Any
 
+import torch
+
+from lowres.distributed import world_size
+
 PACKAGES = (
     "lowres",
     "torch",
@@ -66,8 +70,6 @@ def versions() -> dict[str, str]:
 
 
 def tf32_enabled() -> bool:
-    import torch
-
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; the legacy flag warns there
         return matmul.fp32_precision == "tf32" or (
@@ -77,8 +79,6 @@ def tf32_enabled() -> bool:
 
 
 def device_name(device: Any) -> str:
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -86,10 +86,6 @@ def device_name(device: Any) -> str:
 
 
 def environment(device: Any, precision: str, weights_dtype: str = "float32") -> dict[str, Any]:
-    import torch
-
-    from lowres.distributed import world_size
-
     on_cuda = torch.device(device).type == "cuda"
     return {
         "device": str(device),

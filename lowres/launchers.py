@@ -15,6 +15,10 @@ import subprocess
 import warnings
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
 from lowres.errors import ConfigError
 
 # plugin name as it appears in launcher names -> (module it installs, pip package)
@@ -26,8 +30,6 @@ PLUGINS = {
 
 def _launcher_base(name: str, config_root: Path) -> str:
     """The plugin config a launcher option builds on: its own name or its defaults list."""
-    from omegaconf import OmegaConf
-
     own = config_root / "hydra" / "launcher" / f"{name}.yaml"
     if not own.is_file():
         return name
@@ -78,7 +80,7 @@ def pin_gpu_per_worker(lock_dir: Path, gpus: list[str] | None = None) -> str | N
     global _held_slot
     if _held_slot is not None:
         return None
-    import torch
+    import torch  # the CLI imports this module: torch loads only when a sweep job pins a GPU
 
     gpus = visible_gpus() if gpus is None else gpus
     if len(gpus) <= 1 or torch.cuda.is_initialized():
@@ -104,9 +106,6 @@ def pin_gpu_per_worker(lock_dir: Path, gpus: list[str] | None = None) -> str | N
 
 def pin_gpu_for_sweep_job() -> str | None:
     """In a joblib sweep job, pin one GPU (see ``pin_gpu_per_worker``); else do nothing."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()

@@ -1,20 +1,91 @@
-"""The run folder: where a run's config, metrics, predictions and checkpoint live."""
+"""The run folder: where a run's config, metrics, predictions and checkpoint live.
+
+``metrics.json`` is written from one typed record, :class:`RunMetrics`, and read back into
+it (``lowres report`` reads runs that way), so its fields are named in one place.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+
+from lowres.distributed import is_main_process
 
 METRICS_FILE = "metrics.json"
 
 
+@dataclass
+class RunMetrics:
+    """What a run measured. Fields left None (a training field of ``lowres evaluate``) are
+    not written; ``task_extras`` (the task's own entries: MLQA's G-XLT table, PAWS-X's
+    untranslated rows) sit at the top level of the file, after the scores."""
+
+    task: str
+    backbone: str
+    per_language: dict[str, dict[str, float]]
+    average: dict[str, float]
+    trainable_parameters: int
+    total_parameters: int
+    eval_runtime_s: float
+    method: dict[str, Any] | None = None
+    checkpoint: str | None = None  # lowres evaluate: the run whose parameters were restored
+    parallel_distance: dict[str, dict[str, Any]] | None = None
+    task_extras: dict[str, Any] = field(default_factory=dict)
+    k: int | None = None
+    seed: int | None = None
+    source_pool: bool | None = None
+    train_examples: int | None = None
+    pseudo: dict[str, Any] | None = None
+    train_windows: int | None = None
+    train_steps: int | None = None
+    train_loss: float | None = None
+    train_runtime_s: float | None = None
+    # 0 unless resumed from a checkpoint older than the clock: the time before it is lost.
+    train_runtime_from_step: int | None = None
+    device: str | None = None
+    preprocess_s: float | None = None
+    preprocess_cpu_s: float | None = None
+    feature_cache: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+    init_from: str | None = None
+
+    # Keys in file order; eval_runtime_s sits with the other times.
+    _ORDER = (
+        "task", "backbone", "method", "checkpoint", "per_language", "average",
+        "parallel_distance", "task_extras", "trainable_parameters", "total_parameters", "k",
+        "seed", "source_pool", "train_examples", "pseudo", "train_windows", "train_steps",
+        "train_loss", "train_runtime_s", "train_runtime_from_step", "eval_runtime_s", "device",
+        "preprocess_s", "preprocess_cpu_s", "feature_cache", "selection", "init_from",
+    )  # fmt: skip
+    # Written even when None: a run without them says so (init_from: not a two-stage run).
+    _ALWAYS = ("init_from",)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self._ORDER:
+            value = getattr(self, name)
+            if name == "task_extras":
+                out.update(value)
+            elif value is not None or (name in self._ALWAYS and self.method is not None):
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunMetrics:
+        names = {f.name for f in dataclasses.fields(cls)} - {"task_extras"}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**known, task_extras={k: v for k, v in data.items() if k not in names})
+
+
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
-        from lowres.distributed import is_main_process
-
         self.path = Path(path)
         # In a data-parallel run every rank holds a RunFolder, but only rank 0 writes.
         self.writes = is_main_process()
@@ -25,8 +96,6 @@ class RunFolder:
     def for_job(cls, output_dir: str | Path | None = None) -> RunFolder:
         """The given folder, or the one Hydra made for this job."""
         if output_dir is None:
-            from hydra.core.hydra_config import HydraConfig
-
             output_dir = HydraConfig.get().runtime.output_dir
         return cls(output_dir)
 
@@ -38,8 +107,11 @@ class RunFolder:
         """Whether ``path`` holds a finished run, without creating the folder."""
         return (Path(path) / METRICS_FILE).is_file()
 
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.path / METRICS_FILE).read_text())
+    def metrics(self) -> RunMetrics:
+        return read_metrics(self.path)
+
+    def write_metrics(self, metrics: RunMetrics) -> Path:
+        return self.write_json(METRICS_FILE, metrics.to_json())
 
     def write_json(self, relative: str, data: Any) -> Path:
         """Write atomically, so an interrupted run never leaves a half-written file."""
@@ -59,3 +131,8 @@ class RunFolder:
             return target
         target.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         return target
+
+
+def read_metrics(run_dir: str | Path) -> RunMetrics:
+    """The metrics of a finished run folder."""
+    return RunMetrics.from_json(json.loads((Path(run_dir) / METRICS_FILE).read_text()))

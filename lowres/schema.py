@@ -8,6 +8,7 @@ message. Range checks that a type cannot express live in :func:`validate`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -98,7 +99,8 @@ class TrainerConfig:
     batch_size: int = 8
     eval_batch_size: int = 32
     grad_accum: int = 1
-    precision: str = "fp32"  # fp32 | bf16 (GPU, or CPU with avx512_bf16/AMX) | fp16 (GPU)
+    # fp32 | bf16 (GPU, or CPU with avx512_bf16/AMX) | fp16 (GPU) | auto: bf16 where native
+    precision: str = "fp32"
     group_by_length: bool = True  # training batches of similar length (less padding)
     seed: int = 42
     warmup_ratio: float = 0.1
@@ -187,6 +189,18 @@ GROUP_SCHEMAS = {
 }
 
 
+def config_dir() -> Path:
+    """The configs folder: top-level in a checkout, ``lowres/configs`` when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"The lowres config folder was not found next to {here}; reinstall the package "
+        "(pip install -e . from the repository)."
+    )
+
+
 def register_schemas() -> None:
     """Store the schemas so YAML files can name them in their defaults list."""
     store = ConfigStore.instance()
@@ -200,7 +214,7 @@ def register_schemas() -> None:
 FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
 ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
@@ -253,6 +267,21 @@ def validate(cfg: Any) -> None:
             "hidden-state indices such as align.layers=[4,6]."
         )
     _at_least("align.temperature", cfg.align.temperature, 1e-6)
+    decoder = cfg.backbone.family == "decoder"
+    if decoder and (alignment_on(cfg.align) or cfg.align.report_distance):
+        name = cfg.backbone.name
+        if cfg.align.kind == "kl" and alignment_on(cfg.align):
+            raise ConfigError(
+                f"align.kind=kl distils class logits, which decoder backbone {name} does not "
+                "have (PAWS-X is scored by label words); use align.kind=mse, cosine or "
+                "contrastive, which compare mean-pooled decoder hidden states."
+            )
+        if cfg.align.pooling != "mean":
+            raise ConfigError(
+                f"align.pooling={cfg.align.pooling} takes the first token, which on decoder "
+                f"{name} is BOS (or the soft prompt's neighbour) for every input; use "
+                "align.pooling=mean."
+            )
     _at_least("align.warmup_steps", cfg.align.warmup_steps, 0)
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
@@ -305,12 +334,44 @@ def validate(cfg: Any) -> None:
                 f"task.max_question_length={task.max_question_length}; keep stride + "
                 "max_question_length + 4 <= max_length (e.g. task.stride=32 at max_length=128)."
             )
-        if cfg.align.weight > 0 and cfg.align.kind == "kl" and task.kind != "classification":
+        if alignment_on(cfg.align) and cfg.align.kind == "kl" and task.kind != "classification":
             raise ConfigError(
                 f"align.kind=kl distils class predictions and needs a classification task, "
                 f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
                 "contrastive for QA."
             )
+
+
+# -- derived notions: each is worked out here and nowhere else ---------------------------
+
+
+def alignment_on(align: Any) -> bool:
+    """Whether the alignment loss trains: a positive weight (lambda)."""
+    return align.weight > 0
+
+
+def trains(trainer: Any) -> bool:
+    """Whether a run trains at all; trainer.epochs=0 with no max_steps evaluates as built."""
+    return trainer.max_steps > 0 or trainer.epochs > 0
+
+
+def selects_checkpoints(trainer: Any) -> bool:
+    """Whether a run has more than one candidate checkpoint to choose from.
+
+    Candidates come every ``select_every`` steps, or at each epoch end when it is 0; a
+    step-capped run (``max_steps > 0``) only gets epoch-end candidates when asked for steps,
+    since few-shot runs pass through dozens of tiny epochs.
+    """
+    if trainer.select_on != "source":
+        return False
+    return trainer.select_every > 0 or (trainer.max_steps <= 0 and trainer.epochs > 1)
+
+
+def alignment_languages(align: Any, eval_languages: list[str]) -> list[str]:
+    """Target languages whose task pairs the alignment loss uses (none with a parallel file)."""
+    if not alignment_on(align) or align.parallel_file:
+        return []
+    return list(align.target_languages or eval_languages)
 
 
 FULL_FINETUNING_LR = 5e-5

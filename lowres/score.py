@@ -11,7 +11,7 @@ from typing import Any
 from lowres.data.pawsx_format import read_pawsx_tsv
 from lowres.data.squad_format import read_squad_json
 from lowres.errors import ConfigError, DataFormatError, LowresError
-from lowres.metrics.qa_scoring import MLQA_LANGUAGES, get_normalizer, score_questions
+from lowres.metrics.qa_scoring import MLQA_ANSWER_LANGUAGES, get_normalizer, score_questions
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,14 @@ def _mlqa_language(data_file: Path, lang: str | None) -> str:
             raise ConfigError(
                 f"cannot tell the answer language of {data_file}: its name is not like "
                 "dev-context-<lang>-question-<lang>.json; pass --lang with the context language "
-                f"({', '.join(MLQA_LANGUAGES)})"
+                f"({', '.join(MLQA_ANSWER_LANGUAGES)})"
             )
         lang = inferred
     lang = lang.strip().lower()
-    if lang not in MLQA_LANGUAGES:
+    if lang not in MLQA_ANSWER_LANGUAGES:
         raise ConfigError(
             f"MLQA answer language {lang!r} is not supported; expected one of "
-            f"{', '.join(MLQA_LANGUAGES)} (the language of the context, not of the question)"
+            f"{', '.join(MLQA_ANSWER_LANGUAGES)} (the language of the context, not of the question)"
         )
     if inferred is not None and inferred != lang:
         # An explicit --lang wins, but scoring with another language's rules is usually a slip.

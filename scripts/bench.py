@@ -5,7 +5,7 @@
     python scripts/bench.py --backbone minilm --device cuda --precisions bf16
 
 The backbone is any config name in configs/backbone/; the model is built by
-``lowres.train.model_from_config`` exactly as ``lowres train`` builds it, and every step is
+``lowres.builders.build_model`` exactly as ``lowres train`` builds it, and every step is
 the Trainer's: lowres's loss (``LowresTrainer.compute_loss``), the model's optimizer groups
 (``create_optimizer``), the collator that pads each batch, autocast for bf16. Each method
 runs in a fresh process, so its peak memory is its own. Inside that process:
@@ -59,7 +59,7 @@ PADDINGS = ("longest", "max_length")
 def backbone_config(name: str):
     from omegaconf import OmegaConf
 
-    from lowres.cli import config_dir
+    from lowres.schema import config_dir
 
     return OmegaConf.load(config_dir() / "backbone" / f"{name}.yaml")
 
@@ -78,8 +78,7 @@ def method_label(method: str, opts: dict) -> str:
 def compose_config(opts: dict, method: str, length: int, padding: str):
     from hydra import compose, initialize_config_dir
 
-    from lowres.cli import config_dir
-    from lowres.schema import register_schemas
+    from lowres.schema import config_dir, register_schemas
 
     register_schemas()
     data = ["data=local", f"data.root={opts['data_root']}"] if opts["data_root"] else []
@@ -173,7 +172,7 @@ def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, 
     Batches are taken evenly over the epoch's order, so their lengths are representative
     and not only the longest ones the sampler puts first.
     """
-    from lowres.trainer import EpochSeededLengthGroupedSampler
+    from lowres.training.trainer import EpochSeededLengthGroupedSampler
 
     features = {p: tasks[p].train_features(records, tokenizer) for p in PADDINGS}
     lengths = [len(ids) for ids in features["longest"]["input_ids"]]
@@ -191,38 +190,41 @@ def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, 
     }
 
 
+def _task(cfg):
+    from lowres.builders import build_task
+
+    return build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+
+
 def _measure(method: str, opts: dict) -> dict:
     import torch
 
+    from lowres.builders import build_model, build_trainer, training_arguments
     from lowres.methods.build import parameter_report
     from lowres.methods.flops import step_flops
+    from lowres.recipes.train import quiet_libraries
     from lowres.schema import resolved_lr, validate
-    from lowres.train import (
-        label_names,
-        model_from_config,
-        quiet_libraries,
-        task_from_config,
-        training_arguments,
-    )
-    from lowres.trainer import LowresTrainer, PaddingCollator
+    from lowres.training.progress import RichProgress
+    from lowres.training.trainer import PaddingCollator
 
     quiet_libraries()
     longest_window = max(opts["lengths"])
     cfg = compose_config(opts, method, longest_window, "longest")
     validate(cfg)
-    model, tokenizer = model_from_config(cfg)
+    model, tokenizer = build_model(
+        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+    )
     report = parameter_report(model)
     args = training_arguments(
         cfg.trainer,
         Path(tempfile.mkdtemp(prefix="lowres-bench-")),
-        label_names=label_names(cfg.task.kind),
+        task_kind=cfg.task.kind,
         learning_rate=resolved_lr(cfg.trainer.lr, cfg.freeze.strategy),
     )
     device = args.device
     cuda = device.type == "cuda"
-    trainer = LowresTrainer(
-        model=model, args=args, processing_class=tokenizer, prompt_lr=cfg.prompt.lr
-    )
+    progress = RichProgress(bars=False)
+    trainer = build_trainer(model, tokenizer, args, progress=progress, prompt_lr=cfg.prompt.lr)
     model.to(device)
     optimizer = trainer.create_optimizer()
     collate = PaddingCollator(tokenizer, 8 if cuda else None)
@@ -256,9 +258,7 @@ def _measure(method: str, opts: dict) -> dict:
     variants = []  # (length, padding, precision, batches)
     tasks = {}  # length -> padding -> task
     for length in opts["lengths"]:
-        tasks[length] = {
-            p: task_from_config(compose_config(opts, method, length, p)) for p in PADDINGS
-        }
+        tasks[length] = {p: _task(compose_config(opts, method, length, p)) for p in PADDINGS}
         pool = tasks[length]["longest"].source_pool()
         records = pool[: opts["batch"] * (opts["warmup"] + opts["steps"]) * 8]
         batches = _batches(tasks[length], records, tokenizer, opts, collate)
@@ -321,16 +321,14 @@ def _measure(method: str, opts: dict) -> dict:
 
 def _evaluate(trainer, tasks: dict, tokenizer, opts: dict, decoder: bool, sync) -> dict:
     """Evaluation examples/s: unpadded and padded windows (encoders), generation (decoders)."""
-    from lowres.evaluation import model_outputs
-
     task = tasks["longest"]
     records = task.evaluation_records("en")
     if decoder:
         trainer.model.eval()
-        task.generate_predictions(trainer, records[: task.batch_size], tokenizer)  # warm-up
+        task.predict(trainer, records[: task.batch_size], tokenizer)  # warm-up
         sync()
         started = time.perf_counter()
-        predicted = task.generate_predictions(trainer, records, tokenizer)
+        predicted = task.predict(trainer, records, tokenizer)
         sync()
         seconds = time.perf_counter() - started
         return {
@@ -341,12 +339,12 @@ def _evaluate(trainer, tasks: dict, tokenizer, opts: dict, decoder: bool, sync) 
             "nonempty_answers": sum(bool(a) for a in predicted.values()),
         }
     windows = len(task.eval_features(records, tokenizer)[1])
-    model_outputs(trainer, task, records[:2], tokenizer)  # warm-up
+    task.model_outputs(trainer, records[:2], tokenizer)  # warm-up
     rates = {}
     for padding in PADDINGS:
         sync()
         started = time.perf_counter()
-        model_outputs(trainer, tasks[padding], records, tokenizer)
+        tasks[padding].model_outputs(trainer, records, tokenizer)
         sync()
         rates[padding] = windows / (time.perf_counter() - started)
     return {
@@ -513,7 +511,7 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    from lowres.cli import config_dir
+    from lowres.schema import config_dir
 
     if not (config_dir() / "backbone" / f"{args.backbone}.yaml").is_file():
         names = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))

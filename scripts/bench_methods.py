@@ -48,8 +48,7 @@ NEEDS_DROPOUT = ("prompt_input_dropout",)
 def _backbone_options(name: str) -> dict:
     from omegaconf import OmegaConf
 
-    from lowres.cli import config_dir
-    from lowres.schema import BackboneConfig
+    from lowres.schema import BackboneConfig, config_dir
 
     path = config_dir() / "backbone" / f"{name}.yaml"
     if not path.is_file():
@@ -72,9 +71,8 @@ def _decoder_batch(backbone: str, tokenizer, batch: int, length: int):
     import torch
     from hydra import compose, initialize_config_dir
 
-    from lowres.cli import config_dir
-    from lowres.schema import register_schemas
-    from lowres.train import task_from_config
+    from lowres.builders import build_task
+    from lowres.schema import config_dir, register_schemas
 
     register_schemas()
     overrides = [
@@ -82,10 +80,12 @@ def _decoder_batch(backbone: str, tokenizer, batch: int, length: int):
         f"backbone={backbone}",
         f"task.max_length={length}",
         f"task.max_question_length={min(64, length // 4)}",
+        "task.padding=max_length",  # the comparison is at a fixed batch x length
         "data.cache_dir=",
     ]
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        task = task_from_config(compose("train", overrides=overrides))
+        cfg = compose("train", overrides=overrides)
+    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     # Questions whose answer falls outside a cut context are skipped, so read a few extra.
     features = task.train_features(task.source_pool()[: batch * 4], tokenizer)
     rows = {k: torch.tensor(v[:batch]) for k, v in features.items()}
@@ -99,7 +99,7 @@ def _decoder_batch(backbone: str, tokenizer, batch: int, length: int):
 def _batch(tokenizer, batch: int, length: int):
     import torch
 
-    from lowres.backbones import SAMPLE_ROOT
+    from lowres.data.roots import SAMPLE_ROOT
     from lowres.data.squad_format import read_squad_json
     from lowres.tasks.qa import train_features
 
@@ -110,6 +110,7 @@ def _batch(tokenizer, batch: int, length: int):
         max_length=length,
         stride=min(128, length // 4),
         max_question_length=min(64, length // 4),
+        padding="max_length",  # the comparison is at a fixed batch x length
     )
     return {k: torch.tensor(v[:batch]) for k, v in features.items()}
 
@@ -136,6 +137,7 @@ def build(method: str, opts: dict):
     from lowres.backbones import load_backbone
     from lowres.methods.build import build_method
     from lowres.methods.freezing import count_parameters
+    from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 
     transformers.utils.logging.set_verbosity_error()
     torch.manual_seed(0)
@@ -154,53 +156,35 @@ def build(method: str, opts: dict):
         for k, v in make_batch(backbone.tokenizer, opts["batch"], opts["length"]).items()
     }
     length = opts["prompt_length"]
-    settings = {
-        "task_kind": "extractive_qa",
-        "family": family,
-        "freeze_k": 0,
-        "prompt_init": "vocab",
-        "prompt_init_text": "",
-        "adapter_options": {},
-        "seed": 0,
+    # One config object per part of the method, as lowres train builds them.
+    targets = opts.get("lora_targets") or lora_targets
+    parts = {
+        "full": (FreezeConfig(strategy="none"), PromptConfig(length=0), AdapterConfig()),
+        "prompt_input": (FreezeConfig(), PromptConfig(length=length), AdapterConfig()),
+        "prompt_deep": (FreezeConfig(), PromptConfig(length=length, layers="all"), AdapterConfig()),
+        # dropout kept inside the frozen backbone, as PEFT does
+        "prompt_input_dropout": (
+            FreezeConfig(dropout=True),
+            PromptConfig(length=length),
+            AdapterConfig(),
+        ),
+        "lora": (
+            FreezeConfig(),
+            PromptConfig(length=0),
+            AdapterConfig(kind="lora", r=8, alpha=16, dropout=0.1, target_modules=targets),
+        ),
     }
-    if method == "full":
+    if method in parts:
+        freeze, prompt, adapter = parts[method]
         model = build_method(
             backbone.model,
             backbone.tokenizer,
-            freeze="none",
-            prompt_length=0,
-            prompt_layers="input",
-            adapter="none",
-            **settings,
-        )
-    elif method in ("prompt_input", "prompt_deep", "prompt_input_dropout"):
-        # prompt_input_dropout keeps dropout inside the frozen backbone, as PEFT does.
-        layers = "all" if method == "prompt_deep" else "input"
-        settings["backbone_dropout"] = True if method == "prompt_input_dropout" else None
-        model = build_method(
-            backbone.model,
-            backbone.tokenizer,
-            freeze="backbone",
-            prompt_length=length,
-            prompt_layers=layers,
-            adapter="none",
-            **settings,
-        )
-    elif method == "lora":
-        settings["adapter_options"] = {
-            "r": 8,
-            "alpha": 16,
-            "dropout": 0.1,
-            "target_modules": opts.get("lora_targets") or lora_targets,
-        }
-        model = build_method(
-            backbone.model,
-            backbone.tokenizer,
-            freeze="backbone",
-            prompt_length=0,
-            prompt_layers="input",
-            adapter="lora",
-            **settings,
+            task_kind="extractive_qa",
+            family=family,
+            freeze=freeze,
+            prompt=prompt,
+            adapter=adapter,
+            seed=0,
         )
     else:
         model = _peft_prompt_tuning(backbone.model, length, family)

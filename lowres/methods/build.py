@@ -8,9 +8,9 @@ deep prompts are initialised last from the finished model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 
 from lowres.errors import ConfigError
 from lowres.methods.freezing import (
@@ -20,12 +20,11 @@ from lowres.methods.freezing import (
     find_layers,
 )
 from lowres.methods.prompt import PromptedCausalLM, PromptedModel, initial_prompt, resolve_layers
+from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 
 
 def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Sequence[str]):
     """Add LoRA matrices to ``target_modules`` in place (PEFT), without wrapping the model."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in target_modules if t not in names]
     if missing:
@@ -45,44 +44,49 @@ def build_method(
     *,
     task_kind: str,
     family: str,
-    freeze: str,
-    freeze_k: int,
-    prompt_length: int,
-    prompt_init: str,
-    prompt_init_text: str,
-    prompt_layers: Any,
-    adapter: str,
-    adapter_options: dict[str, Any],
+    freeze: FreezeConfig,
+    prompt: PromptConfig,
+    adapter: AdapterConfig,
     seed: int,
-    backbone_dropout: bool | None = None,
 ) -> PromptedModel:
-    if adapter == "lora":
-        inject_lora(model, **adapter_options)
+    """The model a method trains: one config object per part, as PEFT takes its configs.
+
+    ``adapter.target_modules`` must already name the backbone's modules (the builder fills
+    in the backbone's default).
+    """
+    if adapter.kind == "lora":
+        inject_lora(
+            model,
+            r=adapter.r,
+            alpha=adapter.alpha,
+            dropout=adapter.dropout,
+            target_modules=adapter.target_modules,
+        )
     if family == "decoder":
-        apply_decoder_freezing(model, freeze, k=freeze_k)
+        apply_decoder_freezing(model, freeze.strategy, k=freeze.k)
     else:
-        apply_freezing(model, freeze, k=freeze_k)
-    if adapter == "lora":
+        apply_freezing(model, freeze.strategy, k=freeze.k)
+    if adapter.kind == "lora":
         for name, param in model.named_parameters():
             if "lora_" in name:
                 param.requires_grad_(True)
 
-    set_backbone_dropout(model, backbone_dropout)
+    set_backbone_dropout(model, freeze.dropout)
     layers = find_layers(model)
-    inject = resolve_layers(prompt_layers, len(layers)) if prompt_length else []
+    inject = resolve_layers(prompt.layers, len(layers)) if prompt.length else []
     insert_at = _insert_position(tokenizer, family)
     init = None
-    if prompt_length:
+    if prompt.length:
         generator = torch.Generator().manual_seed(seed)
         text_ids = (
-            tokenizer(prompt_init_text, add_special_tokens=False)["input_ids"]
-            if prompt_init == "text"
+            tokenizer(prompt.init_text, add_special_tokens=False)["input_ids"]
+            if prompt.init == "text"
             else []
         )
         init = initial_prompt(
             model.get_input_embeddings(),
-            prompt_length,
-            prompt_init,
+            prompt.length,
+            prompt.init,
             text_ids=text_ids,
             special_ids=tokenizer.all_special_ids,
             generator=generator,
@@ -92,7 +96,7 @@ def build_method(
         model,
         task_kind=task_kind,
         layer_stack=layers,
-        length=prompt_length,
+        length=prompt.length,
         inject_layers=inject,
         insert_at=insert_at,
         init=init,
@@ -104,7 +108,7 @@ def build_method(
     # head_only is a linear probe: the prompt stays at its initial values.
     for param in (wrapped.prompt, wrapped.deep_prompts):
         if param is not None:
-            param.requires_grad_(freeze != "head_only")
+            param.requires_grad_(freeze.strategy != "head_only")
     return wrapped
 
 

@@ -12,6 +12,7 @@ layer stack (BERT, XLM-R, Llama) without the ``past_key_values`` API.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lowres.errors import ConfigError
+from lowres.methods.freezing import find_layers
 
 
 def resolve_layers(layers: Any, depth: int) -> list[int]:
@@ -184,8 +186,6 @@ class PromptedModel(nn.Module):
             self.deep_prompts[slot].copy_(values)
 
     def _layer_modules(self) -> nn.ModuleList:
-        from lowres.methods.freezing import find_layers
-
         return find_layers(self.model)
 
     def text_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -286,6 +286,32 @@ class PromptedModel(nn.Module):
                 result["loss"] = F.cross_entropy(out.logits.float(), labels)
         return result
 
+    def param_groups(
+        self, *, lr: float, weight_decay: float, prompt_lr: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups of what trains (frozen weights get no optimizer state).
+
+        Weight matrices decay; biases and norms do not; the soft prompts train at their own
+        rate (``prompt_lr``, else ``lr``), since prompt vectors need far larger steps.
+        """
+        prompts = {id(p) for p in (self.prompt, self.deep_prompts) if p is not None}
+        prompt, decay, no_decay = [], [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            if id(param) in prompts:
+                prompt.append(param)
+            elif param.ndim < 2 or "norm" in name.lower():
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        groups = [
+            {"params": decay, "weight_decay": weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            {"params": prompt, "weight_decay": 0.0, "lr": prompt_lr or lr},
+        ]
+        return [g for g in groups if g["params"]]
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what training changes: the checkpoint format."""
         return {
@@ -296,8 +322,6 @@ class PromptedModel(nn.Module):
 
 
 def _accepts(module: nn.Module, argument: str) -> bool:
-    import inspect
-
     return argument in inspect.signature(module.forward).parameters
 
 

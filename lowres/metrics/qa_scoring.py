@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 Normalizer = Callable[[str], str]
 
-MLQA_LANGUAGES: tuple[str, ...] = ("en", "es", "de", "vi", "zh", "ar", "hi")
-
 _ASCII_PUNCT = frozenset(string.punctuation)
 
 # Same patterns as the scripts: on str patterns \b is Unicode-aware, so word boundaries next
@@ -39,6 +37,8 @@ _ARTICLES: dict[str, re.Pattern[str] | None] = {
     "hi": None,
     "zh": None,
 }
+# The answer languages the MLQA script has rules for: the languages its metric accepts.
+MLQA_ANSWER_LANGUAGES: tuple[str, ...] = tuple(_ARTICLES)
 _SQUAD_ARTICLES = _ARTICLES["en"]
 _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
@@ -89,7 +89,8 @@ def check_mlqa_language(lang: str | None) -> str:
     """Return ``lang`` if MLQA scoring knows it, else raise ConfigError."""
     if lang not in _ARTICLES:
         raise ConfigError(
-            f"unknown MLQA answer language {lang!r}; expected one of {', '.join(MLQA_LANGUAGES)}"
+            f"unknown MLQA answer language {lang!r}; expected one of "
+            f"{', '.join(MLQA_ANSWER_LANGUAGES)}"
         )
     return lang
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lowres.tasks.base import Settings, Split, Task
+from lowres.errors import ConfigError
+from lowres.tasks.base import DataSettings, Split, Task
 from lowres.tasks.mlqa import MLQATask
 from lowres.tasks.pawsx import PAWSXTask
 from lowres.tasks.xquad import XQuADTask
@@ -14,12 +15,10 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
-def build_task(name: str, settings: Settings, **params) -> Task:
-    from lowres.errors import ConfigError
-
+def create_task(name: str, settings: DataSettings, **params) -> Task:
     if name not in TASKS:
         raise ConfigError(f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS))}.")
     return TASKS[name](settings, **params)
 
 
-__all__ = ["TASKS", "Settings", "Split", "Task", "build_task"]
+__all__ = ["TASKS", "DataSettings", "Split", "Task", "create_task"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lowres.errors import ConfigError
+from lowres.training.trainer import LENGTH_COLUMN, feature_dataset
 
 
 def stable_fraction(*parts: object) -> float:
@@ -34,7 +35,7 @@ def stable_fraction(*parts: object) -> float:
 
 
 @dataclass
-class Settings:
+class DataSettings:
     """The data-side settings a task needs; plain values, no config objects."""
 
     source: str  # sample | local | hub
@@ -75,8 +76,9 @@ class Task(ABC):
 
     name: str
     kind: str  # extractive_qa | classification
+    main_score: str  # what ranks checkpoints and runs: f1 (QA) | accuracy (classification)
 
-    def __init__(self, settings: Settings, **params: Any) -> None:
+    def __init__(self, settings: DataSettings, **params: Any) -> None:
         self.settings = settings
         self.params = params
 
@@ -113,6 +115,36 @@ class Task(ABC):
     @abstractmethod
     def score(self, predictions: dict[str, Any], records: Sequence[dict], lang: str) -> dict:
         """The official metric for ``lang``; includes ``n``."""
+
+    # -- prediction: how this task's model answers ------------------------------------------
+    def model_outputs(self, trainer, records: list[dict], tokenizer, cache=None):
+        """``(meta, outputs)`` of ``trainer.predict`` on ``records``, for :meth:`predictions`.
+
+        Windows are predicted longest first, so each batch holds rows of similar length and
+        pads little; the outputs come back in the order of ``meta``. Past a window's own end,
+        span logits belong to padding (or are the Trainer's -100 filler beyond its batch's
+        width); ``meta`` has no offsets there, so decoding never picks them.
+        """
+        if cache is not None:  # a lowres.cache.FeatureCache
+            features, meta = cache.eval_features(self, records, tokenizer)
+        else:
+            features, meta = self.eval_features(records, tokenizer)
+        dataset = feature_dataset(features)
+        order = np.argsort(-np.asarray(dataset[LENGTH_COLUMN]), kind="stable")
+        raw = trainer.predict(dataset.select(order)).predictions
+        restore = np.empty_like(order)
+        restore[order] = np.arange(len(order))
+        if self.kind == "extractive_qa":
+            return meta, {
+                "start_logits": np.asarray(raw[0])[restore],
+                "end_logits": np.asarray(raw[1])[restore],
+            }
+        return meta, {"logits": np.asarray(raw[0] if isinstance(raw, tuple) else raw)[restore]}
+
+    def predict(self, trainer, records: list[dict], tokenizer, cache=None) -> dict[str, Any]:
+        """``{record id: prediction}``: the model's outputs decoded by this task."""
+        meta, outputs = self.model_outputs(trainer, records, tokenizer, cache)
+        return self.predictions(records, meta, outputs)
 
     # -- the shared cross-lingual protocol --------------------------------------------
     def in_pool(self, record: dict) -> bool:

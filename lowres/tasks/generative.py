@@ -125,11 +125,9 @@ def stop_ids(tokenizer, model) -> list[int]:
 class GenerativeTask:
     """A task read by a decoder: the wrapped task's data and metric, generative model side.
 
-    Attributes not defined here (name, kind, settings, split, score, extra_metrics, ...) are
-    the wrapped task's, so the cross-lingual protocol and the scores stay exactly the same.
+    The data, the cross-lingual protocol and the scores are the wrapped task's (``task``),
+    forwarded one by one below; features and predictions are the decoder's own.
     """
-
-    generative = True
 
     def __init__(
         self,
@@ -160,10 +158,60 @@ class GenerativeTask:
         # Label words are tokenized once per (language, tokenizer), not once per record.
         self._word_ids: dict[tuple[str, int], list[list[int]]] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "task":  # not set yet (copy, unpickling): no recursion through self.task
-            raise AttributeError(name)
-        return getattr(self.task, name)
+    # -- the wrapped task's data, protocol and metric, unchanged -----------------------------
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+    @property
+    def main_score(self) -> str:
+        return self.task.main_score
+
+    @property
+    def settings(self):
+        return self.task.settings
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The task's parameters plus what shapes decoder features (feature-cache keys)."""
+        return {
+            **self.task.params,
+            "decoder": {"template": self.template, "chat_template": self.chat_template},
+        }
+
+    def split(self, *args: Any, **kwargs: Any):
+        return self.task.split(*args, **kwargs)
+
+    def source_pool(self) -> list[dict]:
+        return self.task.source_pool()
+
+    def language_records(self, lang: str) -> list[dict]:
+        return self.task.language_records(lang)
+
+    def target_pool(self, lang: str) -> list[dict]:
+        return self.task.target_pool(lang)
+
+    def evaluation_records(self, lang: str) -> list[dict]:
+        return self.task.evaluation_records(lang)
+
+    def evaluation_sets(self) -> dict[str, list[dict]]:
+        return self.task.evaluation_sets()
+
+    def shot_order(self, records: Sequence[dict], lang: str) -> list[dict]:
+        return self.task.shot_order(records, lang)
+
+    def text_pair(self, record: dict) -> tuple[str, str]:
+        return self.task.text_pair(record)
+
+    def score(self, predictions: dict[str, Any], records: Sequence[dict], lang: str) -> dict:
+        return self.task.score(predictions, records, lang)
+
+    def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
+        return self.task.extra_metrics(per_language)
 
     # -- prompts -------------------------------------------------------------------------
     def fields(self, record: dict) -> dict[str, str]:
@@ -293,27 +341,8 @@ class GenerativeTask:
             "labels": label_ids.tolist(),
         }
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The task's parameters plus what shapes decoder features (feature-cache keys)."""
-        return {
-            **self.task.params,
-            "decoder": {"template": self.template, "chat_template": self.chat_template},
-        }
-
-    def eval_features(self, records, tokenizer, **_: Any):
-        raise LowresError(
-            f"Decoder backbones answer {self.name} by generation, not from span or class "
-            "logits, so this feature (which needs encoder logits) is not available for them; "
-            "use an encoder backbone for it."
-        )
-
-    def predictions(self, records, meta, outputs, **_: Any):
-        self.eval_features(records, None)
-
-    # -- evaluation ------------------------------------------------------------------------
-    def generate_predictions(self, trainer, records: Sequence[dict], tokenizer) -> dict[str, Any]:
-        """``{record id: answer text}`` (QA) or ``{record id: label}`` (PAWS-X)."""
+    def predict(self, trainer, records: Sequence[dict], tokenizer, cache=None) -> dict[str, Any]:
+        """``{record id: answer text}`` (QA) or ``{record id: label}`` (PAWS-X), by generation."""
         model = trainer.model
         device = trainer.args.device
         model.to(device)
@@ -418,48 +447,24 @@ def generative_task(task: Task, task_cfg: Mapping[str, Any], backbone_cfg: Mappi
     )
 
 
-def check_decoder_config(cfg, model, tokenizer) -> None:
-    """Combinations a decoder cannot run, each refused with the fix."""
-    task, align = cfg.task, cfg.align
-    name = cfg.backbone.name
-    if align.weight > 0 or align.report_distance:
-        if align.kind == "kl" and align.weight > 0:
-            raise ConfigError(
-                f"align.kind=kl distils class logits, which decoder backbone {name} does not "
-                "have (PAWS-X is scored by label words); use align.kind=mse, cosine or "
-                "contrastive, which compare mean-pooled decoder hidden states."
-            )
-        if align.pooling != "mean":
-            raise ConfigError(
-                f"align.pooling={align.pooling} takes the first token, which on decoder {name} "
-                "is BOS (or the soft prompt's neighbour) for every input; use align.pooling=mean."
-            )
-    if task.kind == "extractive_qa":
-        answer = task.max_answer_length + 1
+def check_decoder_method(name: str, task_cfg: Any, model, tokenizer) -> None:
+    """The prompt, the soft prompt and the longest answer must fit the decoder's window."""
+    if task_cfg.kind == "extractive_qa":
+        answer = task_cfg.max_answer_length + 1
     else:
-        words = check_label_words(task.get("label_words"), task.num_labels)
+        words = check_label_words(task_cfg.get("label_words"), task_cfg.num_labels)
         answer = max(
             len(tokenizer(" " + w, add_special_tokens=False)["input_ids"])
             for ws in words.values()
             for w in ws
         )
-    window = model.max_text_positions() + cfg.prompt.length
-    needed = task.max_length + cfg.prompt.length + answer
+    window = model.max_text_positions() + model.length
+    needed = task_cfg.max_length + model.length + answer
     if needed > window:
         raise ConfigError(
-            f"task.max_length={task.max_length} prompt tokens plus prompt.length="
-            f"{cfg.prompt.length} soft-prompt vectors plus up to {answer} answer tokens need "
+            f"task.max_length={task_cfg.max_length} prompt tokens plus prompt.length="
+            f"{model.length} soft-prompt vectors plus up to {answer} answer tokens need "
             f"{needed} positions, more than the context window of backbone {name} "
-            f"({window}); lower task.max_length to at most {window - cfg.prompt.length - answer}"
+            f"({window}); lower task.max_length to at most {window - model.length - answer}"
             " or shorten the prompt."
-        )
-    trains = cfg.trainer.max_steps > 0 or cfg.trainer.epochs > 0
-    if trains and not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError(
-            f"Nothing would train: on decoder {name}, freeze={cfg.freeze.strategy} with "
-            f"prompt.length={cfg.prompt.length} and adapter={cfg.adapter.kind} leaves no "
-            "trainable parameter (a decoder has no new task head; bitfit finds no biases in "
-            "Llama). Add a soft prompt (prompt=input), an adapter (adapter=lora "
-            "adapter.target_modules=[q_proj,v_proj]), choose freeze=none, lower_k or head_only, "
-            "or set trainer.epochs=0 to evaluate the model as it is."
         )

@@ -33,9 +33,9 @@ from typing import Any
 from lowres.data import squad_format
 from lowres.data.hub import load_hub_split
 from lowres.data.mlqa_files import MLQA_LANGUAGES, MLQA_SPLITS, mlqa_file
+from lowres.data.roots import data_root
 from lowres.errors import ConfigError, LowresError
 from lowres.tasks.qa import QATask, with_groups
-from lowres.tasks.xquad import data_root
 
 HUB_REPO = "facebook/mlqa"
 HUB_SPLITS = {"dev": "validation", "test": "test"}

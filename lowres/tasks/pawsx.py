@@ -39,9 +39,10 @@ import numpy as np
 
 from lowres.data import pawsx_format
 from lowres.data.hub import load_hub_split
+from lowres.data.roots import data_root
 from lowres.errors import ConfigError, LowresError
+from lowres.metrics import load_metric
 from lowres.tasks.base import Task, stable_fraction
-from lowres.tasks.xquad import data_root
 
 PAWSX_LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
 PAWSX_SPLITS = ("dev", "test")
@@ -102,6 +103,7 @@ def stratified_order(records: Sequence[dict], rank: Callable[[str], float]) -> l
 class PAWSXTask(Task):
     name = "pawsx"
     kind = "classification"
+    main_score = "accuracy"
 
     def __init__(self, settings, **params: Any) -> None:
         super().__init__(settings, **params)
@@ -248,8 +250,6 @@ class PAWSXTask(Task):
         return predicted, confidences
 
     def score(self, predictions, records, lang):
-        from lowres.metrics import load_metric
-
         result = load_metric("accuracy").compute(
             predictions=[int(predictions.get(r["id"], -1)) for r in records],
             references=[int(r["label"]) for r in records],

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from lowres.metrics import load_metric
 from lowres.tasks.base import Task
 
 
@@ -210,6 +211,7 @@ class QATask(Task):
     """Extractive QA on SQuAD-layout records; subclasses load files and pick the metric."""
 
     kind = "extractive_qa"
+    main_score = "f1"
     metric_name = "squad"
 
     def _window_params(self) -> dict[str, int]:
@@ -245,8 +247,6 @@ class QATask(Task):
         return {}
 
     def score(self, predictions, records, lang):
-        from lowres.metrics import load_metric
-
         metric = load_metric(self.metric_name)
         result = metric.compute(
             predictions=[

@@ -10,26 +10,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lowres.backbones import SAMPLE_ROOT
 from lowres.data import squad_format
 from lowres.data.hub import load_hub_split
+from lowres.data.roots import data_root
 from lowres.errors import LowresError
 from lowres.tasks.qa import QATask, with_groups
 
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
-
-
-def data_root(source: str, root: str) -> Path:
-    if source == "sample":
-        return SAMPLE_ROOT
-    path = Path(root)
-    if not path.is_dir():
-        raise LowresError(
-            f"data.root={root!r} does not exist or is not a folder; point it at the folder "
-            "that holds the benchmark files (xquad/, mlqa/MLQA_V1/, pawsx/, squad/), e.g. "
-            "data.root=../shared/data, or use data.source=sample."
-        )
-    return path
 
 
 @functools.lru_cache(maxsize=64)

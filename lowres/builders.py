@@ -1,0 +1,353 @@
+"""Config groups -> the objects a run is made of: task, model, training arguments, trainer,
+alignment objective, a restored run.
+
+Each builder takes its own config group (the schema dataclasses or plain values), never the
+whole config, so what a builder depends on is visible in its signature. Values were checked
+once at start (:func:`lowres.schema.validate`); what can only be checked against a built
+object (a prompt that must fit the backbone's positions) is checked here, once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+from transformers.utils import is_torch_tf32_available
+
+from lowres.backbones import load_backbone_reused
+from lowres.data.pairs import tokenize_pairs
+from lowres.environment import cpu_bf16_flags, cpu_name
+from lowres.errors import ConfigError, LowresError
+from lowres.methods.build import build_method
+from lowres.runfolder import RunFolder
+from lowres.schema import (
+    AdapterConfig,
+    AlignConfig,
+    BackboneConfig,
+    DataConfig,
+    FreezeConfig,
+    PromptConfig,
+    RunConfig,
+    TaskConfig,
+    TrainerConfig,
+    alignment_on,
+    selects_checkpoints,
+    trains,
+)
+from lowres.tasks import DataSettings, Task, create_task
+from lowres.tasks.generative import check_decoder_method, generative_task
+from lowres.training.alignment import AlignmentObjective
+from lowres.training.checkpoints import load_trainable
+from lowres.training.progress import RichProgress
+from lowres.training.trainer import LENGTH_COLUMN, LowresTrainer
+
+
+def typed(group: Any, schema: type) -> Any:
+    """A config group as its schema dataclass (plain values the library can trust)."""
+    if isinstance(group, schema):
+        return group
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), group))
+
+
+def build_task(
+    task: TaskConfig, data: DataConfig, trainer: TrainerConfig, backbone: BackboneConfig
+) -> Task:
+    """The task with the run's data protocol; decoders read it through their templates."""
+    settings = DataSettings(
+        source=data.source,
+        root=data.root,
+        source_language=data.source_language,
+        eval_languages=list(data.eval_languages),
+        k=data.k,
+        pool_fraction=data.pool_fraction,
+        max_train_examples=data.max_train_examples,
+        max_eval_examples=data.max_eval_examples,
+        seed=trainer.seed,
+        use_source_pool=data.source_pool,
+        select_examples=trainer.select_examples if selects_checkpoints(trainer) else 0,
+    )
+    params = OmegaConf.to_container(task, resolve=True) if OmegaConf.is_config(task) else vars(task)
+    params = dict(params)
+    built = create_task(params.pop("name"), settings, **params)
+    if backbone.family == "decoder":
+        built = generative_task(built, task, backbone)
+    return built
+
+
+def build_model(
+    backbone: BackboneConfig,
+    freeze: FreezeConfig,
+    prompt: PromptConfig,
+    adapter: AdapterConfig,
+    *,
+    task: TaskConfig,
+    seed: int,
+):
+    """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
+    loaded = load_backbone_reused(
+        name=backbone.name,
+        loader=backbone.loader,
+        path=backbone.path,
+        architecture=backbone.architecture,
+        task_kind=task.kind,
+        num_labels=task.num_labels,
+        seed=seed,
+        dtype=backbone.dtype,
+        family=backbone.family,
+        gradient_checkpointing=backbone.gradient_checkpointing,
+    )
+    adapter = typed(adapter, AdapterConfig)
+    # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
+    # backbone supplies the default and adapter.target_modules overrides it.
+    adapter.target_modules = list(adapter.target_modules or backbone.lora_targets)
+    model = build_method(
+        loaded.model,
+        loaded.tokenizer,
+        task_kind=task.kind,
+        family=backbone.family,
+        freeze=typed(freeze, FreezeConfig),
+        prompt=typed(prompt, PromptConfig),
+        adapter=adapter,
+        seed=seed,
+    )
+    if backbone.family == "decoder":
+        check_decoder_method(backbone.name, task, model, loaded.tokenizer)
+    elif task.kind == "extractive_qa" and task.max_length > model.max_text_positions():
+        raise ConfigError(
+            f"task.max_length={task.max_length} plus prompt.length={prompt.length} "
+            f"exceeds backbone {backbone.name}'s "
+            f"{model.max_text_positions() + prompt.length} positions; lower task.max_length "
+            f"to at most {model.max_text_positions()} or shorten the prompt."
+        )
+    return model, loaded.tokenizer
+
+
+def label_names(task_kind: str) -> list[str]:
+    return ["start_positions", "end_positions"] if task_kind == "extractive_qa" else ["labels"]
+
+
+def training_arguments(
+    trainer: TrainerConfig, output_dir: Path, *, task_kind: str, learning_rate: float
+) -> TrainingArguments:
+    device = trainer.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.device=cuda but no CUDA device is visible; use trainer.device=auto "
+            "(falls back to the CPU) or trainer.device=cpu."
+        )
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    precision = resolved_precision(trainer.precision, on_gpu)
+    if precision == "fp16" and not on_gpu:
+        raise ConfigError(
+            "trainer.precision=fp16 needs a CUDA device, and this run is on the CPU; use "
+            "trainer.precision=fp32, or bf16 on a CPU with native bf16 (avx512_bf16 or AMX)."
+        )
+    if precision == "bf16" and not on_gpu and not cpu_bf16_flags():
+        raise ConfigError(
+            f"trainer.precision=bf16 on the CPU needs native bf16 matrix instructions, and "
+            f"this CPU ({cpu_name()}) reports neither avx512_bf16 nor amx_bf16 in "
+            "/proc/cpuinfo, so bf16 would be emulated and slower than fp32. Use "
+            "trainer.precision=fp32 here, or run on a GPU."
+        )
+    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16."
+        )
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        num_train_epochs=trainer.epochs,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=trainer.batch_size,
+        per_device_eval_batch_size=trainer.eval_batch_size,
+        gradient_accumulation_steps=trainer.grad_accum,
+        warmup_steps=trainer.warmup_ratio,
+        weight_decay=trainer.weight_decay,
+        lr_scheduler_type=trainer.scheduler,
+        seed=trainer.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not on_gpu,
+        # None leaves torch's default; transformers sets TF32 only where the card has it.
+        tf32=trainer.tf32 if on_gpu and is_torch_tf32_available() else None,
+        logging_steps=trainer.logging_steps,
+        save_strategy="steps" if trainer.save_steps > 0 else "no",
+        save_steps=max(trainer.save_steps, 1),
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        label_names=label_names(task_kind),
+        dataloader_num_workers=trainer.dataloader_workers,
+        dataloader_pin_memory=on_gpu,
+        remove_unused_columns=False,
+        # Batches of similar length pad less; the sampler reads the dataset's length column.
+        train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
+        length_column_name=LENGTH_COLUMN,
+    )
+
+
+def resolved_precision(precision: str, on_gpu: bool) -> str:
+    """``auto``: bf16 where the device computes it natively (a bf16 GPU, a CPU with
+    avx512_bf16 or AMX), else fp32. bf16 matched fp32 within 0.2 F1 on the one-epoch MiniLM
+    XQuAD run at half the time (docs/speed.md); other values are kept as given."""
+    if precision != "auto":
+        return precision
+    native = torch.cuda.is_bf16_supported() if on_gpu else bool(cpu_bf16_flags())
+    return "bf16" if native else "fp32"
+
+
+def build_trainer(
+    model,
+    tokenizer,
+    args: TrainingArguments,
+    *,
+    progress: RichProgress,
+    train_dataset=None,
+    prompt_lr: float | None = None,
+    alignment: AlignmentObjective | None = None,
+) -> LowresTrainer:
+    """The one trainer of a run (also evaluation-only and teacher runs): our progress lines
+    replace the Trainer's printed dicts."""
+    trainer = LowresTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        prompt_lr=prompt_lr,
+        alignment=alignment,
+        callbacks=[progress],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def build_alignment(
+    align: AlignConfig,
+    task: Task,
+    parallel: list[tuple[dict, dict]],
+    tokenizer,
+    *,
+    seed: int,
+    pad_to_multiple_of: int | None,
+) -> AlignmentObjective | None:
+    """The alignment objective over the task's parallel pairs or a user's file; None if off."""
+    if not alignment_on(align):
+        return None
+    if align.parallel_file:
+        texts = [((s, ""), (t, "")) for s, t in read_parallel_file(Path(align.parallel_file))]
+    else:
+        texts = [(task.text_pair(s), task.text_pair(t)) for s, t in parallel]
+    source = tokenize_pairs(tokenizer, [s for s, _ in texts], align.max_length)
+    target = tokenize_pairs(tokenizer, [t for _, t in texts], align.max_length)
+    return AlignmentObjective(
+        source=source,
+        target=target,
+        kind=align.kind,
+        weight=align.weight,
+        warmup_steps=align.warmup_steps,
+        pooling=align.pooling,
+        layers=align.layers,
+        temperature=align.temperature,
+        batch_size=min(align.batch_size, len(source)),
+        tokenizer=tokenizer,
+        seed=seed,
+        pad_to_multiple_of=pad_to_multiple_of,
+    )
+
+
+def read_parallel_file(path: Path) -> list[tuple[str, str]]:
+    """A user TSV of parallel sentences: ``source<TAB>target`` per line."""
+    if not path.is_file():
+        raise LowresError(
+            f"align.parallel_file={path} does not exist; expected a TSV with one "
+            "source<TAB>target sentence pair per line."
+        )
+    pairs = []
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(f.strip() for f in fields):
+            raise LowresError(
+                f"{path}, line {number}: expected two non-empty tab-separated fields "
+                f"(source<TAB>target), found {len(fields)} field(s). Fix or drop that line."
+            )
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise LowresError(f"align.parallel_file={path} holds no sentence pairs.")
+    return pairs
+
+
+def check_trainable(trainer: TrainerConfig, model, backbone: BackboneConfig) -> None:
+    """A run that trains needs something trainable; a decoder has no new task head."""
+    if trains(trainer) and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(
+            f"Nothing would train: on backbone {backbone.name} ({backbone.family}), the "
+            "freezing strategy, prompt and adapter leave no trainable parameter (a decoder has "
+            "no new task head; bitfit finds no biases in Llama). Add a soft prompt "
+            "(prompt=input), an adapter (adapter=lora; decoders: "
+            "adapter.target_modules=[q_proj,v_proj]), choose freeze=none, lower_k or "
+            "head_only, or set trainer.epochs=0 to evaluate the model as it is."
+        )
+
+
+def initialise_from(model, run_dir: str) -> None:
+    """Two-stage transfer: start from another run's trained prompts, head and adapters."""
+    path = Path(run_dir)
+    if not RunFolder.finished_at(path):
+        raise LowresError(
+            f"init_from={run_dir} is not a finished lowres run (no metrics.json there); give "
+            "the folder of a completed `lowres train` run, e.g. a sweep's stage-1 run."
+        )
+    load_trainable(model, path / "checkpoint")
+
+
+def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
+    """The config a finished run was trained with, over the current schema's defaults."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise LowresError(
+            f"{key}={run_dir}: no {path}; expected a run folder written by `lowres train` "
+            "(with .hydra/config.yaml and checkpoint/). Check the path."
+        )
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+
+
+def restore_run(cfg: DictConfig, run_dir: Path):
+    """``(task, model, tokenizer)`` rebuilt from ``cfg`` with ``run_dir``'s trained weights."""
+    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    model, tokenizer = build_model(
+        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+    )
+    load_trainable(model, run_dir / "checkpoint")
+    return task, model, tokenizer
+
+
+def method_record(cfg: DictConfig, learning_rate: float) -> dict[str, Any]:
+    """What metrics.json and the checkpoint manifest say the method was."""
+    return {
+        "freeze": cfg.freeze.strategy,
+        "prompt_length": cfg.prompt.length,
+        "prompt_layers": OmegaConf.to_container(cfg.prompt, resolve=True)["layers"],
+        "align_kind": cfg.align.kind if alignment_on(cfg.align) else "none",
+        "align_weight": cfg.align.weight,
+        "adapter": cfg.adapter.kind,
+        "lr": learning_rate,
+        "prompt_lr": cfg.prompt.lr if cfg.prompt.lr is not None else None,
+    }
+
+
+def manifest(cfg: DictConfig, method: dict[str, Any], report: dict[str, int]) -> dict[str, Any]:
+    """The checkpoint's manifest: what it was trained as, and the whole config."""
+    return {
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "method": method,
+        **report,
+        "config": json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True))),
+    }

@@ -1,0 +1,266 @@
+"""``lowres train``: setup -> data -> model -> fit -> evaluate -> record.
+
+The recipe reads the config and hands each group to its builder (:mod:`lowres.builders`);
+everything below takes plain, already-checked values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+from omegaconf import DictConfig, OmegaConf
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from lowres.builders import (
+    build_alignment,
+    build_model,
+    build_task,
+    build_trainer,
+    check_trainable,
+    initialise_from,
+    manifest,
+    method_record,
+    training_arguments,
+)
+from lowres.cache import FeatureCache
+from lowres.environment import environment
+from lowres.errors import ConfigError, LowresError
+from lowres.evaluation import Evaluation, evaluate_languages, parallel_distance, show_scores
+from lowres.methods.build import parameter_report
+from lowres.recipes.pseudo import PseudoData, add_pseudo_data
+from lowres.runfolder import RunFolder, RunMetrics
+from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
+from lowres.tasks import Split, Task
+from lowres.training.checkpoints import save_trainable
+from lowres.training.clock import TrainClock
+from lowres.training.progress import RichProgress
+from lowres.training.selection import CheckpointSelection
+from lowres.training.trainer import LowresTrainer, feature_dataset
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress and tables; library chatter goes to the log level."""
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def start(cfg: DictConfig, output_dir: str | Path | None) -> RunFolder:
+    """Checks at start: a task, valid values, a run folder that holds no finished run."""
+    if cfg.task is None:
+        raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
+    validate(cfg)
+    quiet_libraries()
+    run = RunFolder.for_job(output_dir)
+    if run.finished() and not cfg.resume:
+        raise LowresError(
+            f"The run folder {run.path} already holds a finished run (metrics.json); "
+            "lowres never overwrites one. Choose another hydra.run.dir."
+        )
+    return run
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
+    """Train as configured, evaluate every eval language, write the run folder."""
+    run = start(cfg, output_dir)
+    if run.finished():  # resume=true on a finished run: nothing left to do
+        return run.metrics()
+    set_seed(cfg.trainer.seed)
+    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    split, pseudo = training_data(cfg, task, run)
+    model, tokenizer = build_model(
+        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+    )
+    check_trainable(cfg.trainer, model, cfg.backbone)
+    if cfg.init_from:
+        initialise_from(model, cfg.init_from)
+    report = parameter_report(model)
+    cache = FeatureCache.from_setting(cfg.data.cache_dir)
+    fitted = fit(cfg, run, task, split, model, tokenizer, cache)
+    method = method_record(cfg, fitted.learning_rate)
+    if fitted.trainer.args.should_save:
+        save_trainable(model, run.path / "checkpoint", manifest=manifest(cfg, method, report))
+    try:
+        evaluation = evaluate_languages(
+            fitted.trainer, task, split.evaluation, tokenizer, cache=cache
+        )
+        distances = held_out_distances(cfg, model, tokenizer, task)
+    finally:
+        fitted.progress.stop()
+    metrics = RunMetrics(
+        task=task.name,
+        backbone=cfg.backbone.name,
+        method=method,
+        **evaluation.scores(),
+        parallel_distance=distances,
+        task_extras=task.extra_metrics(evaluation.per_language),
+        **report,
+        **fitted.record(cfg, split, pseudo),
+        **cache.report(),
+        init_from=cfg.init_from or None,
+    )
+    record(run, fitted.trainer, metrics, evaluation)
+    return metrics
+
+
+def training_data(cfg: DictConfig, task: Task, run: RunFolder) -> tuple[Split, PseudoData]:
+    """The split (with pseudo data), written to data_split.json; refused if empty."""
+    languages = alignment_languages(cfg.align, list(cfg.data.eval_languages))
+    split = task.split(align_languages=languages, align_source=cfg.align.source_language)
+    teacher_args = None
+    if cfg.pseudo.kind == "self_train":  # the teacher predicts with the run's device and batch
+        teacher_args = training_arguments(
+            cfg.trainer, run.path / "teacher", task_kind=task.kind, learning_rate=0.0
+        )
+    split, pseudo = add_pseudo_data(cfg.pseudo, task, split, data=cfg.data, args=teacher_args)
+    run.write_json("data_split.json", {**split.record(), "pseudo": pseudo.record()})
+    # Before the backbone loads: an empty training set is a config problem, found cheaply.
+    if trains(cfg.trainer) and not split.train:
+        raise ConfigError(
+            "Nothing to train on: the source pool is off (data.source_pool=false) and no "
+            f"target-language records were added (data.k={cfg.data.k}, pseudo.kind="
+            f"{cfg.pseudo.kind}, pseudo.mix={cfg.pseudo.mix}). Set data.k > 0, keep "
+            "data.source_pool=true, lower pseudo.threshold, or evaluate without training "
+            "with trainer.epochs=0."
+        )
+    return split, pseudo
+
+
+@dataclass
+class Fitted:
+    """A trained (or, with trainer.epochs=0, untouched) model's trainer and bookkeeping."""
+
+    trainer: LowresTrainer
+    progress: RichProgress
+    learning_rate: float
+    train_windows: int
+    steps: int
+    loss: float
+    seconds: float
+    counted_from_step: int
+    selection: CheckpointSelection | None
+
+    def record(self, cfg: DictConfig, split: Split, pseudo: PseudoData) -> dict[str, Any]:
+        """The training fields of metrics.json."""
+        return {
+            "k": cfg.data.k,
+            "seed": cfg.trainer.seed,
+            "source_pool": cfg.data.source_pool,
+            "train_examples": len(split.train),
+            "pseudo": pseudo.summary(),
+            "train_windows": self.train_windows,
+            "train_steps": self.steps,
+            "train_loss": self.loss,
+            "train_runtime_s": round(self.seconds, 3),
+            "train_runtime_from_step": self.counted_from_step,
+            "device": str(self.trainer.args.device),
+            "selection": self.selection.record(len(split.selection))
+            if self.selection
+            else {"policy": "last", "requested": cfg.trainer.select_on},
+        }
+
+
+def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokenizer, cache):
+    """Train on the split's training records (resuming if asked); the progress stays open."""
+    features = cache.train_features(task, split.train, tokenizer)
+    train_dataset = feature_dataset(features)
+    learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
+    args = training_arguments(
+        cfg.trainer, run.path / "trainer", task_kind=task.kind, learning_rate=learning_rate
+    )
+    alignment = build_alignment(
+        cfg.align,
+        task,
+        split.parallel,
+        tokenizer,
+        seed=cfg.trainer.seed,
+        pad_to_multiple_of=8 if args.device.type == "cuda" else None,
+    )
+    progress = RichProgress(bars=cfg.trainer.progress)
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        args,
+        progress=progress,
+        train_dataset=train_dataset,
+        prompt_lr=cfg.prompt.lr,
+        alignment=alignment,
+    )
+    run.write_json(
+        "environment.json", environment(args.device, precision_of(args), cfg.backbone.dtype)
+    )
+    selection = None
+    if split.selection:
+        dev = {cfg.data.source_language: split.selection}
+
+        def dev_score() -> float:
+            evaluation = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)
+            return evaluation.average[task.main_score]
+
+        selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
+        trainer.add_callback(selection)
+    resume_from = None
+    if cfg.resume and (run.path / "trainer").is_dir():
+        resume_from = get_last_checkpoint(str(run.path / "trainer"))
+    clock = TrainClock(resume_from)
+    trainer.add_callback(clock)
+    steps, loss = 0, math.nan  # trainer.epochs=0: the model as built (the untrained baseline)
+    try:
+        clock.start()
+        if trains(cfg.trainer):
+            result = trainer.train(resume_from_checkpoint=resume_from)
+            steps, loss = result.global_step, result.training_loss
+        run.write_jsonl("train_log.jsonl", trainer.state.log_history)
+    except BaseException:
+        progress.stop()
+        raise
+    return Fitted(
+        trainer=trainer,
+        progress=progress,
+        learning_rate=learning_rate,
+        train_windows=len(train_dataset),
+        steps=steps,
+        loss=loss,
+        seconds=clock.seconds(),
+        counted_from_step=clock.counted_from_step,
+        selection=selection,
+    )
+
+
+def precision_of(args) -> str:
+    """The autocast precision the training arguments run (trainer.precision=auto resolved)."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def held_out_distances(cfg: DictConfig, model, tokenizer, task: Task) -> dict | None:
+    """Held-out parallel distances, when alignment trains or they are asked for."""
+    if not (alignment_on(cfg.align) or cfg.align.report_distance):
+        return None
+    return parallel_distance(
+        model,
+        tokenizer,
+        task,
+        list(cfg.data.eval_languages),
+        cfg.align.source_language,
+        max_length=cfg.align.max_length,
+        pooling=cfg.align.pooling,
+        layers=OmegaConf.to_container(cfg.align, resolve=True)["layers"],
+        batch_size=cfg.trainer.eval_batch_size,
+    )
+
+
+def record(run: RunFolder, trainer: LowresTrainer, metrics: RunMetrics, evaluation: Evaluation):
+    """Predictions and metrics.json (process 0 only), and the score table."""
+    if trainer.args.should_save:
+        for lang, answers in evaluation.predictions.items():
+            run.write_json(f"predictions/{lang}.json", answers)
+        run.write_metrics(metrics)
+    if trainer.is_world_process_zero():
+        show_scores(metrics)

@@ -1,0 +1,290 @@
+"""``lowres sweep``: k-shot x seeds x target languages x methods x other keys, in one process.
+
+One process rather than Hydra multirun so that the backbone is loaded once per (backbone,
+head, seed) and datasets once per process, a failing run is recorded and the rest go on,
+and a rerun skips what finished. The sweep folder (``hydra.sweep.dir``) holds ``sweep.json``
+(the plan with each run's status) and one run folder per run under ``runs/``, each the same
+as a ``lowres train`` folder (``lowres evaluate checkpoint=...`` works on it).
+
+Schedules:
+
+* ``joint``: each k-shot run trains on the source pool plus k target-language examples;
+  k = 0 is one run evaluated on every language (zero-shot transfer).
+* ``two_stage``: stage 1 trains on the source pool once per (method, grid point, seed) and
+  is evaluated on every language (its scores are the k = 0 row); each k > 0 run then starts
+  from stage 1's trained parameters (``init_from``) and trains on the k examples only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lowres.errors import ConfigError, LowresError
+from lowres.runfolder import RunFolder
+from lowres.schema import config_dir
+
+SWEEP_FILE = "sweep.json"
+ERROR_FILE = "error.json"
+SCHEDULES = ("joint", "two_stage")
+# The sweep sets these per run; a method, a grid key or a stage override may not.
+SWEPT_BY_SWEEP = ("data.k", "trainer.seed", "data.eval_languages", "init_from", "data.source_pool")
+
+
+@dataclass
+class PlannedRun:
+    name: str  # folder under runs/
+    method: str
+    schedule: str  # joint | two_stage
+    grid: dict[str, Any]
+    k: int
+    seed: int
+    languages: list[str]  # evaluated by this run
+    overrides: list[str]
+    stage: int = 0  # 0 joint, 1 two-stage source run, 2 two-stage k-shot run
+    depends_on: str = ""  # stage-1 run this one starts from
+    status: str = "planned"  # planned | finished | skipped | failed
+    error: str = ""
+    wall_s: float | None = None
+    overhead_s: float | None = None  # wall time minus train and eval time
+
+
+@dataclass
+class SweepPlan:
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _label(grid: dict[str, Any]) -> str:
+    if not grid:
+        return "base"
+    text = ",".join(f"{k}={_format(v)}" for k, v in grid.items())
+    return "".join(c if c.isalnum() or c in "._=,-" else "-" for c in text)
+
+
+def method_keys(method: str) -> set[str]:
+    """The config keys and groups a ``configs/method/NAME.yaml`` preset sets."""
+    path = config_dir() / "method" / f"{method}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(
+            f"sweep.methods names {method!r}, but there is no configs/method/{method}.yaml; "
+            f"the methods are {', '.join(options)}."
+        )
+    content = yaml.safe_load(path.read_text()) or {}
+    keys = set()
+    for entry in content.pop("defaults", []):
+        if isinstance(entry, dict):
+            keys |= {k.removeprefix("override ").strip("/ ") for k in entry}
+        elif entry != "_self_":
+            # A preset that extends another method preset sets everything that one sets too.
+            keys |= method_keys(entry)
+
+    def flatten(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flatten(value, f"{prefix}{key}.")
+            else:
+                keys.add(f"{prefix}{key}")
+
+    flatten(content, "")
+    return keys
+
+
+def check_keys(
+    methods: dict[str, set[str]],
+    grid: dict[str, list[Any]],
+    stage1: Sequence[str],
+    stage2: Sequence[str],
+) -> None:
+    """Refuse swept keys that collide: the sweep's own, or a grid key a method also sets."""
+    for where, overrides in [
+        *((f"configs/method/{m}.yaml", sorted(keys)) for m, keys in methods.items()),
+        ("sweep.grid", [f"{k}=" for k in grid]),
+        ("sweep.stage1", stage1),
+        ("sweep.stage2", stage2),
+    ]:
+        for override in overrides:
+            if _key(override) in SWEPT_BY_SWEEP:
+                raise ConfigError(
+                    f"{where} sets {_key(override)}, which the sweep itself varies "
+                    "(sweep.k, sweep.seeds, sweep.languages, schedules); remove it there and "
+                    "use the sweep.* list instead."
+                )
+    for method, keys in methods.items():
+        both = sorted(key for key in grid if key in keys)
+        if both:
+            raise ConfigError(
+                f"Conflicting swept keys: {', '.join(both)} is set by method {method} "
+                f"(configs/method/{method}.yaml) and swept by sweep.grid. Keep each key in "
+                "one place, e.g. sweep the grid over one method at a time."
+            )
+
+
+def plan_sweep(
+    *,
+    k_values: Sequence[int],
+    seeds: Sequence[int],
+    languages: Sequence[str],
+    methods: Sequence[str],
+    grid: dict[str, list[Any]],
+    schedules: Sequence[str],
+    stage1: Sequence[str] = (),
+    stage2: Sequence[str] = (),
+    stage1_once: bool = False,
+    sweep_dir: Path,
+) -> SweepPlan:
+    """Every run of the sweep, stage-1 runs before the runs that start from them."""
+    if not k_values or not seeds or not languages:
+        raise ConfigError(
+            "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
+            "at least one value, e.g. sweep.k=[0,8] sweep.seeds=[1,2] sweep.languages=[de,es]."
+        )
+    for schedule in schedules:
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"sweep.schedules holds {schedule!r}; expected joint and/or two_stage, e.g. "
+                "sweep.schedules=[joint,two_stage]."
+            )
+    if any(k < 0 for k in k_values):
+        raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
+    check_keys({m: method_keys(m) for m in methods}, grid, stage1, stage2)
+    presets = {m: [f"+method={m}"] for m in methods} or {"configured": []}
+    every_language = f"data.eval_languages={_format(list(languages))}"
+    grid_points = [
+        dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
+    ]
+    plan = SweepPlan()
+    for method, point, schedule in itertools.product(presets, grid_points, schedules):
+        shared = [*presets[method], *(f"{k}={_format(v)}" for k, v in point.items())]
+        folder = f"{method}/{_label(point)}/{schedule}"
+        for seed in seeds:
+            common = dict(method=method, schedule=schedule, grid=point, seed=seed)
+            seeded = [*shared, f"trainer.seed={seed}"]
+            # stage1_once trades seed variance of the source run for cost: every seed's
+            # k-shot runs then differ only in their sample, order and stage-2 init.
+            stage1_seed = seeds[0] if stage1_once else seed
+            stage1_name = f"{folder}/stage1_seed{stage1_seed}"
+            if schedule == "two_stage" and stage1_seed == seed:
+                plan.runs.append(
+                    PlannedRun(
+                        name=stage1_name,
+                        k=0,
+                        languages=list(languages),
+                        overrides=[*seeded, *stage1, "data.k=0", every_language],
+                        stage=1,
+                        **common,
+                    )
+                )
+            for k in k_values:
+                if k == 0:
+                    if schedule == "joint":
+                        plan.runs.append(
+                            PlannedRun(
+                                name=f"{folder}/k0_all_seed{seed}",
+                                k=0,
+                                languages=list(languages),
+                                overrides=[*seeded, "data.k=0", every_language],
+                                **common,
+                            )
+                        )
+                    continue
+                for lang in languages:
+                    overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
+                    extra: dict[str, Any] = {}
+                    if schedule == "two_stage":
+                        stage1_dir = (sweep_dir / "runs" / stage1_name).resolve()
+                        overrides += [*stage2, f"init_from={stage1_dir}", "data.source_pool=false"]
+                        extra = {"stage": 2, "depends_on": stage1_name}
+                    plan.runs.append(
+                        PlannedRun(
+                            name=f"{folder}/k{k}_{lang}_seed{seed}",
+                            k=k,
+                            languages=[lang],
+                            overrides=overrides,
+                            **common,
+                            **extra,
+                        )
+                    )
+    return plan
+
+
+def plan_from_spec(spec: dict[str, Any], languages: Sequence[str], sweep_dir: Path) -> SweepPlan:
+    """:func:`plan_sweep` from the ``sweep`` config node, as a plain dict."""
+    return plan_sweep(
+        k_values=spec["k"],
+        seeds=spec["seeds"],
+        languages=languages,
+        methods=spec["methods"],
+        grid=spec["grid"],
+        schedules=spec["schedules"],
+        stage1=spec["stage1"],
+        stage2=spec["stage2"],
+        stage1_once=spec["stage1_once"],
+        sweep_dir=sweep_dir,
+    )
+
+
+def check_pools(task, k_values: Sequence[int], languages: Sequence[str], source: str) -> None:
+    """Fail before any run when a k is larger than a language's target pool."""
+    largest = max(k_values)
+    if largest == 0:
+        return
+    if task.settings.pool_fraction <= 0:
+        raise ConfigError(
+            f"sweep.k holds {largest} but data.pool_fraction=0, so no target-language examples "
+            "are held out for k-shot training. Set data.pool_fraction (e.g. 0.2)."
+        )
+    for lang in languages:
+        if lang == source:
+            continue
+        size = len(task.target_pool(lang))
+        if largest > size:
+            raise ConfigError(
+                f"sweep.k holds {largest}, but the {lang} target pool of task {task.name} has "
+                f"{size} examples at data.pool_fraction={task.settings.pool_fraction}; lower "
+                "sweep.k or raise data.pool_fraction."
+            )
+
+
+def write_plan(sweep_dir: Path, plan: SweepPlan, extra: dict[str, Any]) -> None:
+    RunFolder(sweep_dir).write_json(
+        SWEEP_FILE, {**extra, "runs": [asdict(run) for run in plan.runs]}
+    )
+
+
+def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not Path(sweep_dir).is_dir():
+        raise LowresError(
+            f"The sweep folder {sweep_dir} does not exist; give the folder `lowres sweep` "
+            "printed (its hydra.sweep.dir), e.g. outputs/sweeps/xquad/<date>."
+        )
+    if not path.is_file():
+        raise LowresError(
+            f"{sweep_dir} holds no {SWEEP_FILE}; it is not a lowres sweep folder. Give the "
+            "folder `lowres sweep` printed, or run the sweep first."
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise LowresError(
+            f"{path} is not valid JSON ({err}); rerun the sweep to rewrite it."
+        ) from err

@@ -1,0 +1,296 @@
+"""``lowres report SWEEP_DIR``: what a sweep found, as tables and figures.
+
+Per task, one row per (method, k, language) with mean +- std over seeds, min, max and the
+number of seeds, an average over languages (per seed first, so its std is a spread over
+seeds too), and stability figures: std, range (max - min) and the coefficient of
+variation (std / mean). Written as Markdown, CSV and JSON, shown as a rich table, and
+plotted: score vs k per method with +-std bands, a language x method heatmap per k and,
+when MLQA G-XLT was run, the context x question matrix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lowres.errors import LowresError
+from lowres.runfolder import RunMetrics, read_metrics
+from lowres.sweeps.plan import ERROR_FILE, read_sweep
+from lowres.sweeps.plots import plot_gxlt, plot_heatmaps, plot_score_vs_k
+from lowres.tasks import TASKS
+
+AVERAGE = "avg"
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    method: str
+    k: int
+    language: str
+
+
+def method_label(run: dict[str, Any], schedules: list[str], metrics: RunMetrics) -> str:
+    label = run["method"]
+    if run["grid"]:
+        label += " " + ",".join(f"{k}={v}" for k, v in run["grid"].items())
+    if len(schedules) > 1 or run["schedule"] != "joint":
+        label += f" ({run['schedule'].replace('_', '-')})"
+    pseudo = metrics.pseudo or {}
+    if pseudo.get("kind", "none") != "none":
+        label += f" +pseudo:{pseudo['kind']}"
+    return label
+
+
+def collect(sweep_dir: Path) -> dict[str, Any]:
+    """Scores per cell and seed from every finished run; which runs failed or are missing."""
+    sweep = read_sweep(sweep_dir)
+    schedules = sweep.get("sweep", {}).get("schedules", ["joint"])
+    scores: dict[Cell, dict[int, float]] = defaultdict(dict)
+    gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+    failed, missing, policies, metric_names = {}, [], set(), set()
+    finished = 0
+    for run in sweep["runs"]:
+        run_dir = sweep_dir / "runs" / run["name"]
+        metrics_file = run_dir / "metrics.json"
+        if not metrics_file.is_file():
+            error_file = run_dir / ERROR_FILE
+            if error_file.is_file():
+                failed[run["name"]] = json.loads(error_file.read_text()).get("error", "failed")
+            else:
+                missing.append(run["name"])
+            continue
+        finished += 1
+        metrics = read_metrics(run_dir)
+        if run["stage"] == 1 and 0 not in sweep.get("sweep", {}).get("k", [0]):
+            continue  # a stage-1 run whose zero-shot row the sweep did not ask for
+        name = TASKS[metrics.task].main_score
+        metric_names.add(name)
+        label = method_label(run, schedules, metrics)
+        task = metrics.task or sweep.get("task", "")
+        for language, values in metrics.per_language.items():
+            scores[Cell(task, label, run["k"], language)][run["seed"]] = float(values[name])
+        selection = metrics.selection or {}
+        if selection.get("policy") == "source":
+            policies.add(f"source-language dev ({selection.get('dev_examples')} examples)")
+        else:
+            policies.add("last checkpoint")
+        if metrics.task_extras.get("gxlt"):
+            gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
+    if not finished:
+        raise LowresError(
+            f"The sweep {sweep_dir} holds no finished runs yet ({len(failed)} failed, "
+            f"{len(missing)} not run); rerun it with `lowres sweep --resume {sweep_dir}`."
+        )
+    return {
+        "scores": scores,
+        "gxlt": gxlt,
+        "failed": failed,
+        "missing": missing,
+        "planned": len(sweep["runs"]),
+        "finished": finished,
+        "policies": sorted(policies),
+        "metric": "/".join(sorted(metric_names)),
+        "summary": sweep.get("summary", {}),
+    }
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    mean = statistics.fmean(values)
+    # One seed has no spread to report; None, not a misleading 0.
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {
+        "mean": mean,
+        "std": std,
+        "min": min(values),
+        "max": max(values),
+        "range": max(values) - min(values),
+        "cv": std / mean if std is not None and mean else None,
+        "n": len(values),
+    }
+
+
+def table_rows(scores: dict[Cell, dict[int, float]]) -> list[dict[str, Any]]:
+    """One row per cell, plus the per-seed language average for each (task, method, k)."""
+    rows = []
+    for cell in sorted(scores, key=lambda c: (c.task, c.method, c.k, c.language)):
+        per_seed = scores[cell]
+        rows.append({**cell.__dict__, **stats(list(per_seed.values())), "seeds": sorted(per_seed)})
+    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
+    for cell, per_seed in scores.items():
+        groups[(cell.task, cell.method, cell.k)][cell.language] = per_seed
+    for (task, method, k), by_language in sorted(groups.items()):
+        if len(by_language) < 2:
+            continue
+        # Only seeds that have every language, so the average is over the same languages.
+        seeds = set.intersection(*(set(s) for s in by_language.values()))
+        if not seeds:
+            continue
+        averages = [statistics.fmean(by_language[lang][s] for lang in by_language) for s in seeds]
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "k": k,
+                "language": AVERAGE,
+                **stats(averages),
+                "seeds": sorted(seeds),
+            }
+        )
+    return sorted(
+        rows,
+        key=lambda r: (r["task"], r["method"], r["k"], r["language"] == AVERAGE, r["language"]),
+    )
+
+
+def _pm(row: dict[str, Any]) -> str:
+    if row["std"] is None:
+        return f"{row['mean']:.1f}"
+    return f"{row['mean']:.1f} ± {row['std']:.1f}"
+
+
+def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = ["# Sweep report", ""]
+    if collected["finished"] < collected["planned"]:
+        lines += [
+            f"**PARTIAL**: {collected['finished']} of {collected['planned']} runs finished "
+            f"({len(collected['failed'])} failed, {len(collected['missing'])} not run).",
+            "",
+        ]
+    lines += [
+        f"Score: {collected['metric']} (0-100), mean ± std over seeds (sample std; a cell "
+        "with one seed shows the mean alone).",
+        "Checkpoint selection: " + "; ".join(collected["policies"]) + ". Target-language "
+        "test data is never used to choose checkpoints.",
+        "",
+    ]
+    for task in sorted({r["task"] for r in rows}):
+        task_rows = [r for r in rows if r["task"] == task]
+        languages = sorted({r["language"] for r in task_rows} - {AVERAGE})
+        has_average = any(r["language"] == AVERAGE for r in task_rows)
+        columns = languages + ([AVERAGE] if has_average else [])
+        lines += [f"## {task}", "", "| method | k | " + " | ".join(columns) + " | seeds |"]
+        lines.append("|---|---:|" + "---:|" * len(columns) + "---:|")
+        by_key = {(r["method"], r["k"], r["language"]): r for r in task_rows}
+        for method, k in sorted({(r["method"], r["k"]) for r in task_rows}):
+            cells = [
+                _pm(by_key[method, k, lang]) if (method, k, lang) in by_key else "–"
+                for lang in columns
+            ]
+            seeds = max(
+                len(by_key[method, k, lang]["seeds"])
+                for lang in columns
+                if (method, k, lang) in by_key
+            )
+            lines.append(f"| {method} | {k} | " + " | ".join(cells) + f" | {seeds} |")
+        lines += ["", f"### {task}: stability over seeds", ""]
+        lines += ["| method | k | language | n | mean | std | min | max | range | CV |"]
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in task_rows:
+            cv = "–" if r["cv"] is None else f"{r['cv']:.3f}"
+            std = "–" if r["std"] is None else f"{r['std']:.2f}"
+            lines.append(
+                f"| {r['method']} | {r['k']} | {r['language']} | {r['n']} | {r['mean']:.2f} | "
+                f"{std} | {r['min']:.2f} | {r['max']:.2f} | {r['range']:.2f} | {cv} |"
+            )
+        lines.append("")
+    if collected["failed"]:
+        lines += ["## Failed runs", ""]
+        lines += [f"- `{name}`: {error}" for name, error in sorted(collected["failed"].items())]
+        lines.append("")
+    if collected["missing"]:
+        lines += ["## Runs not run yet", ""] + [f"- `{n}`" for n in collected["missing"]] + [""]
+    summary = collected["summary"]
+    if summary.get("overhead_first_run_s") is not None:
+        lines += [
+            "## Set-up overhead",
+            "",
+            "Wall time per run minus its train and eval time, in the sweep's last "
+            f"invocation: first run {summary['overhead_first_run_s']:.2f} s, later runs "
+            f"median {summary.get('overhead_later_runs_median_s') or 0:.2f} s.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = ["task", "method", "k", "language", "n", "mean", "std", "min", "max", "range", "cv"]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=[*fields, "seeds"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {**{f: row[f] for f in fields}, "seeds": " ".join(map(str, row["seeds"]))}
+            )
+
+
+def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
+    console = Console(soft_wrap=True)
+    for task in sorted({r["task"] for r in rows}):
+        table = Table(title=f"{task} · {collected['metric']} mean ± std over seeds")
+        for column in ("method", "k", "language", "mean ± std", "min", "max", "CV", "n"):
+            table.add_column(
+                column, justify="left" if column in ("method", "language") else "right"
+            )
+        for r in (r for r in rows if r["task"] == task):
+            cv = "–" if r["cv"] is None else f"{r['cv']:.3f}"
+            table.add_row(
+                r["method"],
+                str(r["k"]),
+                r["language"],
+                _pm(r),
+                f"{r['min']:.1f}",
+                f"{r['max']:.1f}",
+                cv,
+                str(r["n"]),
+            )
+        console.print(table)
+    if collected["finished"] < collected["planned"]:
+        console.print(
+            f"[bold yellow]partial sweep[/]: {collected['finished']} of {collected['planned']} "
+            f"runs finished, {len(collected['failed'])} failed"
+        )
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+    sweep_dir = Path(sweep_dir)
+    collected = collect(sweep_dir)
+    rows = table_rows(collected["scores"])
+    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LowresError(f"Cannot write the report to {out} ({err}); choose --out.") from err
+    (out / "report.md").write_text(markdown(collected, rows), encoding="utf-8")
+    write_csv(out / "report.csv", rows)
+    report = {
+        "sweep": str(sweep_dir),
+        "partial": collected["finished"] < collected["planned"],
+        "planned": collected["planned"],
+        "finished": collected["finished"],
+        "failed": collected["failed"],
+        "missing": collected["missing"],
+        "selection": collected["policies"],
+        "metric": collected["metric"],
+        "rows": rows,
+    }
+    figures = []
+    for task in sorted({r["task"] for r in rows}):
+        task_rows = [r for r in rows if r["task"] == task]
+        figures.append(plot_score_vs_k(task_rows, task, collected["metric"], out))
+        figures.append(plot_heatmaps(task_rows, task, collected["metric"], out))
+    for (task, method, k), tables in sorted(collected["gxlt"].items()):
+        figures.append(plot_gxlt(tables, task, method, k, out))
+    report["figures"] = [str(f) for f in figures if f]
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    show(rows, collected)
+    Console(soft_wrap=True).print(f"report written to {out}", highlight=False)
+    return report

@@ -1,0 +1,63 @@
+"""The alignment objective: parallel (source, target) input batches and the loss between them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lowres.losses.alignment import alignment_loss, pool_layers
+
+
+@dataclass
+class AlignmentObjective:
+    """Batches of parallel (source, target) inputs and the loss that pulls them together."""
+
+    source: list[dict[str, list[int]]]
+    target: list[dict[str, list[int]]]
+    kind: str
+    weight: float
+    warmup_steps: int
+    pooling: str
+    layers: Any
+    temperature: float
+    batch_size: int
+    tokenizer: Any
+    seed: int = 0
+    pad_to_multiple_of: int | None = None  # 8 on CUDA, as the training batches
+
+    def batches(self) -> Iterator[tuple[dict, dict]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in itertools.count():
+            order = torch.randperm(len(self.source), generator=generator).tolist()
+            for start in range(0, len(order) - self.batch_size + 1 or 1, self.batch_size):
+                rows = order[start : start + self.batch_size]
+                yield (
+                    self._pad([self.source[i] for i in rows]),
+                    self._pad([self.target[i] for i in rows]),
+                )
+
+    def _pad(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Each side padded to its own longest row, as training batches are."""
+        return self.tokenizer.pad(
+            rows, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+        )
+
+    def represent(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(**batch, output_hidden_states=self.kind != "kl")
+        if self.kind == "kl":
+            return out["logits"]
+        mask = model.text_mask(batch["attention_mask"])
+        layers = "last" if self.layers == "last" else [int(i) for i in self.layers]
+        return pool_layers(out["hidden_states"], mask, layers, self.pooling)
+
+    def loss(self, model, source: dict, target: dict) -> torch.Tensor:
+        return alignment_loss(
+            self.kind,
+            self.represent(model, source).float(),
+            self.represent(model, target).float(),
+            temperature=self.temperature,
+        )

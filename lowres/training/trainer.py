@@ -1,0 +1,182 @@
+"""The parts of transformers' Trainer that are wrong for us, and nothing else.
+
+* the loss is task + lambda * alignment, each part logged on its own;
+* the optimizer groups come from the model (``param_groups``): the prompt has its own
+  learning rate, frozen weights get no optimizer state;
+* checkpoints hold only the trainable parameters (:mod:`lowres.training.checkpoints`), also
+  the intermediate ones a run resumes from;
+* batches are padded to their own longest row (a multiple of 8 on CUDA) by the libraries'
+  collators, with length-grouped training batches from the Trainer's own sampler, seeded
+  per epoch; the evaluation sampler stays sequential, because evaluation orders windows
+  itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.utils.data import SequentialSampler
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from lowres.losses.alignment import warmup_weight
+from lowres.training.alignment import AlignmentObjective
+from lowres.training.checkpoints import load_trainable, save_trainable
+
+# Tokens per row, read by the Trainer's length-grouped sampler and dropped before the model.
+LENGTH_COLUMN = "length"
+
+
+def feature_dataset(features: dict[str, list]) -> Dataset:
+    """Features as a ``datasets.Dataset`` with the length column length grouping reads."""
+    lengths = [len(ids) for ids in features["input_ids"]]
+    return Dataset.from_dict({**features, LENGTH_COLUMN: lengths})
+
+
+class PaddingCollator:
+    """Pads each batch to its own longest row, with the libraries' collators.
+
+    Encoder rows (scalar labels: spans, classes) go through ``DataCollatorWithPadding``;
+    decoder rows, whose ``labels`` are token sequences, through ``DataCollatorForSeq2Seq``,
+    which pads labels with -100 on the tokenizer's padding side. The length column is for
+    the sampler only and never reaches the model.
+    """
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None) -> None:
+        self.inputs = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.sequences = DataCollatorForSeq2Seq(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=-100
+        )
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [{k: v for k, v in row.items() if k != LENGTH_COLUMN} for row in features]
+        sequence_labels = isinstance(rows[0].get("labels"), list)
+        return (self.sequences if sequence_labels else self.inputs)(rows)
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """The Trainer's length-grouped order, drawn from a generator seeded by (seed, epoch).
+
+    The parent draws from the global generator, whose state at that moment depends on what
+    the process did before (data-parallel start-up, a resume); seeding per epoch makes the
+    order the same in every process and after a resume, as the random sampler's already is.
+    """
+
+    def __init__(self, batch_size: int, *, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by accelerate's loaders each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class LowresTrainer(Trainer):
+    def __init__(
+        self,
+        *args,
+        prompt_lr: float | None = None,
+        alignment: AlignmentObjective | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if kwargs.get("data_collator") is None and self.processing_class is not None:
+            # Tensor cores work on multiples of 8; on the CPU any length is as good.
+            multiple = 8 if self.args.device.type == "cuda" else None
+            self.data_collator = PaddingCollator(self.processing_class, multiple)
+        self.prompt_lr = prompt_lr
+        self.alignment = alignment
+        self._alignment_batches = alignment.batches() if alignment else None
+        self._sums = {"task_loss": 0.0, "align_loss": 0.0, "align_weight": 0.0}
+        self._count = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        # Groups of one *global* batch: the Trainer groups per device, so data-parallel
+        # ranks would train on other batches than a single process with the same total batch.
+        args = self.args
+        return EpochSeededLengthGroupedSampler(
+            args.train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size),
+            lengths=dataset[LENGTH_COLUMN],
+            seed=args.seed,
+        )
+
+    def _get_eval_sampler(self, eval_dataset):
+        # The Trainer would shuffle evaluation rows into length groups along with training
+        # ones; evaluation sorts its windows itself and needs outputs back in that order.
+        if self.args.world_size <= 1:
+            return SequentialSampler(eval_dataset)
+        return None  # distributed evaluation: accelerate shards in order and gathers
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        args = self.args
+        groups = model.param_groups(
+            lr=args.learning_rate, weight_decay=args.weight_decay, prompt_lr=self.prompt_lr
+        )
+        self.optimizer = torch.optim.AdamW(
+            groups,
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+        )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if self.alignment is not None and model.training:
+            weight = warmup_weight(
+                self.state.global_step, self.alignment.weight, self.alignment.warmup_steps
+            )
+            source, target = next(self._alignment_batches)
+            device = loss.device
+            align = self.alignment.loss(
+                model,
+                {k: v.to(device) for k, v in source.items()},
+                {k: v.to(device) for k, v in target.items()},
+            )
+            self._sums["align_loss"] += float(align.detach())
+            self._sums["align_weight"] += weight
+            self._sums["task_loss"] += float(loss.detach())
+            self._count += 1
+            loss = loss + weight * align
+        elif model.training:
+            self._sums["task_loss"] += float(loss.detach())
+            self._count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._count:
+            sums, count = dict(self._sums), self._count
+            if self.args.world_size > 1:
+                # Each rank saw its own shard; log the mean over all of them, as "loss" is.
+                local = torch.tensor(
+                    [*sums.values(), count], dtype=torch.float64, device=self.args.device
+                )
+                *totals, count = self.accelerator.reduce(local, reduction="sum").tolist()
+                sums = dict(zip(sums, totals, strict=True))
+            logs["task_loss"] = round(sums["task_loss"] / count, 6)
+            if self.alignment is not None:
+                logs["align_loss"] = round(sums["align_loss"] / count, 6)
+                logs["align_weight"] = round(sums["align_weight"] / count, 6)
+            self._sums = dict.fromkeys(self._sums, 0.0)
+            self._count = 0
+        super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if self.args.should_save:
+            save_trainable(self.model, output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_trainable(model if model is not None else self.model, resume_from_checkpoint)

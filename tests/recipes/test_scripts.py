@@ -1,0 +1,117 @@
+"""The benchmark and study scripts run end to end on a tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.slow  # a minute of timing loops; CI runs the slow tier separately
+def test_bench_methods_prints_every_method_and_the_checks(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script(
+        "scripts/bench_methods.py",
+        "--backbone",
+        "tiny-bert",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--length",
+        "128",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for method in ("full", "prompt_input", "prompt_deep", "peft_prompt_tuning", "lora"):
+        assert f"| {method} |" in result.stdout
+    assert result.stdout.count("PASS") + result.stdout.count("FAIL") == 3
+    import json
+
+    results = json.loads(out.read_text())["results"]
+    assert results["full"]["trainable"] == results["full"]["total"]
+    assert results["prompt_input"]["trainable"] < results["prompt_deep"]["trainable"]
+    assert all(r["step_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
+
+
+def test_compare_methods_writes_a_table(tmp_path):
+    table = tmp_path / "table.md"
+    result = run_script(
+        "scripts/compare_methods.py",
+        "--methods",
+        "untrained,deep",
+        "--steps",
+        "2",
+        "--backbone",
+        "tiny-bert",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(table),
+        "--",
+        "trainer=smoke",
+        "trainer.progress=false",
+        "data.eval_languages=[en]",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = table.read_text()
+    assert "| untrained |" in text and "| deep |" in text and "en f1" in text
+
+
+def _compare_methods():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_methods", REPO / "scripts/compare_methods.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", sorted(_compare_methods().METHODS))
+def test_every_compare_methods_row_composes_on_minilm(method):
+    from hydra import compose, initialize_config_dir
+
+    from lowres.schema import config_dir, register_schemas, validate
+
+    register_schemas()
+    overrides = _compare_methods().METHODS[method]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+task=xquad", "backbone=minilm", *overrides])
+    validate(cfg)
+    # Each row sets what it is named for (the later override wins over the preset's).
+    if method.startswith("deep_lower"):
+        frozen_layers = int(method.removeprefix("deep_lower"))
+        assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.layers) == (
+            "lower_k",
+            frozen_layers,
+            "all",
+        )
+        assert cfg.trainer.lr == pytest.approx(1e-4) and cfg.prompt.lr == pytest.approx(0.01)
+    if method == "untrained":
+        assert cfg.trainer.epochs == 0
+
+
+def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
+    train_time = _compare_methods()._train_time
+    assert train_time({"train_runtime_s": 812.4, "train_steps": 1338}) == "812"
+    whole = {"train_runtime_s": 812.4, "train_steps": 1338, "train_runtime_from_step": 0}
+    assert train_time(whole) == "812"
+    part = {"train_runtime_s": 747.6, "train_steps": 1338, "train_runtime_from_step": 1000}
+    assert train_time(part) == "748 (steps 1000-1338 only)"

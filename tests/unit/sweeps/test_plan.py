@@ -1,0 +1,174 @@
+"""``lowres sweep`` and ``lowres report`` on the tiny backbone: plans, reruns, failures, tables."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from lowres.errors import ConfigError
+from lowres.sweeps.plan import plan_sweep
+
+
+def test_selection_callback_restores_the_best_state():
+    import torch
+
+    from lowres.training.selection import CheckpointSelection
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(2))
+
+        def trainable_state_dict(self):
+            return {"weight": self.weight.detach()}
+
+    model = Model()
+    scores = iter([1.0, 5.0, 3.0])
+    selection = CheckpointSelection(lambda: next(scores), every=1)
+
+    class State:
+        global_step = 0
+
+    for step, value in enumerate([1.0, 2.0, 3.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        State.global_step = step
+        selection.on_step_end(None, State, None, model=model)
+    selection.on_train_end(None, State, None, model=model)
+    assert selection.best_step == 2
+    assert model.weight.tolist() == [2.0, 2.0]
+    assert [h["score"] for h in selection.history] == [1.0, 5.0, 3.0]
+
+
+def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
+    plan = plan_sweep(
+        k_values=[0, 8, 32],
+        seeds=[1, 2, 3],
+        languages=["de", "es", "zh"],
+        methods=["deep_prompt", "full"],
+        grid={},
+        schedules=["joint"],
+        sweep_dir=tmp_path,
+    )
+    # k = 0: one run per (method, seed) evaluated on every language; k > 0: one per language.
+    assert len(plan.runs) == 2 * 3 * (1 + 2 * 3)
+    zero = [r for r in plan.runs if r.k == 0]
+    assert all(r.languages == ["de", "es", "zh"] for r in zero)
+    two = plan_sweep(
+        k_values=[0, 8],
+        seeds=[1],
+        languages=["de"],
+        methods=[],
+        grid={"prompt.length": [5, 10]},
+        schedules=["two_stage"],
+        stage1=["trainer.max_steps=3"],
+        sweep_dir=tmp_path,
+    )
+    assert [r.stage for r in two.runs] == [1, 2, 1, 2]
+    assert two.runs[1].depends_on == two.runs[0].name
+    assert "prompt.length=10" in two.runs[3].overrides
+    once = plan_sweep(
+        k_values=[0, 8],
+        seeds=[1, 2],
+        languages=["de"],
+        methods=[],
+        grid={},
+        schedules=["two_stage"],
+        stage1_once=True,
+        sweep_dir=tmp_path,
+    )
+    assert [r.name.split("/")[-1] for r in once.runs] == [
+        "stage1_seed1",
+        "k8_de_seed1",
+        "k8_de_seed2",
+    ]
+    assert once.runs[2].depends_on == once.runs[0].name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt"]}, "Conflicting swept keys"),
+        (
+            {"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt_lower_k"]},
+            "Conflicting swept keys",
+        ),
+        ({"grid": {"freeze": ["none"]}, "methods": ["bitfit"]}, "Conflicting swept keys"),
+        ({"grid": {"data.k": [1]}}, "which the sweep itself varies"),
+        ({"stage1": ["trainer.seed=3"]}, "which the sweep itself varies"),
+        ({"schedules": ["sequential"]}, "expected joint and/or two_stage"),
+        ({"methods": ["deep"]}, "no configs/method/deep.yaml"),
+        ({"k_values": [-1]}, "negative k"),
+    ],
+)
+def test_plan_refuses_bad_sweeps(tmp_path, kwargs, message):
+    spec = dict(
+        k_values=[0, 8],
+        seeds=[1],
+        languages=["de"],
+        methods=[],
+        grid={},
+        schedules=["joint"],
+        sweep_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=message):
+        plan_sweep(**{**spec, **kwargs})
+
+
+def test_report_plots_the_gxlt_matrix_and_labels_pseudo_runs(tmp_path):
+    """A hand-made sweep folder: two seeds of an MLQA G-XLT run, one of them pseudo-labelled."""
+    from lowres.runfolder import RunFolder, RunMetrics
+    from lowres.sweeps.report import write_report
+
+    sweep_dir = tmp_path / "s"
+    runs = []
+    for seed, de_en in ((1, 40.0), (2, 50.0)):
+        name = f"deep_prompt/base/joint/k0_all_seed{seed}"
+        runs.append(
+            {
+                "name": name,
+                "method": "deep_prompt",
+                "grid": {},
+                "schedule": "joint",
+                "k": 0,
+                "seed": seed,
+                "stage": 0,
+            }
+        )
+        per_language = {
+            "de-en": {"f1": de_en, "exact_match": 1.0, "n": 3},
+            "en-de": {"f1": 60.0, "exact_match": 1.0, "n": 3},
+        }
+        table = {
+            "context_languages": ["en", "de"],
+            "question_languages": ["en", "de"],
+            "f1": {"en": {"en": None, "de": 60.0}, "de": {"en": de_en, "de": None}},
+        }
+        metrics = RunMetrics(
+            task="mlqa",
+            backbone="tiny-bert",
+            per_language=per_language,
+            average={"f1": (de_en + 60.0) / 2, "exact_match": 1.0},
+            trainable_parameters=1,
+            total_parameters=2,
+            eval_runtime_s=0.0,
+            task_extras={"gxlt": table},
+            selection={"policy": "last"},
+            pseudo={"kind": "self_train"},
+        )
+        RunFolder(sweep_dir / "runs" / name).write_metrics(metrics)
+    (sweep_dir / "sweep.json").write_text(
+        json.dumps({"task": "mlqa", "runs": runs, "sweep": {"k": [0]}})
+    )
+    report = write_report(sweep_dir)
+    gxlt = sweep_dir / "report" / "mlqa_gxlt_deep_prompt__pseudo_self_train_k0.png"
+    assert str(gxlt) in report["figures"] and gxlt.read_bytes()[:4] == b"\x89PNG"
+    row = next(r for r in report["rows"] if r["language"] == "de-en")
+    assert row["method"] == "deep_prompt +pseudo:self_train"
+    assert (row["mean"], row["min"], row["max"], row["n"]) == (45.0, 40.0, 50.0, 2)
+    assert row["std"] == pytest.approx(statistics.stdev([40.0, 50.0]))
+    assert row["cv"] == pytest.approx(row["std"] / 45.0)
+    avg = next(r for r in report["rows"] if r["language"] == "avg")
+    assert avg["mean"] == pytest.approx((50.0 + 55.0) / 2)  # per-seed averages 50 and 55

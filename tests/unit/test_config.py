@@ -1,0 +1,158 @@
+"""Config composition: every option of every group composes; bad keys and values fail early."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from lowres.cli import config_groups
+from lowres.errors import ConfigError
+from lowres.schema import config_dir, register_schemas, validate
+
+register_schemas()
+
+
+GROUP_OPTIONS = [(g, o) for g, options in config_groups().items() for o in options]
+
+
+# Options that only make sense with another task than the default xquad.
+TASK_FOR = {("align", "kl"): "pawsx"}
+
+
+def compose_train(*overrides: str, task: str = "xquad"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"+task={task}", *overrides])
+
+
+# Groups that are appended (+group=option) rather than chosen in the defaults list, and the
+# primary config each composes with.
+APPENDED = {"method": "train", "experiment": "sweep"}
+
+
+# Presets written for another task than xquad.
+EXPERIMENT_TASK = {"stability": "pawsx"}
+
+
+def test_groups_cover_the_documented_axes():
+    groups = config_groups()
+    for group in ("backbone", "task", "freeze", "prompt", "align", "adapter", "trainer", "data"):
+        assert group in groups, group
+    assert {"tiny-bert", "tiny-xlmr", "minilm", "mbert", "xlmr-base", "xlmr-large"} <= set(
+        groups["backbone"]
+    )
+    assert {"none", "backbone", "lower_k", "bitfit", "head_only"} == set(groups["freeze"])
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_option_composes_and_validates(group, option):
+    if group in APPENDED:
+        task = EXPERIMENT_TASK.get(option, "xquad")
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                config_name=APPENDED[group], overrides=[f"+task={task}", f"+{group}={option}"]
+            )
+    elif group == "sweep":
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="sweep", overrides=["+task=xquad", f"sweep={option}"])
+    elif group == "task":
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"+task={option}"])
+        assert cfg.task.name == option
+    else:
+        cfg = compose_train(f"{group}={option}", task=TASK_FOR.get((group, option), "xquad"))
+    validate(cfg)
+    # the run folder stores the resolved config; it must round-trip as YAML
+    assert OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize("preset", config_groups()["experiment"])
+def test_every_experiment_preset_plans_a_sweep(preset, tmp_path):
+    from lowres.sweeps.plan import plan_from_spec
+
+    task = EXPERIMENT_TASK.get(preset, "xquad")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=[f"+task={task}", f"+experiment={preset}"])
+    spec = OmegaConf.to_container(cfg.sweep, resolve=True)
+    plan = plan_from_spec(spec, spec["languages"] or list(cfg.data.eval_languages), tmp_path)
+    assert len(plan.runs) >= len(spec["seeds"])
+    assert cfg.data.source == "local" and cfg.backbone.name == "minilm"
+    assert all(lang in cfg.task.languages for lang in spec["languages"])
+
+
+def test_method_presets_set_what_they_name():
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        full = compose(config_name="train", overrides=["+task=xquad", "+method=full"])
+        lora = compose(config_name="train", overrides=["+task=xquad", "+method=lora"])
+        partial = compose(
+            config_name="train", overrides=["+task=xquad", "+method=deep_prompt_lower_k"]
+        )
+    assert (full.freeze.strategy, full.prompt.length, full.trainer.lr) == ("none", 0, 1e-4)
+    assert (lora.adapter.kind, lora.freeze.strategy, lora.prompt.length) == ("lora", "backbone", 0)
+    assert (partial.freeze.strategy, partial.freeze.k, partial.prompt.layers) == (
+        "lower_k",
+        2,
+        "all",
+    )
+    assert (partial.trainer.lr, partial.prompt.lr, partial.adapter.kind) == (1e-4, 0.01, "none")
+
+
+def test_yaml_files_open_with_the_command_that_uses_them():
+    for path in config_dir().rglob("*.yaml"):
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("# @")]
+        assert lines[0].startswith("# lowres "), f"{path} must start with its command"
+
+
+def test_misspelt_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="lrr"):
+        compose_train("trainer.lrr=1e-3")
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="prompt.length"):
+        compose_train("prompt.length=twenty")
+
+
+def test_unknown_option_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="freeze"):
+        compose_train("freeze=sometimes")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("freeze.strategy=sometimes", "freeze.strategy"),
+        ("align.kind=l1", "align.kind"),
+        ("align.weight=-0.5", "align.weight"),
+        ("prompt.length=-3", "prompt.length"),
+        ("prompt.layers=deep", "prompt.layers"),
+        ("prompt.init=text", "prompt.init_text"),
+        ("trainer.precision=fp8", "trainer.precision"),
+        ("data.source=ftp", "data.source"),
+        ("data.source=local", "data.root"),
+        ("data.eval_languages=[xx]", "xx"),
+        ("data.pool_fraction=1.5", "data.pool_fraction"),
+        ("task.max_length=128", "task.stride"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_kl_alignment_is_refused_for_qa():
+    cfg = compose_train("align=kl")
+    with pytest.raises(ConfigError, match="classification"):
+        validate(cfg)
+
+
+def test_learning_rate_defaults_follow_the_freezing_strategy():
+    from lowres.schema import resolved_lr
+
+    assert resolved_lr(None, "none") == 5e-5
+    for strategy in ("backbone", "lower_k", "bitfit", "head_only"):
+        assert resolved_lr(None, strategy) == 1e-3
+    assert resolved_lr(3e-4, "none") == 3e-4
+    assert compose_train().trainer.lr is None

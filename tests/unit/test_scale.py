@@ -1,0 +1,239 @@
+"""Scale: data-parallel training, launcher sweeps, the feature cache, run environment."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import queue
+import sys
+import warnings
+
+import pytest
+from helpers import REPO, tiny_backbone
+
+
+def _task(**params):
+    from lowres.tasks import DataSettings, create_task
+
+    settings = DataSettings(source="sample", root="", source_language="en", eval_languages=["en"])
+    base = {"kind": "extractive_qa", "metric": "squad", "languages": [], "max_length": 128}
+    base |= {"stride": 32, "max_question_length": 32, "n_best": 20, "max_answer_length": 30}
+    base |= {"num_labels": 2, "question_languages": [], "split": "dev"}
+    return create_task("xquad", settings, **(base | params))
+
+
+class _InlineProcesses:
+    """bench.py's spawn context, running each method's body in this process instead.
+
+    A fresh interpreter per method re-imports torch, transformers and lowres (about 10 s
+    each on the shared CI cores); only the host-peak column depends on the isolation, and
+    the slow tiny-bert test above covers the spawned path.
+    """
+
+    Queue = queue.SimpleQueue
+
+    class Process:
+        def __init__(self, target, args):
+            self.target, self.args = target, args
+
+        def start(self):
+            self.target(*self.args)
+
+        def join(self):
+            pass
+
+
+def test_rank_zero_gives_up_on_ranks_that_never_read_the_run_time(monkeypatch):
+    import socket
+
+    from lowres import distributed
+    from lowres.errors import LowresError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(distributed, "READ_TIMEOUT_S", 0.5)
+    with pytest.raises(LowresError, match=r"other 2 ranks .* only 0 did.*MASTER_PORT"):
+        distributed.shared_time()
+
+
+def test_cache_key_changes_with_tokenizer_and_task_parameters(tmp_path):
+    from lowres.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache")
+    task = _task()
+    records = task.evaluation_records("en")[:8]
+    bert = tiny_backbone("bert").tokenizer
+    features, _ = cache.eval_features(task, records, bert)
+    again, _ = cache.eval_features(task, records, bert)
+    assert again == features and (cache.hits, cache.misses) == (1, 1)
+
+    cache.eval_features(task, records, tiny_backbone("xlmr").tokenizer)
+    cache.eval_features(_task(max_length=96), records, bert)
+    cache.train_features(task, records, bert)
+    assert (cache.hits, cache.misses) == (1, 4)
+    # A fresh cache object on the same folder (a new run) finds all five entries.
+    fresh = FeatureCache(tmp_path / "cache")
+    fresh.eval_features(task, records, bert)
+    fresh.train_features(task, records, bert)
+    assert (fresh.hits, fresh.misses) == (2, 0)
+
+
+def test_unwritable_cache_dir_warns_once_and_the_run_goes_on(tmp_path):
+    from lowres.cache import FeatureCache, FeatureCacheWarning
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    cache = FeatureCache(blocker / "cache")
+    task = _task()
+    records = task.evaluation_records("en")[:4]
+    tokenizer = tiny_backbone("bert").tokenizer
+    with pytest.warns(FeatureCacheWarning, match="not writable"):
+        features, _ = cache.eval_features(task, records, tokenizer)
+    assert features == task.eval_features(records, tokenizer)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache.eval_features(task, records, tokenizer)  # no second warning
+    assert "NotADirectoryError" in cache.report()["feature_cache"]["disabled"]
+
+
+def test_cache_dir_empty_turns_the_cache_off(tmp_path):
+    from lowres.cache import FeatureCache
+
+    cache = FeatureCache.from_setting("")
+    task = _task()
+    records = task.evaluation_records("en")[:4]
+    tokenizer = tiny_backbone("bert").tokenizer
+    cache.eval_features(task, records, tokenizer)
+    cache.eval_features(task, records, tokenizer)
+    assert (cache.hits, cache.misses) == (0, 0) and cache.report()["preprocess_s"] > 0
+
+
+def test_launcher_configs_compose_with_their_plugin_keys():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from lowres.schema import config_dir, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        slurm = compose(
+            "train",
+            ["+task=xquad", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        ).hydra.launcher
+        local = compose(
+            "train", ["+task=xquad", "hydra/launcher=local_gpus"], return_hydra_config=True
+        ).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.partition, slurm.gpus_per_task, slurm.array_parallelism) == ("gpu", 1, 16)
+    assert slurm.timeout_min == 240
+    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
+
+
+def test_cuda_and_bf16_requests_on_a_cpu_machine_fail_with_the_fix(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the CPU-only errors cannot occur")
+    from omegaconf import OmegaConf
+
+    from lowres.builders import training_arguments
+    from lowres.errors import ConfigError
+    from lowres.schema import TrainerConfig
+
+    def args(**overrides):
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), overrides)
+        return training_arguments(cfg, tmp_path, task_kind="classification", learning_rate=1e-3)
+
+    with pytest.raises(ConfigError, match="trainer.device=auto"):
+        args(device="cuda")
+    with pytest.raises(ConfigError, match="trainer.precision=fp16 needs a CUDA device"):
+        args(precision="fp16")
+    cpu = args(device="auto")
+    assert cpu.use_cpu and not cpu.dataloader_pin_memory and cpu.tf32 is None
+
+
+def test_bf16_on_the_cpu_needs_native_bf16(tmp_path, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; bf16 would run there")
+    from omegaconf import OmegaConf
+
+    from lowres import builders as train
+    from lowres.errors import ConfigError
+    from lowres.schema import TrainerConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"precision": "bf16"})
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ())
+    with pytest.raises(ConfigError, match=r"trainer.precision=bf16.*avx512_bf16 nor amx_bf16"):
+        train.training_arguments(cfg, tmp_path, task_kind="classification", learning_rate=1e-3)
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    args = train.training_arguments(cfg, tmp_path, task_kind="classification", learning_rate=1e-3)
+    assert args.bf16 and args.use_cpu
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; auto would follow the GPU")
+    from omegaconf import OmegaConf
+
+    from lowres import builders
+    from lowres.schema import TrainerConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"precision": "auto"})
+
+    def args():
+        return builders.training_arguments(
+            cfg, tmp_path, task_kind="classification", learning_rate=1e-3
+        )
+
+    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    assert args().bf16 and not args().fp16
+    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())
+    assert not args().bf16 and not args().fp16  # fp32, and no error where bf16 is missing
+
+
+def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench.mp, "get_context", lambda _: _InlineProcesses())
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nhand-written notes stay\n")
+    argv = ["bench.py", "--backbone", "tiny-llama", "--steps", "1", "--warmup", "1"]
+    argv += ["--lengths", "96", "--precisions", "fp32", "--data-root", ""]
+    argv += ["--eval-examples", "4", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--json", str(tmp_path / "bench.json")])
+    bench.main()
+
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
+    assert text.count("<!-- bench: tiny-llama cpu fp32 -->") == 1
+    assert "batched greedy generation (KV cache, at most 30 new tokens) on 4 English" in text
+    for label in ("full fine-tuning", "soft prompt (input)", "deep prompt (all layers)"):
+        assert f"| {label} |" in text
+    # Llama's projections, not the encoders' query/value, which tiny-llama does not have.
+    assert "| LoRA (r=8, q_proj+v_proj) |" in text
+    results = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+    assert list(results) == ["full", "prompt_input", "prompt_deep", "lora"]
+    assert results["full"]["trainable"] == results["full"]["total"]
+    # tiny-llama: hidden 64, 2 layers, v_proj 64 -> 32 (2 KV heads of 16); prompt.length 20.
+    assert results["prompt_input"]["trainable"] == 20 * 64
+    assert results["prompt_deep"]["trainable"] == 2 * 20 * 64
+    assert results["lora"]["trainable"] == 2 * 8 * ((64 + 64) + (64 + 32))
+    for r in results.values():
+        assert r["family"] == "decoder" and r["eval_examples"] == 4  # questions, not windows
+        assert r["eval_batch"] == 16  # tiny-llama's backbone.generation_batch_size
+        assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
+        assert r["train_tokens_per_s"] > r["train_examples_per_s"]
+        assert r["device_peak_mb"] is None

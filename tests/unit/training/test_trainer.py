@@ -1,0 +1,98 @@
+"""The trainer's own parts: the model's optimizer groups and the task + lambda * alignment loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import build_flat, tiny_backbone
+from transformers import TrainingArguments
+
+from lowres.data.pairs import tokenize_pairs
+from lowres.tasks import DataSettings, create_task
+from lowres.training.alignment import AlignmentObjective
+from lowres.training.trainer import LENGTH_COLUMN, LowresTrainer, PaddingCollator
+
+
+def _model(**options):
+    return build_flat(tiny_backbone(), prompt_layers="all", **options)
+
+
+def test_optimizer_groups_come_from_the_model_and_skip_frozen_weights():
+    model = _model(freeze="lower_k", freeze_k=1)
+    groups = model.param_groups(lr=1e-4, weight_decay=0.01, prompt_lr=0.3)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    names = [{by_id[id(p)] for p in g["params"]} for g in groups]
+    decay, no_decay, prompt = names
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay | no_decay | prompt == trainable  # every trainable tensor, once
+    assert not (decay & no_decay) and not (decay & prompt) and not (no_decay & prompt)
+    assert prompt == {"prompt", "deep_prompts"}
+    assert "model.bert.encoder.layer.1.attention.self.query.weight" in decay
+    assert "model.bert.encoder.layer.1.attention.self.query.bias" in no_decay
+    assert "model.bert.encoder.layer.1.output.LayerNorm.weight" in no_decay
+    assert not any(".layer.0." in n or "embeddings" in n for n in trainable)  # frozen below k
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(1e-4, 0.01), (1e-4, 0.0), (0.3, 0.0)]
+    # without a prompt rate the prompts train at the weights' rate
+    assert model.param_groups(lr=1e-4, weight_decay=0.0)[-1]["lr"] == 1e-4
+
+
+def test_a_frozen_backbone_optimizes_only_prompt_and_head():
+    model = _model()
+    groups = model.param_groups(lr=1e-3, weight_decay=0.0, prompt_lr=0.01)
+    count = sum(p.numel() for g in groups for p in g["params"])
+    # tiny BERT, hidden 32: prompt 4 x 32, deep prompt (layer 1) 4 x 32, QA head 32 x 2 + 2
+    assert count == sum(p.numel() for p in model.parameters() if p.requires_grad) == 322
+
+
+def test_the_training_loss_is_task_plus_weighted_alignment(tmp_path):
+    backbone = tiny_backbone()
+    model = _model()
+    settings = DataSettings(source="sample", root="", source_language="en", eval_languages=["en"])
+    task = create_task(
+        "xquad",
+        settings,
+        kind="extractive_qa",
+        max_length=128,
+        stride=32,
+        max_question_length=32,
+        n_best=20,
+        max_answer_length=30,
+    )
+    records = task.source_pool()[:4]
+    features = task.train_features(records, backbone.tokenizer)
+    rows = [{k: features[k][i] for k in features} for i in range(4)]
+    batch = PaddingCollator(backbone.tokenizer)(rows)
+    pairs = [("the cat sat", "die Katze sass"), ("a red house", "ein rotes Haus")] * 2
+    objective = AlignmentObjective(
+        source=tokenize_pairs(backbone.tokenizer, [(s, "") for s, _ in pairs], 32),
+        target=tokenize_pairs(backbone.tokenizer, [(t, "") for _, t in pairs], 32),
+        kind="mse",
+        weight=0.5,
+        warmup_steps=4,
+        pooling="mean",
+        layers="last",
+        temperature=0.05,
+        batch_size=2,
+        tokenizer=backbone.tokenizer,
+        seed=3,
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", length_column_name=LENGTH_COLUMN
+    )
+    trainer = LowresTrainer(
+        model=model, args=args, processing_class=backbone.tokenizer, alignment=objective
+    )
+    trainer.state.global_step = 2  # halfway through the 4 warm-up steps: weight 0.25
+    # training mode (compute_loss adds alignment only then); a frozen backbone runs without
+    # dropout, so the parts can be recomputed exactly
+    model.train()
+    source, target = next(objective.batches())  # the batch the trainer's iterator yields first
+    with torch.no_grad():
+        task_loss = model(**batch)["loss"]
+        align_loss = objective.loss(model, source, target)
+        total = trainer.compute_loss(model, batch)
+    assert float(align_loss) > 0
+    assert total.item() == pytest.approx(task_loss.item() + 0.25 * align_loss.item(), rel=1e-6)
+    assert trainer._sums["task_loss"] == pytest.approx(task_loss.item(), rel=1e-6)
+    assert trainer._sums["align_loss"] == pytest.approx(align_loss.item(), rel=1e-6)
+    assert trainer._sums["align_weight"] == 0.25 and trainer._count == 1
