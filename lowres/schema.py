@@ -216,6 +216,9 @@ ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
+LOADERS = ("tiny", "packaged", "converted", "hub")
+DTYPES = ("float32", "bfloat16", "float16")
+TASK_KINDS = ("extractive_qa", "classification")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 POOLINGS = ("mean", "first")
@@ -243,6 +246,14 @@ def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
     _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
     _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder"))
+    _choice("backbone.loader", cfg.backbone.loader, LOADERS)
+    _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
+    if cfg.backbone.gradient_checkpointing and cfg.backbone.family != "decoder":
+        raise ConfigError(
+            "backbone.gradient_checkpointing=true is supported for decoder backbones only, "
+            f"and {cfg.backbone.name} is an {cfg.backbone.family}; set "
+            "backbone.gradient_checkpointing=false."
+        )
     _at_least("backbone.generation_batch_size", cfg.backbone.generation_batch_size, 1)
     _at_least("freeze.k", cfg.freeze.k, 0)
     _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
@@ -297,6 +308,7 @@ def validate(cfg: Any) -> None:
     _choice("data.source", cfg.data.source, DATA_SOURCES)
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
+        _choice("task.kind", cfg.task.kind, TASK_KINDS)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
         _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)

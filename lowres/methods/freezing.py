@@ -156,11 +156,6 @@ def apply_freezing(
 
     ``never_train`` names parameters that stay frozen whatever the strategy says.
     """
-    if not isinstance(strategy, str) or strategy not in FREEZING_STRATEGIES:
-        raise ConfigError(
-            f"freeze.strategy is {strategy!r}, but it must be one of "
-            f"{', '.join(FREEZING_STRATEGIES)}; set freeze.strategy to one of those names."
-        )
     trainable = FREEZING_STRATEGIES[strategy](model, k)
     for p, names in _names_by_param(model).items():
         p.requires_grad_(all(trainable(n) and n not in never_train for n in names))

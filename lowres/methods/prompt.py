@@ -69,7 +69,7 @@ def initial_prompt(
             raise ConfigError("prompt.init_text tokenizes to nothing; give it some words.")
         repeated = (list(text_ids) * (length // len(text_ids) + 1))[:length]
         return weight[torch.tensor(repeated)].clone()
-    raise ConfigError(f"prompt.init={how!r}; expected random, vocab or text.")
+    raise ValueError(f"prompt init {how!r}")  # lowres.schema.validate checked prompt.init
 
 
 class PromptedModel(nn.Module):

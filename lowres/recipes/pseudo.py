@@ -38,7 +38,7 @@ from rich.console import Console
 from lowres.builders import build_trainer, restore_run, saved_config
 from lowres.data import pawsx_format, squad_format
 from lowres.errors import ConfigError, DataFormatError
-from lowres.schema import PSEUDO_KINDS, DataConfig, PseudoConfig
+from lowres.schema import DataConfig, PseudoConfig
 from lowres.tasks import Split, Task
 from lowres.training.progress import RichProgress
 
@@ -365,8 +365,6 @@ def build(
     """
     if kind == "none":
         return split, PseudoData()
-    if kind not in PSEUDO_KINDS:
-        raise ConfigError(f"pseudo.kind={kind!r} is unknown; expected {', '.join(PSEUDO_KINDS)}.")
     if task.kind not in SUPPORTED_KINDS:
         raise ConfigError(
             f"pseudo.kind={kind} supports extractive QA and classification tasks; task "

@@ -134,6 +134,15 @@ def test_unknown_option_fails_at_compose_time():
         ("data.eval_languages=[xx]", "xx"),
         ("data.pool_fraction=1.5", "data.pool_fraction"),
         ("task.max_length=128", "task.stride"),
+        ("align.pooling=max", "align.pooling"),
+        ("align.temperature=0", "align.temperature"),
+        ("align.warmup_steps=-1", "align.warmup_steps"),
+        ("backbone.loader=ftp", "backbone.loader"),
+        ("backbone.dtype=int8", "backbone.dtype"),
+        ("backbone.gradient_checkpointing=true", "backbone.gradient_checkpointing"),
+        ("task.padding=some", "task.padding"),
+        ("task.kind=ranking", "task.kind"),
+        ("prompt.init=zeros", "prompt.init"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
