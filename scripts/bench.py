@@ -39,6 +39,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import re
 import resource
 import statistics
@@ -169,8 +170,8 @@ def precisions_available(device, requested: list[str]) -> list[str]:
 def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, list]:
     """The same windows in the same length-grouped batches, unpadded and padded.
 
-    Batches are taken evenly over the epoch's order, so their lengths are representative
-    and not only the longest ones the sampler puts first.
+    Batches are a seeded sample of the epoch's, so their lengths are representative and not
+    only the longest ones the sampler puts first.
     """
     from lowres.training.trainer import EpochSeededLengthGroupedSampler
 
@@ -182,8 +183,9 @@ def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, 
     wanted = opts["warmup"] + opts["steps"]
     if len(groups) < wanted:
         raise ValueError(f"only {len(groups)} full batches of windows; lower --steps")
-    stride = len(groups) // wanted
-    groups = [groups[i * stride] for i in range(wanted)]
+    # A seeded sample of the epoch's batches: evenly spaced picks would line up with the
+    # sampler's mega-batches, whose first batch is always their longest.
+    groups = [groups[i] for i in sorted(random.Random(0).sample(range(len(groups)), wanted))]
     return {
         padding: [collate([{k: rows[k][i] for k in rows} for i in group]) for group in groups]
         for padding, rows in features.items()
