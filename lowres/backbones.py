@@ -44,7 +44,6 @@ HEADS = {
     "extractive_qa": AutoModelForQuestionAnswering,
     "classification": AutoModelForSequenceClassification,
 }
-FAMILIES = ("encoder", "decoder")
 
 
 @dataclass
