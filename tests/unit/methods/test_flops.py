@@ -6,26 +6,21 @@ FFN 32x64 + 64x32, so N = 2 x (4 x 1024 + 2 x 2048) = 16,384 weights in matrix p
 from __future__ import annotations
 
 import pytest
-from helpers import tiny_backbone
+from helpers import build_flat, tiny_backbone
 
-from lowres.methods.build import build_method
 from lowres.methods.flops import step_flops
-from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 
 N, HIDDEN, LAYERS = 16_384, 32, 2
 
 
 def _model(freeze: str, prompt_length: int = 0, layers: str = "input", freeze_k: int = 0):
     backbone = tiny_backbone()
-    return build_method(
-        backbone.model,
-        backbone.tokenizer,
-        task_kind="extractive_qa",
-        family="encoder",
-        seed=0,
-        freeze=FreezeConfig(strategy=freeze, k=freeze_k),
-        prompt=PromptConfig(length=prompt_length, init="vocab", init_text="", layers=layers),
-        adapter=AdapterConfig(kind="none", **{}),
+    return build_flat(
+        backbone,
+        freeze=freeze,
+        freeze_k=freeze_k,
+        prompt_length=prompt_length,
+        prompt_layers=layers,
     )
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_backbone
+from helpers import build_flat, tiny_backbone
 
 from lowres.data.roots import SAMPLE_ROOT
 from lowres.data.squad_format import read_squad_json
-from lowres.methods.build import build_method
-from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 from lowres.tasks.qa import decode_answers, eval_features, train_features
 
 WINDOW = {"max_length": 128, "stride": 32, "max_question_length": 64}
@@ -112,16 +110,7 @@ def test_decoding_never_returns_question_text(backbone, records):
 def test_prompt_logits_line_up_with_the_original_tokens(backbone, records, layers):
     """The sliced logits are the full model's logits with exactly the prompt positions removed."""
     tokenizer = backbone.tokenizer
-    model = build_method(
-        backbone.model,
-        tokenizer,
-        task_kind="extractive_qa",
-        family="encoder",
-        seed=0,
-        freeze=FreezeConfig(strategy="backbone", k=0),
-        prompt=PromptConfig(length=5, init="vocab", init_text="", layers=layers),
-        adapter=AdapterConfig(kind="none", **{}),
-    ).eval()
+    model = build_flat(backbone, prompt_length=5, prompt_layers=layers).eval()
     features, _ = eval_features(records[:2], tokenizer, **WINDOW)
     batch = {k: torch.tensor(v[:2]) for k, v in features.items()}
     with torch.no_grad():

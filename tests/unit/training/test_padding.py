@@ -9,12 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_backbone
+from helpers import build_flat, tiny_backbone
 from transformers import TrainingArguments
 
 from lowres.backbones import load_backbone
-from lowres.methods.build import build_method
-from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 from lowres.tasks import DataSettings, create_task
 from lowres.tasks.generative import generative_task
 from lowres.training.trainer import LENGTH_COLUMN, LowresTrainer, PaddingCollator, feature_dataset
@@ -42,16 +40,7 @@ def _task(name: str, padding: str, languages=("en",), **params):
 
 
 def _prompted(backbone, task_kind: str, prompt_layers: str = "all"):
-    return build_method(
-        backbone.model,
-        backbone.tokenizer,
-        task_kind=task_kind,
-        family="encoder",
-        seed=0,
-        freeze=FreezeConfig(strategy="backbone", k=0),
-        prompt=PromptConfig(length=4, init="vocab", init_text="", layers=prompt_layers),
-        adapter=AdapterConfig(kind="none", **{}),
-    ).eval()
+    return build_flat(backbone, task_kind=task_kind, prompt_layers=prompt_layers).eval()
 
 
 def _trainer(model, tokenizer, tmp_path, **options) -> LowresTrainer:
@@ -219,16 +208,7 @@ def test_decoder_rows_pad_on_the_left_with_ignored_labels():
         {},
     )
     padded = padded_task.train_features(records, tokenizer)
-    model = build_method(
-        backbone.model,
-        tokenizer,
-        task_kind="extractive_qa",
-        family="decoder",
-        seed=0,
-        freeze=FreezeConfig(strategy="backbone", k=0),
-        prompt=PromptConfig(length=3, init="vocab", init_text="", layers="input"),
-        adapter=AdapterConfig(kind="none", **{}),
-    ).eval()
+    model = build_flat(backbone, family="decoder", prompt_length=3).eval()
     with torch.no_grad():
         loss_u = model(**batch)["loss"]
         loss_p = model(**{k: torch.tensor(v) for k, v in padded.items()})["loss"]
