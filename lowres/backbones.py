@@ -98,7 +98,7 @@ def load_backbone(
         raise HubError(
             f"Backbone {name}: could not load {path!r} from the Hugging Face Hub ({err}). "
             "Check the network (or HF_HUB_OFFLINE) and the model id, or use an offline "
-            "backbone: backbone=minilm or backbone=tiny-bert."
+            "backbone: backbone=me5-small, backbone=minilm or backbone=tiny-bert."
         ) from err
     if not tokenizer.is_fast:
         raise ConfigError(

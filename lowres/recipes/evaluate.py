@@ -29,7 +29,7 @@ def checkpoint_config(cfg: DictConfig, output_dir: str | Path | None) -> DictCon
     if not run_dir.is_dir():
         raise LowresError(
             f"checkpoint={run_dir} is not a folder; give the run folder that `lowres train` "
-            "wrote (it prints its path), e.g. checkpoint=outputs/xquad/minilm/<date>."
+            "wrote (it prints its path), e.g. checkpoint=outputs/xquad/me5-small/<date>."
         )
     overrides = []
     if output_dir is None and HydraConfig.initialized():

@@ -177,7 +177,7 @@ def load_teacher(run_dir: str | Path, task_kind: str, num_labels: int):
             f"pseudo.teacher={run_dir} is not a finished lowres run folder (expected "
             f"metrics.json, .hydra/config.yaml and checkpoint/ in it). Give the folder that "
             "`lowres train` printed for the source-trained run, e.g. "
-            "pseudo.teacher=outputs/pawsx/minilm/<date>."
+            "pseudo.teacher=outputs/pawsx/me5-small/<date>."
         )
     cfg = saved_config(path, key="pseudo.teacher")
     if cfg.task is None or cfg.task.kind != task_kind or cfg.task.num_labels != num_labels:
@@ -377,7 +377,7 @@ def build(
             raise ConfigError(
                 "pseudo.kind=self_train needs pseudo.teacher, the folder of a finished "
                 "source-trained `lowres train` run, e.g. "
-                "pseudo.teacher=outputs/pawsx/minilm/<date>."
+                "pseudo.teacher=outputs/pawsx/me5-small/<date>."
             )
         if task.settings.pool_fraction <= 0 or not targets:
             raise ConfigError(

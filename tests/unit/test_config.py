@@ -77,7 +77,7 @@ def test_every_experiment_preset_plans_a_sweep(preset, tmp_path):
     spec = OmegaConf.to_container(cfg.sweep, resolve=True)
     plan = plan_from_spec(spec, spec["languages"] or list(cfg.data.eval_languages), tmp_path)
     assert len(plan.runs) >= len(spec["seeds"])
-    assert cfg.data.source == "local" and cfg.backbone.name == "minilm"
+    assert cfg.data.source == "local" and cfg.backbone.name == "me5-small"
     assert all(lang in cfg.task.languages for lang in spec["languages"])
 
 
@@ -96,6 +96,14 @@ def test_method_presets_set_what_they_name():
         "all",
     )
     assert (partial.trainer.lr, partial.prompt.lr, partial.adapter.kind) == (1e-4, 0.01, "none")
+
+
+def test_the_quick_start_composes_full_fine_tuning_with_frozen_embeddings():
+    cfg = compose_train("+method=full_frozen_embeddings", "trainer=quickstart")
+    validate(cfg)
+    assert cfg.backbone.name == "me5-small"
+    assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.length) == ("lower_k", 0, 0)
+    assert (cfg.trainer.lr, cfg.trainer.epochs, cfg.trainer.select_on) == (1e-4, 6.0, "last")
 
 
 def test_yaml_files_open_with_the_command_that_uses_them():
