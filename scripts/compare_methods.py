@@ -110,13 +110,13 @@ def render(rows, shared, args) -> str:
             f"{m['trainable_parameters']:,}",
             *(f"{m['per_language'][lang][key]:.1f}" for lang in langs),
             f"{m['average'][key]:.1f}",
-            _train_time(m),
+            train_time(m),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _train_time(metrics: dict) -> str:
+def train_time(metrics: dict) -> str:
     """Seconds, marked where a resumed run's earlier segment went unclocked."""
     seconds = f"{metrics['train_runtime_s']:.0f}"
     since = metrics.get("train_runtime_from_step", 0)

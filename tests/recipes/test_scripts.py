@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +42,6 @@ def test_bench_methods_prints_every_method_and_the_checks(tmp_path):
     for method in ("full", "prompt_input", "prompt_deep", "peft_prompt_tuning", "lora"):
         assert f"| {method} |" in result.stdout
     assert result.stdout.count("PASS") + result.stdout.count("FAIL") == 3
-    import json
 
     results = json.loads(out.read_text())["results"]
     assert results["full"]["trainable"] == results["full"]["total"]
@@ -115,3 +115,31 @@ def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
     assert train_time(whole) == "812"
     part = {"train_runtime_s": 747.6, "train_steps": 1338, "train_runtime_from_step": 1000}
     assert train_time(part) == "748 (steps 1000-1338 only)"
+
+
+def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
+    run = REPO / "docs/speed_minilm_256/full-256-longest-bf16"
+    metrics = json.loads((run / "metrics.json").read_text())
+    kept, table = tmp_path / "kept", tmp_path / "table.md"
+    result = run_script(
+        "scripts/runs_table.py", "--out", str(table), "--keep", str(kept), f"bf16={run}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    en, de, es = (metrics["per_language"][lang] for lang in ("en", "de", "es"))
+    row = (
+        f"| bf16 | {metrics['train_runtime_s']:.0f} | {metrics['eval_runtime_s']:.0f} | "
+        f"{en['f1']:.1f} / {en['exact_match']:.1f} | {de['f1']:.1f} / {de['exact_match']:.1f} | "
+        f"{es['f1']:.1f} / {es['exact_match']:.1f} | "
+        f"{(en['f1'] + de['f1'] + es['f1']) / 3:.1f} / "
+        f"{(en['exact_match'] + de['exact_match'] + es['exact_match']) / 3:.1f} | "
+        f"{(de['f1'] + es['f1']) / 2:.1f} / {(de['exact_match'] + es['exact_match']) / 2:.1f} |"
+    )
+    assert row in table.read_text()
+    assert "trainer.precision=bf16" in table.read_text()
+    for name in ("metrics.json", "overrides.yaml", "predictions/en.json"):
+        assert (kept / "bf16" / name).read_bytes() == (run / name).read_bytes()
+    # Once kept, the table is remade from the copy alone.
+    again = run_script("scripts/runs_table.py", "--keep", str(kept), f"bf16={tmp_path / 'gone'}")
+    assert again.returncode == 0 and row in again.stdout
+    bad = run_script("scripts/runs_table.py", str(run))
+    assert bad.returncode != 0 and "is not LABEL=RUN_DIR" in bad.stderr
