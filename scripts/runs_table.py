@@ -22,6 +22,9 @@ from pathlib import Path
 from compare_methods import train_time  # scripts/ is on sys.path when a script runs
 
 KEPT = ("metrics.json", "environment.json")
+# A `lowres evaluate` folder scores a trained run again; its training figures are that run's.
+TRAINED = "checkpoint_metrics.json"
+TRAINING_KEYS = ("train_runtime_s", "train_runtime_from_step", "train_steps", "seed")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,9 +68,37 @@ def _keep(run_dir: Path, kept: Path) -> Path:
     overrides = _overrides_file(run_dir)
     if overrides:
         shutil.copyfile(overrides, kept / "overrides.yaml")
+    trained = _trained_metrics_file(run_dir)
+    if trained:
+        shutil.copyfile(trained, kept / TRAINED)
     if (run_dir / "predictions").is_dir():
         shutil.copytree(run_dir / "predictions", kept / "predictions", dirs_exist_ok=True)
     return kept
+
+
+def _trained_metrics_file(run_dir: Path) -> Path | None:
+    """The training run's metrics.json for an evaluate folder (kept copy first)."""
+    if (run_dir / TRAINED).is_file():
+        return run_dir / TRAINED
+    checkpoint = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
+    if checkpoint and (Path(checkpoint) / "metrics.json").is_file():
+        return Path(checkpoint) / "metrics.json"
+    return None
+
+
+def _metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "train_runtime_s" not in metrics:
+        trained = _trained_metrics_file(run_dir)
+        if trained is None:
+            sys.exit(
+                f"runs_table: {run_dir} was made by lowres evaluate and its checkpoint "
+                f"{metrics.get('checkpoint')} holds no metrics.json to take the training time "
+                "from; keep the checkpoint folder or a kept copy (--keep)."
+            )
+        training = json.loads(trained.read_text())
+        metrics.update({key: training.get(key, 0) for key in TRAINING_KEYS})
+    return metrics
 
 
 def _overrides_file(run_dir: Path) -> Path | None:
@@ -87,7 +118,7 @@ def _overrides(run_dir: Path) -> str:
 
 
 def render(rows: list[tuple[str, Path]]) -> str:
-    metrics = {label: json.loads((d / "metrics.json").read_text()) for label, d in rows}
+    metrics = {label: _metrics(run_dir) for label, run_dir in rows}
     first = next(iter(metrics.values()))
     shared = [set(m["per_language"]) for m in metrics.values()]
     languages = [lang for lang in first["per_language"] if all(lang in s for s in shared)]

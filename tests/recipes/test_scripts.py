@@ -143,3 +143,16 @@ def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
     assert again.returncode == 0 and row in again.stdout
     bad = run_script("scripts/runs_table.py", str(run))
     assert bad.returncode != 0 and "is not LABEL=RUN_DIR" in bad.stderr
+
+
+def test_runs_table_takes_an_evaluate_folders_training_time_from_its_checkpoint():
+    kept = REPO / "docs/xquad_me5_1epoch/minilm"  # a kept `lowres evaluate` folder
+    trained = json.loads((kept / "checkpoint_metrics.json").read_text())
+    scored = json.loads((kept / "metrics.json").read_text())
+    result = run_script("scripts/runs_table.py", f"minilm={kept}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| minilm |"))
+    assert row.startswith(
+        f"| minilm | {trained['train_runtime_s']:.0f} | {scored['eval_runtime_s']:.0f} | "
+    )
+    assert f"{trained['train_steps']} steps, seed {trained['seed']}" in result.stdout

@@ -103,7 +103,9 @@ def test_the_quick_start_composes_full_fine_tuning_with_frozen_embeddings():
     validate(cfg)
     assert cfg.backbone.name == "me5-small"
     assert (cfg.freeze.strategy, cfg.freeze.k, cfg.prompt.length) == ("lower_k", 0, 0)
-    assert (cfg.trainer.lr, cfg.trainer.epochs, cfg.trainer.select_on) == (1e-4, 6.0, "last")
+    assert (cfg.trainer.lr, cfg.trainer.epochs, cfg.trainer.select_on) == (1e-4, 5.0, "last")
+    assert list(cfg.data.eval_languages) == list(cfg.task.languages)
+    assert len(cfg.task.languages) == 11
 
 
 def test_yaml_files_open_with_the_command_that_uses_them():
