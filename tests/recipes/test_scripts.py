@@ -109,7 +109,7 @@ def test_every_compare_methods_row_composes_on_minilm(method):
 
 
 def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
-    train_time = _compare_methods()._train_time
+    train_time = _compare_methods().train_time
     assert train_time({"train_runtime_s": 812.4, "train_steps": 1338}) == "812"
     whole = {"train_runtime_s": 812.4, "train_steps": 1338, "train_runtime_from_step": 0}
     assert train_time(whole) == "812"
