@@ -19,11 +19,11 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import is_torch_tf32_available
 
-from lowres.backbones import load_backbone_reused
+from lowres.backbones import load_backbone_reused, resolve_local
 from lowres.data.pairs import tokenize_pairs
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
-from lowres.methods.build import build_method
+from lowres.methods.build import build_method, lora_targets_of
 from lowres.runfolder import RunFolder
 from lowres.schema import (
     AdapterConfig,
@@ -100,11 +100,16 @@ def build_model(
         dtype=backbone.dtype,
         family=backbone.family,
         gradient_checkpointing=backbone.gradient_checkpointing,
+        trust_remote_code=backbone.trust_remote_code,
     )
     adapter = typed(adapter, AdapterConfig)
     # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
-    # backbone supplies the default and adapter.target_modules overrides it.
-    adapter.target_modules = list(adapter.target_modules or backbone.lora_targets)
+    # backbone supplies the default and adapter.target_modules overrides it; a local folder
+    # (lora_targets: []) has them found in the loaded model.
+    if adapter.kind == "lora":
+        adapter.target_modules = list(
+            adapter.target_modules or backbone.lora_targets or lora_targets_of(loaded.model)
+        )
     model = build_method(
         loaded.model,
         loaded.tokenizer,
@@ -315,7 +320,9 @@ def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
             f"{key}={run_dir}: no {path}; expected a run folder written by `lowres train` "
             "(with .hydra/config.yaml and checkpoint/). Check the path."
         )
-    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    resolve_local(cfg.backbone)  # backbone=local: family auto, read from the folder again
+    return cfg
 
 
 def restore_run(cfg: DictConfig, run_dir: Path):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
 
@@ -20,15 +20,16 @@ from lowres.errors import ConfigError
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    loader: str = MISSING  # tiny | packaged | converted | hub
-    path: str = ""  # hub id, or the package that ships the weights
+    loader: str = MISSING  # tiny | packaged | converted | hub | local
+    path: str = ""  # hub id, the package that ships the weights, or (local) a model folder
     architecture: str = ""  # tiny backbones: bert | xlmr | llama
-    family: str = "encoder"  # encoder | decoder
+    family: str = "encoder"  # encoder | decoder | auto (local: read from the folder's config)
     dtype: str = "float32"  # weights dtype when loaded: float32 | bfloat16 | float16
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])  # LoRA default
     chat_template: bool = False  # decoders: wrap prompts in the tokenizer's chat template
     gradient_checkpointing: bool = False  # decoders: recompute activations in backward
     generation_batch_size: int = 16  # decoders: prompts per generation/label-scoring batch
+    trust_remote_code: bool = False  # local/hub: run the model's own Python code (auto_map)
 
 
 @dataclass
@@ -201,8 +202,14 @@ def config_dir() -> Path:
     )
 
 
+def folder_name(path: str) -> str:
+    """``${folder_name:PATH}`` in YAML: a model folder's own name (backbone=local's name)."""
+    return Path(str(path)).expanduser().name or "local"
+
+
 def register_schemas() -> None:
     """Store the schemas so YAML files can name them in their defaults list."""
+    OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="sweep_run_schema", node=SweepRunConfig)
@@ -216,7 +223,7 @@ ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
-LOADERS = ("tiny", "packaged", "converted", "hub")
+LOADERS = ("tiny", "packaged", "converted", "hub", "local")
 DTYPES = ("float32", "bfloat16", "float16")
 TASK_KINDS = ("extractive_qa", "classification")
 DEVICES = ("auto", "cpu", "cuda")
@@ -245,8 +252,9 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
     _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
-    _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder"))
     _choice("backbone.loader", cfg.backbone.loader, LOADERS)
+    _check_backbone_source(cfg.backbone)
+    _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder", "auto"))
     _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
     if cfg.backbone.gradient_checkpointing and cfg.backbone.family != "decoder":
         raise ConfigError(
@@ -399,6 +407,33 @@ def resolved_lr(lr: float | None, freeze_strategy: str) -> float:
     if lr is not None:
         return lr
     return FULL_FINETUNING_LR if freeze_strategy == "none" else FROZEN_LR
+
+
+def _check_backbone_source(backbone: Any) -> None:
+    """The loader and path agree: a local folder is loaded as ``local``, under its own name."""
+    loader, path = backbone.loader, backbone.path
+    if loader == "local" and not path:
+        raise ConfigError(
+            "backbone=local needs backbone.path=DIR, the folder a transformers model was saved "
+            "to (model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR): config.json, "
+            "weights, tokenizer files); e.g. backbone=local backbone.path=models/my-bert."
+        )
+    if loader == "hub" and path and Path(path).expanduser().is_dir():
+        # transformers would load the folder, but the run would be filed and labelled as
+        # backbone.name (say mbert), which it is not.
+        raise ConfigError(
+            f"backbone.path={path} is a local folder, but backbone={backbone.name} loads a hub "
+            f"model, so the run would be filed and labelled {backbone.name!r}. Load the folder "
+            f"as itself: backbone=local backbone.path={path}."
+        )
+    if backbone.family == "auto" and loader != "local":
+        # lowres.backbones.resolve_local replaces a local folder's "auto" at start; other
+        # loaders have a fixed family in their YAML.
+        raise ConfigError(
+            f"backbone.family=auto is read from a local folder's config.json and works only "
+            f"with backbone=local; backbone {backbone.name} uses loader {loader}. Set "
+            "backbone.family=encoder or decoder."
+        )
 
 
 def _is_int_list(value: Any) -> bool:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from lowres.backbones import resolve_local
 from lowres.builders import (
     build_alignment,
     build_model,
@@ -56,6 +57,7 @@ def start(cfg: DictConfig, output_dir: str | Path | None) -> RunFolder:
     """Checks at start: a task, valid values, a run folder that holds no finished run."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
+    resolve_local(cfg.backbone)
     validate(cfg)
     quiet_libraries()
     run = RunFolder.for_job(output_dir)

@@ -19,6 +19,8 @@ GROUP_OPTIONS = [(g, o) for g, options in config_groups().items() for o in optio
 
 # Options that only make sense with another task than the default xquad.
 TASK_FOR = {("align", "kl"): "pawsx"}
+# Options that need a value the user must give.
+REQUIRED = {("backbone", "local"): ["backbone.path=models/my-model"]}
 
 
 def compose_train(*overrides: str, task: str = "xquad"):
@@ -61,7 +63,11 @@ def test_every_option_composes_and_validates(group, option):
             cfg = compose(config_name="train", overrides=[f"+task={option}"])
         assert cfg.task.name == option
     else:
-        cfg = compose_train(f"{group}={option}", task=TASK_FOR.get((group, option), "xquad"))
+        cfg = compose_train(
+            f"{group}={option}",
+            *REQUIRED.get((group, option), []),
+            task=TASK_FOR.get((group, option), "xquad"),
+        )
     validate(cfg)
     # the run folder stores the resolved config; it must round-trip as YAML
     assert OmegaConf.to_yaml(cfg)
