@@ -24,6 +24,7 @@ from lowres.data.pairs import tokenize_pairs
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
 from lowres.methods.build import build_method, lora_targets_of
+from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
 from lowres.runfolder import RunFolder
 from lowres.schema import (
     AdapterConfig,
@@ -79,6 +80,23 @@ def build_task(
     return built
 
 
+def backbone_arguments(backbone: BackboneConfig, task: TaskConfig, seed: int) -> dict[str, Any]:
+    """What :func:`lowres.backbones.load_backbone` takes for this backbone, task and seed."""
+    return {
+        "name": backbone.name,
+        "loader": backbone.loader,
+        "path": backbone.path,
+        "architecture": backbone.architecture,
+        "task_kind": task.kind,
+        "num_labels": task.num_labels,
+        "seed": seed,
+        "dtype": backbone.dtype,
+        "family": backbone.family,
+        "gradient_checkpointing": backbone.gradient_checkpointing,
+        "trust_remote_code": backbone.trust_remote_code,
+    }
+
+
 def build_model(
     backbone: BackboneConfig,
     freeze: FreezeConfig,
@@ -89,19 +107,7 @@ def build_model(
     seed: int,
 ):
     """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
-    loaded = load_backbone_reused(
-        name=backbone.name,
-        loader=backbone.loader,
-        path=backbone.path,
-        architecture=backbone.architecture,
-        task_kind=task.kind,
-        num_labels=task.num_labels,
-        seed=seed,
-        dtype=backbone.dtype,
-        family=backbone.family,
-        gradient_checkpointing=backbone.gradient_checkpointing,
-        trust_remote_code=backbone.trust_remote_code,
-    )
+    loaded = load_backbone_reused(**backbone_arguments(backbone, task, seed))
     adapter = typed(adapter, AdapterConfig)
     # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
     # backbone supplies the default and adapter.target_modules overrides it; a local folder
@@ -130,6 +136,25 @@ def build_model(
             f"to at most {model.max_text_positions()} or shorten the prompt."
         )
     return model, loaded.tokenizer
+
+
+def save_peft_adapter(
+    backbone: BackboneConfig, task: TaskConfig, seed: int, model, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """A LoRA run's PEFT folder ``checkpoint/peft`` (:mod:`lowres.methods.peft_export`).
+
+    Returns the checkpoint manifest's ``peft_adapter`` entry: where the folder is, or why
+    the run has none (a soft prompt, or backbone weights trained outside LoRA).
+    """
+    blocker = peft_blocker(model)
+    if blocker:
+        return {"written": False, "reason": f"no PEFT adapter folder: {blocker}"}
+    # A pristine backbone (from memory in a sweep) becomes the PEFT model's base.
+    base = load_backbone_reused(**backbone_arguments(backbone, task, seed)).model
+    folder = export_peft(
+        model, base, checkpoint_dir / PEFT_DIR, task_kind=task.kind, family=backbone.family
+    )
+    return {"written": True, "folder": folder.name, "base_model": backbone.path or backbone.name}
 
 
 def label_names(task_kind: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 import transformers
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -27,6 +28,7 @@ from lowres.builders import (
     initialise_from,
     manifest,
     method_record,
+    save_peft_adapter,
     training_arguments,
 )
 from lowres.cache import FeatureCache
@@ -88,7 +90,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     fitted = fit(cfg, run, task, split, model, tokenizer, cache)
     method = method_record(cfg, fitted.learning_rate)
     if fitted.trainer.args.should_save:
-        save_trainable(model, run.path / "checkpoint", manifest=manifest(cfg, method, report))
+        saved = manifest(cfg, method, report)
+        if cfg.adapter.kind == "lora":
+            saved["peft_adapter"] = save_peft_adapter(
+                cfg.backbone, cfg.task, cfg.trainer.seed, model, run.path / "checkpoint"
+            )
+            if not saved["peft_adapter"]["written"]:
+                Console(soft_wrap=True).print(saved["peft_adapter"]["reason"], highlight=False)
+        save_trainable(model, run.path / "checkpoint", manifest=saved)
     try:
         evaluation = evaluate_languages(
             fitted.trainer, task, split.evaluation, tokenizer, cache=cache

@@ -55,6 +55,10 @@ def test_a_decoder_folder_gets_lora_on_its_attention_projections(folders, tmp_pa
     projections = {name.split(".")[-4] for name in trained}
     assert projections == {"q_proj", "v_proj"}  # found in the model: lora_targets is []
     assert all(".lora_" in name for name in trained)  # a decoder has no new head
+    # and the adapter is a PEFT folder for a causal LM, with the projections found
+    peft_config = json.loads((run_dir / "checkpoint" / "peft" / "adapter_config.json").read_text())
+    assert peft_config["task_type"] == "CAUSAL_LM" and peft_config["modules_to_save"] is None
+    assert set(peft_config["target_modules"]) == {"q_proj", "v_proj"}
 
 
 def test_a_folder_without_a_model_is_one_paragraph(tmp_path, capsys):
