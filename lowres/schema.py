@@ -49,6 +49,12 @@ class TaskConfig:
     split: str = "dev"  # split of the official files evaluated (MLQA: dev | test)
     template: str = ""  # decoders: prompt text with {context} {question} / {sentence1} {sentence2}
     label_words: dict[str, list[str]] = field(default_factory=dict)  # decoders: lang -> [0, 1]
+    # Tasks read by file pattern (lowres/tasks/files.py); "" = the built-in task of this name.
+    reader: str = ""  # "" | squad_files (SQuAD v1.1 JSON) | pair_tsv (headed TSV)
+    files: dict[str, str] = field(default_factory=dict)  # split -> path pattern with {lang}
+    unique_ids: bool = False  # squad_files: number repeated question ids (ID~2) instead of failing
+    columns: dict[str, str] = field(default_factory=dict)  # pair_tsv: field -> header name
+    label_names: list[str] = field(default_factory=list)  # pair_tsv: label values, class order
 
 
 @dataclass
@@ -226,6 +232,7 @@ PADDINGS = ("longest", "max_length")
 LOADERS = ("tiny", "packaged", "converted", "hub", "local")
 DTYPES = ("float32", "bfloat16", "float16")
 TASK_KINDS = ("extractive_qa", "classification")
+TASK_READERS = {"squad_files": "extractive_qa", "pair_tsv": "classification"}  # -> task.kind
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 POOLINGS = ("mean", "first")
@@ -317,6 +324,7 @@ def validate(cfg: Any) -> None:
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
+        _check_reader(cfg.task, cfg.data)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
         _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)
@@ -339,11 +347,15 @@ def validate(cfg: Any) -> None:
     task = cfg.task
     if task is not None:
         for lang in [cfg.data.source_language, *cfg.data.eval_languages]:
-            if task.languages and lang not in task.languages:
+            # Local files decide for themselves: a language the release lacks (XQuAD
+            # Romanian) is evaluated when its file is there, and refused by the task, with
+            # the path it looked for, when not.
+            if task.languages and lang not in task.languages and cfg.data.source != "local":
                 raise ConfigError(
                     f"Language {lang!r} is not in task {task.name}; it has "
                     f"{', '.join(task.languages)}. Fix data.source_language or "
-                    "data.eval_languages."
+                    "data.eval_languages, or, with a file of your own for it, read local "
+                    "files: data=local data.root=DIR."
                 )
         # Decoders read one cut prompt, not strided windows.
         windows = task.kind == "extractive_qa" and cfg.backbone.family == "encoder"
@@ -407,6 +419,32 @@ def resolved_lr(lr: float | None, freeze_strategy: str) -> float:
     if lr is not None:
         return lr
     return FULL_FINETUNING_LR if freeze_strategy == "none" else FROZEN_LR
+
+
+def _check_reader(task: Any, data: Any) -> None:
+    """A task read by file pattern: a known reader of the task's kind, with a train pattern."""
+    reader = task.get("reader", "")
+    if not reader:
+        return
+    _choice("task.reader", reader, tuple(TASK_READERS))
+    if TASK_READERS[reader] != task.kind:
+        raise ConfigError(
+            f"task.reader={reader} reads {TASK_READERS[reader]} data, but task.kind="
+            f"{task.kind}; set task.kind={TASK_READERS[reader]}."
+        )
+    for split in dict.fromkeys(["train", task.split]):
+        if not task.files.get(split):
+            raise ConfigError(
+                f"task.reader={reader} needs task.files.{split}, the path pattern of the "
+                f"{split} files (relative to data.root, with {{lang}}); task.files holds "
+                f"{sorted(task.files) or 'nothing'}. Train is the source pool, task.split the "
+                "split that is pooled and evaluated."
+            )
+    if data.source == "hub":
+        raise ConfigError(
+            f"task {task.name} reads its files by pattern (task.reader={reader}); there is no "
+            "Hub copy to read. Use data=local data.root=DIR with the files under DIR."
+        )
 
 
 def _check_backbone_source(backbone: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lowres.data import squad_format
 from lowres.data.hub import load_hub_split
+from lowres.data.patterns import languages_with_files
 from lowres.data.roots import data_root
 from lowres.errors import LowresError
 from lowres.tasks.qa import QATask, with_groups
@@ -23,9 +24,14 @@ XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "
 def _read_local(path: str) -> tuple[dict, ...]:
     file = Path(path)
     if not file.is_file():
+        # A language outside the release (a translation of your own) is read from the same
+        # layout, so say which languages this folder has.
+        found = languages_with_files(file.parent, "xquad.{lang}.json", "")
+        have = f"that folder has {', '.join(found)}" if found else "that folder has none"
         raise LowresError(
-            f"Data file {file} is missing; expected the official file at that path. Check "
-            "data.root and the language codes, or use data.source=hub."
+            f"Data file {file} is missing ({have}); expected the official file, or one of "
+            "your own in the same SQuAD v1.1 format, at that path. Check data.root and the "
+            "language codes (data.eval_languages), or use data.source=hub."
         )
     return tuple(squad_format.read_squad_json(file))
 
