@@ -71,6 +71,7 @@ def build_task(
         seed=trainer.seed,
         use_source_pool=data.source_pool,
         select_examples=trainer.select_examples if selects_checkpoints(trainer) else 0,
+        source_split=data.source_split,
     )
     params = OmegaConf.to_container(task, resolve=True) if OmegaConf.is_config(task) else vars(task)
     params = dict(params)

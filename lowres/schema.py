@@ -137,6 +137,9 @@ class DataConfig:
     # tokenized-feature cache (lowres/cache.py); "" = off; LOWRES_CACHE_DIR moves the default
     cache_dir: str = "${oc.env:LOWRES_CACHE_DIR,'~/.cache/lowres/features'}"
     source_pool: bool = True  # train on the labelled source pool; false: target k-shot only
+    # XQuAD/MLQA's English pool: train (SQuAD v1.1 train, the standard protocol) |
+    # dev_minus_xquad (SQuAD dev minus XQuAD's questions; offline default) | dev
+    source_split: str = "dev_minus_xquad"
 
 
 @dataclass
@@ -235,6 +238,7 @@ TASK_KINDS = ("extractive_qa", "classification")
 TASK_READERS = {"squad_files": "extractive_qa", "pair_tsv": "classification"}  # -> task.kind
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
+SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
 POOLINGS = ("mean", "first")
 ADAPTERS = ("none", "lora")
 PSEUDO_KINDS = ("none", "self_train", "translate_train")
@@ -321,6 +325,7 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.select_every", cfg.trainer.select_every, 0)
     _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
+    _choice("data.source_split", cfg.data.source_split, SOURCE_SPLITS)
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
