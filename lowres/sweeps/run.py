@@ -144,7 +144,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     base = [o for o in hydra_cfg.overrides.task if not _key(o).startswith("sweep")]
     spec = OmegaConf.to_container(cfg.sweep, resolve=True)
     languages = list(spec["languages"] or cfg.data.eval_languages)
-    if cfg.task.languages:
+    if cfg.task.languages and cfg.data.source != "local":  # local files decide (validate)
         unknown = [lang for lang in languages if lang not in cfg.task.languages]
         if unknown:
             raise ConfigError(

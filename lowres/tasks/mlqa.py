@@ -178,7 +178,7 @@ class MLQATask(QATask):
 
     def source_pool(self) -> list[dict]:
         # every MLQA id of the split is in an XLT file; SQuAD shares none of them
-        pool = squad_source_pool(self.settings, set(self.groups()))
+        pool = squad_source_pool(self.settings, lambda: set(self.groups()))
         self.source_record = source_pool_record(self.settings, pool)
         return pool
 

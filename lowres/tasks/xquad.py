@@ -18,6 +18,7 @@ The evaluated task's own ids are dropped in every case (MLQA and SQuAD share non
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,11 @@ def xquad_english_ids(settings: DataSettings) -> set[str]:
     return {r["id"] for r in _read_local(str(path))}
 
 
-def squad_source_pool(settings: DataSettings, own_ids: set[str]) -> list[dict]:
-    """The English SQuAD pool of ``data.source_split`` (see the module doc), minus ``own_ids``."""
+def squad_source_pool(settings: DataSettings, own_ids: Callable[[], set[str]]) -> list[dict]:
+    """The English SQuAD pool of ``data.source_split`` (see the module doc), minus ``own_ids()``.
+
+    SQuAD is read first, so an unreachable source is the error a run reports first.
+    """
     split = settings.source_split
     if split not in SOURCE_SPLITS:
         raise ConfigError(
@@ -108,7 +112,7 @@ def squad_source_pool(settings: DataSettings, own_ids: set[str]) -> list[dict]:
             f"{', '.join(SOURCE_SPLITS)}."
         )
     records = squad_records(settings, "train" if split == "train" else "dev")
-    drop = set(own_ids)
+    drop = set(own_ids())
     if split == "dev_minus_xquad":
         drop |= xquad_english_ids(settings)
     return with_groups([r for r in records if r["id"] not in drop], "en")
@@ -134,7 +138,7 @@ class XQuADTask(QATask):
         return with_groups(self._records(lang), lang)
 
     def source_pool(self) -> list[dict]:
-        pool = squad_source_pool(self.settings, {r["id"] for r in self._records("en")})
+        pool = squad_source_pool(self.settings, lambda: {r["id"] for r in self._records("en")})
         self.source_record = source_pool_record(self.settings, pool)
         return pool
 
