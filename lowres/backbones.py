@@ -1,10 +1,12 @@
 """Backbones by name: a model with the task's head plus its fast tokenizer.
 
-Four loaders: ``tiny`` builds a small model in-process from a config and a tokenizer
+Five loaders: ``tiny`` builds a small model in-process from a config and a tokenizer
 trained on the shipped sample (tests, CI), ``packaged`` loads weights that a Python package
 ships (MiniLM, offline), ``converted`` loads a folder converted once from weights that a
 package ships in another format (multilingual-e5-small, offline; :mod:`lowres.convert`),
-``hub`` downloads with ``from_pretrained``.
+``hub`` downloads with ``from_pretrained``, ``local`` loads any transformers model folder
+(``backbone=local backbone.path=DIR``; its family is read from the folder, see
+:func:`resolve_local`).
 
 Encoders get the task's head (span start/end or a classifier). Decoder-only LLMs
 (``family: decoder``) keep their language-model head: QA is answered by generation and
@@ -17,11 +19,14 @@ import contextlib
 import copy
 import dataclasses
 import importlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -65,6 +70,7 @@ def load_backbone(
     dtype: str = "float32",
     family: str = "encoder",
     gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
 ) -> Backbone:
     """Load the backbone ``name`` with the head for ``task_kind``; the head init uses ``seed``.
 
@@ -78,22 +84,37 @@ def load_backbone(
         source = _packaged_path(name, path)
     elif loader == "converted":
         source = _converted_path(name, path)
+    elif loader == "local":
+        source = str(check_model_folder(path, trust_remote_code))
     else:  # hub (lowres.schema.validate checked the loader)
         source = path
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
     head_kwargs = {"num_labels": num_labels} if task_kind == "classification" else {}
     head_class = HEADS[task_kind]
     if family == "decoder":
         head_kwargs, head_class = {}, AutoModelForCausalLM
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     try:
-        check_family(name, family, AutoConfig.from_pretrained(source), task_kind)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        check_family(name, family, AutoConfig.from_pretrained(source, **remote), task_kind)
+        tokenizer = AutoTokenizer.from_pretrained(source, **remote)
         # The new head's random init must not depend on what ran before in this process.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = head_class.from_pretrained(source, dtype=torch_dtype[dtype], **head_kwargs)
-    except OSError as err:
-        if loader != "hub":
+            model = head_class.from_pretrained(
+                source, dtype=torch_dtype[dtype], **head_kwargs, **remote
+            )
+    except (OSError, ValueError) as err:
+        if loader == "local":
+            # A folder that passed check_model_folder but still does not load: damaged
+            # weights, or an architecture this transformers has no head class for.
+            raise LowresError(
+                f"Backbone {name}: the model folder {source} could not be loaded as a "
+                f"{head_class.__name__} ({type(err).__name__}: {' '.join(str(err).split())}). "
+                "Check that the folder holds complete weights written by save_pretrained and "
+                "that its architecture has a model for this task in transformers "
+                f"{transformers.__version__}."
+            ) from err
+        if loader != "hub" or not isinstance(err, OSError):
             raise
         raise HubError(
             f"Backbone {name}: could not load {path!r} from the Hugging Face Hub ({err}). "
@@ -177,7 +198,103 @@ def check_family(name: str, family: str, config, task_kind: str) -> None:
         )
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+def check_model_folder(path: str, trust_remote_code: bool = False) -> Path:
+    """The folder of ``backbone=local``, refused with the fix when it holds no usable model."""
+    folder = Path(path).expanduser()
+    expected = (
+        "Expected a folder written by model.save_pretrained(DIR) and "
+        "tokenizer.save_pretrained(DIR): config.json, weights (model.safetensors or "
+        "pytorch_model.bin, or their sharded .index.json) and tokenizer files"
+    )
+    if not folder.is_dir():
+        raise LowresError(
+            f"backbone.path={path} is not a folder. {expected}; point backbone.path at it."
+        )
+    present = sorted(p.name for p in folder.iterdir())
+    listing = ", ".join(present[:12]) + (" ..." if len(present) > 12 else "") or "nothing"
+    if not (folder / "config.json").is_file():
+        raise LowresError(
+            f"backbone.path={path} holds no model: there is no config.json (the folder holds "
+            f"{listing}). {expected}; save the model there, or point backbone.path at the "
+            "folder that has them."
+        )
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise LowresError(
+            f"backbone.path={path} has a config.json but no weights (the folder holds "
+            f"{listing}; looked for {', '.join(WEIGHT_FILES)}). {expected}; save the weights "
+            "with model.save_pretrained(DIR)."
+        )
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise LowresError(
+            f"backbone.path={path} has a model but no tokenizer (the folder holds {listing}; "
+            f"looked for {', '.join(TOKENIZER_FILES)}). {expected}; save the tokenizer the "
+            "model was trained with there: tokenizer.save_pretrained(DIR)."
+        )
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LowresError(
+            f"backbone.path={path}: config.json is not valid JSON ({err}). {expected}; "
+            "save the model again."
+        ) from err
+    if config.get("auto_map") and not trust_remote_code:
+        raise LowresError(
+            f"backbone.path={path} needs its own Python code to load (config.json has an "
+            f"auto_map: {', '.join(sorted(config['auto_map']))}), and lowres does not run "
+            "code that came with a model unless asked. Read that code, then set "
+            "backbone.trust_remote_code=true; or save the model with a built-in "
+            "transformers architecture."
+        )
+    return folder
+
+
+def resolve_local(backbone) -> None:
+    """``backbone=local``: check the folder and settle ``family: auto`` from its config.
+
+    Called once at start, before :func:`lowres.schema.validate`, so every later step sees
+    encoder or decoder. A decoder-only architecture (Llama, Qwen2, GPT-2, ...) becomes
+    ``decoder``; every other one (BERT, XLM-R, DistilBERT, ...) ``encoder``.
+    """
+    if backbone.loader != "local" or not backbone.path:
+        return  # validate names a missing path
+    folder = check_model_folder(backbone.path, backbone.trust_remote_code)
+    if backbone.family == "auto":
+        remote = {"trust_remote_code": True} if backbone.trust_remote_code else {}
+        try:
+            config = AutoConfig.from_pretrained(str(folder), **remote)
+        except (OSError, ValueError) as err:
+            raise LowresError(
+                f"backbone.path={backbone.path}: config.json does not describe a model "
+                f"transformers {transformers.__version__} knows ({' '.join(str(err).split())})."
+                " Save the model with a transformers version that has its architecture, or "
+                "set backbone.trust_remote_code=true if it ships its own code."
+            ) from err
+        backbone.family = "decoder" if is_decoder_only(config) else "encoder"
+
+
 def _packaged_path(name: str, package: str) -> str:
+    if "/" in package or Path(package).expanduser().is_dir():
+        raise ConfigError(
+            f"backbone.path={package} for backbone {name} should name the Python package that "
+            f"ships its weights, not a folder. To train on a model folder, load it as itself: "
+            f"backbone=local backbone.path={package}."
+        )
     try:
         module = importlib.import_module(package)
     except ImportError as err:

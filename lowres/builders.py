@@ -19,11 +19,12 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import is_torch_tf32_available
 
-from lowres.backbones import load_backbone_reused
+from lowres.backbones import load_backbone_reused, resolve_local
 from lowres.data.pairs import tokenize_pairs
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
-from lowres.methods.build import build_method
+from lowres.methods.build import build_method, lora_targets_of
+from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
 from lowres.runfolder import RunFolder
 from lowres.schema import (
     AdapterConfig,
@@ -70,6 +71,7 @@ def build_task(
         seed=trainer.seed,
         use_source_pool=data.source_pool,
         select_examples=trainer.select_examples if selects_checkpoints(trainer) else 0,
+        source_split=data.source_split,
     )
     params = OmegaConf.to_container(task, resolve=True) if OmegaConf.is_config(task) else vars(task)
     params = dict(params)
@@ -77,6 +79,23 @@ def build_task(
     if backbone.family == "decoder":
         built = generative_task(built, task, backbone)
     return built
+
+
+def backbone_arguments(backbone: BackboneConfig, task: TaskConfig, seed: int) -> dict[str, Any]:
+    """What :func:`lowres.backbones.load_backbone` takes for this backbone, task and seed."""
+    return {
+        "name": backbone.name,
+        "loader": backbone.loader,
+        "path": backbone.path,
+        "architecture": backbone.architecture,
+        "task_kind": task.kind,
+        "num_labels": task.num_labels,
+        "seed": seed,
+        "dtype": backbone.dtype,
+        "family": backbone.family,
+        "gradient_checkpointing": backbone.gradient_checkpointing,
+        "trust_remote_code": backbone.trust_remote_code,
+    }
 
 
 def build_model(
@@ -89,22 +108,15 @@ def build_model(
     seed: int,
 ):
     """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
-    loaded = load_backbone_reused(
-        name=backbone.name,
-        loader=backbone.loader,
-        path=backbone.path,
-        architecture=backbone.architecture,
-        task_kind=task.kind,
-        num_labels=task.num_labels,
-        seed=seed,
-        dtype=backbone.dtype,
-        family=backbone.family,
-        gradient_checkpointing=backbone.gradient_checkpointing,
-    )
+    loaded = load_backbone_reused(**backbone_arguments(backbone, task, seed))
     adapter = typed(adapter, AdapterConfig)
     # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
-    # backbone supplies the default and adapter.target_modules overrides it.
-    adapter.target_modules = list(adapter.target_modules or backbone.lora_targets)
+    # backbone supplies the default and adapter.target_modules overrides it; a local folder
+    # (lora_targets: []) has them found in the loaded model.
+    if adapter.kind == "lora":
+        adapter.target_modules = list(
+            adapter.target_modules or backbone.lora_targets or lora_targets_of(loaded.model)
+        )
     model = build_method(
         loaded.model,
         loaded.tokenizer,
@@ -125,6 +137,25 @@ def build_model(
             f"to at most {model.max_text_positions()} or shorten the prompt."
         )
     return model, loaded.tokenizer
+
+
+def save_peft_adapter(
+    backbone: BackboneConfig, task: TaskConfig, seed: int, model, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """A LoRA run's PEFT folder ``checkpoint/peft`` (:mod:`lowres.methods.peft_export`).
+
+    Returns the checkpoint manifest's ``peft_adapter`` entry: where the folder is, or why
+    the run has none (a soft prompt, or backbone weights trained outside LoRA).
+    """
+    blocker = peft_blocker(model)
+    if blocker:
+        return {"written": False, "reason": f"no PEFT adapter folder: {blocker}"}
+    # A pristine backbone (from memory in a sweep) becomes the PEFT model's base.
+    base = load_backbone_reused(**backbone_arguments(backbone, task, seed)).model
+    folder = export_peft(
+        model, base, checkpoint_dir / PEFT_DIR, task_kind=task.kind, family=backbone.family
+    )
+    return {"written": True, "folder": folder.name, "base_model": backbone.path or backbone.name}
 
 
 def label_names(task_kind: str) -> list[str]:
@@ -315,7 +346,9 @@ def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
             f"{key}={run_dir}: no {path}; expected a run folder written by `lowres train` "
             "(with .hydra/config.yaml and checkpoint/). Check the path."
         )
-    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    resolve_local(cfg.backbone)  # backbone=local: family auto, read from the folder again
+    return cfg
 
 
 def restore_run(cfg: DictConfig, run_dir: Path):

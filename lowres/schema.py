@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
 
@@ -20,15 +20,16 @@ from lowres.errors import ConfigError
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    loader: str = MISSING  # tiny | packaged | converted | hub
-    path: str = ""  # hub id, or the package that ships the weights
+    loader: str = MISSING  # tiny | packaged | converted | hub | local
+    path: str = ""  # hub id, the package that ships the weights, or (local) a model folder
     architecture: str = ""  # tiny backbones: bert | xlmr | llama
-    family: str = "encoder"  # encoder | decoder
+    family: str = "encoder"  # encoder | decoder | auto (local: read from the folder's config)
     dtype: str = "float32"  # weights dtype when loaded: float32 | bfloat16 | float16
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])  # LoRA default
     chat_template: bool = False  # decoders: wrap prompts in the tokenizer's chat template
     gradient_checkpointing: bool = False  # decoders: recompute activations in backward
     generation_batch_size: int = 16  # decoders: prompts per generation/label-scoring batch
+    trust_remote_code: bool = False  # local/hub: run the model's own Python code (auto_map)
 
 
 @dataclass
@@ -48,6 +49,12 @@ class TaskConfig:
     split: str = "dev"  # split of the official files evaluated (MLQA: dev | test)
     template: str = ""  # decoders: prompt text with {context} {question} / {sentence1} {sentence2}
     label_words: dict[str, list[str]] = field(default_factory=dict)  # decoders: lang -> [0, 1]
+    # Tasks read by file pattern (lowres/tasks/files.py); "" = the built-in task of this name.
+    reader: str = ""  # "" | squad_files (SQuAD v1.1 JSON) | pair_tsv (headed TSV)
+    files: dict[str, str] = field(default_factory=dict)  # split -> path pattern with {lang}
+    unique_ids: bool = False  # squad_files: number repeated question ids (ID~2) instead of failing
+    columns: dict[str, str] = field(default_factory=dict)  # pair_tsv: field -> header name
+    label_names: list[str] = field(default_factory=list)  # pair_tsv: label values, class order
 
 
 @dataclass
@@ -130,6 +137,9 @@ class DataConfig:
     # tokenized-feature cache (lowres/cache.py); "" = off; LOWRES_CACHE_DIR moves the default
     cache_dir: str = "${oc.env:LOWRES_CACHE_DIR,'~/.cache/lowres/features'}"
     source_pool: bool = True  # train on the labelled source pool; false: target k-shot only
+    # XQuAD/MLQA's English pool: train (SQuAD v1.1 train, the standard protocol) |
+    # dev_minus_xquad (SQuAD dev minus XQuAD's questions; offline default) | dev
+    source_split: str = "dev_minus_xquad"
 
 
 @dataclass
@@ -201,8 +211,14 @@ def config_dir() -> Path:
     )
 
 
+def folder_name(path: str) -> str:
+    """``${folder_name:PATH}`` in YAML: a model folder's own name (backbone=local's name)."""
+    return Path(str(path)).expanduser().name or "local"
+
+
 def register_schemas() -> None:
     """Store the schemas so YAML files can name them in their defaults list."""
+    OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="sweep_run_schema", node=SweepRunConfig)
@@ -216,11 +232,13 @@ ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
-LOADERS = ("tiny", "packaged", "converted", "hub")
+LOADERS = ("tiny", "packaged", "converted", "hub", "local")
 DTYPES = ("float32", "bfloat16", "float16")
 TASK_KINDS = ("extractive_qa", "classification")
+TASK_READERS = {"squad_files": "extractive_qa", "pair_tsv": "classification"}  # -> task.kind
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
+SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
 POOLINGS = ("mean", "first")
 ADAPTERS = ("none", "lora")
 PSEUDO_KINDS = ("none", "self_train", "translate_train")
@@ -245,8 +263,9 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
     _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
-    _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder"))
     _choice("backbone.loader", cfg.backbone.loader, LOADERS)
+    _check_backbone_source(cfg.backbone)
+    _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder", "auto"))
     _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
     if cfg.backbone.gradient_checkpointing and cfg.backbone.family != "decoder":
         raise ConfigError(
@@ -306,9 +325,11 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.select_every", cfg.trainer.select_every, 0)
     _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
+    _choice("data.source_split", cfg.data.source_split, SOURCE_SPLITS)
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
+        _check_reader(cfg.task, cfg.data)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
         _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)
@@ -331,11 +352,15 @@ def validate(cfg: Any) -> None:
     task = cfg.task
     if task is not None:
         for lang in [cfg.data.source_language, *cfg.data.eval_languages]:
-            if task.languages and lang not in task.languages:
+            # Local files decide for themselves: a language the release lacks (XQuAD
+            # Romanian) is evaluated when its file is there, and refused by the task, with
+            # the path it looked for, when not.
+            if task.languages and lang not in task.languages and cfg.data.source != "local":
                 raise ConfigError(
                     f"Language {lang!r} is not in task {task.name}; it has "
                     f"{', '.join(task.languages)}. Fix data.source_language or "
-                    "data.eval_languages."
+                    "data.eval_languages, or, with a file of your own for it, read local "
+                    "files: data=local data.root=DIR."
                 )
         # Decoders read one cut prompt, not strided windows.
         windows = task.kind == "extractive_qa" and cfg.backbone.family == "encoder"
@@ -399,6 +424,59 @@ def resolved_lr(lr: float | None, freeze_strategy: str) -> float:
     if lr is not None:
         return lr
     return FULL_FINETUNING_LR if freeze_strategy == "none" else FROZEN_LR
+
+
+def _check_reader(task: Any, data: Any) -> None:
+    """A task read by file pattern: a known reader of the task's kind, with a train pattern."""
+    reader = task.get("reader", "")
+    if not reader:
+        return
+    _choice("task.reader", reader, tuple(TASK_READERS))
+    if TASK_READERS[reader] != task.kind:
+        raise ConfigError(
+            f"task.reader={reader} reads {TASK_READERS[reader]} data, but task.kind="
+            f"{task.kind}; set task.kind={TASK_READERS[reader]}."
+        )
+    for split in dict.fromkeys(["train", task.split]):
+        if not task.files.get(split):
+            raise ConfigError(
+                f"task.reader={reader} needs task.files.{split}, the path pattern of the "
+                f"{split} files (relative to data.root, with {{lang}}); task.files holds "
+                f"{sorted(task.files) or 'nothing'}. Train is the source pool, task.split the "
+                "split that is pooled and evaluated."
+            )
+    if data.source == "hub":
+        raise ConfigError(
+            f"task {task.name} reads its files by pattern (task.reader={reader}); there is no "
+            "Hub copy to read. Use data=local data.root=DIR with the files under DIR."
+        )
+
+
+def _check_backbone_source(backbone: Any) -> None:
+    """The loader and path agree: a local folder is loaded as ``local``, under its own name."""
+    loader, path = backbone.loader, backbone.path
+    if loader == "local" and not path:
+        raise ConfigError(
+            "backbone=local needs backbone.path=DIR, the folder a transformers model was saved "
+            "to (model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR): config.json, "
+            "weights, tokenizer files); e.g. backbone=local backbone.path=models/my-bert."
+        )
+    if loader == "hub" and path and Path(path).expanduser().is_dir():
+        # transformers would load the folder, but the run would be filed and labelled as
+        # backbone.name (say mbert), which it is not.
+        raise ConfigError(
+            f"backbone.path={path} is a local folder, but backbone={backbone.name} loads a hub "
+            f"model, so the run would be filed and labelled {backbone.name!r}. Load the folder "
+            f"as itself: backbone=local backbone.path={path}."
+        )
+    if backbone.family == "auto" and loader != "local":
+        # lowres.backbones.resolve_local replaces a local folder's "auto" at start; other
+        # loaders have a fixed family in their YAML.
+        raise ConfigError(
+            f"backbone.family=auto is read from a local folder's config.json and works only "
+            f"with backbone=local; backbone {backbone.name} uses loader {loader}. Set "
+            "backbone.family=encoder or decoder."
+        )
 
 
 def _is_int_list(value: Any) -> bool:

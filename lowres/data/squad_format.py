@@ -17,8 +17,15 @@ from lowres.errors import DataFormatError, LowresError
 _LAYOUT = 'a SQuAD v1.1 document {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}'
 
 
-def read_squad_json(path: str | Path, *, validate_spans: bool = True) -> list[dict]:
-    """Read a SQuAD v1.1 JSON file into flat records, one per question, in file order."""
+def read_squad_json(
+    path: str | Path, *, validate_spans: bool = True, unique_ids: bool = False
+) -> list[dict]:
+    """Read a SQuAD v1.1 JSON file into flat records, one per question, in file order.
+
+    A question id seen before is refused, unless ``unique_ids``: then its n-th repeat gets
+    the id ``ID~n`` (TyDiQA-GoldP's release repeats ids). A file in which no question has a
+    gold answer is refused as unlabeled (a test file with the answers withheld).
+    """
     path = Path(path)
     if not path.is_file():
         raise LowresError(
@@ -57,6 +64,8 @@ def read_squad_json(path: str | Path, *, validate_spans: bool = True) -> list[di
 
     records: list[dict] = []
     seen: dict[str, str] = {}
+    repeats: dict[str, int] = {}
+    unanswered: list[str] = []  # where questions without a gold answer are
     for a, article in enumerate(doc["data"]):
         where = f"data[{a}]"
         _require(path, where, article, "paragraphs", list)
@@ -72,17 +81,24 @@ def read_squad_json(path: str | Path, *, validate_spans: bool = True) -> list[di
             for q, qa in enumerate(paragraph["qas"]):
                 loc = f"data[{a}].paragraphs[{p}].qas[{q}]"
                 qid = _question_id(path, loc, qa)
+                if qid in seen and unique_ids:
+                    repeats[qid] = repeats.get(qid, 1) + 1
+                    qid = f"{qid}~{repeats[qid]}"
                 if qid in seen:
                     raise DataFormatError(
                         f"{path}: question id {qid!r} appears twice, at {seen[qid]} and at "
                         f"{loc}. Expected every question id to be unique (ids link "
                         f"translations and keep training and evaluation rows disjoint); remove "
-                        f"or rename the duplicate."
+                        f"or rename the duplicate, or, for a task read by file pattern "
+                        f"(task.reader=squad_files), set task.unique_ids=true to number the "
+                        f"repeats ({qid}~2, {qid}~3, ...)."
                     )
                 seen[qid] = loc
                 where = f"{loc} (question id {qid!r})"
                 _require(path, where, qa, "question", str)
                 answers = _answers(path, where, qa, context, validate_spans)
+                if not any(answers["text"]):
+                    unanswered.append(where)
                 records.append(
                     {
                         "id": qid,
@@ -92,6 +108,20 @@ def read_squad_json(path: str | Path, *, validate_spans: bool = True) -> list[di
                         "answers": answers,
                     }
                 )
+    if records and len(unanswered) == len(records):
+        raise DataFormatError(
+            f"{path} is unlabeled: none of its {len(records)} questions has a gold answer "
+            f"(every 'answers' list is empty or holds only empty texts). Expected {_LAYOUT} "
+            f"with the gold answers, which training and scoring need; use the labelled "
+            f"release of this file (test files are often published without answers)."
+        )
+    if unanswered:
+        raise DataFormatError(
+            f"{path}: {unanswered[0]} has no gold answer ({len(unanswered)} of "
+            f"{len(records)} questions have none). Expected at least one non-empty answer per "
+            f"question (SQuAD v1.1; unanswerable SQuAD v2 questions are not supported); drop "
+            f"those questions or add their answers."
+        )
     return records
 
 
@@ -169,12 +199,6 @@ def _question_id(path: Path, where: str, qa: Any) -> str:
 
 def _answers(path: Path, where: str, qa: dict, context: str, validate_spans: bool) -> dict:
     _require(path, where, qa, "answers", list)
-    if not qa["answers"]:
-        raise DataFormatError(
-            f"{path}: {where} has an empty 'answers' list. Expected at least one answer per "
-            f"question (SQuAD v1.1; unanswerable SQuAD v2 questions are not supported); drop "
-            f"the question or add its answer."
-        )
     texts: list[str] = []
     starts: list[int] = []
     for k, answer in enumerate(qa["answers"]):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
 from lowres.errors import ConfigError
 from lowres.methods.freezing import (
@@ -21,6 +22,40 @@ from lowres.methods.freezing import (
 )
 from lowres.methods.prompt import PromptedCausalLM, PromptedModel, initial_prompt, resolve_layers
 from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
+
+# Attention projections LoRA adapts by default, by module name, for architectures PEFT's own
+# table (keyed by model_type) does not list: DistilBERT, GPT-NeoX, Falcon, MPT ...
+_LORA_NAME_PAIRS = (
+    ("query", "value"),
+    ("q_proj", "v_proj"),
+    ("q_lin", "v_lin"),
+    ("c_attn",),
+    ("query_key_value",),
+    ("qkv_proj",),
+    ("Wqkv",),
+)
+
+
+def lora_targets_of(model) -> list[str]:
+    """LoRA's default target modules for ``model``: PEFT's choice for its model_type, else
+    the first attention-projection names it has; refused, with its linear layers, if none."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if known and set(known) <= names:
+        return list(known)
+    for pair in _LORA_NAME_PAIRS:
+        if set(pair) <= names:
+            return list(pair)
+    linear = sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    )
+    raise ConfigError(
+        f"No default LoRA target modules for this {model_type or type(model).__name__} model: "
+        f"PEFT has none for its type and it has no query/value or q_proj/v_proj layers. Name "
+        f"the layers to adapt with adapter.target_modules=[...]; its linear layers are "
+        f"{', '.join(linear[:16])}."
+    )
 
 
 def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Sequence[str]):

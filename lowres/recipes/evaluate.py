@@ -12,6 +12,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lowres.backbones import resolve_local
 from lowres.builders import build_trainer, restore_run, saved_config, training_arguments
 from lowres.cache import FeatureCache
 from lowres.errors import LowresError
@@ -46,6 +47,7 @@ def checkpoint_config(cfg: DictConfig, output_dir: str | Path | None) -> DictCon
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     """Rebuild a run's model from its saved config, restore its weights, evaluate again."""
     run_cfg = checkpoint_config(cfg, output_dir)
+    resolve_local(run_cfg.backbone)
     validate(run_cfg)
     quiet_libraries()
     run = RunFolder.for_job(output_dir)

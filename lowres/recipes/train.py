@@ -14,9 +14,11 @@ from typing import Any
 import datasets
 import transformers
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from lowres.backbones import resolve_local
 from lowres.builders import (
     build_alignment,
     build_model,
@@ -26,6 +28,7 @@ from lowres.builders import (
     initialise_from,
     manifest,
     method_record,
+    save_peft_adapter,
     training_arguments,
 )
 from lowres.cache import FeatureCache
@@ -56,6 +59,7 @@ def start(cfg: DictConfig, output_dir: str | Path | None) -> RunFolder:
     """Checks at start: a task, valid values, a run folder that holds no finished run."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
+    resolve_local(cfg.backbone)
     validate(cfg)
     quiet_libraries()
     run = RunFolder.for_job(output_dir)
@@ -86,7 +90,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     fitted = fit(cfg, run, task, split, model, tokenizer, cache)
     method = method_record(cfg, fitted.learning_rate)
     if fitted.trainer.args.should_save:
-        save_trainable(model, run.path / "checkpoint", manifest=manifest(cfg, method, report))
+        saved = manifest(cfg, method, report)
+        if cfg.adapter.kind == "lora":
+            saved["peft_adapter"] = save_peft_adapter(
+                cfg.backbone, cfg.task, cfg.trainer.seed, model, run.path / "checkpoint"
+            )
+            if not saved["peft_adapter"]["written"]:
+                Console(soft_wrap=True).print(saved["peft_adapter"]["reason"], highlight=False)
+        save_trainable(model, run.path / "checkpoint", manifest=saved)
     try:
         evaluation = evaluate_languages(
             fitted.trainer, task, split.evaluation, tokenizer, cache=cache

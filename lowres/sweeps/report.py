@@ -50,12 +50,22 @@ def method_label(run: dict[str, Any], schedules: list[str], metrics: RunMetrics)
     return label
 
 
+def main_score(metrics: RunMetrics) -> str:
+    """The score a run is ranked by: its task's, or (a task read from files, which has no
+    entry in TASKS) f1 for QA scores and accuracy for classification."""
+    if metrics.task in TASKS:
+        return TASKS[metrics.task].main_score
+    first = next(iter(metrics.per_language.values()), {})
+    return "f1" if "f1" in first else "accuracy"
+
+
 def collect(sweep_dir: Path) -> dict[str, Any]:
     """Scores per cell and seed from every finished run; which runs failed or are missing."""
     sweep = read_sweep(sweep_dir)
     schedules = sweep.get("sweep", {}).get("schedules", ["joint"])
     scores: dict[Cell, dict[int, float]] = defaultdict(dict)
     gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+    protocols: set[str] = set()  # the source pools the runs trained on
     failed, missing, policies, metric_names = {}, [], set(), set()
     finished = 0
     for run in sweep["runs"]:
@@ -72,7 +82,7 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         metrics = read_metrics(run_dir)
         if run["stage"] == 1 and 0 not in sweep.get("sweep", {}).get("k", [0]):
             continue  # a stage-1 run whose zero-shot row the sweep did not ask for
-        name = TASKS[metrics.task].main_score
+        name = main_score(metrics)
         metric_names.add(name)
         label = method_label(run, schedules, metrics)
         task = metrics.task or sweep.get("task", "")
@@ -83,6 +93,9 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
             policies.add(f"source-language dev ({selection.get('dev_examples')} examples)")
         else:
             policies.add("last checkpoint")
+        source = metrics.task_extras.get("protocol")
+        if source:
+            protocols.add(f"{task}: {source['description']} ({source['questions']} questions)")
         if metrics.task_extras.get("gxlt"):
             gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
     if not finished:
@@ -98,6 +111,7 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         "planned": len(sweep["runs"]),
         "finished": finished,
         "policies": sorted(policies),
+        "protocols": sorted(protocols),
         "metric": "/".join(sorted(metric_names)),
         "summary": sweep.get("summary", {}),
     }
@@ -170,8 +184,10 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "with one seed shows the mean alone).",
         "Checkpoint selection: " + "; ".join(collected["policies"]) + ". Target-language "
         "test data is never used to choose checkpoints.",
-        "",
     ]
+    if collected["protocols"]:
+        lines.append("Source pool: " + "; ".join(collected["protocols"]) + ".")
+    lines.append("")
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
         languages = sorted({r["language"] for r in task_rows} - {AVERAGE})
@@ -279,6 +295,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         "failed": collected["failed"],
         "missing": collected["missing"],
         "selection": collected["policies"],
+        "source_pool": collected["protocols"],
         "metric": collected["metric"],
         "rows": rows,
     }

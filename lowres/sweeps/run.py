@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from lowres.backbones import reuse_backbones
+from lowres.backbones import resolve_local, reuse_backbones
 from lowres.builders import build_task
 from lowres.errors import ConfigError
 from lowres.recipes.train import quiet_libraries, train
@@ -136,6 +136,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     """The ``lowres sweep`` job: plan from ``cfg.sweep``, run, summarise."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
+    resolve_local(cfg.backbone)
     validate(cfg)
     quiet_libraries()
     hydra_cfg = HydraConfig.get()
@@ -143,7 +144,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     base = [o for o in hydra_cfg.overrides.task if not _key(o).startswith("sweep")]
     spec = OmegaConf.to_container(cfg.sweep, resolve=True)
     languages = list(spec["languages"] or cfg.data.eval_languages)
-    if cfg.task.languages:
+    if cfg.task.languages and cfg.data.source != "local":  # local files decide (validate)
         unknown = [lang for lang in languages if lang not in cfg.task.languages]
         if unknown:
             raise ConfigError(

@@ -1,9 +1,14 @@
-"""Tasks by name. Adding one: a module here, a YAML file in configs/task, a test row."""
+"""Tasks by name. A built-in task: a module here, a YAML file in configs/task, a test row.
+
+A task on files in a known format needs no code: a YAML file with ``reader: squad_files`` or
+``reader: pair_tsv`` and file patterns (:mod:`lowres.tasks.files`; ``configs/task/tydiqa.yaml``).
+"""
 
 from __future__ import annotations
 
 from lowres.errors import ConfigError
 from lowres.tasks.base import DataSettings, Split, Task
+from lowres.tasks.files import READERS
 from lowres.tasks.mlqa import MLQATask
 from lowres.tasks.pawsx import PAWSXTask
 from lowres.tasks.xquad import XQuADTask
@@ -16,9 +21,20 @@ TASKS: dict[str, type[Task]] = {
 
 
 def create_task(name: str, settings: DataSettings, **params) -> Task:
+    reader = params.get("reader", "")
+    if reader:
+        if reader not in READERS:
+            raise ConfigError(
+                f"task.reader={reader!r} is unknown; expected one of {', '.join(READERS)}, or "
+                "empty for a built-in task."
+            )
+        return READERS[reader](settings, name=name, **params)
     if name not in TASKS:
-        raise ConfigError(f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS))}.")
+        raise ConfigError(
+            f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS))}, or a task "
+            "read from files by pattern (task.reader=squad_files or pair_tsv with task.files)."
+        )
     return TASKS[name](settings, **params)
 
 
-__all__ = ["TASKS", "DataSettings", "Split", "Task", "create_task"]
+__all__ = ["READERS", "TASKS", "DataSettings", "Split", "Task", "create_task"]

@@ -49,6 +49,7 @@ class DataSettings:
     seed: int = 42
     use_source_pool: bool = True  # False: only target-language shots train (two-stage, stage 2)
     select_examples: int = 0  # source records held out as the checkpoint-selection dev set
+    source_split: str = "dev_minus_xquad"  # QA's English SQuAD pool: train | dev_minus_xquad | dev
 
 
 @dataclass

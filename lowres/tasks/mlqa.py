@@ -4,10 +4,11 @@ Files: ``<root>/mlqa/MLQA_V1/{dev,test}/{split}-context-XX-question-YY.json`` (l
 :mod:`lowres.data.mlqa_files`) or ``facebook/mlqa`` configs ``mlqa.XX.YY`` (hub, read from the
 parquet copy in ``google/xtreme``). ``task.split`` picks dev or test.
 
-* **Source pool**: English SQuAD v1.1, as in the MLQA paper (``<root>/squad/dev-v1.1.json``
-  locally, ``rajpurkar/squad`` validation on the hub, the shipped sample with
-  ``data.source=sample``). Questions whose id is also an MLQA id are dropped; on the real
-  files there are none (MLQA and SQuAD v1.1 dev share no id, paragraph or article title).
+* **Source pool**: English SQuAD v1.1 by ``data.source_split`` (:mod:`lowres.tasks.xquad`):
+  ``train`` is the MLQA paper's protocol (SQuAD v1.1 train); the offline default
+  ``dev_minus_xquad`` is SQuAD dev minus XQuAD's questions, the same pool as XQuAD runs.
+  Questions whose id is also an MLQA id are dropped; on the real files there are none (MLQA
+  and SQuAD v1.1 share no id, paragraph or article title).
 * **XLT** (default): ``language_records(lang)`` is the context-``lang`` question-``lang`` file.
 * **G-XLT**: with ``task.question_languages`` set, evaluation covers every (context language in
   ``data.eval_languages``) x (question language in ``task.question_languages``) pair under the
@@ -35,7 +36,8 @@ from lowres.data.hub import load_hub_split
 from lowres.data.mlqa_files import MLQA_LANGUAGES, MLQA_SPLITS, mlqa_file
 from lowres.data.roots import data_root
 from lowres.errors import ConfigError, LowresError
-from lowres.tasks.qa import QATask, with_groups
+from lowres.tasks.qa import QATask
+from lowres.tasks.xquad import source_pool_record, squad_source_pool
 
 HUB_REPO = "facebook/mlqa"
 HUB_SPLITS = {"dev": "validation", "test": "test"}
@@ -175,13 +177,10 @@ class MLQATask(QATask):
         return self.pair_records(context, question or context)
 
     def source_pool(self) -> list[dict]:
-        s = self.settings
-        if s.source == "hub":
-            squad = list(_read_hub("rajpurkar/squad", None, "validation"))
-        else:
-            squad = list(_read_local(str(data_root(s.source, s.root) / "squad" / "dev-v1.1.json")))
-        held_out = set(self.groups())  # every MLQA id of the split is in an XLT file
-        return with_groups([r for r in squad if r["id"] not in held_out], "en")
+        # every MLQA id of the split is in an XLT file; SQuAD shares none of them
+        pool = squad_source_pool(self.settings, lambda: set(self.groups()))
+        self.source_record = source_pool_record(self.settings, pool)
+        return pool
 
     def evaluation_keys(self) -> list[str]:
         """``data.eval_languages`` for XLT; every ``"CTX-Q"`` pair for G-XLT."""
@@ -198,4 +197,6 @@ class MLQATask(QATask):
 
     def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
         """What metrics.json adds to the scores: the G-XLT table when G-XLT was run."""
-        return {"gxlt": gxlt_matrix(per_language)} if self.question_languages else {}
+        extras = {"gxlt": gxlt_matrix(per_language)} if self.question_languages else {}
+        record = getattr(self, "source_record", None)
+        return {**extras, "protocol": record} if record else extras

@@ -1,19 +1,33 @@
 """XQuAD: SQuAD v1.1 translated into 10 languages; English SQuAD trains, every language evaluates.
 
-Files: ``<root>/xquad/xquad.<lang>.json`` and ``<root>/squad/dev-v1.1.json`` (local), or
-``google/xquad`` and ``rajpurkar/squad`` (hub). XQuAD's English paragraphs come from SQuAD
-v1.1 dev, so the source pool drops every SQuAD question whose id is in XQuAD.
+Files: ``<root>/xquad/xquad.<lang>.json`` and ``<root>/squad/{train,dev}-v1.1.json`` (local),
+or ``google/xquad`` and ``rajpurkar/squad`` (hub).
+
+**Source pool** (XQuAD and MLQA), by ``data.source_split``:
+
+* ``train``: SQuAD v1.1 train, 87,599 questions: the standard protocol (XTREME, the MLQA
+  paper), under which published baselines were measured. Default with ``data=hub``.
+* ``dev_minus_xquad``: SQuAD v1.1 dev minus every question XQuAD translates (XQuAD's
+  English paragraphs come from SQuAD dev): 9,380 of 10,570 questions. Not the standard
+  protocol; the offline default, because SQuAD train is not shipped or in ../shared/data.
+* ``dev``: all of SQuAD v1.1 dev (what MLQA runs trained on before data.source_split).
+
+The evaluated task's own ids are dropped in every case (MLQA and SQuAD share none).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lowres.data import squad_format
 from lowres.data.hub import load_hub_split
+from lowres.data.patterns import languages_with_files
 from lowres.data.roots import data_root
-from lowres.errors import LowresError
+from lowres.errors import ConfigError, LowresError
+from lowres.tasks.base import DataSettings
 from lowres.tasks.qa import QATask, with_groups
 
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
@@ -23,9 +37,14 @@ XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "
 def _read_local(path: str) -> tuple[dict, ...]:
     file = Path(path)
     if not file.is_file():
+        # A language outside the release (a translation of your own) is read from the same
+        # layout, so say which languages this folder has.
+        found = languages_with_files(file.parent, "xquad.{lang}.json", "")
+        have = f"that folder has {', '.join(found)}" if found else "that folder has none"
         raise LowresError(
-            f"Data file {file} is missing; expected the official file at that path. Check "
-            "data.root and the language codes, or use data.source=hub."
+            f"Data file {file} is missing ({have}); expected the official file, or one of "
+            "your own in the same SQuAD v1.1 format, at that path. Check data.root and the "
+            "language codes (data.eval_languages), or use data.source=hub."
         )
     return tuple(squad_format.read_squad_json(file))
 
@@ -33,6 +52,76 @@ def _read_local(path: str) -> tuple[dict, ...]:
 @functools.lru_cache(maxsize=64)
 def _read_hub(path: str, name: str | None) -> tuple[dict, ...]:
     return tuple(squad_format.records_from_hub(load_hub_split(path, name, "validation")))
+
+
+SOURCE_SPLITS = {
+    "train": "SQuAD v1.1 train (the standard protocol: XTREME, the MLQA paper)",
+    "dev_minus_xquad": "SQuAD v1.1 dev minus the questions XQuAD translates (not the standard "
+    "protocol: fine for comparing methods, not beside published scores)",
+    "dev": "SQuAD v1.1 dev (not the standard protocol)",
+}
+SQUAD_FILES = {"train": "train-v1.1.json", "dev": "dev-v1.1.json"}
+SQUAD_HUB_SPLITS = {"train": "train", "dev": "validation"}
+
+
+@functools.lru_cache(maxsize=4)
+def _squad_hub(split: str) -> tuple[dict, ...]:
+    return tuple(squad_format.records_from_hub(load_hub_split("rajpurkar/squad", None, split)))
+
+
+def squad_records(settings: DataSettings, which: str) -> list[dict]:
+    """SQuAD v1.1 ``which`` (train | dev) from the run's data source."""
+    if settings.source == "hub":
+        return list(_squad_hub(SQUAD_HUB_SPLITS[which]))
+    path = data_root(settings.source, settings.root) / "squad" / SQUAD_FILES[which]
+    if which == "train" and not path.is_file():
+        where = "the shipped sample has only a dev excerpt" if settings.source == "sample" else ""
+        raise LowresError(
+            f"data.source_split=train reads SQuAD v1.1 train from {path}, which is missing"
+            f"{' (' + where + ')' if where else ''}. Put train-v1.1.json there (the official "
+            "file, 87,599 questions), use data=hub, or train on the dev pool with "
+            "data.source_split=dev_minus_xquad."
+        )
+    return list(_read_local(str(path)))
+
+
+def xquad_english_ids(settings: DataSettings) -> set[str]:
+    """The ids of the SQuAD dev questions that XQuAD translates (its English file)."""
+    if settings.source == "hub":
+        return {r["id"] for r in _read_hub("google/xquad", "xquad.en")}
+    path = data_root(settings.source, settings.root) / "xquad" / "xquad.en.json"
+    if not path.is_file():
+        raise LowresError(
+            f"data.source_split=dev_minus_xquad drops the SQuAD v1.1 dev questions that XQuAD "
+            f"translates, listed by XQuAD's English file {path}, which is missing. Add that "
+            "file, or use data.source_split=train (the standard protocol) or dev (all of SQuAD "
+            "v1.1 dev)."
+        )
+    return {r["id"] for r in _read_local(str(path))}
+
+
+def squad_source_pool(settings: DataSettings, own_ids: Callable[[], set[str]]) -> list[dict]:
+    """The English SQuAD pool of ``data.source_split`` (see the module doc), minus ``own_ids()``.
+
+    SQuAD is read first, so an unreachable source is the error a run reports first.
+    """
+    split = settings.source_split
+    if split not in SOURCE_SPLITS:
+        raise ConfigError(
+            f"data.source_split={split!r} is not a SQuAD source pool; expected one of "
+            f"{', '.join(SOURCE_SPLITS)}."
+        )
+    records = squad_records(settings, "train" if split == "train" else "dev")
+    drop = set(own_ids())
+    if split == "dev_minus_xquad":
+        drop |= xquad_english_ids(settings)
+    return with_groups([r for r in records if r["id"] not in drop], "en")
+
+
+def source_pool_record(settings: DataSettings, pool: list[dict]) -> dict:
+    """What metrics.json says the source pool was: results pages name their protocol."""
+    split = settings.source_split
+    return {"source_split": split, "description": SOURCE_SPLITS[split], "questions": len(pool)}
 
 
 class XQuADTask(QATask):
@@ -49,10 +138,11 @@ class XQuADTask(QATask):
         return with_groups(self._records(lang), lang)
 
     def source_pool(self) -> list[dict]:
-        s = self.settings
-        if s.source == "hub":
-            squad = list(_read_hub("rajpurkar/squad", None))
-        else:
-            squad = list(_read_local(str(data_root(s.source, s.root) / "squad" / "dev-v1.1.json")))
-        held_out = {r["id"] for r in self._records("en")}
-        return with_groups([r for r in squad if r["id"] not in held_out], "en")
+        pool = squad_source_pool(self.settings, lambda: {r["id"] for r in self._records("en")})
+        self.source_record = source_pool_record(self.settings, pool)
+        return pool
+
+    def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
+        """What metrics.json adds: the source pool's protocol, when this run read it."""
+        record = getattr(self, "source_record", None)
+        return {"protocol": record} if record else {}

@@ -120,6 +120,9 @@ def test_report_tables_hold_the_runs_numbers(full_sweep):
     text = (report / "report.md").read_text()
     assert "PARTIAL" not in text
     assert "Checkpoint selection: last checkpoint" in text
+    # the results page names the source pool's protocol
+    assert "Source pool: xquad: SQuAD v1.1 dev minus the questions XQuAD translates" in text
+    assert json.loads((report / "report.json").read_text())["source_pool"][0].startswith("xquad")
 
 
 def test_rerun_after_a_kill_skips_finished_runs(tmp_path):

@@ -19,6 +19,11 @@ GROUP_OPTIONS = [(g, o) for g, options in config_groups().items() for o in optio
 
 # Options that only make sense with another task than the default xquad.
 TASK_FOR = {("align", "kl"): "pawsx"}
+# Options that need a value the user must give.
+REQUIRED = {
+    ("backbone", "local"): ["backbone.path=models/my-model"],
+    ("task", "tydiqa"): ["data.eval_languages=[en,ar,fi]"],  # TyDiQA has no de, es
+}
 
 
 def compose_train(*overrides: str, task: str = "xquad"):
@@ -58,10 +63,15 @@ def test_every_option_composes_and_validates(group, option):
             cfg = compose(config_name="sweep", overrides=["+task=xquad", f"sweep={option}"])
     elif group == "task":
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[f"+task={option}"])
+            overrides = [f"+task={option}", *REQUIRED.get((group, option), [])]
+            cfg = compose(config_name="train", overrides=overrides)
         assert cfg.task.name == option
     else:
-        cfg = compose_train(f"{group}={option}", task=TASK_FOR.get((group, option), "xquad"))
+        cfg = compose_train(
+            f"{group}={option}",
+            *REQUIRED.get((group, option), []),
+            task=TASK_FOR.get((group, option), "xquad"),
+        )
     validate(cfg)
     # the run folder stores the resolved config; it must round-trip as YAML
     assert OmegaConf.to_yaml(cfg)
@@ -158,6 +168,29 @@ def test_unknown_option_fails_at_compose_time():
 def test_bad_values_name_the_key(override, key):
     cfg = compose_train(override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_local_files_decide_which_languages_a_task_has():
+    # XQuAD has no Romanian; data=local reads xquad.ro.json if it is there (the task refuses
+    # it, naming the file, if not), while the sample and the Hub have only their languages.
+    validate(compose_train("data=local", "data.root=/data", "data.eval_languages=[en,ro]"))
+    with pytest.raises(ConfigError, match="'ro' is not in task xquad"):
+        validate(compose_train("data.eval_languages=[en,ro]"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["task.reader=csv"], "task.reader"),
+        (["task.reader=pair_tsv"], "task.kind=classification"),
+        (["task.files.train=''"], "task.files.train"),
+        (["data=hub"], "data=local"),
+    ],
+)
+def test_file_task_settings_are_checked_at_start(overrides, needle):
+    cfg = compose_train(*overrides, "data.eval_languages=[en]", task="qa_files")
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         validate(cfg)
 
 

@@ -226,8 +226,18 @@ def test_squad_wrong_types(tmp_path):
     doc = _squad_doc(_qa(start="0"))  # type: ignore[arg-type]
     with pytest.raises(DataFormatError, match=r"answer 0 has 'answer_start' = '0' of type str"):
         read_squad_json(_write_json(tmp_path, doc))
-    doc = _squad_doc({"id": "q1", "question": "Capital?", "answers": []})
-    with pytest.raises(DataFormatError, match="question id 'q1'.*empty 'answers' list"):
+    doc = _squad_doc(_qa("q1"), {"id": "q2", "question": "Capital?", "answers": []})
+    with pytest.raises(DataFormatError, match=r"question id 'q2'\) has no gold answer \(1 of 2"):
+        read_squad_json(_write_json(tmp_path, doc))
+
+
+def test_squad_file_without_gold_answers_is_refused_as_unlabeled(tmp_path):
+    blank = {"text": "", "answer_start": 0}
+    doc = _squad_doc(
+        {"id": "q1", "question": "Capital?", "answers": []},
+        {"id": "q2", "question": "Country?", "answers": [blank]},
+    )
+    with pytest.raises(DataFormatError, match="is unlabeled: none of its 2 questions"):
         read_squad_json(_write_json(tmp_path, doc))
 
 
@@ -238,6 +248,13 @@ def test_squad_duplicate_id(tmp_path):
     message = str(err.value)
     assert "mini.json" in message and "'dup' appears twice" in message
     assert "qas[0]" in message and "qas[1]" in message
+    assert "task.unique_ids=true" in message
+
+
+def test_squad_repeated_ids_are_numbered_when_asked(tmp_path):
+    path = _write_json(tmp_path, _squad_doc(_qa("dup"), _qa("other"), _qa("dup"), _qa("dup")))
+    records = read_squad_json(path, unique_ids=True)
+    assert [r["id"] for r in records] == ["dup", "other", "dup~2", "dup~3"]
 
 
 def test_squad_misaligned_answer_start(tmp_path):

@@ -52,8 +52,10 @@ def test_source_pool_is_english_squad_and_shares_no_id_with_mlqa(shared_data):
     task = mlqa(shared_data)
     pool = task.source_pool()
     mlqa_ids = {r["id"] for lang in MLQA_LANGUAGES for r in task.language_records(lang)}
-    # MLQA and SQuAD v1.1 dev share no id, so nothing is dropped from SQuAD's 10,570.
-    assert len(pool) == 10570
+    # The offline default (data.source_split=dev_minus_xquad) drops XQuAD's 1190 questions;
+    # MLQA and SQuAD v1.1 dev share no id, so all of dev keeps SQuAD's 10,570.
+    assert len(pool) == 9380
+    assert len(mlqa(shared_data, source_split="dev").source_pool()) == 10570
     assert not {r["id"] for r in pool} & mlqa_ids
     assert {r["language"] for r in pool} == {"en"}
 
@@ -73,7 +75,7 @@ def test_pool_and_evaluation_are_disjoint_by_id_and_paragraph(shared_data):
         assert not {r["context"] for r in pool} & {r["context"] for r in evaluation}
     shots = [r for r in split.train if r["language"] != "en"]
     assert len(shots) == 16 * 6
-    assert len(split.train) == 10570 + 16 * 6
+    assert len(split.train) == 9380 + 16 * 6
 
 
 def test_k_shot_samples_are_nested_and_seeded(shared_data):
