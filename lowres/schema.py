@@ -7,6 +7,7 @@ message. Range checks that a type cannot express live in :func:`validate`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,39 @@ def register_schemas() -> None:
     store.store(group="sweep", name="sweep_schema", node=SweepConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse keys the schemas do not have, also when ``+`` would make Hydra add them.
+
+    Hydra rejects ``trainer.lrr=1`` but suggests ``+trainer.lrr=1``, which it then adds to
+    the config, where nothing reads it: the run trains as if the key were absent. And the
+    schemas stored as ``<group>_schema`` options are building blocks, not choices.
+    """
+    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig}
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:
+            continue
+        key, value = override.lstrip("+~").split("=", 1)
+        if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        if key in nested and value.strip().endswith("_schema"):
+            options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
+            raise ConfigError(
+                f"{override}: {value} is the schema behind the {key} options, not an option "
+                f"itself; choose one of {', '.join(options)}."
+            )
+        group, _, rest = key.partition(".")
+        if not rest or group not in nested:
+            continue
+        name = rest.split(".", 1)[0]
+        known = [f.name for f in dataclasses.fields(nested[group])]
+        if name not in known:
+            raise ConfigError(
+                f"{override}: {group} has no key {name!r}, so nothing would read it; its keys "
+                f"are {', '.join(known)}. Check the spelling (and drop a leading +: lowres "
+                "configs take no new keys)."
+            )
 
 
 FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
