@@ -103,6 +103,23 @@ def _normalize_task(overrides: list[str]) -> list[str]:
     return [f"+{o}" if o.startswith("task=") else o for o in overrides]
 
 
+# Keys holding a path that the saved config must still find from another folder.
+PATH_KEYS = ("data.root", "align.parallel_file", "init_from", "pseudo.teacher")
+
+
+def _absolute_paths(overrides: list[str]) -> list[str]:
+    """Relative paths made absolute: .hydra/config.yaml keeps them, and `lowres evaluate`
+    or `--resume` run from another folder must read the same files."""
+    out = []
+    for override in overrides:
+        prefix = override[: len(override) - len(override.lstrip("+"))]
+        key, sep, value = override[len(prefix) :].partition("=")
+        if sep and key in PATH_KEYS and value and not value.startswith(("/", "$", "'", '"')):
+            override = f"{prefix}{key}={Path(value).expanduser().resolve()}"
+        out.append(override)
+    return out
+
+
 def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
@@ -134,7 +151,7 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             if verb == "train":
                 _check_resumable(resuming)
             overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(resuming, verb)]
-        overrides = _normalize_task(overrides)
+        overrides = _absolute_paths(_normalize_task(overrides))
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             raise LowresError(
@@ -171,9 +188,11 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
 class _Folder:
     """The folder a train/evaluate/sweep command writes, chosen and locked before Hydra runs."""
 
-    def __init__(self, path: Path, key: str, *, created: bool, keep_saved_config: bool) -> None:
+    def __init__(
+        self, path: Path, key: str, *, created: bool, keep_saved_config: bool, extra: list[str]
+    ) -> None:
         self.path, self.created = path, created
-        self.overrides = [f"{key}={path}"]
+        self.overrides = [f"{key}={path}", *extra]
         if keep_saved_config:
             # A resumed run already holds the config it was trained with; Hydra must not
             # rewrite .hydra/ (it would replace a finished run's config before any check).
@@ -224,8 +243,15 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
     key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
     explicit = any(o.lstrip("+").startswith(f"{key}=") for o in overrides)
     path = Path(folder)
+    extra = []
+    root = cfg.get("data", {}).get("root") if verb != "evaluate" else None
+    if root and not Path(root).is_absolute():
+        # A relative data.root (the data=local default is one) would be saved as such, and
+        # `lowres evaluate` of the run from another folder would not find the files.
+        extra.append(f"data.root={Path(root).expanduser().resolve()}")
     if not explicit:
-        return _Folder(claim_new_folder(path), key, created=True, keep_saved_config=False)
+        claimed = claim_new_folder(path)
+        return _Folder(claimed, key, created=True, keep_saved_config=False, extra=extra)
     keep_saved_config = False
     if verb == "train" and not cfg.resume and holds_run(path):
         if (path / "metrics.json").is_file():
@@ -254,7 +280,9 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
             "choose another hydra.sweep.dir."
         )
     created = not path.exists()
-    return _Folder(ensure_folder(path), key, created=created, keep_saved_config=keep_saved_config)
+    return _Folder(
+        ensure_folder(path), key, created=created, keep_saved_config=keep_saved_config, extra=extra
+    )
 
 
 def _task_overrides(overrides: list[str]) -> list[str]:

@@ -331,8 +331,27 @@ def validate(cfg: Any) -> None:
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
-    if cfg.trainer.lr is not None:
-        _at_least("trainer.lr", cfg.trainer.lr, 0.0)
+    if cfg.trainer.lr is not None and cfg.trainer.lr <= 0 and trains(cfg.trainer):
+        # lr=0 used to train the prompts (their own prompt.lr) and silently not the rest.
+        raise ConfigError(
+            f"trainer.lr={cfg.trainer.lr} is out of range; it must be > 0 for a run that "
+            "trains (at 0 the head, adapters and unfrozen weights would never move while a "
+            "prompt with its own prompt.lr did). Use trainer.epochs=0 to evaluate the model "
+            "without training."
+        )
+    # A negative epoch count used to skip training and evaluate the untrained model.
+    _at_least("trainer.epochs", cfg.trainer.epochs, 0.0, "Use trainer.epochs=0 to skip training.")
+    if cfg.trainer.max_steps < -1:
+        raise ConfigError(
+            f"trainer.max_steps={cfg.trainer.max_steps} is out of range; use a positive step "
+            "count, or -1 to train for trainer.epochs."
+        )
+    _at_least("trainer.seed", cfg.trainer.seed, 0, "Seeds are non-negative integers.")
+    if not 0.0 <= cfg.trainer.warmup_ratio < 1.0:
+        raise ConfigError(
+            f"trainer.warmup_ratio={cfg.trainer.warmup_ratio} is out of range; it is the share "
+            "of training steps spent warming up, in [0, 1) (e.g. 0.1)."
+        )
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
@@ -353,6 +372,12 @@ def validate(cfg: Any) -> None:
             )
         _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
     _at_least("data.k", cfg.data.k, 0)
+    if not list(cfg.data.eval_languages):
+        # Caught only after training before: a run must have something to evaluate.
+        raise ConfigError(
+            "data.eval_languages=[] names no language to evaluate; give at least one, e.g. "
+            "data.eval_languages=[en,de]."
+        )
     if not 0.0 <= cfg.data.pool_fraction < 1.0:
         raise ConfigError(
             f"data.pool_fraction={cfg.data.pool_fraction} is out of range; it must be in [0, 1)."

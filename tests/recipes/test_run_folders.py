@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 from datetime import datetime
 from pathlib import Path
@@ -168,3 +169,42 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_backbone(finished_run, tmp_path, capsys):
+    """tiny-bert's trainable shapes fit tiny-xlmr; the manifest says what it was trained on."""
+    code = _exit_code(
+        "evaluate",
+        f"checkpoint={finished_run}",
+        "backbone.name=tiny-xlmr",
+        "backbone.architecture=xlmr",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trained on another backbone (backbone.name='tiny-bert'" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_names_a_truncated_checkpoint(finished_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    weights = copy / "checkpoint" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"The checkpoint file {weights} is damaged" in err and "Traceback" not in err
+
+
+def test_a_relative_data_root_is_saved_absolute(tmp_path, monkeypatch, shared_data):
+    """A saved relative data.root broke `lowres evaluate` run from another folder."""
+    monkeypatch.chdir(shared_data.parent)
+    run_dir = tmp_path / "run"
+    run_lowres("train", *SMOKE, "data=local", f"data.root={shared_data.name}",
+               "data.eval_languages=[en]", f"hydra.run.dir={run_dir}")  # fmt: skip
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert f"root: {shared_data.resolve()}\n" in saved
+    monkeypatch.chdir(tmp_path)
+    run_lowres("evaluate", f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert (tmp_path / "eval" / "metrics.json").is_file()
