@@ -122,6 +122,7 @@ def training_data(cfg: DictConfig, task: Task, run: RunFolder) -> tuple[Split, P
         )
     split, pseudo = add_pseudo_data(cfg.pseudo, task, split, data=cfg.data, args=teacher_args)
     run.write_json("data_split.json", {**split.record(), "pseudo": pseudo.record()})
+    run.write_json("data_files.json", task.data_record())
     # Before the backbone loads: an empty training set is a config problem, found cheaply.
     if trains(cfg.trainer) and not split.train:
         raise ConfigError(

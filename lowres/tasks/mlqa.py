@@ -151,7 +151,7 @@ class MLQATask(QATask):
             name = f"mlqa.{context}.{question}"
             return list(_read_hub(HUB_REPO, name, HUB_SPLITS[self.data_split]))
         path = mlqa_file(data_root(s.source, s.root), self.data_split, context, question)
-        return list(_read_local(str(path)))
+        return list(self.read_file(path, _read_local))
 
     def groups(self) -> dict[str, str]:
         """``{question id: group}`` over the 7 XLT files of ``task.split`` (see the module doc)."""

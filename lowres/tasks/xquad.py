@@ -43,7 +43,8 @@ class XQuADTask(QATask):
         s = self.settings
         if s.source == "hub":
             return list(_read_hub("google/xquad", f"xquad.{lang}"))
-        return list(_read_local(str(data_root(s.source, s.root) / "xquad" / f"xquad.{lang}.json")))
+        path = data_root(s.source, s.root) / "xquad" / f"xquad.{lang}.json"
+        return list(self.read_file(path, _read_local))
 
     def language_records(self, lang: str) -> list[dict]:
         return with_groups(self._records(lang), lang)
@@ -53,6 +54,7 @@ class XQuADTask(QATask):
         if s.source == "hub":
             squad = list(_read_hub("rajpurkar/squad", None))
         else:
-            squad = list(_read_local(str(data_root(s.source, s.root) / "squad" / "dev-v1.1.json")))
+            path = data_root(s.source, s.root) / "squad" / "dev-v1.1.json"
+            squad = list(self.read_file(path, _read_local))
         held_out = {r["id"] for r in self._records("en")}
         return with_groups([r for r in squad if r["id"] not in held_out], "en")
