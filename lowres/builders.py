@@ -327,7 +327,7 @@ def check_trainable(trainer: TrainerConfig, model, backbone: BackboneConfig) -> 
         )
 
 
-def initialise_from(model, run_dir: str) -> None:
+def initialise_from(model, run_dir: str, backbone: dict[str, Any]) -> None:
     """Two-stage transfer: start from another run's trained prompts, head and adapters."""
     path = Path(run_dir)
     if not RunFolder.finished_at(path):
@@ -335,7 +335,7 @@ def initialise_from(model, run_dir: str) -> None:
             f"init_from={run_dir} is not a finished lowres run (no metrics.json there); give "
             "the folder of a completed `lowres train` run, e.g. a sweep's stage-1 run."
         )
-    load_trainable(model, path / "checkpoint")
+    load_trainable(model, path / "checkpoint", backbone=backbone)
 
 
 def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
@@ -357,7 +357,8 @@ def restore_run(cfg: DictConfig, run_dir: Path):
     model, tokenizer = build_model(
         cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
     )
-    load_trainable(model, run_dir / "checkpoint")
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    load_trainable(model, run_dir / "checkpoint", backbone=backbone)
     return task, model, tokenizer
 
 

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from lowres.distributed import is_main_process
+from lowres.training.progress import with_heartbeat
 
-FORMAT_VERSION = 1  # bump when the stored layout changes
+FORMAT_VERSION = 2  # bump when the stored layout or the features change (2: question cap)
 
 
 class FeatureCacheWarning(UserWarning):
@@ -156,6 +157,8 @@ class FeatureCache:
 
     def _cached(self, kind: str, task, records, tokenizer, compute):
         started, cpu_started = time.perf_counter(), time.process_time()
+        # Tokenizing a large pool takes minutes; say so now and then in a non-interactive log.
+        compute = with_heartbeat(compute, f"tokenizing {len(records)} {kind} records")
         try:
             if self.directory is None or self._disabled_reason:
                 return compute(records, tokenizer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -16,12 +17,22 @@ from pathlib import Path
 
 import hydra
 import yaml
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.text import Text
 
-from lowres.distributed import rank_overrides
-from lowres.errors import LowresError
+from lowres.distributed import rank_overrides, world_size
+from lowres.errors import ConfigError, LowresError
 from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
-from lowres.schema import config_dir, register_schemas
+from lowres.runfolder import (
+    FolderLock,
+    claim_new_folder,
+    ensure_folder,
+    holds_run,
+    remove_if_scaffolding,
+)
+from lowres.schema import check_override_keys, config_dir, register_schemas
 
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
@@ -62,7 +73,7 @@ def _usage() -> str:
         "  lowres train --resume outputs/xquad/me5-small/2026-01-01_10-00-00",
         "  lowres sweep +task=xquad backbone=tiny-bert trainer=smoke sweep.k=[0,8] "
         "sweep.seeds=[1,2] sweep.languages=[de,es] data.pool_fraction=0.3",
-        "  lowres sweep +experiment=kshot_curve     # a study preset from configs/experiment/",
+        "  lowres sweep +task=xquad +experiment=kshot_curve   # a preset, configs/experiment/",
         "  lowres report outputs/sweeps/xquad/2026-01-01_10-00-00",
         "  lowres evaluate checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00",
         "  lowres score --metric squad data.json predictions.json",
@@ -79,7 +90,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except LowresError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        # The message is shown verbatim: user text such as sweep.languages=[de,es] or
+        # context[answer_start:...] must not be read as rich markup and vanish.
+        message = Text.assemble(("error:", "bold red"), " ", str(err))
+        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
         sys.exit(2)
 
 
@@ -87,6 +101,23 @@ def _normalize_task(overrides: list[str]) -> list[str]:
     # `task` is not in the defaults list (a run must name one), so Hydra needs `+task=`;
     # accept the plain form too because it is what people type first.
     return [f"+{o}" if o.startswith("task=") else o for o in overrides]
+
+
+# Keys holding a path that the saved config must still find from another folder.
+PATH_KEYS = ("data.root", "align.parallel_file", "init_from", "pseudo.teacher")
+
+
+def _absolute_paths(overrides: list[str]) -> list[str]:
+    """Relative paths made absolute: .hydra/config.yaml keeps them, and `lowres evaluate`
+    or `--resume` run from another folder must read the same files."""
+    out = []
+    for override in overrides:
+        prefix = override[: len(override) - len(override.lstrip("+"))]
+        key, sep, value = override[len(prefix) :].partition("=")
+        if sep and key in PATH_KEYS and value and not value.startswith(("/", "$", "'", '"')):
+            override = f"{prefix}{key}={Path(value).expanduser().resolve()}"
+        out.append(override)
+    return out
 
 
 def _has_task(overrides: list[str]) -> bool:
@@ -110,14 +141,17 @@ def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
 
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     register_schemas()
+    resuming = None
     if verb in ("train", "sweep"):
         if "--resume" in overrides:
             at = overrides.index("--resume")
             if at + 1 >= len(overrides):
                 raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
-            run_dir = overrides[at + 1]
-            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(run_dir, verb)]
-        overrides = _normalize_task(overrides)
+            resuming = overrides[at + 1]
+            if verb == "train":
+                _check_resumable(resuming)
+            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(resuming, verb)]
+        overrides = _absolute_paths(_normalize_task(overrides))
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             raise LowresError(
@@ -129,10 +163,176 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
+    folder = _prepare_folder(verb, overrides)
+    if folder is not None:
+        overrides = [*overrides, *folder.overrides]
     overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
     sys.argv = [f"lowres {verb}", *overrides]
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=verb)(job)
-    app()
+    if folder is None:
+        app()
+        return
+    print(f"lowres {verb}: run folder {folder.path}", flush=True)
+    succeeded = False
+    try:
+        app()
+        succeeded = True
+    finally:
+        folder.lock.release()
+        if not succeeded and folder.created:
+            # A command that failed before producing anything leaves no junk folder.
+            remove_if_scaffolding(folder.path)
+    print(f"lowres {verb}: done, run folder {folder.path}", flush=True)
+
+
+class _Folder:
+    """The folder a train/evaluate/sweep command writes, chosen and locked before Hydra runs."""
+
+    def __init__(
+        self, path: Path, key: str, *, created: bool, keep_saved_config: bool, extra: list[str]
+    ) -> None:
+        self.path, self.created = path, created
+        self.overrides = [f"{key}={path}", *extra]
+        if keep_saved_config:
+            # A resumed run already holds the config it was trained with; Hydra must not
+            # rewrite .hydra/ (it would replace a finished run's config before any check).
+            self.overrides.append("hydra.output_subdir=null")
+        self.lock = FolderLock(path).acquire()
+
+
+def _compose(verb: str, overrides: list[str]):
+    """The command's config as Hydra will compose it, with the hydra node; user errors as
+    LowresError (exit 2), before Hydra creates or writes anything."""
+    check_override_keys(overrides)
+    try:
+        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra.compose(config_name=verb, overrides=overrides, return_hydra_config=True)
+            key = "sweep" if verb == "sweep" else "run"
+            folder = str(cfg.hydra[key].dir)
+    except (HydraException, OmegaConfBaseException) as err:
+        missing = re.search(r"Could not find '([^'/]+)/([^']+)'", str(err))
+        if missing and missing.group(1) in config_groups():
+            group, name = missing.groups()
+            raise ConfigError(
+                f"{group}={name} is not a {group} option; choose one of "
+                f"{', '.join(config_groups()[group])} (configs/{group}/)."
+            ) from None
+        cause = f" {err.__cause__}" if isinstance(err.__cause__, OmegaConfBaseException) else ""
+        raise ConfigError(
+            f"The command line does not compose into a lowres {verb} config: "
+            f"{' '.join(str(err).split())}{' '.join(cause.split())} "
+            "See `lowres --help` for the config groups and their options."
+        ) from None
+    return cfg, folder
+
+
+def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
+    """Choose, check, create and lock the run folder before Hydra writes into it.
+
+    Hydra writes .hydra/ into hydra.run.dir before any lowres code runs, so every refusal
+    (a finished run, another run's folder, a folder in use) must happen here. A default
+    folder is claimed atomically, so runs started in the same second get folders of their
+    own. Hydra's own modes (--cfg, --help, -m) and data-parallel ranks (rank 0 picks the
+    folder for all of them) keep Hydra's behaviour.
+    """
+    if world_size() > 1 or any(o.startswith("-") for o in overrides):
+        return None
+    if verb == "evaluate":
+        _check_evaluate_overrides(overrides)
+    cfg, folder = _compose(verb, overrides)
+    key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
+    explicit = any(o.lstrip("+").startswith(f"{key}=") for o in overrides)
+    path = Path(folder)
+    extra = []
+    root = cfg.get("data", {}).get("root") if verb != "evaluate" else None
+    if root and not Path(root).is_absolute():
+        # A relative data.root (the data=local default is one) would be saved as such, and
+        # `lowres evaluate` of the run from another folder would not find the files.
+        extra.append(f"data.root={Path(root).expanduser().resolve()}")
+    if not explicit:
+        claimed = claim_new_folder(path)
+        return _Folder(claimed, key, created=True, keep_saved_config=False, extra=extra)
+    keep_saved_config = False
+    if verb == "train" and not cfg.resume and holds_run(path):
+        if (path / "metrics.json").is_file():
+            raise LowresError(
+                f"The run folder {path} already holds a finished run (metrics.json); "
+                "lowres never overwrites one. Choose another hydra.run.dir."
+            )
+        raise LowresError(
+            f"The run folder {path} already holds another run's files (.hydra/); lowres does "
+            f"not train a new run over them. Continue that run with `lowres train --resume "
+            f"{path}`, or choose another hydra.run.dir."
+        )
+    if verb == "train" and cfg.resume and (path / ".hydra" / "overrides.yaml").is_file():
+        _check_same_overrides(path, overrides)
+        keep_saved_config = True
+    if verb == "evaluate" and holds_run(path):
+        raise LowresError(
+            f"hydra.run.dir={path} already holds a run (.hydra/ or metrics.json); "
+            "`lowres evaluate` writes its scores into a new folder and never into a trained "
+            "run's. Leave hydra.run.dir out (a new folder under outputs/evaluate/) or give an "
+            "empty one."
+        )
+    if verb == "sweep" and (path / "metrics.json").is_file():
+        raise LowresError(
+            f"hydra.sweep.dir={path} is a finished training run's folder, not a sweep folder; "
+            "choose another hydra.sweep.dir."
+        )
+    created = not path.exists()
+    return _Folder(
+        ensure_folder(path), key, created=created, keep_saved_config=keep_saved_config, extra=extra
+    )
+
+
+def _task_overrides(overrides: list[str]) -> list[str]:
+    """The overrides Hydra saves in overrides.yaml: not its own, not resume."""
+    return sorted(
+        o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "resume="))
+    )
+
+
+def _check_same_overrides(path: Path, overrides: list[str]) -> None:
+    saved = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+    before, now = _task_overrides(saved), _task_overrides(overrides)
+    if before != now:
+        added = [o for o in now if o not in before]
+        dropped = [o for o in before if o not in now]
+        raise LowresError(
+            f"Resuming {path} with other settings than it was trained with (added: "
+            f"{added or 'none'}; missing: {dropped or 'none'}); a resumed run must continue "
+            f"the same run. Resume it as it was with `lowres train --resume {path}`, or start "
+            "a new run in another folder."
+        )
+
+
+def _check_resumable(run_dir: str) -> None:
+    """``--resume`` on a folder without a checkpoint would silently start from step 0."""
+    path = Path(run_dir)
+    if (path / "metrics.json").is_file() or not (path / ".hydra" / "overrides.yaml").is_file():
+        return  # finished (nothing to do) or not a run folder (_resume_overrides says so)
+    if not any((path / "trainer").glob("checkpoint-*")):
+        raise LowresError(
+            f"--resume {run_dir}: the run has no resumable checkpoint (no "
+            f"{path / 'trainer'}/checkpoint-N); runs save them only with "
+            "trainer.save_steps=N. Start it again in a new folder (the same command without "
+            "--resume and hydra.run.dir), with trainer.save_steps set to make it resumable."
+        )
+
+
+def _check_evaluate_overrides(overrides: list[str]) -> None:
+    """``lowres evaluate`` rebuilds the model from the run's saved config; a different
+    backbone, prompt or method (a config group) cannot load its trained parameters."""
+    groups = set(config_groups())
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in groups:
+            raise LowresError(
+                f"lowres evaluate does not take {override}: it rebuilds the model from the "
+                "checkpoint run's saved config (.hydra/config.yaml), config groups included. "
+                "Override single keys instead, e.g. data.eval_languages=[de,es] or "
+                "trainer.eval_batch_size=64; to evaluate another model, train it first."
+            )
 
 
 def _train_job(cfg) -> float | None:

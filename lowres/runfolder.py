@@ -7,9 +7,10 @@ it (``lowres report`` reads runs that way), so its fields are named in one place
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from lowres.distributed import is_main_process
+from lowres.errors import LowresError
+from lowres.files import write_atomic
 
 METRICS_FILE = "metrics.json"
 
@@ -118,21 +121,119 @@ class RunFolder:
         target = self.path / relative
         if not self.writes:
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False, indent=2)
-        os.replace(temporary, target)
-        return target
+        return write_atomic(target, json.dumps(data, ensure_ascii=False, indent=2))
 
     def write_jsonl(self, relative: str, rows: list[dict[str, Any]]) -> Path:
         target = self.path / relative
         if not self.writes:
             return target
-        target.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        return target
+        return write_atomic(target, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: str | Path) -> RunMetrics:
     """The metrics of a finished run folder."""
     return RunMetrics.from_json(json.loads((Path(run_dir) / METRICS_FILE).read_text()))
+
+
+LOCK_FILE = ".lowres.lock"
+# What a command leaves in a folder before it has produced anything of its own: Hydra's
+# saved config, its log file, our lock. A folder holding only these is removed after a
+# user error, so failed commands leave no junk folders behind.
+SCAFFOLDING = {".hydra", LOCK_FILE}
+
+
+def holds_run(path: str | Path) -> bool:
+    """Whether ``path`` holds files of a lowres run (finished or not)."""
+    path = Path(path)
+    return (path / METRICS_FILE).is_file() or (path / ".hydra").is_dir()
+
+
+def claim_new_folder(path: str | Path) -> Path:
+    """Create a folder that no other process has: ``path``, else ``path_2``, ``path_3``, ...
+
+    ``os.mkdir`` either creates the folder or fails because it exists, atomically, so two
+    runs started in the same second (the default folder names carry the second) get two
+    folders instead of sharing one.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for number in range(1, 10_000):
+            candidate = path if number == 1 else path.with_name(f"{path.name}_{number}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    except OSError as err:
+        raise LowresError(
+            f"The run folder {path} cannot be created ({err.strerror or err}); expected a "
+            "writable location. Run from a folder you can write to, or choose one with "
+            "hydra.run.dir=DIR (hydra.sweep.dir=DIR for sweeps)."
+        ) from err
+    raise LowresError(f"No free run folder name next to {path}; clean up {path.parent}.")
+
+
+def ensure_folder(path: str | Path) -> Path:
+    """An existing or new folder (a given hydra.run.dir), with a clear error if impossible."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LowresError(
+            f"The run folder {path} cannot be created ({err.strerror or err}); expected a "
+            "writable location. Choose another hydra.run.dir (or hydra.sweep.dir)."
+        ) from err
+    return path
+
+
+class FolderLock:
+    """An exclusive lock on a run folder for the life of the command: one writer per folder.
+
+    ``flock`` is released by the kernel when the process ends, however it ends, so a killed
+    run never leaves a stale lock behind; the file's content names the holder.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._handle = None
+
+    def acquire(self) -> FolderLock:
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise LowresError(
+                f"Another lowres process (pid {holder}) is writing into {self.folder}; two "
+                "writers in one run folder would mix their results. Wait for it to finish, "
+                "or choose another hydra.run.dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def remove_if_scaffolding(folder: str | Path) -> bool:
+    """Remove a folder that holds nothing but a failed command's scaffolding (and logs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if any(e.name not in SCAFFOLDING and e.suffix != ".log" for e in entries):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

@@ -7,6 +7,7 @@ message. Range checks that a type cannot express live in :func:`validate`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,39 @@ def register_schemas() -> None:
         store.store(group=group, name=f"{group}_schema", node=schema)
 
 
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse keys the schemas do not have, also when ``+`` would make Hydra add them.
+
+    Hydra rejects ``trainer.lrr=1`` but suggests ``+trainer.lrr=1``, which it then adds to
+    the config, where nothing reads it: the run trains as if the key were absent. And the
+    schemas stored as ``<group>_schema`` options are building blocks, not choices.
+    """
+    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig}
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:
+            continue
+        key, value = override.lstrip("+~").split("=", 1)
+        if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        if key in nested and value.strip().endswith("_schema"):
+            options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
+            raise ConfigError(
+                f"{override}: {value} is the schema behind the {key} options, not an option "
+                f"itself; choose one of {', '.join(options)}."
+            )
+        group, _, rest = key.partition(".")
+        if not rest or group not in nested:
+            continue
+        name = rest.split(".", 1)[0]
+        known = [f.name for f in dataclasses.fields(nested[group])]
+        if name not in known:
+            raise ConfigError(
+                f"{override}: {group} has no key {name!r}, so nothing would read it; its keys "
+                f"are {', '.join(known)}. Check the spelling (and drop a leading +: lowres "
+                "configs take no new keys)."
+            )
+
+
 FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
 ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
@@ -316,8 +350,27 @@ def validate(cfg: Any) -> None:
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
-    if cfg.trainer.lr is not None:
-        _at_least("trainer.lr", cfg.trainer.lr, 0.0)
+    if cfg.trainer.lr is not None and cfg.trainer.lr <= 0 and trains(cfg.trainer):
+        # lr=0 used to train the prompts (their own prompt.lr) and silently not the rest.
+        raise ConfigError(
+            f"trainer.lr={cfg.trainer.lr} is out of range; it must be > 0 for a run that "
+            "trains (at 0 the head, adapters and unfrozen weights would never move while a "
+            "prompt with its own prompt.lr did). Use trainer.epochs=0 to evaluate the model "
+            "without training."
+        )
+    # A negative epoch count used to skip training and evaluate the untrained model.
+    _at_least("trainer.epochs", cfg.trainer.epochs, 0.0, "Use trainer.epochs=0 to skip training.")
+    if cfg.trainer.max_steps < -1:
+        raise ConfigError(
+            f"trainer.max_steps={cfg.trainer.max_steps} is out of range; use a positive step "
+            "count, or -1 to train for trainer.epochs."
+        )
+    _at_least("trainer.seed", cfg.trainer.seed, 0, "Seeds are non-negative integers.")
+    if not 0.0 <= cfg.trainer.warmup_ratio < 1.0:
+        raise ConfigError(
+            f"trainer.warmup_ratio={cfg.trainer.warmup_ratio} is out of range; it is the share "
+            "of training steps spent warming up, in [0, 1) (e.g. 0.1)."
+        )
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
@@ -340,6 +393,12 @@ def validate(cfg: Any) -> None:
             )
         _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
     _at_least("data.k", cfg.data.k, 0)
+    if not list(cfg.data.eval_languages):
+        # Caught only after training before: a run must have something to evaluate.
+        raise ConfigError(
+            "data.eval_languages=[] names no language to evaluate; give at least one, e.g. "
+            "data.eval_languages=[en,de]."
+        )
     if not 0.0 <= cfg.data.pool_fraction < 1.0:
         raise ConfigError(
             f"data.pool_fraction={cfg.data.pool_fraction} is out of range; it must be in [0, 1)."

@@ -15,8 +15,8 @@ import datasets
 import transformers
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.text import Text
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from lowres.backbones import resolve_local
 from lowres.builders import (
@@ -40,7 +40,7 @@ from lowres.recipes.pseudo import PseudoData, add_pseudo_data
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
 from lowres.tasks import Split, Task
-from lowres.training.checkpoints import save_trainable
+from lowres.training.checkpoints import intact_checkpoint, save_trainable
 from lowres.training.clock import TrainClock
 from lowres.training.progress import RichProgress
 from lowres.training.selection import CheckpointSelection
@@ -84,7 +84,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     )
     check_trainable(cfg.trainer, model, cfg.backbone)
     if cfg.init_from:
-        initialise_from(model, cfg.init_from)
+        initialise_from(model, cfg.init_from, OmegaConf.to_container(cfg.backbone, resolve=True))
     report = parameter_report(model)
     cache = FeatureCache.from_setting(cfg.data.cache_dir)
     fitted = fit(cfg, run, task, split, model, tokenizer, cache)
@@ -132,6 +132,7 @@ def training_data(cfg: DictConfig, task: Task, run: RunFolder) -> tuple[Split, P
         )
     split, pseudo = add_pseudo_data(cfg.pseudo, task, split, data=cfg.data, args=teacher_args)
     run.write_json("data_split.json", {**split.record(), "pseudo": pseudo.record()})
+    run.write_json("data_files.json", task.data_record())
     # Before the backbone loads: an empty training set is a config problem, found cheaply.
     if trains(cfg.trainer) and not split.train:
         raise ConfigError(
@@ -217,9 +218,7 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
 
         selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
         trainer.add_callback(selection)
-    resume_from = None
-    if cfg.resume and (run.path / "trainer").is_dir():
-        resume_from = get_last_checkpoint(str(run.path / "trainer"))
+    resume_from = resume_point(run.path / "trainer") if cfg.resume else None
     clock = TrainClock(resume_from)
     trainer.add_callback(clock)
     steps, loss = 0, math.nan  # trainer.epochs=0: the model as built (the untrained baseline)
@@ -227,7 +226,8 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
         clock.start()
         if trains(cfg.trainer):
             result = trainer.train(resume_from_checkpoint=resume_from)
-            steps, loss = result.global_step, result.training_loss
+            # Over the whole run: the Trainer's own figure covers only a resumed stretch.
+            steps, loss = result.global_step, trainer.run_loss()
         run.write_jsonl("train_log.jsonl", trainer.state.log_history)
     except BaseException:
         progress.stop()
@@ -243,6 +243,25 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
         counted_from_step=clock.counted_from_step,
         selection=selection,
     )
+
+
+def resume_point(trainer_dir: Path) -> str | None:
+    """The latest intact checkpoint to resume from (None: none saved yet), saying which
+    damaged ones it passed over; an error when checkpoints exist but none is intact."""
+    if not trainer_dir.is_dir():
+        return None
+    found, skipped = intact_checkpoint(trainer_dir)
+    for reason in skipped:
+        Console(stderr=True, soft_wrap=True).print(
+            Text(f"warning: not resuming from {trainer_dir}/{reason}; trying an earlier one")
+        )
+    if found is None and skipped:
+        raise LowresError(
+            f"No intact checkpoint to resume from in {trainer_dir}: "
+            f"{'; '.join(skipped)}. Start the run again in a new folder (the same command "
+            "without --resume and hydra.run.dir)."
+        )
+    return str(found) if found else None
 
 
 def precision_of(args) -> str:

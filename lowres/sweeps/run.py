@@ -19,6 +19,7 @@ from hydra import compose as compose_config
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.text import Text
 
 from lowres.backbones import resolve_local, reuse_backbones
 from lowres.builders import build_task
@@ -74,6 +75,9 @@ def execute(
             started = time.perf_counter()
             try:
                 cfg = compose(overrides)
+                # An interrupted run continues from its last checkpoint instead of
+                # training from step 0 again (its config is the same: same overrides).
+                cfg.resume = any((run_dir / "trainer").glob("checkpoint-*"))
                 _write_run_config(run_dir, cfg, overrides)
                 metrics = train(cfg, output_dir=run_dir)
             except Exception as err:  # one broken run must not stop the sweep
@@ -121,7 +125,7 @@ def show_summary(summary: dict[str, Any], sweep_dir: Path) -> None:
         f"{summary['failed']} failed"
     )
     for name, error in summary["failed_runs"].items():
-        console.print(f"  [red]failed[/] {name}: {error}", highlight=False)
+        console.print(Text.assemble("  ", ("failed", "red"), f" {name}: {error}"), highlight=False)
     if summary["overhead_first_run_s"] is not None:
         later = summary["overhead_later_runs_median_s"]
         console.print(
@@ -168,7 +172,8 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
         return run_cfg
 
     def announce(run: PlannedRun, number: int, total: int) -> None:
-        Console(soft_wrap=True).print(f"[bold]run {number}/{total}[/] {run.name}")
+        line = Text.assemble((f"run {number}/{total}", "bold"), f" {run.name}")
+        Console(soft_wrap=True).print(line)
 
     with reuse_backbones():
         summary = execute(

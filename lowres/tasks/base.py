@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lowres.errors import ConfigError
 from lowres.training.trainer import LENGTH_COLUMN, feature_dataset
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def stable_fraction(*parts: object) -> float:
@@ -82,6 +91,21 @@ class Task(ABC):
     def __init__(self, settings: DataSettings, **params: Any) -> None:
         self.settings = settings
         self.params = params
+        # Every local data file this task read, in order: recorded in the run folder with
+        # its sha256 (data_files.json), so a run says which files its numbers come from.
+        self.files_read: dict[str, None] = {}
+
+    def read_file(self, path: str | Path, read: Callable[[str], Any]) -> Any:
+        """``read(path)``, noting the file as read by this task."""
+        self.files_read[str(Path(path).resolve())] = None
+        return read(str(path))
+
+    def data_record(self) -> dict[str, Any]:
+        """What data_files.json says about the data: each file read, with its sha256."""
+        return {
+            "source": self.settings.source,
+            "files": {path: _sha256(Path(path)) for path in self.files_read},
+        }
 
     # -- loading, per task --------------------------------------------------------------
     @abstractmethod

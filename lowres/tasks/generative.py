@@ -210,6 +210,9 @@ class GenerativeTask:
     def score(self, predictions: dict[str, Any], records: Sequence[dict], lang: str) -> dict:
         return self.task.score(predictions, records, lang)
 
+    def data_record(self) -> dict[str, Any]:
+        return self.task.data_record()
+
     def extra_metrics(self, per_language: dict[str, dict]) -> dict[str, Any]:
         return self.task.extra_metrics(per_language)
 

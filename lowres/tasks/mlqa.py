@@ -153,7 +153,7 @@ class MLQATask(QATask):
             name = f"mlqa.{context}.{question}"
             return list(_read_hub(HUB_REPO, name, HUB_SPLITS[self.data_split]))
         path = mlqa_file(data_root(s.source, s.root), self.data_split, context, question)
-        return list(_read_local(str(path)))
+        return list(self.read_file(path, _read_local))
 
     def groups(self) -> dict[str, str]:
         """``{question id: group}`` over the 7 XLT files of ``task.split`` (see the module doc)."""
@@ -178,7 +178,7 @@ class MLQATask(QATask):
 
     def source_pool(self) -> list[dict]:
         # every MLQA id of the split is in an XLT file; SQuAD shares none of them
-        pool = squad_source_pool(self.settings, lambda: set(self.groups()))
+        pool = squad_source_pool(self.settings, lambda: set(self.groups()), self.read_file)
         self.source_record = source_pool_record(self.settings, pool)
         return pool
 

@@ -94,6 +94,7 @@ class PAWSXTask(PairClassificationTask):
             )
         self.skipped: dict[str, int] = {}
         self._layout: str | None = None
+        self._passed_over: dict[str, list[str]] = {}
 
     # -- files ---------------------------------------------------------------------------
     def _base(self) -> Path:
@@ -111,6 +112,11 @@ class PAWSXTask(PairClassificationTask):
                 missing[layout] = [f for f in files if not f.is_file()]
                 if not missing[layout]:
                     self._layout = layout
+                    self._passed_over = {
+                        name: [str(f) for f in files]
+                        for name, files in missing.items()
+                        if name != layout and len(files) < len(languages)
+                    }
                     break
             else:
                 looked = "; ".join(
@@ -145,7 +151,7 @@ class PAWSXTask(PairClassificationTask):
                         f"layout, which has no {split} file for {lang!r}. Add the file, or "
                         "drop that language."
                     )
-            rows, skipped = _read_local(str(path))
+            rows, skipped = self.read_file(path, _read_local)
         self.skipped[f"{split}-{lang}"] = skipped
         return list(rows)
 
@@ -154,6 +160,15 @@ class PAWSXTask(PairClassificationTask):
             if path.is_file():
                 return path
         return None
+
+    def data_record(self) -> dict[str, Any]:
+        """Also the layout read, and the preferred layouts passed over for want of a file:
+        a root with both the official zh files and the XTREME copy reads the XTREME one."""
+        record = super().data_record()
+        if self.settings.source != "hub" and self._layout is not None:
+            record["pawsx_layout"] = self._layout
+            record["layouts_passed_over"] = self._passed_over
+        return record
 
     # -- Task ----------------------------------------------------------------------------
     def language_records(self, lang: str) -> list[dict]:

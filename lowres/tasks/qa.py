@@ -23,9 +23,11 @@ def _truncate_questions(
 ) -> list[str]:
     """Cut each question after ``max_question_length`` tokens, at a character boundary."""
     out = []
-    encoded = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
+    # Strip before tokenizing: the offsets must index the text that is cut (offsets from
+    # the unstripped text cut the stripped one too late, keeping 65+ tokens of 64).
+    questions = [q.lstrip() for q in questions]  # leading spaces waste a window's tokens
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     for question, offsets in zip(questions, encoded["offset_mapping"], strict=True):
-        question = question.lstrip()  # leading spaces waste a window's tokens
         if len(offsets) > max_question_length:
             cut = offsets[max_question_length - 1][1]
             out.append(question[:cut])

@@ -69,7 +69,18 @@ def _squad_hub(split: str) -> tuple[dict, ...]:
     return tuple(squad_format.records_from_hub(load_hub_split("rajpurkar/squad", None, split)))
 
 
-def squad_records(settings: DataSettings, which: str) -> list[dict]:
+def _read_directly(path: Path, read: Callable[[str], Any]) -> Any:
+    return read(str(path))
+
+
+# How a file is read: a task passes its own ``read_file``, which records the file (with its
+# sha256) in the run folder's data_files.json.
+FileReader = Callable[[Path, Callable[[str], Any]], Any]
+
+
+def squad_records(
+    settings: DataSettings, which: str, read_file: FileReader = _read_directly
+) -> list[dict]:
     """SQuAD v1.1 ``which`` (train | dev) from the run's data source."""
     if settings.source == "hub":
         return list(_squad_hub(SQUAD_HUB_SPLITS[which]))
@@ -82,10 +93,10 @@ def squad_records(settings: DataSettings, which: str) -> list[dict]:
             "file, 87,599 questions), use data=hub, or train on the dev pool with "
             "data.source_split=dev_minus_xquad."
         )
-    return list(_read_local(str(path)))
+    return list(read_file(path, _read_local))
 
 
-def xquad_english_ids(settings: DataSettings) -> set[str]:
+def xquad_english_ids(settings: DataSettings, read_file: FileReader = _read_directly) -> set[str]:
     """The ids of the SQuAD dev questions that XQuAD translates (its English file)."""
     if settings.source == "hub":
         return {r["id"] for r in _read_hub("google/xquad", "xquad.en")}
@@ -97,10 +108,14 @@ def xquad_english_ids(settings: DataSettings) -> set[str]:
             "file, or use data.source_split=train (the standard protocol) or dev (all of SQuAD "
             "v1.1 dev)."
         )
-    return {r["id"] for r in _read_local(str(path))}
+    return {r["id"] for r in read_file(path, _read_local)}
 
 
-def squad_source_pool(settings: DataSettings, own_ids: Callable[[], set[str]]) -> list[dict]:
+def squad_source_pool(
+    settings: DataSettings,
+    own_ids: Callable[[], set[str]],
+    read_file: FileReader = _read_directly,
+) -> list[dict]:
     """The English SQuAD pool of ``data.source_split`` (see the module doc), minus ``own_ids()``.
 
     SQuAD is read first, so an unreachable source is the error a run reports first.
@@ -111,10 +126,10 @@ def squad_source_pool(settings: DataSettings, own_ids: Callable[[], set[str]]) -
             f"data.source_split={split!r} is not a SQuAD source pool; expected one of "
             f"{', '.join(SOURCE_SPLITS)}."
         )
-    records = squad_records(settings, "train" if split == "train" else "dev")
+    records = squad_records(settings, "train" if split == "train" else "dev", read_file)
     drop = set(own_ids())
     if split == "dev_minus_xquad":
-        drop |= xquad_english_ids(settings)
+        drop |= xquad_english_ids(settings, read_file)
     return with_groups([r for r in records if r["id"] not in drop], "en")
 
 
@@ -132,13 +147,16 @@ class XQuADTask(QATask):
         s = self.settings
         if s.source == "hub":
             return list(_read_hub("google/xquad", f"xquad.{lang}"))
-        return list(_read_local(str(data_root(s.source, s.root) / "xquad" / f"xquad.{lang}.json")))
+        path = data_root(s.source, s.root) / "xquad" / f"xquad.{lang}.json"
+        return list(self.read_file(path, _read_local))
 
     def language_records(self, lang: str) -> list[dict]:
         return with_groups(self._records(lang), lang)
 
     def source_pool(self) -> list[dict]:
-        pool = squad_source_pool(self.settings, lambda: {r["id"] for r in self._records("en")})
+        pool = squad_source_pool(
+            self.settings, lambda: {r["id"] for r in self._records("en")}, self.read_file
+        )
         self.source_record = source_pool_record(self.settings, pool)
         return pool
 

@@ -29,16 +29,28 @@ class AlignmentObjective:
     seed: int = 0
     pad_to_multiple_of: int | None = None  # 8 on CUDA, as the training batches
 
-    def batches(self) -> Iterator[tuple[dict, dict]]:
+    def batches(self, start: int = 0) -> Iterator[tuple[dict, dict]]:
+        """Padded (source, target) batches, endlessly, epoch after epoch of seeded orders.
+
+        ``start`` skips the first ``start`` batches without padding them, so a resumed run
+        continues with exactly the batch the interrupted one would have drawn next: the
+        orders come from the same generator, drawn the same number of times.
+        """
         generator = torch.Generator().manual_seed(self.seed)
+        skip = start
         for _ in itertools.count():
             order = torch.randperm(len(self.source), generator=generator).tolist()
-            for start in range(0, len(order) - self.batch_size + 1 or 1, self.batch_size):
-                rows = order[start : start + self.batch_size]
+            starts = range(0, len(order) - self.batch_size + 1 or 1, self.batch_size)
+            if skip >= len(starts):
+                skip -= len(starts)
+                continue
+            for first in starts[skip:]:
+                rows = order[first : first + self.batch_size]
                 yield (
                     self._pad([self.source[i] for i in rows]),
                     self._pad([self.target[i] for i in rows]),
                 )
+            skip = 0
 
     def _pad(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """Each side padded to its own longest row, as training batches are."""

@@ -11,30 +11,74 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from lowres.errors import LowresError
+from lowres.files import write_atomic
 
 TRAINABLE_FILE = "trainable.safetensors"
 MANIFEST_FILE = "manifest.json"
+
+
+# The backbone settings that decide which weights a checkpoint's parameters belong to.
+BACKBONE_IDENTITY = ("name", "architecture", "family", "loader", "path")
 
 
 def save_trainable(model, directory: str | Path, manifest: dict[str, Any] | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = model.trainable_state_dict()
-    save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
+    data = save(state, metadata={"format": "pt"})
+    write_atomic(directory / TRAINABLE_FILE, data)
     info = {
         "parameters": {name: list(t.shape) for name, t in state.items()},
         "count": int(sum(t.numel() for t in state.values())),
         **(manifest or {}),
     }
-    (directory / MANIFEST_FILE).write_text(json.dumps(info, indent=2))
+    write_atomic(directory / MANIFEST_FILE, json.dumps(info, indent=2))
     return directory
 
 
-def load_trainable(model, directory: str | Path) -> None:
-    """Restore trainable parameters; every saved name must exist and match in shape."""
+def read_trainable(path: Path) -> dict[str, torch.Tensor]:
+    """A trainable.safetensors file, or a LowresError saying it is damaged."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LowresError(
+            f"The checkpoint file {path} is damaged ({err}); expected a complete "
+            "safetensors file as lowres writes it. It was probably cut short by a full disk or "
+            "a copy that did not finish: restore it from a backup, or train the run again."
+        ) from None
+
+
+def check_backbone(directory: str | Path, backbone: dict[str, Any]) -> None:
+    """Refuse a checkpoint trained on another backbone, before any shape comparison.
+
+    Two small backbones can share every trainable shape (tiny-bert and tiny-xlmr do), so a
+    shape check alone would load a checkpoint into a model it was never trained with.
+    """
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        return  # intermediate Trainer checkpoints carry no manifest; the run's config rules
+    saved = json.loads(path.read_text()).get("config", {}).get("backbone")
+    if not saved:
+        return
+    differ = [k for k in BACKBONE_IDENTITY if k in saved and saved[k] != backbone.get(k)]
+    if differ:
+        was = ", ".join(f"backbone.{k}={saved[k]!r}" for k in differ)
+        now = ", ".join(f"backbone.{k}={backbone.get(k)!r}" for k in differ)
+        raise LowresError(
+            f"The checkpoint {directory} was trained on another backbone ({was}) than this "
+            f"run builds ({now}); its parameters belong to that model. Use the backbone it "
+            "was trained with (lowres evaluate reads it from the run folder: drop the "
+            "backbone overrides)."
+        )
+
+
+def load_trainable(model, directory: str | Path, backbone: dict[str, Any] | None = None) -> None:
+    """Restore trainable parameters; every saved name must exist and match in shape, and the
+    manifest's backbone (when ``backbone`` is given) must be this one."""
     path = Path(directory) / TRAINABLE_FILE
     if not path.is_file():
         raise LowresError(
@@ -42,7 +86,9 @@ def load_trainable(model, directory: str | Path) -> None:
             "(checkpoint/trainable.safetensors inside a run folder). Check the run folder, "
             "or rerun training if it did not finish."
         )
-    state = load_file(str(path))
+    if backbone is not None:
+        check_backbone(directory, backbone)
+    state = read_trainable(path)
     own = dict(model.named_parameters())
     unknown = [n for n in state if n not in own]
     mismatched = [n for n in state if n in own and tuple(own[n].shape) != tuple(state[n].shape)]
@@ -56,3 +102,39 @@ def load_trainable(model, directory: str | Path) -> None:
     with torch.no_grad():
         for name, value in state.items():
             own[name].copy_(value.to(own[name].dtype))
+
+
+def intact_checkpoint(trainer_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The latest resumable checkpoint that is complete, and why later ones were skipped.
+
+    A run killed while saving, or a damaged disk, can leave the newest checkpoint-N cut
+    short; resuming then falls back to the one before it instead of failing.
+    """
+    folders = sorted(
+        (p for p in Path(trainer_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    skipped = []
+    for folder in folders:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append(f"{folder.name}: {problem}")
+    return None, skipped
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What is wrong with a resumable checkpoint folder, or None when it is complete."""
+    for name in ("trainer_state.json", TRAINABLE_FILE, "optimizer.pt", "scheduler.pt"):
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
+            return f"{name} is missing or empty"
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except ValueError:
+        return "trainer_state.json is not valid JSON"
+    try:
+        load_file(str(folder / TRAINABLE_FILE))
+    except (SafetensorError, OSError, ValueError) as err:
+        return f"{TRAINABLE_FILE} is damaged ({err})"
+    return None

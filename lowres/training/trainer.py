@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,10 +23,13 @@ from torch.utils.data import SequentialSampler
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from lowres.files import write_atomic
 from lowres.losses.alignment import warmup_weight
 from lowres.training.alignment import AlignmentObjective
 from lowres.training.checkpoints import load_trainable, save_trainable
 
+# lowres's part of a resumable checkpoint, beside the Trainer's own files.
+RESUME_STATE_FILE = "lowres_state.json"
 # Tokens per row, read by the Trainer's length-grouped sampler and dropped before the model.
 LENGTH_COLUMN = "length"
 
@@ -90,9 +95,18 @@ class LowresTrainer(Trainer):
             # Tensor cores work on multiples of 8; on the CPU any length is as good.
             multiple = 8 if self.args.device.type == "cuda" else None
             self.data_collator = PaddingCollator(self.processing_class, multiple)
+        # Our compute_loss never passes num_items_in_batch to the model, whose loss is
+        # therefore a per-batch mean; the Trainer must divide it by the accumulation steps.
+        # Left to its signature check (decoders take **kwargs), the Trainer assumed the
+        # model scaled its own loss, and runs with grad_accum=4 trained at 4x the loss.
+        self.model_accepts_loss_kwargs = False
         self.prompt_lr = prompt_lr
         self.alignment = alignment
         self._alignment_batches = alignment.batches() if alignment else None
+        # Alignment batches drawn so far and the loss summed over finished steps before a
+        # resume: saved with each checkpoint, so a resumed run continues both exactly.
+        self._alignment_drawn = 0
+        self._loss_before: float | None = None
         self._sums = {"task_loss": 0.0, "align_loss": 0.0, "align_weight": 0.0}
         self._count = 0
 
@@ -140,6 +154,7 @@ class LowresTrainer(Trainer):
                 self.state.global_step, self.alignment.weight, self.alignment.warmup_steps
             )
             source, target = next(self._alignment_batches)
+            self._alignment_drawn += 1
             device = loss.device
             align = self.alignment.loss(
                 model,
@@ -174,9 +189,62 @@ class LowresTrainer(Trainer):
             self._count = 0
         super().log(logs, *args, **kwargs)
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # Written first: the Trainer's own trainer_state.json, written last, marks the
+        # checkpoint complete (lowres.training.checkpoints.intact_checkpoint).
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            write_atomic(
+                folder / RESUME_STATE_FILE,
+                json.dumps(
+                    {
+                        "alignment_batches_drawn": self._alignment_drawn,
+                        "loss_sum": self._total_loss_scalar + float(self._tr_loss),
+                    }
+                ),
+            )
+        super()._save_checkpoint(model, trial)
+
+    def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+        if self._loss_before is not None:
+            # The Trainer restarts its loss sum at 0 on resume; start it where the checkpoint
+            # left it, so train_loss covers the whole run, summed in the same order.
+            self._total_loss_scalar += self._loss_before
+            self._loss_before = None
+        return super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def run_loss(self) -> float:
+        """The mean training loss over every step of the run, resumed stretches included."""
+        return self._total_loss_scalar / max(self.state.global_step, 1)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         if self.args.should_save:
             save_trainable(self.model, output_dir or self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_trainable(model if model is not None else self.model, resume_from_checkpoint)
+        folder = Path(resume_from_checkpoint)
+        state_file = folder / RESUME_STATE_FILE
+        trainer_state = json.loads((folder / "trainer_state.json").read_text())
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            drawn, self._loss_before = state["alignment_batches_drawn"], state["loss_sum"]
+        else:
+            # A checkpoint from before this file: one alignment batch per micro-batch, and
+            # the loss of the finished steps from the logged history (rounded by the log).
+            step = trainer_state["global_step"]
+            drawn = step * self.args.gradient_accumulation_steps
+            logged = [r for r in trainer_state.get("log_history", []) if "loss" in r]
+            self._loss_before = _logged_loss_sum(logged)
+        if self.alignment is not None:
+            self._alignment_drawn = drawn
+            self._alignment_batches = self.alignment.batches(start=drawn)
+
+
+def _logged_loss_sum(logged: list[dict]) -> float:
+    """The summed per-step loss of the logged steps: each entry is a mean over its window."""
+    total, last = 0.0, 0
+    for row in logged:
+        total += row["loss"] * (row["step"] - last)
+        last = row["step"]
+    return total

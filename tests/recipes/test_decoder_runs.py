@@ -214,3 +214,30 @@ def test_lora_preset_targets_the_decoders_own_projections(tmp_path):
     trained = list(manifest["parameters"])
     assert trained and all("lora_" in name for name in trained)
     assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trained} == {"q_proj", "v_proj"}
+
+
+def test_gradient_accumulation_divides_the_decoder_loss(tmp_path):
+    """The Trainer took the decoder (forward(**kwargs)) for one that scales its own loss by
+    the accumulation steps, so grad_accum=4 logged (and trained on) 4x the loss."""
+    first_loss = {}
+    for accumulation in (1, 4):
+        run_dir = tmp_path / f"ga{accumulation}"
+        run_lowres(
+            "train",
+            "+task=xquad",
+            *LLAMA,
+            "trainer=smoke",
+            "trainer.max_steps=1",
+            "trainer.logging_steps=1",
+            "trainer.batch_size=2",
+            f"trainer.grad_accum={accumulation}",
+            "data.eval_languages=[en]",
+            "data.max_eval_examples=2",
+            f"hydra.run.dir={run_dir}",
+        )
+        log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        row = next(r for r in log if "loss" in r)
+        first_loss[accumulation] = row["loss"]
+        # the logged loss is the mean of the micro-batches' task losses, as without accumulation
+        assert row["loss"] == pytest.approx(row["task_loss"], rel=1e-4)
+    assert 0.7 < first_loss[4] / first_loss[1] < 1.4, first_loss

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -9,7 +11,7 @@ from omegaconf import OmegaConf
 
 from lowres.cli import config_groups
 from lowres.errors import ConfigError
-from lowres.schema import config_dir, register_schemas, validate
+from lowres.schema import check_override_keys, config_dir, register_schemas, validate
 
 register_schemas()
 
@@ -163,6 +165,13 @@ def test_unknown_option_fails_at_compose_time():
         ("task.padding=some", "task.padding"),
         ("task.kind=ranking", "task.kind"),
         ("prompt.init=zeros", "prompt.init"),
+        # issue #18: these used to crash late or train something else than asked for
+        ("data.eval_languages=[]", "data.eval_languages"),
+        ("trainer.seed=-1", "trainer.seed"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("trainer.epochs=-1", "trainer.epochs"),
+        ("trainer.max_steps=-5", "trainer.max_steps"),
+        ("trainer.warmup_ratio=10", "trainer.warmup_ratio"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -208,3 +217,44 @@ def test_learning_rate_defaults_follow_the_freezing_strategy():
         assert resolved_lr(None, strategy) == 1e-3
     assert resolved_lr(3e-4, "none") == 3e-4
     assert compose_train().trainer.lr is None
+
+
+def test_evaluating_without_training_keeps_lr_zero_allowed():
+    validate(compose_train("trainer.epochs=0", "trainer.lr=0"))
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("+trainer.lrr=1", "trainer has no key 'lrr'"),
+        ("trainer.lrr=1", "trainer has no key 'lrr'"),
+        ("++data.rooot=x", "data has no key 'rooot'"),
+        ("backbone=backbone_schema", "the schema behind the backbone options"),
+        ("sweep.kk=[1]", "sweep has no key 'kk'"),
+    ],
+)
+def test_keys_nothing_reads_are_refused(override, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        check_override_keys([override])
+
+
+def test_known_keys_and_free_mappings_pass():
+    check_override_keys(
+        ["+task=xquad", "trainer.lr=1e-3", "+trainer.seed=3", "task.label_words.de=[a,b]",
+         "hydra.run.dir=x", "sweep.grid={align.weight:[0,1]}", "backbone=tiny-bert"]
+    )  # fmt: skip
+
+
+def test_the_transformers_pin_reads_warmup_ratio_as_a_ratio():
+    """trainer.warmup_ratio goes to TrainingArguments.warmup_steps, which transformers >= 5
+    reads as a share of the steps when below 1 (4.x took it for a step count: no warm-up).
+    The pin in pyproject.toml must not allow a version that reads it otherwise."""
+    from packaging.version import Version
+    from transformers import TrainingArguments
+
+    pyproject = (config_dir().parent / "pyproject.toml").read_text()
+    pinned = re.search(r'"(transformers[^"]*)"', pyproject).group(1)
+    minimum = Version(re.search(r">=\s*([0-9.]+)", pinned).group(1))
+    assert minimum >= Version("5.0"), pinned
+    args = TrainingArguments(output_dir="/tmp/unused", warmup_steps=0.1, report_to="none")
+    assert args.get_warmup_steps(200) == 20

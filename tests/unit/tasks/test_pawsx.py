@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -149,3 +151,28 @@ def test_features_predictions_and_accuracy():
         "n": 4,
     }
     assert task.text_pair(records[0]) == (records[0]["sentence1"], records[0]["sentence2"])
+
+
+def test_the_layout_read_and_its_files_are_recorded_with_their_sha256(tmp_path):
+    """A root with the official zh file and the XTREME copy of every language reads the
+    XTREME one; data_files.json says so, and names each file with its hash."""
+    rows, _ = read_pawsx_tsv(SAMPLE_ROOT / "pawsx" / "xtreme-dev" / "dev-zh.tsv")
+    write_official(tmp_path / "pawsx" / "official" / "zh" / "dev_2k.tsv", rows)
+    xtreme = tmp_path / "pawsx" / "xtreme-dev"
+    xtreme.mkdir(parents=True)
+    for lang in ("en", "zh"):
+        shutil.copy(SAMPLE_ROOT / "pawsx" / "xtreme-dev" / f"dev-{lang}.tsv", xtreme)
+    task = pawsx(tmp_path, eval_languages=["zh"])
+    task.split()
+    record = task.data_record()
+    assert record["pawsx_layout"] == "xtreme-dev"
+    assert record["layouts_passed_over"] == {
+        "official": [str(tmp_path / "pawsx" / "official" / "en" / "dev_2k.tsv")]
+    }
+    expected = {
+        str((xtreme / f"dev-{lang}.tsv").resolve()): hashlib.sha256(
+            (xtreme / f"dev-{lang}.tsv").read_bytes()
+        ).hexdigest()
+        for lang in ("en", "zh")
+    }
+    assert record["files"] == expected

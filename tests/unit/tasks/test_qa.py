@@ -9,7 +9,7 @@ from helpers import build_flat, tiny_backbone
 
 from lowres.data.roots import SAMPLE_ROOT
 from lowres.data.squad_format import read_squad_json
-from lowres.tasks.qa import decode_answers, eval_features, train_features
+from lowres.tasks.qa import _truncate_questions, decode_answers, eval_features, train_features
 
 WINDOW = {"max_length": 128, "stride": 32, "max_question_length": 64}
 
@@ -133,3 +133,13 @@ def test_prompt_logits_line_up_with_the_original_tokens(backbone, records, layer
         + torch.nn.functional.cross_entropy(out["end_logits"], e)
     ) / 2
     assert torch.allclose(loss, manual)
+
+
+def test_a_question_with_leading_spaces_is_capped_at_max_question_length(backbone):
+    """Offsets came from the unstripped text and the cut from the stripped one, so a question
+    with leading spaces kept more than max_question_length tokens."""
+    question = "      " + " ".join(f"word{i}" for i in range(100))
+    capped = _truncate_questions([question], backbone.tokenizer, 64)[0]
+    tokens = backbone.tokenizer(capped, add_special_tokens=False)["input_ids"]
+    assert len(tokens) == 64
+    assert capped == question.lstrip()[: len(capped)] and not capped.startswith(" ")

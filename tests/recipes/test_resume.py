@@ -1,0 +1,166 @@
+"""Exact resume (issue #18, item 3): a run killed at a random step and resumed ends
+bit-identical to the uninterrupted run, alignment loss on; the same inside a sweep."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import SMOKE, run_lowres
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import lowres.recipes.train as train_recipe
+
+# Alignment on (the iterator that used to restart on resume), checkpoints every 2 steps.
+ALIGNED = [
+    *SMOKE,
+    "data.eval_languages=[en,de]",
+    "data.pool_fraction=0.5",
+    "align=contrastive",
+    "align.weight=0.5",
+    "trainer.max_steps=8",
+    "trainer.save_steps=2",
+    "trainer.logging_steps=2",
+    "trainer.select_on=last",
+]
+
+
+class Killed(BaseException):
+    """A kill: not an Exception, so neither the sweep nor Hydra handles it."""
+
+
+class _KillAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed(f"killed at step {self.step}")
+
+
+@pytest.fixture
+def kill_at(monkeypatch):
+    """Make the next training run die at the end of the given step."""
+
+    def arm(step: int) -> None:
+        original = train_recipe.build_trainer
+
+        def build_trainer(*args, **kwargs):
+            trainer = original(*args, **kwargs)
+            if kwargs.get("train_dataset") is not None:
+                trainer.add_callback(_KillAt(step))
+                monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
+            return trainer
+
+        monkeypatch.setattr(train_recipe, "build_trainer", build_trainer)
+
+    return arm
+
+
+def _outcome(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return {
+        "weights": load_file(run_dir / "checkpoint" / "trainable.safetensors"),
+        "predictions": {
+            p.name: p.read_text() for p in sorted((run_dir / "predictions").glob("*.json"))
+        },
+        "train_loss": metrics["train_loss"],
+        "per_language": metrics["per_language"],
+        "losses": [(r["step"], r["loss"], r.get("align_loss")) for r in log if "loss" in r],
+    }
+
+
+def _assert_identical(resumed: dict, uninterrupted: dict, step: int) -> None:
+    assert resumed["losses"] == uninterrupted["losses"], step
+    assert resumed["train_loss"] == uninterrupted["train_loss"], step
+    assert resumed["predictions"] == uninterrupted["predictions"], step
+    assert resumed["per_language"] == uninterrupted["per_language"], step
+    assert resumed["weights"].keys() == uninterrupted["weights"].keys()
+    for name, value in uninterrupted["weights"].items():
+        assert torch.equal(resumed["weights"][name], value), (step, name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
+    return _outcome(run_dir)
+
+
+def test_a_run_killed_at_a_random_step_resumes_bit_identical(tmp_path, kill_at, uninterrupted):
+    step = random.randint(3, 8)  # at least one checkpoint (step 2) exists by then
+    run_dir = tmp_path / "run"
+    kill_at(step)
+    with pytest.raises(Killed):
+        run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
+    assert not (run_dir / "metrics.json").exists()
+    run_lowres("train", "--resume", str(run_dir))
+    outcome = _outcome(run_dir)
+    assert uninterrupted["losses"][-1][0] == 8
+    _assert_identical(outcome, uninterrupted, step)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
+    tmp_path, kill_at, uninterrupted, capsys
+):
+    run_dir = tmp_path / "run"
+    kill_at(7)  # checkpoints 4 and 6 are kept (save_total_limit=2)
+    with pytest.raises(Killed):
+        run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
+    latest = run_dir / "trainer" / "checkpoint-6" / "trainable.safetensors"
+    latest.write_bytes(latest.read_bytes()[:50])  # cut short, as by a full disk
+    run_lowres("train", "--resume", str(run_dir))
+    assert "not resuming from" in capsys.readouterr().err
+    _assert_identical(_outcome(run_dir), uninterrupted, 4)
+
+
+def test_no_intact_checkpoint_is_a_clear_error(tmp_path, kill_at, capsys):
+    run_dir = tmp_path / "run"
+    kill_at(5)
+    with pytest.raises(Killed):
+        run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
+    for checkpoint in (run_dir / "trainer").glob("checkpoint-*"):
+        (checkpoint / "trainable.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres("train", "--resume", str(run_dir))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "No intact checkpoint to resume from" in err and "Traceback" not in err
+
+
+SWEEP = [
+    "+task=xquad",
+    "backbone=tiny-bert",
+    "trainer=smoke",
+    "trainer.progress=false",
+    "sweep.k=[4]",
+    "sweep.seeds=[1]",
+    "sweep.languages=[de]",
+    "data.eval_languages=[en,de]",
+    "align=contrastive",
+    "align.weight=0.5",
+    "trainer.max_steps=8",
+    "trainer.save_steps=2",
+    "trainer.logging_steps=2",
+    "trainer.select_on=last",
+]
+
+
+def test_a_killed_sweep_resumes_its_interrupted_run_from_the_checkpoint(tmp_path, kill_at):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_lowres("sweep", *SWEEP, f"hydra.sweep.dir={whole}")
+    step = random.randint(3, 8)
+    kill_at(step)
+    with pytest.raises(Killed):
+        run_lowres("sweep", *SWEEP, f"hydra.sweep.dir={killed}")
+    (run,) = {p.parent.parent for p in (killed / "runs").rglob("trainer/checkpoint-*")}
+    assert not (run / "metrics.json").exists()
+    run_lowres("sweep", "--resume", str(killed))
+    _assert_identical(_outcome(run), _outcome(whole / run.relative_to(killed)), step)
+    # It continued from the checkpoint: its log holds the steps before the kill as well.
+    assert _outcome(run)["losses"][0][0] == 2

@@ -1,0 +1,210 @@
+"""Run-folder integrity (issue #18): nothing written into a folder lowres then refuses, one
+folder per run even in the same second, one writer per folder, no junk after a failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from helpers import SMOKE, run_lowres
+
+from lowres.runfolder import LOCK_FILE, FolderLock, claim_new_folder
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and its content hash."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _exit_code(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres(*args)
+    return exit_info.value.code
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run_lowres("train", *SMOKE, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_retraining_into_a_finished_run_changes_none_of_its_files(finished_run, capsys):
+    before = _digest(finished_run)
+    code = _exit_code("train", *SMOKE, "prompt.length=5", f"hydra.run.dir={finished_run}")
+    assert code == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    # Hydra used to rewrite .hydra/config.yaml and overrides.yaml before the refusal.
+    assert _digest(finished_run) == before
+
+
+def test_evaluate_into_the_checkpoint_folder_is_refused_before_writing(finished_run, capsys):
+    before = _digest(finished_run)
+    code = _exit_code("evaluate", f"checkpoint={finished_run}", f"hydra.run.dir={finished_run}")
+    assert code == 2
+    assert "never into a trained run's" in capsys.readouterr().err
+    assert _digest(finished_run) == before
+
+
+def test_resume_with_other_settings_is_refused(finished_run, capsys):
+    before = _digest(finished_run)
+    assert _exit_code("train", "--resume", str(finished_run), "prompt.length=5") == 2
+    assert "added: ['prompt.length=5']" in capsys.readouterr().err
+    assert _digest(finished_run) == before
+
+
+def test_a_new_run_over_an_unfinished_run_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("interrupted: true\n")
+    assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    assert "lowres train --resume" in capsys.readouterr().err
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "interrupted: true\n"
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
+    """--resume used to retrain silently from step 0."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- +task=xquad\n")
+    assert _exit_code("train", "--resume", str(run_dir)) == 2
+    assert "no resumable checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
+
+
+class _FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 1, 1, 10, 0, 0)
+
+
+def test_two_runs_in_the_same_second_get_two_complete_folders(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("hydra.core.utils.datetime", _FrozenClock)
+    for seed in (1, 2):
+        run_lowres("train", *SMOKE, f"trainer.seed={seed}")
+    base = tmp_path / "outputs" / "xquad" / "tiny-bert"
+    folders = sorted(p.name for p in base.iterdir())
+    assert folders == ["2026-01-01_10-00-00", "2026-01-01_10-00-00_2"]
+    for name, seed in zip(folders, (1, 2), strict=True):
+        metrics = json.loads((base / name / "metrics.json").read_text())
+        assert metrics["seed"] == seed
+        log = (base / name / "train_log.jsonl").read_text().splitlines()
+        assert log and (base / name / ".hydra" / "config.yaml").is_file()
+        assert f"seed: {seed}" in (base / name / ".hydra" / "config.yaml").read_text()
+        assert not (base / name / LOCK_FILE).exists()
+    out = capsys.readouterr().out
+    # The folder is printed when the run starts and when it ends.
+    assert out.count(f"run folder {Path('outputs/xquad/tiny-bert/2026-01-01_10-00-00_2')}") == 2
+
+
+def test_claimed_folders_are_distinct(tmp_path):
+    first = claim_new_folder(tmp_path / "run")
+    second = claim_new_folder(tmp_path / "run")
+    assert (first.name, second.name) == ("run", "run_2")
+
+
+def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lock = FolderLock(run_dir).acquire()
+    try:
+        assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert f"Another lowres process (pid {os.getpid()})" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == []
+
+
+def test_failed_commands_leave_no_junk_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code("train", *SMOKE, "freeze.strategy=nope") == 2
+    assert _exit_code("evaluate", f"checkpoint={tmp_path / 'missing'}") == 2
+    leftovers = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file() or p.name[:2] == "20"]
+    assert leftovers == []
+
+
+def test_config_errors_exit_2_like_every_user_error(capsys):
+    """Hydra's own errors used to exit 1, lowres's 2."""
+    assert _exit_code("train", "+task=xquad", "backbone=nope") == 2
+    err = capsys.readouterr().err
+    assert "backbone=nope is not a backbone option" in err and "tiny-bert" in err
+    assert "backbone_schema" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("train", "+task=xquad", "+trainer.lrr=1"), "trainer has no key 'lrr'"),
+        (("train", "+task=xquad", "backbone=backbone_schema"), "is the schema behind"),
+        (("evaluate", "checkpoint=x", "+backbone=tiny-xlmr"), "does not take +backbone"),
+        (("evaluate", "checkpoint=x", "backbone=tiny-xlmr"), "does not take backbone"),
+    ],
+)
+def test_silently_ignored_or_crashing_overrides_are_refused(tmp_path, args, needle, capsys):
+    assert _exit_code(*args, f"hydra.run.dir={tmp_path / 'run'}") == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_files_are_written_with_the_normal_mode(finished_run):
+    expected = 0o666 & ~_umask()
+    for relative in ("metrics.json", "predictions/en.json", "data_split.json"):
+        assert stat.S_IMODE((finished_run / relative).stat().st_mode) == expected, relative
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_backbone(finished_run, tmp_path, capsys):
+    """tiny-bert's trainable shapes fit tiny-xlmr; the manifest says what it was trained on."""
+    code = _exit_code(
+        "evaluate",
+        f"checkpoint={finished_run}",
+        "backbone.name=tiny-xlmr",
+        "backbone.architecture=xlmr",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trained on another backbone (backbone.name='tiny-bert'" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_names_a_truncated_checkpoint(finished_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    weights = copy / "checkpoint" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"The checkpoint file {weights} is damaged" in err and "Traceback" not in err
+
+
+def test_a_relative_data_root_is_saved_absolute(tmp_path, monkeypatch, shared_data):
+    """A saved relative data.root broke `lowres evaluate` run from another folder."""
+    monkeypatch.chdir(shared_data.parent)
+    run_dir = tmp_path / "run"
+    run_lowres("train", *SMOKE, "data=local", f"data.root={shared_data.name}",
+               "data.eval_languages=[en]", f"hydra.run.dir={run_dir}")  # fmt: skip
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert f"root: {shared_data.resolve()}\n" in saved
+    monkeypatch.chdir(tmp_path)
+    run_lowres("evaluate", f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert (tmp_path / "eval" / "metrics.json").is_file()
