@@ -1,10 +1,13 @@
-"""``lowres sweep``: k-shot x seeds x target languages x methods x other keys, in one process.
+"""``lowres sweep``: k-shot x seeds x target languages x methods x other keys.
 
-One process rather than Hydra multirun so that the backbone is loaded once per (backbone,
-head, seed) and datasets once per process, a failing run is recorded and the rest go on,
-and a rerun skips what finished. The sweep folder (``hydra.sweep.dir``) holds ``sweep.json``
-(the plan with each run's status) and one run folder per run under ``runs/``, each the same
-as a ``lowres train`` folder (``lowres evaluate checkpoint=...`` works on it).
+The plan is lowres's own rather than a Hydra multirun's cartesian product: k-shot samples
+are nested, two-stage runs depend on their stage-1 run, a failing run is recorded and the
+rest go on, and a rerun skips what finished. The runs go through one process by default
+(the backbone loaded once per (backbone, head, seed)) or through a Hydra launcher
+(``hydra/launcher=slurm``, ``local_gpus``; see run.py). The sweep folder
+(``hydra.sweep.dir``) holds ``sweep.json`` (the plan with each run's status) and one run
+folder per run under ``runs/``, each the same as a ``lowres train`` folder (``lowres
+evaluate checkpoint=...`` works on it).
 
 Schedules:
 
