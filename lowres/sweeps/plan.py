@@ -282,8 +282,9 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise LowresError(
-            f"{sweep_dir} holds no {SWEEP_FILE}; it is not a lowres sweep folder. Give the "
-            "folder `lowres sweep` printed, or run the sweep first."
+            f"{sweep_dir} holds no {SWEEP_FILE} (nor the multirun.yaml of a `lowres train -m` "
+            "folder); it is not a lowres sweep folder. Give the folder `lowres sweep` or "
+            "`lowres train -m` wrote (its hydra.sweep.dir), or run the sweep first."
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
