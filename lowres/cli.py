@@ -37,7 +37,8 @@ from lowres.schema import check_override_keys, config_dir, register_schemas
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
     "evaluate": "Restore a run's trained parameters (checkpoint=RUN_DIR) and evaluate again.",
-    "sweep": "Run k-shot x seeds x languages x methods (sweep.*) and summarise; resumable.",
+    "sweep": "Run k-shot x seeds x languages x methods (sweep.*) and summarise; resumable; "
+    "hydra/launcher=slurm|local_gpus spreads the runs.",
 }
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
@@ -124,7 +125,33 @@ def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
 
-def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _launcher_overrides(run_dir: str, given: list[str]) -> list[str]:
+    """The launcher a sweep was started with (``hydra/launcher=...``, ``hydra.launcher.*``).
+
+    Hydra keeps these in .hydra/hydra.yaml, not overrides.yaml; a sweep started on SLURM
+    resumes on SLURM. A launcher setting given again on the command line wins.
+    """
+    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return []
+    recorded = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("overrides", {})
+    given_keys = {_key(o) for o in given}
+    if any(key.startswith("hydra/launcher") for key in given_keys):
+        return []  # another launcher: none of the old one's settings apply
+    return [
+        o
+        for o in recorded.get("hydra") or []
+        if _key(o).startswith(("hydra/launcher", "hydra.launcher.")) and _key(o) not in given_keys
+    ]
+
+
+def _resume_overrides(
+    run_dir: str, verb: str = "train", given: list[str] | None = None
+) -> list[str]:
     """Re-run a run folder's own overrides in that folder, with resume switched on."""
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -135,7 +162,11 @@ def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
     previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
     if verb == "sweep":
         # A sweep resumes by skipping finished runs; no resume flag needed.
-        return [*previous, f"hydra.sweep.dir={Path(run_dir).resolve()}"]
+        return [
+            *previous,
+            *_launcher_overrides(run_dir, given or []),
+            f"hydra.sweep.dir={Path(run_dir).resolve()}",
+        ]
     return [*previous, f"hydra.run.dir={Path(run_dir).resolve()}", "resume=true"]
 
 
@@ -150,7 +181,8 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             resuming = overrides[at + 1]
             if verb == "train":
                 _check_resumable(resuming)
-            overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(resuming, verb)]
+            given = [*overrides[:at], *overrides[at + 2 :]]
+            overrides = [*given, *_resume_overrides(resuming, verb, given)]
         overrides = _absolute_paths(_normalize_task(overrides))
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:

@@ -1,8 +1,14 @@
-"""Hydra launcher plugins for sweeps: a clear error when one is missing, GPU pinning for joblib.
+"""Hydra launcher plugins for sweeps: a clear error when one is missing, GPU pinning for joblib,
+and dispatching a list of jobs through the chosen launcher.
 
 The launcher configs live in ``configs/hydra/launcher/`` (README, "Scale"). They extend the
 plugins' own configs, so the plugin must be installed; Hydra's message for a missing one
 ("Could not find 'hydra/launcher/submitit_slurm'") does not say what to install.
+
+``lowres train -m`` hands its jobs to the launcher through Hydra's own sweeper. ``lowres
+sweep`` plans its runs itself (nested k-shot samples, two-stage dependencies), so it cannot
+express them as one cartesian sweep; :func:`launch_jobs` gives the launcher an explicit list
+of jobs instead, the same way Hydra's basic sweeper does with each batch.
 """
 
 from __future__ import annotations
@@ -13,10 +19,18 @@ import os
 import shutil
 import subprocess
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+# Hydra exports no public constructor for the callbacks a HydraContext needs; this is the
+# class Hydra's own multirun builds (hydra/_internal/hydra.py), in every 1.3 release.
+from hydra._internal.callbacks import Callbacks
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 
 from lowres.errors import ConfigError
@@ -113,3 +127,73 @@ def pin_gpu_for_sweep_job() -> str | None:
     if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in target.lower():
         return None
     return pin_gpu_per_worker(Path(hydra_cfg.sweep.dir) / ".gpu-slots")
+
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# Hydra overrides that belong to the command that dispatches the jobs, not to the jobs: it ran
+# in RUN mode with its own folder; the jobs run in MULTIRUN mode (so joblib workers pin their
+# GPU, see pin_gpu_for_sweep_job) under the given folder, each in its own subdir.
+_DISPATCHER_ONLY = ("hydra.mode", "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def chosen_launcher() -> str | None:
+    """The ``_target_`` of the launcher this Hydra job was started with; None for the basic one."""
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return None if target in ("", BASIC_LAUNCHER) else target
+
+
+def quote(value: str | Path) -> str:
+    """``value`` as a quoted Hydra override value: commas, brackets and = stay literal."""
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def launch_jobs(
+    jobs: Sequence[tuple[str, Sequence[str]]],
+    task_function: Callable[[Any], Any],
+    *,
+    sweep_dir: Path,
+    task_overrides: Sequence[str],
+    first_index: int = 0,
+) -> tuple[list[Any], str]:
+    """Run ``jobs`` (subdir under ``sweep_dir``, task overrides) through this job's launcher.
+
+    Must run inside a Hydra job (the one that chose ``hydra/launcher=...``). Each job's
+    config is composed from the same primary config with the command's Hydra overrides plus
+    its own, and ``task_function`` gets it, with ``HydraConfig`` pointing at
+    ``sweep_dir/subdir``. Returns each job's return value (None where the job failed or its
+    result did not come back) and, when the launcher itself raised (a submitit job that was
+    killed, say), that error as text: the caller then reads what the jobs left on disk.
+    """
+    hydra_cfg = HydraConfig.get()
+    saved = HydraConfig.instance().cfg
+    hydra = GlobalHydra.instance().hydra
+    assert hydra is not None, "launch_jobs runs inside a Hydra app"
+    kept = [o for o in hydra_cfg.overrides.hydra if _key(o) not in _DISPATCHER_ONLY]
+    master = hydra.compose_config(
+        config_name=hydra_cfg.job.config_name,
+        overrides=[
+            *kept,
+            "hydra.mode=MULTIRUN",
+            f"hydra.sweep.dir={quote(sweep_dir)}",
+            *task_overrides,
+        ],
+        run_mode=RunMode.MULTIRUN,
+    )
+    context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(master))
+    launcher = Plugins.instance().instantiate_launcher(
+        config=master, hydra_context=context, task_function=task_function
+    )
+    job_overrides = [[*o, f"hydra.sweep.subdir={quote(subdir)}"] for subdir, o in jobs]
+    try:
+        returns = launcher.launch(job_overrides, initial_job_idx=first_index)
+    except Exception as err:  # the jobs' own outcomes are on disk; the caller reads them
+        return [None] * len(jobs), f"{type(err).__name__}: {err}"
+    finally:
+        # run_job restores it when a job ran in this process; a launcher that raised may not.
+        HydraConfig.instance().cfg = saved
+    values = [r.return_value if r.status == JobStatus.COMPLETED else None for r in returns]
+    return values, ""

@@ -1,10 +1,13 @@
-"""``lowres sweep``: k-shot x seeds x target languages x methods x other keys, in one process.
+"""``lowres sweep``: k-shot x seeds x target languages x methods x other keys.
 
-One process rather than Hydra multirun so that the backbone is loaded once per (backbone,
-head, seed) and datasets once per process, a failing run is recorded and the rest go on,
-and a rerun skips what finished. The sweep folder (``hydra.sweep.dir``) holds ``sweep.json``
-(the plan with each run's status) and one run folder per run under ``runs/``, each the same
-as a ``lowres train`` folder (``lowres evaluate checkpoint=...`` works on it).
+The plan is lowres's own rather than a Hydra multirun's cartesian product: k-shot samples
+are nested, two-stage runs depend on their stage-1 run, a failing run is recorded and the
+rest go on, and a rerun skips what finished. The runs go through one process by default
+(the backbone loaded once per (backbone, head, seed)) or through a Hydra launcher
+(``hydra/launcher=slurm``, ``local_gpus``; see run.py). The sweep folder
+(``hydra.sweep.dir``) holds ``sweep.json`` (the plan with each run's status) and one run
+folder per run under ``runs/``, each the same as a ``lowres train`` folder (``lowres
+evaluate checkpoint=...`` works on it).
 
 Schedules:
 
@@ -279,8 +282,9 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise LowresError(
-            f"{sweep_dir} holds no {SWEEP_FILE}; it is not a lowres sweep folder. Give the "
-            "folder `lowres sweep` printed, or run the sweep first."
+            f"{sweep_dir} holds no {SWEEP_FILE} (nor the multirun.yaml of a `lowres train -m` "
+            "folder); it is not a lowres sweep folder. Give the folder `lowres sweep` or "
+            "`lowres train -m` wrote (its hydra.sweep.dir), or run the sweep first."
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -6,28 +6,40 @@ seeds too), and stability figures: std, range (max - min) and the coefficient of
 variation (std / mean). Written as Markdown, CSV and JSON, shown as a rich table, and
 plotted: score vs k per method with +-std bands, a language x method heatmap per k and,
 when MLQA G-XLT was run, the context x question matrix.
+
+It reads a ``lowres sweep`` folder (its plan in sweep.json) or a ``lowres train -m``
+multirun folder (multirun.yaml and one job folder per sweep point), whose runs it groups
+by the keys the multirun swept.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from lowres.errors import LowresError
 from lowres.runfolder import RunMetrics, read_metrics
-from lowres.sweeps.plan import ERROR_FILE, read_sweep
+from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
 from lowres.sweeps.plots import plot_gxlt, plot_heatmaps, plot_score_vs_k
 from lowres.tasks import TASKS
 
 AVERAGE = "avg"
+MULTIRUN_FILE = "multirun.yaml"  # what Hydra writes at the top of a -m folder
+# A multirun's own axes in the report (seeds are the spread, k a column, languages rows), so
+# they are not part of a run's grid label; `method` names the run's method instead.
+NOT_GRID = ("trainer.seed", "data.k", "data.eval_languages", "method")
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,65 @@ def main_score(metrics: RunMetrics) -> str:
     return "f1" if "f1" in first else "accuracy"
 
 
+def _plain_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def multirun_sweep(folder: Path) -> dict[str, Any]:
+    """A ``lowres train -m`` folder as the record :func:`collect` reads from sweep.json.
+
+    Every job folder (one holding .hydra/overrides.yaml) is a run. Its method is its
+    ``method`` override (``configured`` without one); its grid point is its value of each
+    other key the multirun swept; k and seed come from its composed config. ``planned`` is
+    the size of the sweep multirun.yaml records, so jobs not started yet count as not run.
+    """
+    master = OmegaConf.load(folder / MULTIRUN_FILE)
+    task_overrides = [str(o) for o in OmegaConf.select(master, "hydra.overrides.task") or []]
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    swept = [o.key_or_group for o in sweeps if o.key_or_group not in NOT_GRID]
+    planned = math.prod(sum(1 for _ in o.sweep_string_iterator()) for o in sweeps)
+    runs = []
+    job_files = sorted(folder.glob("**/.hydra/overrides.yaml"))
+    for job_file in job_files:
+        job_dir = job_file.parent.parent
+        overrides = dict(map(_plain_override, yaml.safe_load(job_file.read_text()) or []))
+        cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        runs.append(
+            {
+                "name": job_dir.relative_to(folder).as_posix(),
+                "dir": str(job_dir),
+                "method": overrides.get("method", "configured"),
+                "schedule": "two_stage" if OmegaConf.select(cfg, "init_from") else "joint",
+                "grid": {key: overrides[key] for key in swept if key in overrides},
+                "k": int(OmegaConf.select(cfg, "data.k") or 0),
+                "seed": int(OmegaConf.select(cfg, "trainer.seed")),
+                "stage": 0,
+            }
+        )
+    return {
+        "kind": "multirun",
+        "task": OmegaConf.select(master, "task.name") or "",
+        "runs": runs,
+        "planned": max(planned, len(runs)),
+        "sweep": {"schedules": sorted({r["schedule"] for r in runs}) or ["joint"]},
+    }
+
+
+def load_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """The runs of a ``lowres sweep`` folder or a ``lowres train -m`` folder, each with its dir."""
+    if not (sweep_dir / SWEEP_FILE).is_file() and (sweep_dir / MULTIRUN_FILE).is_file():
+        return multirun_sweep(sweep_dir)
+    sweep = read_sweep(sweep_dir)
+    for run in sweep["runs"]:
+        run["dir"] = str(sweep_dir / "runs" / run["name"])
+    return sweep
+
+
 def collect(sweep_dir: Path) -> dict[str, Any]:
     """Scores per cell and seed from every finished run; which runs failed or are missing."""
-    sweep = read_sweep(sweep_dir)
+    sweep = load_sweep(sweep_dir)
     schedules = sweep.get("sweep", {}).get("schedules", ["joint"])
     scores: dict[Cell, dict[int, float]] = defaultdict(dict)
     gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
@@ -69,7 +137,7 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
     failed, missing, policies, metric_names = {}, [], set(), set()
     finished = 0
     for run in sweep["runs"]:
-        run_dir = sweep_dir / "runs" / run["name"]
+        run_dir = Path(run["dir"])
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():
             error_file = run_dir / ERROR_FILE
@@ -98,17 +166,24 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
             protocols.add(f"{task}: {source['description']} ({source['questions']} questions)")
         if metrics.task_extras.get("gxlt"):
             gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
+    planned = sweep.get("planned", len(sweep["runs"]))
     if not finished:
+        rerun = (
+            "rerun the multirun command"
+            if sweep.get("kind") == "multirun"
+            else f"rerun it with `lowres sweep --resume {sweep_dir}`"
+        )
         raise LowresError(
             f"The sweep {sweep_dir} holds no finished runs yet ({len(failed)} failed, "
-            f"{len(missing)} not run); rerun it with `lowres sweep --resume {sweep_dir}`."
+            f"{planned - len(failed)} not run); {rerun}."
         )
     return {
         "scores": scores,
         "gxlt": gxlt,
         "failed": failed,
         "missing": missing,
-        "planned": len(sweep["runs"]),
+        "not_run": planned - finished - len(failed),
+        "planned": planned,
         "finished": finished,
         "policies": sorted(policies),
         "protocols": sorted(protocols),
@@ -176,7 +251,7 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if collected["finished"] < collected["planned"]:
         lines += [
             f"**PARTIAL**: {collected['finished']} of {collected['planned']} runs finished "
-            f"({len(collected['failed'])} failed, {len(collected['missing'])} not run).",
+            f"({len(collected['failed'])} failed, {collected['not_run']} not run).",
             "",
         ]
     lines += [

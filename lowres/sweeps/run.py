@@ -1,12 +1,16 @@
-"""Running a sweep plan: each run through the train recipe, its status in sweep.json at once.
+"""Running a sweep plan: each run through the train recipe, its status in sweep.json.
 
-One process rather than Hydra multirun so that the backbone is loaded once per (backbone,
-head, seed) and datasets once per process, a failing run is recorded and the rest go on,
-and a rerun skips what finished.
+By default in one process rather than Hydra multirun, so that the backbone is loaded once
+per (backbone, head, seed) and datasets once per process. With ``hydra/launcher=X`` (slurm,
+local_gpus, submitit_local, joblib) the planned runs go to that launcher instead, as
+explicit jobs, in waves: the runs that depend on nothing first, then the stage-2 runs whose
+stage-1 run has settled. Either way a failing run is recorded and the rest go on, and a
+rerun skips what finished; the plan and sweep.json are the same.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 import traceback
@@ -24,6 +28,7 @@ from rich.text import Text
 from lowres.backbones import resolve_local, reuse_backbones
 from lowres.builders import build_task
 from lowres.errors import ConfigError
+from lowres.launchers import chosen_launcher, launch_jobs, pin_gpu_for_sweep_job
 from lowres.recipes.train import quiet_libraries, train
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import RunConfig, validate
@@ -46,6 +51,56 @@ def _write_run_config(run_dir: Path, cfg, overrides: list[str]) -> None:
     (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
 
 
+def run_one(
+    run_dir: Path,
+    overrides: list[str],
+    make_config: Callable[[], Any],
+    train: Callable[..., RunMetrics],
+) -> dict[str, Any]:
+    """Compose, train and evaluate one planned run into ``run_dir``; its outcome as a dict.
+
+    A failure is written to the run's error.json (with the traceback) and returned, never
+    raised: one broken run must not stop the sweep.
+    """
+    started = time.perf_counter()
+    try:
+        cfg = make_config()
+        # An interrupted run continues from its last checkpoint instead of training from
+        # step 0 again (its config is the same: same overrides).
+        cfg.resume = any((run_dir / "trainer").glob("checkpoint-*"))
+        _write_run_config(run_dir, cfg, overrides)
+        metrics = train(cfg, output_dir=run_dir)
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+        RunFolder(run_dir).write_json(
+            ERROR_FILE,
+            {"error": error, "overrides": overrides, "traceback": traceback.format_exc()},
+        )
+        return {"status": "failed", "error": error}
+    wall = round(time.perf_counter() - started, 3)
+    busy = (metrics.train_runtime_s or 0.0) + metrics.eval_runtime_s
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    return {"status": "finished", "error": "", "wall_s": wall, "overhead_s": round(wall - busy, 3)}
+
+
+def _settle_without_running(run: PlannedRun, run_dir: Path, status_of: dict[str, str]) -> bool:
+    """Mark a run that needs no job: finished before (skipped) or its stage 1 failed."""
+    if RunFolder.finished_at(run_dir):
+        run.status, run.error = "skipped", ""
+        return True
+    if run.depends_on and status_of.get(run.depends_on) == "failed":
+        run.status = "failed"
+        run.error = f"stage-1 run {run.depends_on} failed"
+        RunFolder(run_dir).write_json(ERROR_FILE, {"error": run.error})
+        return True
+    return False
+
+
+def _apply(run: PlannedRun, outcome: dict[str, Any]) -> None:
+    run.status, run.error = outcome["status"], outcome["error"]
+    run.wall_s, run.overhead_s = outcome.get("wall_s"), outcome.get("overhead_s")
+
+
 def execute(
     plan: SweepPlan,
     sweep_dir: Path,
@@ -56,7 +111,7 @@ def execute(
     extra: dict[str, Any] | None = None,
     on_run: Callable[[PlannedRun, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the plan; record each run's status in sweep.json as soon as it is known."""
+    """Run the plan in this process; record each run's status in sweep.json once known."""
     extra = dict(extra or {})
     runs_dir = sweep_dir / "runs"
     status_of: dict[str, str] = {}
@@ -64,39 +119,109 @@ def execute(
         run_dir = runs_dir / run.name
         if on_run:
             on_run(run, number, len(plan.runs))
-        if RunFolder.finished_at(run_dir):
-            run.status, run.error = "skipped", ""
-        elif run.depends_on and status_of.get(run.depends_on) == "failed":
-            run.status = "failed"
-            run.error = f"stage-1 run {run.depends_on} failed"
-            RunFolder(run_dir).write_json(ERROR_FILE, {"error": run.error})
-        else:
+        if not _settle_without_running(run, run_dir, status_of):
             overrides = [*base_overrides, *run.overrides]
-            started = time.perf_counter()
-            try:
-                cfg = compose(overrides)
-                # An interrupted run continues from its last checkpoint instead of
-                # training from step 0 again (its config is the same: same overrides).
-                cfg.resume = any((run_dir / "trainer").glob("checkpoint-*"))
-                _write_run_config(run_dir, cfg, overrides)
-                metrics = train(cfg, output_dir=run_dir)
-            except Exception as err:  # one broken run must not stop the sweep
-                run.status, run.error = "failed", f"{type(err).__name__}: {err}"
-                RunFolder(run_dir).write_json(
-                    ERROR_FILE,
-                    {
-                        "error": run.error,
-                        "overrides": overrides,
-                        "traceback": traceback.format_exc(),
-                    },
-                )
-            else:
-                run.status, run.error = "finished", ""
-                run.wall_s = round(time.perf_counter() - started, 3)
-                busy = (metrics.train_runtime_s or 0.0) + metrics.eval_runtime_s
-                run.overhead_s = round(run.wall_s - busy, 3)
-                (run_dir / ERROR_FILE).unlink(missing_ok=True)
+            _apply(run, run_one(run_dir, overrides, lambda o=overrides: compose(o), train))
         status_of[run.name] = run.status
+        write_plan(sweep_dir, plan, extra)
+    summary = summarise(plan)
+    write_plan(sweep_dir, plan, {**extra, "summary": summary})
+    return summary
+
+
+def run_config(composed) -> Any:
+    """A run's config from the sweep config composed with its overrides.
+
+    The sweep's own config (not train.yaml) is the base, so sweep-level settings such as
+    data.pool_fraction hold in every run; the sweep node itself is dropped so the run
+    folder's config is an ordinary run config.
+    """
+    plain = OmegaConf.to_container(composed, resolve=True)
+    plain.pop("sweep", None)
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+class LauncherJob:
+    """One planned run as a Hydra launcher job (pickled to submitit and joblib workers).
+
+    Hydra composes the run's config and makes ``HydraConfig`` point at the run's folder
+    (``hydra.sweep.subdir=runs/<name>``), so the job needs nothing but the module path.
+    """
+
+    def __call__(self, composed) -> dict[str, Any]:
+        hydra_cfg = HydraConfig.get()
+        pin_gpu_for_sweep_job()
+        quiet_libraries()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        overrides = list(hydra_cfg.overrides.task)
+        return run_one(run_dir, overrides, lambda: run_config(composed), train)
+
+
+def _outcome_on_disk(run_dir: Path, launcher_error: str) -> dict[str, Any]:
+    """A launched run's outcome from its folder, when its job's return value is lost."""
+    if RunFolder.finished_at(run_dir):
+        return {"status": "finished", "error": ""}
+    error_file = run_dir / ERROR_FILE
+    if error_file.is_file():
+        return {"status": "failed", "error": json.loads(error_file.read_text()).get("error", "")}
+    error = "the launcher job ended without a result (killed, timed out or out of memory?)"
+    if launcher_error:
+        error += f"; the launcher said {launcher_error}"
+    RunFolder(run_dir).write_json(ERROR_FILE, {"error": error})
+    return {"status": "failed", "error": error}
+
+
+def execute_launched(
+    plan: SweepPlan,
+    sweep_dir: Path,
+    *,
+    base_overrides: Sequence[str],
+    task_overrides: Sequence[str],
+    launcher: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the plan through the chosen Hydra launcher, one wave of independent runs at a time.
+
+    Wave 1 holds every run that depends on nothing (joint runs, stage-1 runs); wave 2 the
+    stage-2 runs, each submitted only once its stage-1 run finished. sweep.json is written
+    before and after each wave; a killed dispatcher leaves the finished runs' folders, which
+    the rerun skips as the in-process sweep does.
+    """
+    extra = dict(extra or {})
+    console = Console(soft_wrap=True)
+    runs_dir = sweep_dir / "runs"
+    status_of: dict[str, str] = {}
+    pending = list(plan.runs)
+    launched = 0
+    while pending:
+        wave = [r for r in pending if not r.depends_on or r.depends_on in status_of]
+        pending = [r for r in pending if r not in wave]
+        to_launch = []
+        for run in wave:
+            if _settle_without_running(run, runs_dir / run.name, status_of):
+                status_of[run.name] = run.status
+            else:
+                to_launch.append(run)
+        write_plan(sweep_dir, plan, extra)
+        if to_launch:
+            console.print(
+                f"[bold]launching {len(to_launch)} runs[/] through {launcher}", highlight=False
+            )
+            values, launcher_error = launch_jobs(
+                [(f"runs/{run.name}", [*base_overrides, *run.overrides]) for run in to_launch],
+                LauncherJob(),
+                sweep_dir=sweep_dir,
+                task_overrides=task_overrides,
+                first_index=launched,
+            )
+            launched += len(to_launch)
+            for run, value in zip(to_launch, values, strict=True):
+                run_dir = runs_dir / run.name
+                _apply(run, value or _outcome_on_disk(run_dir, launcher_error))
+                status_of[run.name] = run.status
+                console.print(f"  {run.status} {run.name}", highlight=False)
         write_plan(sweep_dir, plan, extra)
     summary = summarise(plan)
     write_plan(sweep_dir, plan, {**extra, "summary": summary})
@@ -160,30 +285,35 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     check_pools(task, spec["k"], languages, cfg.data.source_language)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}
 
-    def compose(overrides: list[str]):
-        # The sweep's own config (not train.yaml) is the base, so sweep-level settings such
-        # as data.pool_fraction hold in every run; the sweep node itself is dropped so the
-        # run folder's config is an ordinary run config.
-        composed = compose_config(config_name="sweep", overrides=overrides)
-        plain = OmegaConf.to_container(composed, resolve=True)
-        plain.pop("sweep", None)
-        run_cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
-        OmegaConf.set_struct(run_cfg, True)
-        return run_cfg
-
-    def announce(run: PlannedRun, number: int, total: int) -> None:
-        line = Text.assemble((f"run {number}/{total}", "bold"), f" {run.name}")
-        Console(soft_wrap=True).print(line)
-
-    with reuse_backbones():
-        summary = execute(
+    launcher = chosen_launcher()
+    if launcher:
+        extra["launcher"] = launcher
+        summary = execute_launched(
             plan,
             sweep_dir,
             base_overrides=base,
-            compose=compose,
-            train=train,
+            task_overrides=list(hydra_cfg.overrides.task),
+            launcher=launcher,
             extra=extra,
-            on_run=announce,
         )
+    else:
+
+        def compose(overrides: list[str]):
+            return run_config(compose_config(config_name="sweep", overrides=overrides))
+
+        def announce(run: PlannedRun, number: int, total: int) -> None:
+            line = Text.assemble((f"run {number}/{total}", "bold"), f" {run.name}")
+            Console(soft_wrap=True).print(line)
+
+        with reuse_backbones():
+            summary = execute(
+                plan,
+                sweep_dir,
+                base_overrides=base,
+                compose=compose,
+                train=train,
+                extra=extra,
+                on_run=announce,
+            )
     show_summary(summary, sweep_dir)
     return summary

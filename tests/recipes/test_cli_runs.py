@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -146,22 +147,46 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     )
 
 
-def test_multirun_writes_one_folder_per_job(tmp_path):
+def test_multirun_writes_one_folder_per_job_and_report_reads_it(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli(
         "train",
         "-m",
         *SMOKE,
         "trainer.seed=1,2",
+        "prompt.length=2,4",
         "data.eval_languages=[en]",
         f"hydra.sweep.dir={sweep}",
     )
     folders = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert len(folders) == 2
+    assert len(folders) == 4
     from omegaconf import OmegaConf
 
-    seeds = {OmegaConf.load(f / ".hydra" / "config.yaml").trainer.seed for f in folders}
-    assert seeds == {1, 2}
+    configs = {f: OmegaConf.load(f / ".hydra" / "config.yaml") for f in folders}
+    assert {(c.trainer.seed, c.prompt.length) for c in configs.values()} == {
+        (1, 2), (1, 4), (2, 2), (2, 4)
+    }  # fmt: skip
+
+    # The report groups the jobs by the swept key other than the seed: mean over seeds.
+    run_cli("report", str(sweep))
+    report = json.loads((sweep / "report" / "report.json").read_text())
+    assert (report["planned"], report["finished"], report["partial"]) == (4, 4, False)
+    for length in (2, 4):
+        f1 = [
+            json.loads((f / "metrics.json").read_text())["per_language"]["en"]["f1"]
+            for f, c in configs.items()
+            if c.prompt.length == length
+        ]
+        row = next(r for r in report["rows"] if r["method"] == f"configured prompt.length={length}")
+        assert (row["k"], row["language"], row["seeds"]) == (0, "en", [1, 2])
+        assert row["mean"] == pytest.approx(statistics.fmean(f1))
+        assert row["std"] == pytest.approx(statistics.stdev(f1))
+
+    # A job that has not finished (here: its metrics removed) makes the report partial.
+    (folders[0] / "metrics.json").unlink()
+    run_cli("report", str(sweep))
+    text = (sweep / "report" / "report.md").read_text()
+    assert "**PARTIAL**: 3 of 4 runs finished (0 failed, 1 not run)" in text
 
 
 def test_cfg_job_prints_the_composed_config(capsys):

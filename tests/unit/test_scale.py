@@ -137,6 +137,59 @@ def test_launcher_configs_compose_with_their_plugin_keys():
     assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
 
 
+def test_multirun_folders_default_to_outputs_multirun():
+    """`-m` jobs land with every other output (and under the same .gitignore entry)."""
+    from hydra import compose, initialize_config_dir
+
+    from lowres.schema import config_dir, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        for verb in ("train", "evaluate"):
+            hydra_cfg = compose(verb, ["+task=xquad"], return_hydra_config=True).hydra
+            assert hydra_cfg.sweep.dir.startswith("outputs/multirun/"), verb
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "outputs/" in ignored
+
+
+def test_run_names_pass_through_hydra_overrides_quoted():
+    """Grid labels hold = and , which Hydra would otherwise read as a sweep or a key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lowres.launchers import quote
+
+    name = "runs/deep_prompt/align.weight=0.1,prompt.length=10/joint/k0_all_seed1"
+    parsed = OverridesParser.create().parse_override(f"hydra.sweep.subdir={quote(name)}")
+    assert not parsed.is_sweep_override() and parsed.value() == name
+    odd = "/tmp/it's here"
+    assert OverridesParser.create().parse_override(f"x={quote(odd)}").value() == odd
+
+
+def test_sweep_resume_replays_the_recorded_launcher_unless_another_is_given(tmp_path):
+    import yaml
+
+    from lowres.cli import _resume_overrides
+
+    hydra_dir = tmp_path / ".hydra"
+    hydra_dir.mkdir()
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(["+task=xquad", "sweep.k=[0,2]"]))
+    recorded = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.verbose=true"]
+    (hydra_dir / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"hydra": recorded, "task": []}}})
+    )
+    folder = f"hydra.sweep.dir={tmp_path.resolve()}"
+    assert _resume_overrides(str(tmp_path), "sweep", []) == [
+        "+task=xquad", "sweep.k=[0,2]", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+        folder,
+    ]  # fmt: skip
+    # A setting given again wins; another launcher drops the old one's settings.
+    given = ["hydra.launcher.partition=debug"]
+    assert "hydra.launcher.partition=gpu" not in _resume_overrides(str(tmp_path), "sweep", given)
+    assert _resume_overrides(str(tmp_path), "sweep", ["hydra/launcher=local_gpus"]) == [
+        "+task=xquad", "sweep.k=[0,2]", folder
+    ]  # fmt: skip
+
+
 def test_cuda_and_bf16_requests_on_a_cpu_machine_fail_with_the_fix(tmp_path):
     import torch
 
