@@ -89,6 +89,13 @@ def _normalize_task(overrides: list[str]) -> list[str]:
     return [f"+{o}" if o.startswith("task=") else o for o in overrides]
 
 
+def _normalize_grid(overrides: list[str]) -> list[str]:
+    # sweep.grid is a dict of new keys (align.weight, prompt.length, ...), which a plain
+    # override may not add to a struct config; `++` adds them and, like a plain override,
+    # replaces a key's values when a preset (+experiment=...) already sweeps that key.
+    return [f"++{o}" if o.startswith("sweep.grid=") else o for o in overrides]
+
+
 def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
@@ -118,6 +125,8 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             run_dir = overrides[at + 1]
             overrides = [*overrides[:at], *overrides[at + 2 :], *_resume_overrides(run_dir, verb)]
         overrides = _normalize_task(overrides)
+        if verb == "sweep":
+            overrides = _normalize_grid(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             raise LowresError(
@@ -185,10 +194,18 @@ def _report(argv: list[str]) -> None:
     )
     parser.add_argument("sweep_dir", type=Path, help="the folder `lowres sweep` wrote")
     parser.add_argument("--out", type=Path, help="where to write (default SWEEP_DIR/report)")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="paired comparison of two methods (report labels) over the same seeds; "
+        "repeatable; default: every pair when a task has at most four methods",
+    )
     args = parser.parse_args(argv)
     from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
-    write_report(args.sweep_dir, args.out)
+    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None)
 
 
 def _convert(argv: list[str]) -> None:

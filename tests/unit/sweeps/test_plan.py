@@ -99,7 +99,7 @@ def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
         ({"grid": {"data.k": [1]}}, "which the sweep itself varies"),
         ({"stage1": ["trainer.seed=3"]}, "which the sweep itself varies"),
         ({"schedules": ["sequential"]}, "expected joint and/or two_stage"),
-        ({"methods": ["deep"]}, "no configs/method/deep.yaml"),
+        ({"methods": ["deep"]}, "no method/deep.yaml"),
         ({"k_values": [-1]}, "negative k"),
     ],
 )
