@@ -65,6 +65,7 @@ def _usage() -> str:
         "  lowres sweep +experiment=kshot_curve     # a study preset from configs/experiment/",
         "  lowres report outputs/sweeps/xquad/2026-01-01_10-00-00",
         "  lowres evaluate checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00",
+        "  lowres evaluate checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00 task=mlqa",
         "  lowres score --metric squad data.json predictions.json",
         "  lowres convert me5-small --out models/me5-small",
         "",
@@ -94,6 +95,31 @@ def _normalize_grid(overrides: list[str]) -> list[str]:
     # override may not add to a struct config; `++` adds them and, like a plain override,
     # replaces a key's values when a preset (+experiment=...) already sweeps that key.
     return [f"++{o}" if o.startswith("sweep.grid=") else o for o in overrides]
+
+
+def _check_method(overrides: list[str]) -> None:
+    """``+method=NAME`` must name a preset in lowres's configs or the user's search path."""
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith(("+method=", "method="))]
+    if not names:
+        return
+    searchpath = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("hydra.searchpath=")), ""
+    )
+    folders = [
+        Path(entry.strip().removeprefix("file://"))
+        for entry in searchpath.strip("[]").split(",")
+        if entry.strip() and ("://" not in entry or entry.strip().startswith("file://"))
+    ]
+    folders = [*(f / "method" for f in folders), config_dir() / "method"]
+    for name in names:
+        if not any((folder / f"{name}.yaml").is_file() for folder in folders):
+            options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+            raise LowresError(
+                f"method={name}: no method/{name}.yaml in "
+                f"{', '.join(str(f) for f in folders)}; the method presets are "
+                f"{', '.join(options)}. A preset of your own goes in DIR/method/NAME.yaml, "
+                "with hydra.searchpath=[file://DIR] on the command line."
+            )
 
 
 def _has_task(overrides: list[str]) -> bool:
@@ -127,6 +153,7 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         overrides = _normalize_task(overrides)
         if verb == "sweep":
             overrides = _normalize_grid(overrides)
+        _check_method(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             raise LowresError(
@@ -135,6 +162,8 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             )
         job = _train_job if verb == "train" else _sweep_job
     else:
+        # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
+        overrides = _normalize_task(overrides)
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())

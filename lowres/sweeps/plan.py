@@ -132,6 +132,13 @@ def method_keys(method: str, config_dirs: Sequence[Path] = ()) -> set[str]:
     return keys
 
 
+def evaluates_only(method: str, config_dirs: Sequence[Path] = ()) -> bool:
+    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``)."""
+    content = yaml.safe_load(method_file(method, config_dirs).read_text()) or {}
+    trainer = content.get("trainer") or {}
+    return trainer.get("epochs") == 0 and (trainer.get("max_steps") or -1) <= 0
+
+
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
     if isinstance(node, dict):
         return [k for key, v in node.items() for k in _leaf_keys(v, f"{prefix}{key}.")]
@@ -240,6 +247,7 @@ def plan_sweep(
     grid_points = [
         dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
     ]
+    untrained = {m for m in methods if evaluates_only(m, config_dirs)}
     plan = SweepPlan()
     for method, point, schedule in itertools.product(presets, grid_points, schedules):
         shared = [*presets[method], *(f"{k}={_format(v)}" for k, v in point.items())]
@@ -247,6 +255,20 @@ def plan_sweep(
         for seed in seeds:
             common = dict(method=method, schedule=schedule, grid=point, seed=seed)
             seeded = [*shared, f"trainer.seed={seed}"]
+            if method in untrained:
+                # Nothing trains, so k and the schedule change nothing: one zero-shot run
+                # per seed is the whole floor (the seed draws the fresh head).
+                if schedule == schedules[0]:
+                    plan.runs.append(
+                        PlannedRun(
+                            name=f"{folder}/k0_all_seed{seed}",
+                            k=0,
+                            languages=list(languages),
+                            overrides=[*seeded, "data.k=0", every_language],
+                            **common,
+                        )
+                    )
+                continue
             # stage1_once trades seed variance of the source run for cost: every seed's
             # k-shot runs then differ only in their sample, order and stage-2 init.
             stage1_seed = seeds[0] if stage1_once else seed

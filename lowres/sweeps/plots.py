@@ -298,3 +298,69 @@ def plot_gxlt(tables: list[dict[str, Any]], task: str, method: str, k: int, out:
     figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+CURVES = (
+    ("task_loss", "task loss"),
+    ("align_loss", "alignment loss"),
+    ("held_out_distance", "held-out parallel distance (1 - cosine)"),
+)
+
+
+def plot_training_curves(
+    curves: dict[tuple[str, int], list[list[dict[str, Any]]]], task: str, out: Path
+) -> Path | None:
+    """Task loss, alignment loss and held-out parallel distance over steps, per (method, k).
+
+    Each line is the mean over that method's runs (seeds, and languages for k > 0) at the
+    steps they logged; a panel appears only for what some run logged (the distance needs
+    align.distance_every > 0).
+    """
+    panels = [
+        (key, title)
+        for key, title in CURVES
+        if any(key in row for logs in curves.values() for log in logs for row in log)
+    ]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.6 * len(panels), 3.6 + 0.3 * len(curves) / 3), squeeze=False
+    )
+    colours = plt.get_cmap("tab10")
+    for panel, (key, title) in zip(axes[0], panels, strict=True):
+        for index, ((method, k), logs) in enumerate(sorted(curves.items())):
+            by_step: dict[int, list[float]] = {}
+            for log in logs:
+                for row in log:
+                    if key in row and "step" in row:
+                        by_step.setdefault(int(row["step"]), []).append(float(row[key]))
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            panel.plot(
+                steps,
+                [float(np.mean(by_step[s])) for s in steps],
+                color=colours(index % 10),
+                linestyle=STYLES[(index // 10) % len(STYLES)],
+                marker=MARKERS[index % len(MARKERS)],
+                markersize=3,
+                label=f"{method}, k={k}",
+            )
+        panel.set_title(title)
+        panel.set_xlabel("optimizer step")
+        panel.grid(alpha=0.3)
+    handles, labels = [], []
+    for panel in axes[0]:
+        for handle, label in zip(*panel.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    columns = min(len(labels), 3) or 1
+    figure.legend(handles, labels, loc="lower center", ncol=columns, frameon=False)
+    figure.suptitle(f"{task}: training curves (mean over runs)")
+    lines = math.ceil(len(labels) / columns)
+    figure.tight_layout(rect=(0, min(0.45, 0.06 + 0.06 * lines), 1, 0.93))
+    path = out / f"{task}_training_curves.png"
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+    return path

@@ -25,11 +25,18 @@ from rich.table import Table
 from lowres.errors import LowresError
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, read_sweep
-from lowres.sweeps.plots import plot_gxlt, plot_heatmaps, plot_score_vs_k, plot_score_vs_value
+from lowres.sweeps.plots import (
+    plot_gxlt,
+    plot_heatmaps,
+    plot_score_vs_k,
+    plot_score_vs_value,
+    plot_training_curves,
+)
 from lowres.sweeps.stats import paired, summary
 from lowres.tasks import TASKS
 
 AVERAGE = "avg"
+LOG_FILE = "train_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
     # untrained floor, drawn as a reference line rather than as a method.
     floor: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     majority: dict[tuple[str, str], float] = {}
+    # (task, label, k) -> each run's logged rows: task loss, alignment loss, held-out distance
+    curves: dict[tuple[str, str, int], list[list[dict]]] = defaultdict(list)
     failed, missing, policies, metric_names = {}, [], set(), set()
     finished = 0
     for run in sweep["runs"]:
@@ -89,6 +98,8 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         label = method_label(run, schedules, metrics)
         task = metrics.task or sweep.get("task", "")
         untrained = metrics.train_steps == 0 and not metrics.init_from
+        if (run_dir / LOG_FILE).is_file() and not untrained:
+            curves[(task, label, run["k"])].append(_read_log(run_dir / LOG_FILE))
         for language, values in metrics.per_language.items():
             score = float(values[name])
             if "majority_class" in values:  # PAWS-X: always predicting the larger class
@@ -118,6 +129,7 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         "gxlt": gxlt,
         "swept": swept,
         "floor": floor,
+        "curves": curves,
         "majority": majority,
         "failed": failed,
         "missing": missing,
@@ -154,6 +166,16 @@ def table_rows(scores: dict[Cell, dict[int, float]]) -> list[dict[str, Any]]:
         rows,
         key=lambda r: (r["task"], r["method"], r["k"], r["language"] == AVERAGE, r["language"]),
     )
+
+
+def _read_log(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash; the rest of the curve still holds
+    return rows
 
 
 def swept_rows(swept: dict[tuple, dict[Any, dict[int, float]]]) -> list[dict[str, Any]]:
@@ -405,7 +427,7 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
     console = Console(soft_wrap=True)
     for task in sorted({r["task"] for r in rows}):
         table = Table(title=f"{task} · {collected['metric']} mean ± std over seeds")
-        for column in ("method", "k", "language", "mean ± std", "min", "max", "CV", "n"):
+        for column in ("method", "k", "language", "mean ± std", "95 % CI", "min", "max", "CV", "n"):
             table.add_column(
                 column, justify="left" if column in ("method", "language") else "right"
             )
@@ -416,6 +438,7 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
                 str(r["k"]),
                 r["language"],
                 _pm(r),
+                _ci(r),
                 f"{r['min']:.1f}",
                 f"{r['max']:.1f}",
                 cv,
@@ -482,6 +505,8 @@ def write_report(
             key_rows = [r for r in swept if r["key"] == key]
             figures.append(plot_score_vs_value(key_rows, task, key, collected["metric"], out, refs))
         figures.append(plot_heatmaps(task_rows, task, collected["metric"], out))
+        task_curves = {(m, k): logs for (t, m, k), logs in collected["curves"].items() if t == task}
+        figures.append(plot_training_curves(task_curves, task, out))
     for (task, method, k), tables in sorted(collected["gxlt"].items()):
         figures.append(plot_gxlt(tables, task, method, k, out))
     report["figures"] = [str(f) for f in figures if f]

@@ -110,6 +110,14 @@ def lambda_sweep(tmp_path):
     (sweep_dir / "sweep.json").write_text(
         json.dumps({"task": "xquad", "runs": runs, "sweep": {"k": [0, 8]}})
     )
+    for run in runs[:2]:  # logged curves of two runs, one line cut short by a crash
+        rows = [
+            {"loss": 5.0, "task_loss": 4.0, "align_loss": 2.0, "step": 2},
+            {"held_out_distance_de": 0.2, "held_out_distance": 0.2, "step": 2},
+            {"loss": 4.0, "task_loss": 3.5, "align_loss": 1.5, "step": 4},
+        ]
+        log = "".join(json.dumps(r) + "\n" for r in rows) + '{"loss": 3.'
+        (sweep_dir / "runs" / run["name"] / "train_log.jsonl").write_text(log)
     return sweep_dir
 
 
@@ -150,6 +158,8 @@ def test_report_intervals_swept_key_comparisons_and_floor(lambda_sweep):
     assert "| deep_prompt | 8 | de | 40.0 ± 10.0 | 44.0 ± 11.0 |" in text
     assert "### xquad: paired comparisons" in text
     assert "- de: untrained 4.0" in text
+    curves = lambda_sweep / "report" / "xquad_training_curves.png"
+    assert str(curves) in report["figures"] and curves.read_bytes()[:4] == b"\x89PNG"
     figure = lambda_sweep / "report" / "xquad_score_vs_align_weight.png"
     assert str(figure) in report["figures"] and figure.read_bytes()[:4] == b"\x89PNG"
 
