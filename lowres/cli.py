@@ -135,6 +135,16 @@ def _resume_overrides(run_dir: str, verb: str = "train") -> list[str]:
             f"`lowres {verb}` (it holds .hydra/overrides.yaml). Check the path."
         )
     previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
+    # overrides.yaml holds the job's overrides only; the user's config folders (their own
+    # method presets) were a Hydra override, kept in hydra.yaml.
+    hydra_file = path.parent / "hydra.yaml"
+    if hydra_file.is_file():
+        saved = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {})
+        previous += [
+            o
+            for o in (saved.get("overrides") or {}).get("hydra") or []
+            if o.startswith("hydra.searchpath=")
+        ]
     if verb == "sweep":
         # A sweep resumes by skipping finished runs; no resume flag needed.
         return [*previous, f"hydra.sweep.dir={Path(run_dir).resolve()}"]

@@ -1,10 +1,13 @@
 """``lowres report SWEEP_DIR``: what a sweep found, as tables and figures.
 
-Per task, one row per (method, k, language) with mean +- std over seeds, min, max and the
-number of seeds, an average over languages (per seed first, so its std is a spread over
-seeds too), and stability figures: std, range (max - min) and the coefficient of
-variation (std / mean). Written as Markdown, CSV and JSON, shown as a rich table, and
-plotted: score vs k per method with +-std bands, a language x method heatmap per k and,
+Per task, one row per (method, k, language) with mean +- std over seeds, the 95 % t-interval
+of the mean, min, max and the number of seeds, an average over languages (per seed first,
+so its std is a spread over seeds too), and stability figures: std, range (max - min) and
+the coefficient of variation (std / mean). Paired comparisons of methods over the seeds
+they share (lowres/sweeps/stats.py), score against each swept numeric grid key, and the
+reference scores (untrained floor, majority class). Written as Markdown, CSV and JSON,
+shown as a rich table, and plotted: score vs k per method with +-std bands, score vs each
+swept key, training curves from train_log.jsonl, a language x method heatmap per k and,
 when MLQA G-XLT was run, the context x question matrix.
 """
 

@@ -338,6 +338,9 @@ def test_grid_form_user_presets_and_pseudo_compose(full_sweep, tmp_path):
         ("align.weight", 0.1),
     }
     assert (sweep_dir / "report" / "xquad_score_vs_align_weight.png").is_file()
+    run_lowres("sweep", "--resume", str(sweep_dir))  # finds the user's preset folder again
+    summary = json.loads((sweep_dir / "sweep.json").read_text())["summary"]
+    assert (summary["skipped"], summary["failed"]) == (2, 0)
 
     teacher = sweep_dir.parent / "teacher"
     teacher.symlink_to(full_sweep[0] / "runs" / "full" / "base" / "joint" / "k2_de_seed1")
