@@ -9,6 +9,7 @@ object (a prompt that must fit the backbone's positions) is checked here, once.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,13 @@ def training_arguments(
         raise ConfigError(
             "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16."
         )
+    if trainer.report_to == "tensorboard" and not (
+        importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+    ):
+        raise ConfigError(
+            "trainer.report_to=tensorboard needs the tensorboard package, which is not "
+            "installed; pip install tensorboard, or leave trainer.report_to=none."
+        )
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=learning_rate,
@@ -210,7 +218,8 @@ def training_arguments(
         save_strategy="steps" if trainer.save_steps > 0 else "no",
         save_steps=max(trainer.save_steps, 1),
         save_total_limit=2,
-        report_to="none",
+        # Off by default: metrics.json and train_log.jsonl hold what the report needs.
+        report_to=trainer.report_to,
         disable_tqdm=True,
         label_names=label_names(task_kind),
         dataloader_num_workers=trainer.dataloader_workers,

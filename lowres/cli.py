@@ -77,6 +77,7 @@ def _usage() -> str:
         "  lowres sweep +task=xquad +experiment=kshot_curve   # a preset, configs/experiment/",
         "  lowres report outputs/sweeps/xquad/2026-01-01_10-00-00",
         "  lowres evaluate checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00",
+        "  lowres evaluate checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00 task=mlqa",
         "  lowres score --metric squad data.json predictions.json",
         "  lowres convert me5-small --out models/me5-small",
         "",
@@ -121,6 +122,38 @@ def _absolute_paths(overrides: list[str]) -> list[str]:
     return out
 
 
+def _normalize_grid(overrides: list[str]) -> list[str]:
+    # sweep.grid is a dict of new keys (align.weight, prompt.length, ...), which a plain
+    # override may not add to a struct config; `++` adds them and, like a plain override,
+    # replaces a key's values when a preset (+experiment=...) already sweeps that key.
+    return [f"++{o}" if o.startswith("sweep.grid=") else o for o in overrides]
+
+
+def _check_method(overrides: list[str]) -> None:
+    """``+method=NAME`` must name a preset in lowres's configs or the user's search path."""
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith(("+method=", "method="))]
+    if not names:
+        return
+    searchpath = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("hydra.searchpath=")), ""
+    )
+    folders = [
+        Path(entry.strip().removeprefix("file://"))
+        for entry in searchpath.strip("[]").split(",")
+        if entry.strip() and ("://" not in entry or entry.strip().startswith("file://"))
+    ]
+    folders = [*(f / "method" for f in folders), config_dir() / "method"]
+    for name in names:
+        if not any((folder / f"{name}.yaml").is_file() for folder in folders):
+            options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+            raise LowresError(
+                f"method={name}: no method/{name}.yaml in "
+                f"{', '.join(str(f) for f in folders)}; the method presets are "
+                f"{', '.join(options)}. A preset of your own goes in DIR/method/NAME.yaml, "
+                "with hydra.searchpath=[file://DIR] on the command line."
+            )
+
+
 def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
@@ -160,6 +193,16 @@ def _resume_overrides(
             f"`lowres {verb}` (it holds .hydra/overrides.yaml). Check the path."
         )
     previous = [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("resume=")]
+    # overrides.yaml holds the job's overrides only; the user's config folders (their own
+    # method presets) were a Hydra override, kept in hydra.yaml.
+    hydra_file = path.parent / "hydra.yaml"
+    if hydra_file.is_file():
+        saved = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {})
+        previous += [
+            o
+            for o in (saved.get("overrides") or {}).get("hydra") or []
+            if o.startswith("hydra.searchpath=")
+        ]
     if verb == "sweep":
         # A sweep resumes by skipping finished runs; no resume flag needed.
         return [
@@ -184,6 +227,9 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             given = [*overrides[:at], *overrides[at + 2 :]]
             overrides = [*given, *_resume_overrides(resuming, verb, given)]
         overrides = _absolute_paths(_normalize_task(overrides))
+        if verb == "sweep":
+            overrides = _normalize_grid(overrides)
+        _check_method(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
             raise LowresError(
@@ -192,6 +238,8 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             )
         job = _train_job if verb == "train" else _sweep_job
     else:
+        # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
+        overrides = _normalize_task(overrides)
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
@@ -417,10 +465,18 @@ def _report(argv: list[str]) -> None:
     )
     parser.add_argument("sweep_dir", type=Path, help="the folder `lowres sweep` wrote")
     parser.add_argument("--out", type=Path, help="where to write (default SWEEP_DIR/report)")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="paired comparison of two methods (report labels) over the same seeds; "
+        "repeatable; default: every pair when a task has at most four methods",
+    )
     args = parser.parse_args(argv)
     from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
-    write_report(args.sweep_dir, args.out)
+    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None)
 
 
 def _convert(argv: list[str]) -> None:

@@ -69,8 +69,12 @@ def parallel_distance(
     pooling: str = "mean",
     layers: Any = "last",
     batch_size: int = 32,
+    max_pairs: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Mean cosine distance between held-out parallel representations, per target language.
+
+    ``max_pairs`` > 0 measures the first that many pairs of each language (the cheap
+    during-training curve); 0 measures them all.
 
     The pairs are evaluation records (never trained on) that share an id with a
     source-language evaluation record, so this measures how far the alignment loss moved
@@ -101,6 +105,8 @@ def parallel_distance(
             pairs = [
                 (source[r["id"]], r) for r in task.evaluation_records(lang) if r["id"] in source
             ]
+            if max_pairs > 0:
+                pairs = pairs[:max_pairs]
             if not pairs:
                 continue
             a = represent([s for s, _ in pairs])

@@ -88,6 +88,8 @@ class AlignConfig:
     max_length: int = 128
     batch_size: int = 8
     report_distance: bool = False  # also measure held-out distances when weight is 0
+    distance_every: int = 0  # > 0: held-out distance every n steps into train_log.jsonl
+    distance_pairs: int = 256  # pairs per language in those during-training measurements
 
 
 @dataclass
@@ -123,6 +125,7 @@ class TrainerConfig:
     select_examples: int = 200  # size of the held-out source-language dev set
     dataloader_workers: int = 0
     progress: bool = True  # rich progress bars
+    report_to: str = "none"  # none | tensorboard: the Trainer's TensorBoard logging
 
 
 @dataclass
@@ -276,6 +279,7 @@ SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
 POOLINGS = ("mean", "first")
 ADAPTERS = ("none", "lora")
 PSEUDO_KINDS = ("none", "self_train", "translate_train")
+REPORT_TO = ("none", "tensorboard")
 # No target-language option on purpose: choosing checkpoints on target data that is also
 # the test set inflates few-shot results.
 SELECT_POLICIES = ("source", "last")
@@ -347,9 +351,14 @@ def validate(cfg: Any) -> None:
                 "align.pooling=mean."
             )
     _at_least("align.warmup_steps", cfg.align.warmup_steps, 0)
+    _at_least(
+        "align.distance_every", cfg.align.distance_every, 0, "Use 0 to measure at the end only."
+    )
+    _at_least("align.distance_pairs", cfg.align.distance_pairs, 1)
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
+    _choice("trainer.report_to", cfg.trainer.report_to, REPORT_TO)
     if cfg.trainer.lr is not None and cfg.trainer.lr <= 0 and trains(cfg.trainer):
         # lr=0 used to train the prompts (their own prompt.lr) and silently not the rest.
         raise ConfigError(

@@ -20,12 +20,22 @@ from lowres.evaluation import evaluate_languages
 from lowres.methods.build import parameter_report
 from lowres.recipes.train import quiet_libraries, record
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import validate
+from lowres.schema import TaskConfig, config_dir, validate
 from lowres.training.progress import RichProgress
+
+# The tokenization a checkpoint was trained with; a run evaluated on another task keeps it
+# (e.g. task.max_length=256) unless the command line sets it.
+WINDOW_KEYS = ("max_length", "stride", "max_question_length", "n_best", "max_answer_length")
 
 
 def checkpoint_config(cfg: DictConfig, output_dir: str | Path | None) -> DictConfig:
-    """The checkpoint's saved config with this command's overrides applied on top."""
+    """The checkpoint's saved config with this command's overrides applied on top.
+
+    ``task=NAME`` evaluates the run on another task of the same kind (a run trained on the
+    English SQuAD pool for XQuAD, evaluated on MLQA): the task comes from configs/task/,
+    the training-time window settings stay, and data.k and data.pool_fraction fall to 0
+    unless given, since none of the new task's data trained the run.
+    """
     run_dir = Path(cfg.checkpoint)
     if not run_dir.is_dir():
         raise LowresError(
@@ -37,11 +47,47 @@ def checkpoint_config(cfg: DictConfig, output_dir: str | Path | None) -> DictCon
         overrides = [
             o.lstrip("+")
             for o in HydraConfig.get().overrides.task
-            if not o.startswith("checkpoint=")
+            if not o.lstrip("+").startswith(("checkpoint=", "task="))
         ]
-    run_cfg = OmegaConf.merge(saved_config(run_dir), OmegaConf.from_dotlist(overrides))
+    saved = saved_config(run_dir)
+    if cfg.get("task") is not None and cfg.task.name != saved.task.name:
+        saved = switch_task(saved, cfg.task, run_dir, overrides)
+    run_cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
     run_cfg.checkpoint = str(run_dir)
     return run_cfg
+
+
+def switch_task(saved: DictConfig, task: DictConfig, run_dir: Path, overrides: list[str]):
+    """``saved`` with ``task`` in place of the task it was trained on; refused across kinds."""
+    trained = saved.task
+    if task.kind != trained.kind or task.num_labels != trained.num_labels:
+        same = [name for name, kind in task_kinds().items() if kind == trained.kind]
+        raise LowresError(
+            f"task={task.name}: the checkpoint {run_dir} was trained on {trained.name} (kind "
+            f"{trained.kind}), so its head predicts "
+            + ("answer spans" if trained.kind == "extractive_qa" else "class labels")
+            + f"; {task.name} is of kind {task.kind}, which that head cannot answer. Evaluate "
+            f"it on a task of its kind ({', '.join(same)}), or train a run on {task.name}."
+        )
+    given = {o.split("=", 1)[0] for o in overrides}
+    switched = OmegaConf.merge(OmegaConf.structured(TaskConfig), task)
+    for key in WINDOW_KEYS:
+        if f"task.{key}" not in given:
+            switched[key] = trained[key]
+    out = saved.copy()
+    out.task = switched
+    for key in ("data.k", "data.pool_fraction"):
+        if key not in given:
+            OmegaConf.update(out, key, 0)
+    return out
+
+
+def task_kinds() -> dict[str, str]:
+    """Task name -> kind, from configs/task/."""
+    return {
+        path.stem: OmegaConf.load(path).get("kind", "")
+        for path in sorted((config_dir() / "task").glob("*.yaml"))
+    }
 
 
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
@@ -51,6 +97,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetric
     validate(run_cfg)
     quiet_libraries()
     run = RunFolder.for_job(output_dir)
+    trained = saved_config(Path(run_cfg.checkpoint)).task.name
     task, model, tokenizer = restore_run(run_cfg, Path(run_cfg.checkpoint))
     args = training_arguments(
         run_cfg.trainer, run.path / "trainer", task_kind=task.kind, learning_rate=0.0
@@ -69,7 +116,10 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetric
         backbone=run_cfg.backbone.name,
         checkpoint=str(run_cfg.checkpoint),
         **evaluation.scores(),
-        task_extras=task.extra_metrics(evaluation.per_language),
+        task_extras={
+            **task.extra_metrics(evaluation.per_language),
+            **({"trained_task": trained} if trained != task.name else {}),
+        },
         **parameter_report(model),
     )
     record(run, trainer, metrics, evaluation)

@@ -42,6 +42,7 @@ from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains
 from lowres.tasks import Split, Task
 from lowres.training.checkpoints import intact_checkpoint, save_trainable
 from lowres.training.clock import TrainClock
+from lowres.training.measure import PeriodicMeasure
 from lowres.training.progress import RichProgress
 from lowres.training.selection import CheckpointSelection
 from lowres.training.trainer import LowresTrainer, feature_dataset
@@ -218,6 +219,16 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
 
         selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
         trainer.add_callback(selection)
+    if cfg.align.distance_every > 0 and (alignment_on(cfg.align) or cfg.align.report_distance):
+
+        def distances() -> dict[str, float]:
+            measured = held_out_distances(cfg, model, tokenizer, task, cfg.align.distance_pairs)
+            values = {f"held_out_distance_{k}": v["cosine_distance"] for k, v in measured.items()}
+            if values:
+                values["held_out_distance"] = sum(values.values()) / len(values)
+            return values
+
+        trainer.add_callback(PeriodicMeasure(distances, cfg.align.distance_every))
     resume_from = resume_point(run.path / "trainer") if cfg.resume else None
     clock = TrainClock(resume_from)
     trainer.add_callback(clock)
@@ -269,7 +280,9 @@ def precision_of(args) -> str:
     return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
 
 
-def held_out_distances(cfg: DictConfig, model, tokenizer, task: Task) -> dict | None:
+def held_out_distances(
+    cfg: DictConfig, model, tokenizer, task: Task, max_pairs: int = 0
+) -> dict | None:
     """Held-out parallel distances, when alignment trains or they are asked for."""
     if not (alignment_on(cfg.align) or cfg.align.report_distance):
         return None
@@ -283,6 +296,7 @@ def held_out_distances(cfg: DictConfig, model, tokenizer, task: Task) -> dict | 
         pooling=cfg.align.pooling,
         layers=OmegaConf.to_container(cfg.align, resolve=True)["layers"],
         batch_size=cfg.trainer.eval_batch_size,
+        max_pairs=max_pairs,
     )
 
 

@@ -20,6 +20,7 @@ Schedules:
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from lowres.errors import ConfigError, LowresError
 from lowres.runfolder import RunFolder
@@ -36,6 +38,7 @@ from lowres.schema import config_dir
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
 SCHEDULES = ("joint", "two_stage")
+_ABSENT = object()
 # The sweep sets these per run; a method, a grid key or a stage override may not.
 SWEPT_BY_SWEEP = ("data.k", "trainer.seed", "data.eval_languages", "init_from", "data.source_pool")
 
@@ -80,15 +83,38 @@ def _label(grid: dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "._=,-" else "-" for c in text)
 
 
-def method_keys(method: str) -> set[str]:
-    """The config keys and groups a ``configs/method/NAME.yaml`` preset sets."""
-    path = config_dir() / "method" / f"{method}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(
-            f"sweep.methods names {method!r}, but there is no configs/method/{method}.yaml; "
-            f"the methods are {', '.join(options)}."
-        )
+def user_config_dirs(searchpath: Sequence[str]) -> list[Path]:
+    """The folders of ``hydra.searchpath`` entries (``file://DIR``; packages are skipped)."""
+    return [
+        Path(entry.removeprefix("file://"))
+        for entry in searchpath
+        if "://" not in entry or entry.startswith("file://")
+    ]
+
+
+def method_dirs(config_dirs: Sequence[Path] = ()) -> list[Path]:
+    """Where method presets are looked up: the user's config folders first, then lowres's."""
+    return [*(Path(d) / "method" for d in config_dirs), config_dir() / "method"]
+
+
+def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
+    """``method/NAME.yaml`` in the first config folder that has it, as Hydra picks it."""
+    folders = method_dirs(config_dirs)
+    for folder in folders:
+        if (folder / f"{method}.yaml").is_file():
+            return folder / f"{method}.yaml"
+    options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    searched = ", ".join(str(f) for f in folders)
+    raise ConfigError(
+        f"sweep.methods names {method!r}, but no method/{method}.yaml is in the config "
+        f"folders ({searched}); the methods are {', '.join(options)}. A preset of your own "
+        "goes in DIR/method/NAME.yaml, with hydra.searchpath=[file://DIR] on the command line."
+    )
+
+
+def method_keys(method: str, config_dirs: Sequence[Path] = ()) -> set[str]:
+    """The config keys and groups a ``method/NAME.yaml`` preset sets."""
+    path = method_file(method, config_dirs)
     content = yaml.safe_load(path.read_text()) or {}
     keys = set()
     for entry in content.pop("defaults", []):
@@ -96,7 +122,7 @@ def method_keys(method: str) -> set[str]:
             keys |= {k.removeprefix("override ").strip("/ ") for k in entry}
         elif entry != "_self_":
             # A preset that extends another method preset sets everything that one sets too.
-            keys |= method_keys(entry)
+            keys |= method_keys(entry, config_dirs)
 
     def flatten(node: dict, prefix: str) -> None:
         for key, value in node.items():
@@ -107,6 +133,55 @@ def method_keys(method: str) -> set[str]:
 
     flatten(content, "")
     return keys
+
+
+def evaluates_only(method: str, config_dirs: Sequence[Path] = ()) -> bool:
+    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``)."""
+    content = yaml.safe_load(method_file(method, config_dirs).read_text()) or {}
+    trainer = content.get("trainer") or {}
+    return trainer.get("epochs") == 0 and (trainer.get("max_steps") or -1) <= 0
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _leaf_keys(v, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")]
+
+
+def check_grid_keys(
+    grid: dict[str, list[Any]], config: Any, config_dirs: Sequence[Path] = ()
+) -> None:
+    """Refuse a grid key that is neither a config group nor a key of the composed config.
+
+    Without this a misspelt key (``prompt.lenght``) would be found by the first run's
+    composition only, and every run of the sweep would fail the same way.
+    """
+    plain = OmegaConf.to_container(config, resolve=False)
+    plain.pop("sweep", None)
+    folders = [*config_dirs, config_dir()]
+    for key, values in grid.items():
+        group = [f / key for f in folders if (f / key).is_dir() and any((f / key).glob("*.yaml"))]
+        if group:
+            options = sorted({p.stem for folder in group for p in folder.glob("*.yaml")})
+            unknown = [str(v) for v in values if str(v) not in options]
+            if unknown:
+                raise ConfigError(
+                    f"sweep.grid sweeps the config group {key} over {', '.join(unknown)}, "
+                    f"which it does not have; its options are {', '.join(options)}."
+                )
+            continue
+        node: Any = plain
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT or key.startswith(("hydra", "sweep")):
+            close = difflib.get_close_matches(key, _leaf_keys(plain), n=3)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"sweep.grid holds {key!r}, which is not a config key or group, so every run "
+                f"would fail to compose.{hint} Grid keys are run config keys such as "
+                "align.weight or prompt.length, or groups such as freeze or backbone "
+                "(`lowres train +task=xquad --cfg job` prints them all)."
+            )
 
 
 def check_keys(
@@ -151,6 +226,7 @@ def plan_sweep(
     stage2: Sequence[str] = (),
     stage1_once: bool = False,
     sweep_dir: Path,
+    config_dirs: Sequence[Path] = (),
 ) -> SweepPlan:
     """Every run of the sweep, stage-1 runs before the runs that start from them."""
     if not k_values or not seeds or not languages:
@@ -168,12 +244,13 @@ def plan_sweep(
         raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
-    check_keys({m: method_keys(m) for m in methods}, grid, stage1, stage2)
+    check_keys({m: method_keys(m, config_dirs) for m in methods}, grid, stage1, stage2)
     presets = {m: [f"+method={m}"] for m in methods} or {"configured": []}
     every_language = f"data.eval_languages={_format(list(languages))}"
     grid_points = [
         dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
     ]
+    untrained = {m for m in methods if evaluates_only(m, config_dirs)}
     plan = SweepPlan()
     for method, point, schedule in itertools.product(presets, grid_points, schedules):
         shared = [*presets[method], *(f"{k}={_format(v)}" for k, v in point.items())]
@@ -181,6 +258,20 @@ def plan_sweep(
         for seed in seeds:
             common = dict(method=method, schedule=schedule, grid=point, seed=seed)
             seeded = [*shared, f"trainer.seed={seed}"]
+            if method in untrained:
+                # Nothing trains, so k and the schedule change nothing: one zero-shot run
+                # per seed is the whole floor (the seed draws the fresh head).
+                if schedule == schedules[0]:
+                    plan.runs.append(
+                        PlannedRun(
+                            name=f"{folder}/k0_all_seed{seed}",
+                            k=0,
+                            languages=list(languages),
+                            overrides=[*seeded, "data.k=0", every_language],
+                            **common,
+                        )
+                    )
+                continue
             # stage1_once trades seed variance of the source run for cost: every seed's
             # k-shot runs then differ only in their sample, order and stage-2 init.
             stage1_seed = seeds[0] if stage1_once else seed
@@ -229,8 +320,20 @@ def plan_sweep(
     return plan
 
 
-def plan_from_spec(spec: dict[str, Any], languages: Sequence[str], sweep_dir: Path) -> SweepPlan:
-    """:func:`plan_sweep` from the ``sweep`` config node, as a plain dict."""
+def plan_from_spec(
+    spec: dict[str, Any],
+    languages: Sequence[str],
+    sweep_dir: Path,
+    config: Any = None,
+    config_dirs: Sequence[Path] = (),
+) -> SweepPlan:
+    """:func:`plan_sweep` from the ``sweep`` config node, as a plain dict.
+
+    ``config`` (the sweep's composed config) lets the grid's keys be checked against it;
+    ``config_dirs`` are the user's config folders (``hydra.searchpath``) with their presets.
+    """
+    if config is not None:
+        check_grid_keys(spec["grid"], config, config_dirs)
     return plan_sweep(
         k_values=spec["k"],
         seeds=spec["seeds"],
@@ -242,6 +345,7 @@ def plan_from_spec(spec: dict[str, Any], languages: Sequence[str], sweep_dir: Pa
         stage2=spec["stage2"],
         stage1_once=spec["stage1_once"],
         sweep_dir=sweep_dir,
+        config_dirs=config_dirs,
     )
 
 

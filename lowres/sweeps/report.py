@@ -1,10 +1,13 @@
 """``lowres report SWEEP_DIR``: what a sweep found, as tables and figures.
 
-Per task, one row per (method, k, language) with mean +- std over seeds, min, max and the
-number of seeds, an average over languages (per seed first, so its std is a spread over
-seeds too), and stability figures: std, range (max - min) and the coefficient of
-variation (std / mean). Written as Markdown, CSV and JSON, shown as a rich table, and
-plotted: score vs k per method with +-std bands, a language x method heatmap per k and,
+Per task, one row per (method, k, language) with mean +- std over seeds, the 95 % t-interval
+of the mean, min, max and the number of seeds, an average over languages (per seed first,
+so its std is a spread over seeds too), and stability figures: std, range (max - min) and
+the coefficient of variation (std / mean). Paired comparisons of methods over the seeds
+they share (lowres/sweeps/stats.py), score against each swept numeric grid key, and the
+reference scores (untrained floor, majority class). Written as Markdown, CSV and JSON,
+shown as a rich table, and plotted: score vs k per method with +-std bands, score vs each
+swept key, training curves from train_log.jsonl, a language x method heatmap per k and,
 when MLQA G-XLT was run, the context x question matrix.
 
 It reads a ``lowres sweep`` folder (its plan in sweep.json) or a ``lowres train -m``
@@ -15,6 +18,7 @@ by the keys the multirun swept.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -32,10 +36,18 @@ from rich.table import Table
 from lowres.errors import LowresError
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
-from lowres.sweeps.plots import plot_gxlt, plot_heatmaps, plot_score_vs_k
+from lowres.sweeps.plots import (
+    plot_gxlt,
+    plot_heatmaps,
+    plot_score_vs_k,
+    plot_score_vs_value,
+    plot_training_curves,
+)
+from lowres.sweeps.stats import paired, summary
 from lowres.tasks import TASKS
 
 AVERAGE = "avg"
+LOG_FILE = "train_log.jsonl"
 MULTIRUN_FILE = "multirun.yaml"  # what Hydra writes at the top of a -m folder
 # A multirun's own axes in the report (seeds are the spread, k a column, languages rows), so
 # they are not part of a run's grid label; `method` names the run's method instead.
@@ -50,10 +62,14 @@ class Cell:
     language: str
 
 
-def method_label(run: dict[str, Any], schedules: list[str], metrics: RunMetrics) -> str:
+def method_label(
+    run: dict[str, Any], schedules: list[str], metrics: RunMetrics, without: str = ""
+) -> str:
+    """The row label: method, grid point (less ``without``), schedule, pseudo data."""
     label = run["method"]
-    if run["grid"]:
-        label += " " + ",".join(f"{k}={v}" for k, v in run["grid"].items())
+    grid = {k: v for k, v in run["grid"].items() if k != without}
+    if grid:
+        label += " " + ",".join(f"{k}={v}" for k, v in grid.items())
     if len(schedules) > 1 or run["schedule"] != "joint":
         label += f" ({run['schedule'].replace('_', '-')})"
     pseudo = metrics.pseudo or {}
@@ -134,6 +150,14 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
     scores: dict[Cell, dict[int, float]] = defaultdict(dict)
     gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     protocols: set[str] = set()  # the source pools the runs trained on
+    # (task, key, label without the key, k, language) -> value -> seed -> score
+    swept: dict[tuple, dict[Any, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    # Runs that did not train (trainer.epochs=0, e.g. sweep.methods=[untrained,...]) are the
+    # untrained floor, drawn as a reference line rather than as a method.
+    floor: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    majority: dict[tuple[str, str], float] = {}
+    # (task, label, k) -> each run's logged rows: task loss, alignment loss, held-out distance
+    curves: dict[tuple[str, str, int], list[list[dict]]] = defaultdict(list)
     failed, missing, policies, metric_names = {}, [], set(), set()
     finished = 0
     for run in sweep["runs"]:
@@ -154,8 +178,21 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         metric_names.add(name)
         label = method_label(run, schedules, metrics)
         task = metrics.task or sweep.get("task", "")
+        untrained = metrics.train_steps == 0 and not metrics.init_from
+        if (run_dir / LOG_FILE).is_file() and not untrained:
+            curves[(task, label, run["k"])].append(_read_log(run_dir / LOG_FILE))
         for language, values in metrics.per_language.items():
-            scores[Cell(task, label, run["k"], language)][run["seed"]] = float(values[name])
+            score = float(values[name])
+            if "majority_class" in values:  # PAWS-X: always predicting the larger class
+                majority[(task, language)] = float(values["majority_class"])
+            if untrained:
+                floor[(task, language)][run["seed"]] = score
+                continue
+            scores[Cell(task, label, run["k"], language)][run["seed"]] = score
+            for key, value in run["grid"].items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rest = method_label(run, schedules, metrics, without=key)
+                    swept[(task, key, rest, run["k"], language)][value][run["seed"]] = score
         selection = metrics.selection or {}
         if selection.get("policy") == "source":
             policies.add(f"source-language dev ({selection.get('dev_examples')} examples)")
@@ -180,6 +217,10 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
     return {
         "scores": scores,
         "gxlt": gxlt,
+        "swept": swept,
+        "floor": floor,
+        "curves": curves,
+        "majority": majority,
         "failed": failed,
         "missing": missing,
         "not_run": planned - finished - len(failed),
@@ -192,52 +233,144 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
     }
 
 
-def stats(values: list[float]) -> dict[str, Any]:
-    mean = statistics.fmean(values)
-    # One seed has no spread to report; None, not a misleading 0.
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return {
-        "mean": mean,
-        "std": std,
-        "min": min(values),
-        "max": max(values),
-        "range": max(values) - min(values),
-        "cv": std / mean if std is not None and mean else None,
-        "n": len(values),
-    }
-
-
 def table_rows(scores: dict[Cell, dict[int, float]]) -> list[dict[str, Any]]:
     """One row per cell, plus the per-seed language average for each (task, method, k)."""
     rows = []
     for cell in sorted(scores, key=lambda c: (c.task, c.method, c.k, c.language)):
         per_seed = scores[cell]
-        rows.append({**cell.__dict__, **stats(list(per_seed.values())), "seeds": sorted(per_seed)})
-    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
-    for cell, per_seed in scores.items():
-        groups[(cell.task, cell.method, cell.k)][cell.language] = per_seed
-    for (task, method, k), by_language in sorted(groups.items()):
-        if len(by_language) < 2:
-            continue
-        # Only seeds that have every language, so the average is over the same languages.
-        seeds = set.intersection(*(set(s) for s in by_language.values()))
-        if not seeds:
-            continue
-        averages = [statistics.fmean(by_language[lang][s] for lang in by_language) for s in seeds]
         rows.append(
-            {
-                "task": task,
-                "method": method,
-                "k": k,
-                "language": AVERAGE,
-                **stats(averages),
-                "seeds": sorted(seeds),
-            }
+            {**cell.__dict__, **summary(list(per_seed.values())), "seeds": sorted(per_seed)}
         )
+    # The average over languages, per seed first, so its spread is a spread over seeds too.
+    for (task, k), methods in sorted(_per_seed_averages(scores).items()):
+        for method, per_seed in sorted(methods.items()):
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "k": k,
+                    "language": AVERAGE,
+                    **summary(list(per_seed.values())),
+                    "seeds": sorted(per_seed),
+                }
+            )
     return sorted(
         rows,
         key=lambda r: (r["task"], r["method"], r["k"], r["language"] == AVERAGE, r["language"]),
     )
+
+
+def _read_log(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash; the rest of the curve still holds
+    return rows
+
+
+def swept_rows(swept: dict[tuple, dict[Any, dict[int, float]]]) -> list[dict[str, Any]]:
+    """Score against each numeric grid key (lambda, prompt length), other settings fixed."""
+    swept = dict(swept)
+    # The average over languages per (value, seed), over seeds that have every language.
+    groups: dict[tuple, dict[str, dict[Any, dict[int, float]]]] = defaultdict(dict)
+    for (task, key, series, k, language), by_value in swept.items():
+        groups[(task, key, series, k)][language] = by_value
+    for (task, key, series, k), by_language in groups.items():
+        if len(by_language) < 2:
+            continue
+        average: dict[Any, dict[int, float]] = {}
+        for value in set.intersection(*(set(v) for v in by_language.values())):
+            seeds = set.intersection(*(set(v[value]) for v in by_language.values()))
+            if seeds:
+                average[value] = {
+                    s: statistics.fmean(v[value][s] for v in by_language.values()) for s in seeds
+                }
+        swept[(task, key, series, k, AVERAGE)] = average
+    rows = []
+    for (task, key, series, k, language), by_value in sorted(swept.items(), key=str):
+        if len(by_value) < 2:
+            continue  # one value: nothing to draw against
+        for value in sorted(by_value):
+            per_seed = by_value[value]
+            rows.append(
+                {
+                    "task": task,
+                    "key": key,
+                    "series": series,
+                    "k": k,
+                    "language": language,
+                    "value": value,
+                    **summary(list(per_seed.values())),
+                    "seeds": sorted(per_seed),
+                }
+            )
+    return rows
+
+
+def references(collected: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (task, language): the untrained floor (mean over its seeds) and the majority class."""
+    out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for key, per_seed in collected["floor"].items():
+        out[key]["untrained"] = statistics.fmean(per_seed.values())
+    for key, value in collected["majority"].items():
+        out[key]["majority class"] = value
+    return dict(out)
+
+
+def comparisons(
+    scores: dict[Cell, dict[int, float]], pairs: list[tuple[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Paired differences A - B per (k, language) over the seeds both methods ran.
+
+    ``pairs`` names the methods to compare (their report labels); by default every pair
+    when a task has at most four methods (beyond that the table would drown the reader).
+    """
+    by_cell: dict[tuple[str, int, str], dict[str, dict[int, float]]] = defaultdict(dict)
+    for cell, per_seed in scores.items():
+        by_cell[(cell.task, cell.k, cell.language)][cell.method] = per_seed
+    for (task, k), languages in _per_seed_averages(scores).items():
+        by_cell[(task, k, AVERAGE)] = languages
+    rows = []
+    for (task, k, language), methods in sorted(by_cell.items()):
+        names = sorted(methods)
+        chosen = pairs
+        if chosen is None:
+            chosen = list(itertools.combinations(names, 2)) if len(names) <= 4 else []
+        for a, b in chosen:
+            if a in methods and b in methods:
+                result = paired(methods[a], methods[b])
+                if result:
+                    rows.append(
+                        {"task": task, "a": a, "b": b, "k": k, "language": language, **result}
+                    )
+    return rows
+
+
+def _per_seed_averages(
+    scores: dict[Cell, dict[int, float]],
+) -> dict[tuple[str, int], dict[str, dict[int, float]]]:
+    """(task, k) -> method -> seed -> mean over the languages (seeds with every language)."""
+    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
+    for cell, per_seed in scores.items():
+        groups[(cell.task, cell.method, cell.k)][cell.language] = per_seed
+    out: dict[tuple[str, int], dict[str, dict[int, float]]] = defaultdict(dict)
+    for (task, method, k), by_language in groups.items():
+        if len(by_language) < 2:
+            continue
+        seeds = set.intersection(*(set(s) for s in by_language.values()))
+        if seeds:
+            out[(task, k)][method] = {
+                s: statistics.fmean(by_language[lang][s] for lang in by_language) for s in seeds
+            }
+    return out
+
+
+def _ci(row: dict[str, Any]) -> str:
+    if row["ci95_low"] is None:
+        return "–"
+    return f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]"
 
 
 def _pm(row: dict[str, Any]) -> str:
@@ -283,16 +416,30 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             )
             lines.append(f"| {method} | {k} | " + " | ".join(cells) + f" | {seeds} |")
         lines += ["", f"### {task}: stability over seeds", ""]
-        lines += ["| method | k | language | n | mean | std | min | max | range | CV |"]
+        lines += [
+            "95 % CI: Student-t interval of the mean over seeds (mean ± t(0.975, n-1) · std/√n).",
+            "",
+            "| method | k | language | n | mean ± std | 95 % CI | min | max | range | CV |",
+        ]
         lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in task_rows:
             cv = "–" if r["cv"] is None else f"{r['cv']:.3f}"
-            std = "–" if r["std"] is None else f"{r['std']:.2f}"
+            std = "" if r["std"] is None else f" ± {r['std']:.2f}"
             lines.append(
-                f"| {r['method']} | {r['k']} | {r['language']} | {r['n']} | {r['mean']:.2f} | "
-                f"{std} | {r['min']:.2f} | {r['max']:.2f} | {r['range']:.2f} | {cv} |"
+                f"| {r['method']} | {r['k']} | {r['language']} | {r['n']} | {r['mean']:.2f}{std} "
+                f"| {_ci(r)} | {r['min']:.2f} | {r['max']:.2f} | {r['range']:.2f} | {cv} |"
             )
         lines.append("")
+        lines += _swept_markdown([r for r in collected["swept_rows"] if r["task"] == task])
+        lines += _comparison_markdown([r for r in collected["comparisons"] if r["task"] == task])
+        refs = {lang: v for (t, lang), v in collected["references"].items() if t == task}
+        if refs:
+            lines += [f"### {task}: reference scores", ""]
+            lines += [
+                f"- {lang}: " + ", ".join(f"{name} {value:.1f}" for name, value in v.items())
+                for lang, v in sorted(refs.items())
+            ]
+            lines.append("")
     if collected["failed"]:
         lines += ["## Failed runs", ""]
         lines += [f"- `{name}`: {error}" for name, error in sorted(collected["failed"].items())]
@@ -312,8 +459,55 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _swept_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for key in sorted({r["key"] for r in rows}):
+        key_rows = [r for r in rows if r["key"] == key]
+        values = sorted({r["value"] for r in key_rows})
+        lines += [f"### {key_rows[0]['task']}: score vs {key}", ""]
+        lines.append("| series | k | language | " + " | ".join(f"{key}={v}" for v in values) + " |")
+        lines.append("|---|---:|---|" + "---:|" * len(values))
+        cells = {(r["series"], r["k"], r["language"], r["value"]): r for r in key_rows}
+        for series, k, language in sorted({(r["series"], r["k"], r["language"]) for r in key_rows}):
+            shown = [
+                _pm(cells[series, k, language, v]) if (series, k, language, v) in cells else "–"
+                for v in values
+            ]
+            lines.append(f"| {series} | {k} | {language} | " + " | ".join(shown) + " |")
+        lines.append("")
+    return lines
+
+
+def _comparison_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        f"### {rows[0]['task']}: paired comparisons",
+        "",
+        "A − B over the seeds both ran (a seed fixes the k-shot sample and the data order, "
+        "so each difference compares the methods on the same data). *Beyond seed spread*: "
+        "the 95 % t-interval of the mean difference excludes 0 (paired t-test, 5 %).",
+        "",
+        "| A | B | k | language | pairs | mean A − B | std of differences | 95 % CI | "
+        "beyond seed spread |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        std = "–" if r["std_difference"] is None else f"{r['std_difference']:.2f}"
+        verdict = {None: "one seed: cannot tell", True: "yes", False: "no"}[
+            r["larger_than_seed_spread"]
+        ]
+        lines.append(
+            f"| {r['a']} | {r['b']} | {r['k']} | {r['language']} | {r['n']} | "
+            f"{r['mean_difference']:+.2f} | {std} | {_ci(r)} | {verdict} |"
+        )
+    lines.append("")
+    return lines
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = ["task", "method", "k", "language", "n", "mean", "std", "min", "max", "range", "cv"]
+    fields = ["task", "method", "k", "language", "n", "mean", "std", "ci95_low", "ci95_high"]
+    fields += ["min", "max", "range", "cv"]
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=[*fields, "seeds"])
         writer.writeheader()
@@ -327,7 +521,7 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
     console = Console(soft_wrap=True)
     for task in sorted({r["task"] for r in rows}):
         table = Table(title=f"{task} · {collected['metric']} mean ± std over seeds")
-        for column in ("method", "k", "language", "mean ± std", "min", "max", "CV", "n"):
+        for column in ("method", "k", "language", "mean ± std", "95 % CI", "min", "max", "CV", "n"):
             table.add_column(
                 column, justify="left" if column in ("method", "language") else "right"
             )
@@ -338,6 +532,7 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
                 str(r["k"]),
                 r["language"],
                 _pm(r),
+                _ci(r),
                 f"{r['min']:.1f}",
                 f"{r['max']:.1f}",
                 cv,
@@ -351,10 +546,26 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
         )
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+def write_report(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    compare: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Tables and figures of a sweep; ``compare`` picks the method pairs to compare."""
     sweep_dir = Path(sweep_dir)
     collected = collect(sweep_dir)
     rows = table_rows(collected["scores"])
+    collected["swept_rows"] = swept_rows(collected["swept"])
+    collected["references"] = references(collected)
+    if compare:
+        labels = {cell.method for cell in collected["scores"]}
+        unknown = [name for pair in compare for name in pair if name not in labels]
+        if unknown:
+            raise LowresError(
+                f"--compare names {', '.join(unknown)}, which is not a method of this sweep; "
+                f"its methods (as the report labels them) are {', '.join(sorted(labels))}."
+            )
+    collected["comparisons"] = comparisons(collected["scores"], compare)
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -373,12 +584,24 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         "source_pool": collected["protocols"],
         "metric": collected["metric"],
         "rows": rows,
+        "swept": collected["swept_rows"],
+        "comparisons": collected["comparisons"],
+        "references": [
+            {"task": t, "language": lang, **v} for (t, lang), v in collected["references"].items()
+        ],
     }
     figures = []
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
-        figures.append(plot_score_vs_k(task_rows, task, collected["metric"], out))
+        refs = {lang: v for (t, lang), v in collected["references"].items() if t == task}
+        figures.append(plot_score_vs_k(task_rows, task, collected["metric"], out, refs))
+        swept = [r for r in collected["swept_rows"] if r["task"] == task]
+        for key in sorted({r["key"] for r in swept}):
+            key_rows = [r for r in swept if r["key"] == key]
+            figures.append(plot_score_vs_value(key_rows, task, key, collected["metric"], out, refs))
         figures.append(plot_heatmaps(task_rows, task, collected["metric"], out))
+        task_curves = {(m, k): logs for (t, m, k), logs in collected["curves"].items() if t == task}
+        figures.append(plot_training_curves(task_curves, task, out))
     for (task, method, k), tables in sorted(collected["gxlt"].items()):
         figures.append(plot_gxlt(tables, task, method, k, out))
     report["figures"] = [str(f) for f in figures if f]

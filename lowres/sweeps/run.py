@@ -39,6 +39,7 @@ from lowres.sweeps.plan import (
     _key,
     check_pools,
     plan_from_spec,
+    user_config_dirs,
     write_plan,
 )
 
@@ -271,6 +272,10 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     sweep_dir = Path(sweep_dir or hydra_cfg.sweep.dir)
     base = [o for o in hydra_cfg.overrides.task if not _key(o).startswith("sweep")]
+    # The user's config folders (their own method presets) must reach every run's compose.
+    searchpath = list(hydra_cfg.searchpath)
+    if searchpath:
+        base.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     spec = OmegaConf.to_container(cfg.sweep, resolve=True)
     languages = list(spec["languages"] or cfg.data.eval_languages)
     if cfg.task.languages and cfg.data.source != "local":  # local files decide (validate)
@@ -280,7 +285,9 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
                 f"sweep.languages holds {', '.join(unknown)}, which task {cfg.task.name} does "
                 f"not have; it has {', '.join(cfg.task.languages)}."
             )
-    plan = plan_from_spec(spec, languages, sweep_dir)
+    plan = plan_from_spec(
+        spec, languages, sweep_dir, config=cfg, config_dirs=user_config_dirs(searchpath)
+    )
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     check_pools(task, spec["k"], languages, cfg.data.source_language)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}

@@ -386,3 +386,50 @@ def test_bf16_training_runs_on_a_cpu_with_native_bf16(tmp_path):
     environment = json.loads((run / "environment.json").read_text())
     assert environment["precision"] == "bf16" and metrics["device"] == "cpu"
     assert metrics["train_steps"] == 4 and metrics["train_loss"] == metrics["train_loss"]  # not NaN
+
+
+def test_evaluate_on_another_task_and_unlisted_languages(tmp_path, capsys):
+    """A run trained on the English SQuAD pool for XQuAD, evaluated on MLQA without training."""
+    run_dir = tmp_path / "xquad"
+    run_cli("train", *SMOKE, "task.max_length=128", "task.stride=32", f"hydra.run.dir={run_dir}")
+    mlqa = tmp_path / "mlqa"
+    run_cli(
+        "evaluate",
+        f"checkpoint={run_dir}",
+        "task=mlqa",
+        "data.eval_languages=[de,ar]",
+        "trainer.progress=false",
+        f"hydra.run.dir={mlqa}",
+    )
+    metrics = json.loads((mlqa / "metrics.json").read_text())
+    assert metrics["task"] == "mlqa" and metrics["trained_task"] == "xquad"
+    assert set(metrics["per_language"]) == {"de", "ar"}
+    assert all(s["n"] == 16 for s in metrics["per_language"].values())
+    assert metrics["checkpoint"] == str(run_dir)
+    # A language the XQuAD run did not list, on its own task.
+    arabic = tmp_path / "ar"
+    run_cli(
+        "evaluate",
+        f"checkpoint={run_dir}",
+        "data.eval_languages=[ar]",
+        "trainer.progress=false",
+        f"hydra.run.dir={arabic}",
+    )
+    assert set(json.loads((arabic / "metrics.json").read_text())["per_language"]) == {"ar"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            "evaluate", f"checkpoint={run_dir}", "task=pawsx", f"hydra.run.dir={tmp_path / 'p'}"
+        )
+    assert exit_info.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"task=pawsx: the checkpoint {run_dir} was trained on xquad (kind extractive_qa)" in error
+    )
+    assert "on a task of its kind (mlqa, xquad)" in error
+    assert not (tmp_path / "p" / "metrics.json").exists()
+
+
+def test_unknown_method_preset_is_named():
+    result = lowres_subprocess("train", *SMOKE, "+method=deep_promt")
+    _assert_user_error(result, "method=deep_promt: no method/deep_promt.yaml in", "deep_prompt")

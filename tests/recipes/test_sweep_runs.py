@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, lowres_subprocess, run_lowres
 
+from lowres.sweeps.report import write_report
 from lowres.tasks import DataSettings, create_task
 
 TINY = ["+task=xquad", "backbone=tiny-bert", "trainer=smoke", "trainer.progress=false"]
@@ -302,3 +303,75 @@ def test_no_training_data_is_refused_before_the_backbone_loads(tmp_path, capsys,
     error = " ".join(capsys.readouterr().err.split())
     assert "Nothing to train on: the source pool is off (data.source_pool=false)" in error
     assert "data.k=0, pseudo.kind=none" in error
+
+
+def test_grid_form_user_presets_and_pseudo_compose(full_sweep, tmp_path):
+    """The README's sweep.grid form, a method preset from the user's own config folder, and
+    a pseudo group chosen on the sweep's command line; the report draws score vs the key."""
+    presets = tmp_path / "my_configs"
+    (presets / "method").mkdir(parents=True)
+    (presets / "method" / "my_prompt.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /freeze: backbone\n  - override /prompt: input\n"
+        "trainer:\n  lr: 0.002\nprompt:\n  length: 3\n"
+    )
+    sweep_dir = tmp_path / "s"
+    run_lowres(
+        "sweep",
+        *TINY,
+        "sweep.k=[0]",
+        "sweep.seeds=[1]",
+        "sweep.languages=[de]",
+        "sweep.methods=[my_prompt]",
+        "align=contrastive",
+        "sweep.grid={align.weight:[0,0.1]}",
+        f"hydra.searchpath=[file://{presets}]",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    runs = finished_runs(sweep_dir)
+    assert [p.relative_to(sweep_dir / "runs").parts[:2] for p in runs] == [
+        ("my_prompt", "align.weight=0"),
+        ("my_prompt", "align.weight=0.1"),
+    ]
+    config = (runs[1] / ".hydra" / "config.yaml").read_text()
+    assert "length: 3" in config and "lr: 0.002" in config and "weight: 0.1" in config
+    report = write_report(sweep_dir)
+    assert {(r["key"], r["value"]) for r in report["swept"]} == {
+        ("align.weight", 0),
+        ("align.weight", 0.1),
+    }
+    assert (sweep_dir / "report" / "xquad_score_vs_align_weight.png").is_file()
+    run_lowres("sweep", "--resume", str(sweep_dir))  # finds the user's preset folder again
+    summary = json.loads((sweep_dir / "sweep.json").read_text())["summary"]
+    assert (summary["skipped"], summary["failed"]) == (2, 0)
+
+    teacher = sweep_dir.parent / "teacher"
+    teacher.symlink_to(full_sweep[0] / "runs" / "full" / "base" / "joint" / "k2_de_seed1")
+    pseudo_dir = tmp_path / "p"
+    run_lowres(
+        "sweep",
+        *TINY,
+        "sweep.k=[2]",
+        "sweep.seeds=[1]",
+        "sweep.languages=[de]",
+        "pseudo=self_train",
+        f"pseudo.teacher={teacher}",
+        f"hydra.sweep.dir={pseudo_dir}",
+    )
+    (run,) = finished_runs(pseudo_dir)
+    assert json.loads((run / "metrics.json").read_text())["pseudo"]["kind"] == "self_train"
+
+
+def test_a_grid_key_that_is_not_a_config_key_is_refused(tmp_path):
+    result = lowres_subprocess(
+        "sweep",
+        *TINY,
+        "sweep.k=[0]",
+        "sweep.grid={prompt.lenght:[2,4]}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = " ".join(result.stderr.split())
+    assert "sweep.grid holds 'prompt.lenght', which is not a config key or group" in error
+    assert "Did you mean prompt.length" in error
+    assert not (tmp_path / "s" / "runs").exists()

@@ -159,6 +159,8 @@ def test_unknown_option_fails_at_compose_time():
         ("align.pooling=max", "align.pooling"),
         ("align.temperature=0", "align.temperature"),
         ("align.warmup_steps=-1", "align.warmup_steps"),
+        ("align.distance_every=-1", "align.distance_every"),
+        ("trainer.report_to=wandb", "trainer.report_to"),
         ("backbone.loader=ftp", "backbone.loader"),
         ("backbone.dtype=int8", "backbone.dtype"),
         ("backbone.gradient_checkpointing=true", "backbone.gradient_checkpointing"),

@@ -99,7 +99,7 @@ def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
         ({"grid": {"data.k": [1]}}, "which the sweep itself varies"),
         ({"stage1": ["trainer.seed=3"]}, "which the sweep itself varies"),
         ({"schedules": ["sequential"]}, "expected joint and/or two_stage"),
-        ({"methods": ["deep"]}, "no configs/method/deep.yaml"),
+        ({"methods": ["deep"]}, "no method/deep.yaml"),
         ({"k_values": [-1]}, "negative k"),
     ],
 )
@@ -172,3 +172,60 @@ def test_report_plots_the_gxlt_matrix_and_labels_pseudo_runs(tmp_path):
     assert row["cv"] == pytest.approx(row["std"] / 45.0)
     avg = next(r for r in report["rows"] if r["language"] == "avg")
     assert avg["mean"] == pytest.approx((50.0 + 55.0) / 2)  # per-seed averages 50 and 55
+
+
+def test_grid_keys_are_config_keys_or_groups():
+    from omegaconf import OmegaConf
+
+    from lowres.schema import SweepRunConfig
+    from lowres.sweeps.plan import check_grid_keys
+
+    config = OmegaConf.structured(SweepRunConfig)
+    check_grid_keys({"align.weight": [0, 0.1], "freeze": ["none", "bitfit"]}, config)
+    with pytest.raises(ConfigError, match=r"'prompt.lenght'.*Did you mean prompt.length"):
+        check_grid_keys({"prompt.lenght": [5]}, config)
+    with pytest.raises(ConfigError, match="group freeze over nonee, which it does not have"):
+        check_grid_keys({"freeze": ["nonee"]}, config)
+
+
+def test_user_method_presets_come_from_their_config_folder(tmp_path):
+    from lowres.sweeps.plan import method_keys, user_config_dirs
+
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - deep_prompt\nprompt:\n  length: 7\n"
+    )
+    folders = user_config_dirs([f"file://{tmp_path}", "pkg://somewhere.configs"])
+    assert folders == [tmp_path]
+    # Its own key and those of the lowres preset it extends.
+    assert {"prompt.length", "prompt.lr", "freeze"} <= method_keys("mine", folders)
+    plan = plan_sweep(
+        k_values=[0],
+        seeds=[1],
+        languages=["de"],
+        methods=["mine", "full"],
+        grid={},
+        schedules=["joint"],
+        sweep_dir=tmp_path,
+        config_dirs=folders,
+    )
+    assert [r.overrides[0] for r in plan.runs] == ["+method=mine", "+method=full"]
+    with pytest.raises(ConfigError, match="no method/theirs.yaml is in the config folders"):
+        method_keys("theirs", folders)
+
+
+def test_untrained_runs_once_per_seed(tmp_path):
+    plan = plan_sweep(
+        k_values=[0, 8],
+        seeds=[1, 2],
+        languages=["de", "es"],
+        methods=["untrained", "full"],
+        grid={},
+        schedules=["joint", "two_stage"],
+        sweep_dir=tmp_path,
+    )
+    floor = [r for r in plan.runs if r.method == "untrained"]
+    assert [(r.name, r.k, r.languages) for r in floor] == [
+        (f"untrained/base/joint/k0_all_seed{s}", 0, ["de", "es"]) for s in (1, 2)
+    ]
+    assert "trainer.epochs" not in " ".join(floor[0].overrides)  # the preset sets it

@@ -96,3 +96,43 @@ def test_the_training_loss_is_task_plus_weighted_alignment(tmp_path):
     assert trainer._sums["task_loss"] == pytest.approx(task_loss.item(), rel=1e-6)
     assert trainer._sums["align_loss"] == pytest.approx(align_loss.item(), rel=1e-6)
     assert trainer._sums["align_weight"] == 0.25 and trainer._count == 1
+
+
+def test_periodic_measure_logs_beside_the_losses():
+    from types import SimpleNamespace
+
+    from lowres.training.measure import PeriodicMeasure
+
+    calls = iter([0.3, 0.2])
+    callback = PeriodicMeasure(lambda: {"held_out_distance": next(calls)}, every=2)
+    state = SimpleNamespace(global_step=0, log_history=[{"loss": 1.0, "step": 1}])
+    for step in (1, 2, 3, 4):
+        state.global_step = step
+        callback.on_step_end(None, state, None)
+    assert state.log_history == [
+        {"loss": 1.0, "step": 1},
+        {"held_out_distance": 0.3, "step": 2},
+        {"held_out_distance": 0.2, "step": 4},
+    ]
+
+
+def test_report_to_tensorboard_needs_the_package(tmp_path, monkeypatch):
+    import importlib.util
+
+    from lowres.builders import training_arguments
+    from lowres.errors import ConfigError
+    from lowres.schema import TrainerConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a),
+    )
+    config = TrainerConfig(report_to="tensorboard", device="cpu")
+    with pytest.raises(ConfigError, match="trainer.report_to=tensorboard needs the tensorboard"):
+        training_arguments(config, tmp_path, task_kind="extractive_qa", learning_rate=1e-3)
+    args = training_arguments(
+        TrainerConfig(device="cpu"), tmp_path, task_kind="extractive_qa", learning_rate=1e-3
+    )
+    assert args.report_to in ([], ["none"], "none")

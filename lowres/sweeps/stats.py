@@ -1,0 +1,114 @@
+"""Statistics over seeds for ``lowres report``: summaries, 95 % intervals, paired comparisons.
+
+Few-shot scores move a lot from seed to seed, and sweeps have few seeds (3-5), so intervals
+use Student's t, not the normal approximation (with 3 seeds the 97.5 % quantile is 4.30, not
+1.96). The t quantile is computed here, exactly for integer degrees of freedom, so the
+report needs no scipy.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+CONFIDENCE = 0.95
+
+
+def _t_two_sided(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with ``df`` (integer) degrees of freedom.
+
+    The closed form of Abramowitz & Stegun 26.7.3/26.7.4: a finite series in cos(theta),
+    theta = atan(t / sqrt(df)); exact for every integer df.
+    """
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2:  # odd
+        term, total = math.cos(theta), 0.0
+        if df > 1:
+            total = term
+            for j in range(3, df - 1, 2):
+                term *= c2 * (j - 1) / j
+                total += term
+        return 2 / math.pi * (theta + s * total)
+    term = total = 1.0
+    for j in range(2, df - 1, 2):
+        term *= c2 * (j - 1) / j
+        total += term
+    return s * total
+
+
+def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided critical value t with P(|T| < t) = confidence (4.303 for df = 2)."""
+    if df < 1:
+        raise ValueError(f"Student's t needs df >= 1, got {df}")
+    low, high = 0.0, 1.0
+    while _t_two_sided(high, df) < confidence:
+        high *= 2
+    for _ in range(200):  # bisection to double precision
+        middle = (low + high) / 2
+        if _t_two_sided(middle, df) < confidence:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std, min/max/range, CV and the 95 % t-interval of the mean over seeds."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    # One seed has no spread to report; None, not a misleading 0.
+    std = statistics.stdev(values) if n > 1 else None
+    half = t_quantile(n - 1) * std / math.sqrt(n) if std is not None else None
+    return {
+        "mean": mean,
+        "std": std,
+        "min": min(values),
+        "max": max(values),
+        "range": max(values) - min(values),
+        "cv": std / mean if std is not None and mean else None,
+        "ci95_low": mean - half if half is not None else None,
+        "ci95_high": mean + half if half is not None else None,
+        "n": n,
+    }
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
+    """A - B over the seeds both have (same seed: same k-shot sample and data order).
+
+    Pairing removes what the seed does to both methods alike (an easy or hard k-shot
+    sample), so the question is whether the mean difference stands out from the spread of
+    the differences: ``larger_than_seed_spread`` is true when the 95 % t-interval of the
+    mean difference excludes 0 (a paired t-test at the 5 % level); None with one pair.
+    """
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    differences = [a[s] - b[s] for s in seeds]
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return {
+            "seeds": seeds,
+            "n": n,
+            "mean_difference": mean,
+            "std_difference": None,
+            "ci95_low": None,
+            "ci95_high": None,
+            "t": None,
+            "larger_than_seed_spread": None,
+        }
+    std = statistics.stdev(differences)
+    half = t_quantile(n - 1) * std / math.sqrt(n)
+    t = mean / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    return {
+        "seeds": seeds,
+        "n": n,
+        "mean_difference": mean,
+        "std_difference": std,
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+        "t": t,
+        "larger_than_seed_spread": bool(mean - half > 0 or mean + half < 0),
+    }
