@@ -403,13 +403,16 @@ def _check_resumable(run_dir: str) -> None:
 def _check_evaluate_overrides(overrides: list[str]) -> None:
     """``lowres evaluate`` rebuilds the model from the run's saved config; a different
     backbone, prompt or method (a config group) cannot load its trained parameters."""
-    groups = set(config_groups())
+    # task=NAME is the one group evaluate takes: a checkpoint answers another task of its
+    # kind (an XQuAD run on MLQA); recipes/evaluate.py checks that the head fits.
+    groups = set(config_groups()) - {"task"}
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if key in groups:
             raise LowresError(
                 f"lowres evaluate does not take {override}: it rebuilds the model from the "
-                "checkpoint run's saved config (.hydra/config.yaml), config groups included. "
+                "checkpoint run's saved config (.hydra/config.yaml), config groups included "
+                "(task=NAME is the one exception: another task of the same kind). "
                 "Override single keys instead, e.g. data.eval_languages=[de,es] or "
                 "trainer.eval_batch_size=64; to evaluate another model, train it first."
             )
