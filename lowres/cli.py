@@ -30,6 +30,7 @@ from lowres.runfolder import (
     claim_new_folder,
     ensure_folder,
     holds_run,
+    remove_empty_parents,
     remove_if_scaffolding,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas
@@ -45,6 +46,9 @@ OTHER_VERBS = {
     "report": "Tables (Markdown, CSV, JSON) and plots of a sweep folder: lowres report DIR.",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
 }
+
+# The default run folders (configs/*.yaml hydra.run.dir) live under ./outputs.
+OUTPUTS_ROOT = Path("outputs")
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -259,9 +263,10 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         succeeded = True
     finally:
         folder.lock.release()
-        if not succeeded and folder.created:
-            # A command that failed before producing anything leaves no junk folder.
-            remove_if_scaffolding(folder.path)
+        # A command that failed before producing anything leaves no junk folder, nor the
+        # empty task/backbone folders above a default one.
+        if not succeeded and folder.created and remove_if_scaffolding(folder.path):
+            remove_empty_parents(folder.path, OUTPUTS_ROOT)
     print(f"lowres {verb}: done, run folder {folder.path}", flush=True)
 
 

@@ -237,3 +237,18 @@ def remove_if_scaffolding(folder: str | Path) -> bool:
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+def remove_empty_parents(folder: str | Path, root: str | Path) -> None:
+    """Remove the empty folders between ``folder`` and ``root`` (both excluded): what a
+    default run folder such as outputs/<task>/<backbone>/<date> left above itself."""
+    folder, root = Path(folder).resolve(), Path(root).resolve()
+    if root not in folder.parents:
+        return
+    for parent in folder.parents:
+        if parent == root:
+            return
+        try:
+            parent.rmdir()  # only an empty folder goes; a sibling run keeps its parents
+        except OSError:
+            return
