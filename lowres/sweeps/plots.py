@@ -124,6 +124,17 @@ def _finish(figure, axes, count: int, metric: str, title: str, rows, refs, langu
     figure.tight_layout(rect=(0, min(0.4, 0.05 + 0.04 * legend_lines), 1, 0.95))
 
 
+def _language_panels(languages: list[str], series: int):
+    """A grid of panels, one per language, at most 4 a row, with room below for a legend of
+    ``series`` entries; the panels share their y axis."""
+    columns = min(len(languages), 4)
+    lines = math.ceil(len(languages) / columns)
+    return plt.subplots(
+        lines, columns, figsize=(4.2 * columns, 3.4 * lines + 0.3 * series / 4 + 0.6),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
+
+
 def plot_score_vs_k(
     rows: list[dict[str, Any]],
     task: str,
@@ -136,12 +147,7 @@ def plot_score_vs_k(
     languages = _languages(rows)
     methods = sorted({r["method"] for r in rows})
     ks = sorted({r["k"] for r in rows})
-    columns = min(len(languages), 4)
-    lines = math.ceil(len(languages) / columns)
-    figure, axes = plt.subplots(
-        lines, columns, figsize=(4.2 * columns, 3.4 * lines + 0.3 * len(methods) / 4 + 0.6),
-        squeeze=False, sharey=True,
-    )  # fmt: skip
+    figure, axes = _language_panels(languages, len(methods))
     colours = plt.get_cmap("tab10")
     panel_refs = {**refs, AVERAGE: _reference_average(refs, languages[:-1])}
     for panel, language in zip(axes.flat, languages, strict=False):
@@ -186,12 +192,7 @@ def plot_score_vs_value(
     languages = _languages(rows)
     lines_of = sorted({(r["series"], r["k"]) for r in rows})
     values = sorted({r["value"] for r in rows})
-    columns = min(len(languages), 4)
-    lines = math.ceil(len(languages) / columns)
-    figure, axes = plt.subplots(
-        lines, columns, figsize=(4.2 * columns, 3.4 * lines + 0.3 * len(lines_of) / 4 + 0.6),
-        squeeze=False, sharey=True,
-    )  # fmt: skip
+    figure, axes = _language_panels(languages, len(lines_of))
     colours = plt.get_cmap("tab10")
     positive = [v for v in values if v > 0]
     # A log axis when the values span a decade or more (lambda 0.01..1); 0 stays on it
