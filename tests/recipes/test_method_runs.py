@@ -98,6 +98,21 @@ def test_alignment_from_a_parallel_file(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("the city\tdie Stadt\nthe river\tder Fluss\nthe war\tder Krieg\n")
     run_dir = tmp_path / "run"
+    _train_aligned_on(pairs, run_dir)
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert any("align_loss" in row for row in log)
+
+
+def test_malformed_parallel_file_names_the_line(tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("the city\tdie Stadt\nonly one field\n")
+    with pytest.raises(SystemExit):
+        _train_aligned_on(pairs, tmp_path / "run")
+    assert "line 2" in capsys.readouterr().err
+
+
+def _train_aligned_on(pairs, run_dir) -> None:
+    """A smoke run with the MSE alignment loss on the parallel pairs of ``pairs``."""
     run_lowres(
         "train",
         "+task=xquad",
@@ -108,25 +123,6 @@ def test_alignment_from_a_parallel_file(tmp_path):
         f"align.parallel_file={pairs}",
         f"hydra.run.dir={run_dir}",
     )
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    assert any("align_loss" in row for row in log)
-
-
-def test_malformed_parallel_file_names_the_line(tmp_path, capsys):
-    pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("the city\tdie Stadt\nonly one field\n")
-    with pytest.raises(SystemExit):
-        run_lowres(
-            "train",
-            "+task=xquad",
-            *TINY,
-            "trainer=smoke",
-            "align=mse",
-            "align.weight=0.5",
-            f"align.parallel_file={pairs}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        )
-    assert "line 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("strategy", ["lower_k", "bitfit", "head_only"])
