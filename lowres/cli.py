@@ -126,11 +126,15 @@ def _absolute_paths(overrides: list[str]) -> list[str]:
     return out
 
 
+# Sweep settings that are dicts keyed by the user's own names.
+_OPEN_DICTS = ("sweep.grid=", "sweep.stage1_from=")
+
+
 def _normalize_grid(overrides: list[str]) -> list[str]:
-    # sweep.grid is a dict of new keys (align.weight, prompt.length, ...), which a plain
-    # override may not add to a struct config; `++` adds them and, like a plain override,
-    # replaces a key's values when a preset (+experiment=...) already sweeps that key.
-    return [f"++{o}" if o.startswith("sweep.grid=") else o for o in overrides]
+    # sweep.grid (config keys -> values) and sweep.stage1_from (methods -> run folders) are
+    # dicts of new keys, which a plain override may not add to a struct config; `++` adds
+    # them and, like a plain override, replaces a key's value when a preset already sets it.
+    return [f"++{o}" if o.startswith(_OPEN_DICTS) else o for o in overrides]
 
 
 def _check_method(overrides: list[str]) -> None:

@@ -183,6 +183,8 @@ class SweepConfig:
     stage1: list[str] = field(default_factory=list)  # overrides for two-stage source runs
     stage2: list[str] = field(default_factory=list)  # overrides for k-shot runs after stage 1
     stage1_once: bool = False  # one stage-1 run (first seed) shared by every seed's k-shot runs
+    # method -> finished source-trained run folder: two-stage runs start from it, no stage 1
+    stage1_from: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

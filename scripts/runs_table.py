@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"runs_table: {spec!r} is not LABEL=RUN_DIR (e.g. me5=outputs/xquad/...).")
         source = Path(run_dir)
         if args.keep:
-            source = _keep(source, args.keep / label)
+            source = keep(source, args.keep / label)
         if not (source / "metrics.json").is_file():
             sys.exit(
                 f"runs_table: {source} holds no metrics.json; expected a finished run folder "
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(table)
 
 
-def _keep(run_dir: Path, kept: Path) -> Path:
+def keep(run_dir: Path, kept: Path) -> Path:
     """Copy a finished run's results to ``kept`` (once) and read them from there."""
     if (kept / "metrics.json").is_file():
         return kept

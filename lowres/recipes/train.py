@@ -182,7 +182,13 @@ class Fitted:
 
 def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokenizer, cache):
     """Train on the split's training records (resuming if asked); the progress stays open."""
-    features = cache.train_features(task, split.train, tokenizer)
+    # trainer.epochs=0 evaluates the model as built (or as init_from left it): nothing to
+    # tokenize for training, and the training set may be empty.
+    features = (
+        cache.train_features(task, split.train, tokenizer)
+        if trains(cfg.trainer)
+        else {"input_ids": []}
+    )
     train_dataset = feature_dataset(features)
     learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
     args = training_arguments(

@@ -225,10 +225,15 @@ def plan_sweep(
     stage1: Sequence[str] = (),
     stage2: Sequence[str] = (),
     stage1_once: bool = False,
+    stage1_from: dict[str, str] | None = None,
     sweep_dir: Path,
     config_dirs: Sequence[Path] = (),
 ) -> SweepPlan:
-    """Every run of the sweep, stage-1 runs before the runs that start from them."""
+    """Every run of the sweep, stage-1 runs before the runs that start from them.
+
+    ``stage1_from`` maps a method to a finished source-trained run: its two-stage k-shot runs
+    start from that run (no stage-1 run is planned), and its k = 0 point evaluates it as is.
+    """
     if not k_values or not seeds or not languages:
         raise ConfigError(
             "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
@@ -245,6 +250,8 @@ def plan_sweep(
     if len(set(methods)) != len(methods):
         raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
     check_keys({m: method_keys(m, config_dirs) for m in methods}, grid, stage1, stage2)
+    stage1_from = dict(stage1_from or {})
+    check_stage1_from(stage1_from, methods, schedules, grid)
     presets = {m: [f"+method={m}"] for m in methods} or {"configured": []}
     every_language = f"data.eval_languages={_format(list(languages))}"
     grid_points = [
@@ -276,7 +283,27 @@ def plan_sweep(
             # k-shot runs then differ only in their sample, order and stage-2 init.
             stage1_seed = seeds[0] if stage1_once else seed
             stage1_name = f"{folder}/stage1_seed{stage1_seed}"
-            if schedule == "two_stage" and stage1_seed == seed:
+            given = stage1_from.get(method) if schedule == "two_stage" else None
+            if given and 0 in k_values:
+                plan.runs.append(
+                    PlannedRun(
+                        name=f"{folder}/k0_all_seed{seed}",
+                        k=0,
+                        languages=list(languages),
+                        # Nothing trains: the given run, scored on this sweep's questions.
+                        overrides=[
+                            *seeded,
+                            "data.k=0",
+                            every_language,
+                            f"init_from={given}",
+                            "data.source_pool=false",
+                            "trainer.epochs=0",
+                            "trainer.max_steps=-1",
+                        ],
+                        **common,
+                    )
+                )
+            if schedule == "two_stage" and stage1_seed == seed and not given:
                 plan.runs.append(
                     PlannedRun(
                         name=stage1_name,
@@ -304,9 +331,9 @@ def plan_sweep(
                     overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
                     extra: dict[str, Any] = {}
                     if schedule == "two_stage":
-                        stage1_dir = (sweep_dir / "runs" / stage1_name).resolve()
+                        stage1_dir = given or (sweep_dir / "runs" / stage1_name).resolve()
                         overrides += [*stage2, f"init_from={stage1_dir}", "data.source_pool=false"]
-                        extra = {"stage": 2, "depends_on": stage1_name}
+                        extra = {"stage": 2, "depends_on": "" if given else stage1_name}
                     plan.runs.append(
                         PlannedRun(
                             name=f"{folder}/k{k}_{lang}_seed{seed}",
@@ -318,6 +345,38 @@ def plan_sweep(
                         )
                     )
     return plan
+
+
+def check_stage1_from(
+    stage1_from: dict[str, str], methods: Sequence[str], schedules: Sequence[str], grid: dict
+) -> None:
+    """``sweep.stage1_from``: finished runs, of swept methods, for a two-stage schedule."""
+    if not stage1_from:
+        return
+    if "two_stage" not in schedules:
+        raise ConfigError(
+            "sweep.stage1_from gives source-trained runs for the two-stage schedule, but "
+            f"sweep.schedules={list(schedules)}; add two_stage, e.g. sweep.schedules=[two_stage]."
+        )
+    if grid:
+        raise ConfigError(
+            "sweep.stage1_from gives one source-trained run per method, which cannot stand for "
+            f"every point of sweep.grid ({', '.join(grid)}); sweep the grid without "
+            "stage1_from, or give each grid point its own sweep."
+        )
+    known = list(methods) or ["configured"]
+    for method, run_dir in stage1_from.items():
+        if method not in known:
+            raise ConfigError(
+                f"sweep.stage1_from names method {method!r}, which is not in sweep.methods "
+                f"({', '.join(known)}); key each run by the method it was trained with."
+            )
+        if not RunFolder.finished_at(run_dir) or not (Path(run_dir) / "checkpoint").is_dir():
+            raise ConfigError(
+                f"sweep.stage1_from.{method}={run_dir} is not a finished training run (expected "
+                "a folder with metrics.json and checkpoint/, as `lowres train` leaves it); "
+                "train the source run first or fix the path."
+            )
 
 
 def plan_from_spec(
@@ -344,6 +403,7 @@ def plan_from_spec(
         stage1=spec["stage1"],
         stage2=spec["stage2"],
         stage1_once=spec["stage1_once"],
+        stage1_from=spec.get("stage1_from", {}),
         sweep_dir=sweep_dir,
         config_dirs=config_dirs,
     )

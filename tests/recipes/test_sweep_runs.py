@@ -228,6 +228,40 @@ def test_two_stage_starts_k_shot_runs_from_the_stage_one_run(tmp_path):
     assert stage2["train_examples"] == 2 and stage2["train_steps"] == 2
 
 
+def test_stage1_from_starts_k_shot_runs_from_a_given_source_run(tmp_path):
+    source, sweep_dir = tmp_path / "source", tmp_path / "s"
+    run_lowres("train", *TINY, "+method=full", "data.pool_fraction=0.3", f"hydra.run.dir={source}")
+    run_lowres(
+        "sweep",
+        *TINY,
+        "sweep.k=[0,2]",
+        "sweep.seeds=[1,2]",
+        "sweep.languages=[de]",
+        "sweep.methods=[full]",
+        "sweep.schedules=[two_stage]",
+        f"sweep.stage1_from={{full:'{source}'}}",
+        "sweep.stage2=['trainer.max_steps=2']",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    runs = sweep_dir / "runs" / "full" / "base" / "two_stage"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "k0_all_seed1",
+        "k0_all_seed2",
+        "k2_de_seed1",
+        "k2_de_seed2",
+    ]  # no stage-1 run of its own
+    trained = json.loads((source / "metrics.json").read_text())
+    for seed in (1, 2):
+        zero = json.loads((runs / f"k0_all_seed{seed}" / "metrics.json").read_text())
+        assert zero["train_steps"] == 0 and zero["init_from"] == str(source)
+        assert zero["per_language"]["de"] == trained["per_language"]["de"]
+        shot = json.loads((runs / f"k2_de_seed{seed}" / "metrics.json").read_text())
+        assert shot["init_from"] == str(source) and shot["train_steps"] == 2
+    run_lowres("report", str(sweep_dir))
+    report = (sweep_dir / "report" / "report.md").read_text()
+    assert "full (two-stage)" in report
+
+
 def test_init_from_restores_the_other_runs_parameters(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     run_lowres("train", *TINY, f"hydra.run.dir={first}")

@@ -87,6 +87,65 @@ def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
     assert once.runs[2].depends_on == once.runs[0].name
 
 
+def test_stage1_from_plans_no_stage_one_run(tmp_path):
+    source = tmp_path / "source"
+    (source / "checkpoint").mkdir(parents=True)
+    (source / "metrics.json").write_text("{}")
+    plan = plan_sweep(
+        k_values=[0, 8],
+        seeds=[1, 2],
+        languages=["de", "zh"],
+        methods=["full", "lora"],
+        grid={},
+        schedules=["two_stage"],
+        stage1_from={"full": str(source)},
+        stage2=["trainer.max_steps=5"],
+        sweep_dir=tmp_path / "s",
+    )
+    full = [r for r in plan.runs if r.method == "full"]
+    assert [r.name.split("/")[-1] for r in full] == [
+        "k0_all_seed1",
+        "k8_de_seed1",
+        "k8_zh_seed1",
+        "k0_all_seed2",
+        "k8_de_seed2",
+        "k8_zh_seed2",
+    ]
+    assert all(f"init_from={source}" in r.overrides and not r.depends_on for r in full)
+    assert "trainer.epochs=0" in full[0].overrides and full[0].languages == ["de", "zh"]
+    assert "trainer.max_steps=5" in full[1].overrides
+    # lora has no given run, so it trains its own stage 1 per seed as before.
+    lora = [r for r in plan.runs if r.method == "lora"]
+    assert [r.stage for r in lora] == [1, 2, 2, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("stage1_from", "extra", "message"),
+    [
+        ({"full": "SOURCE"}, {"schedules": ["joint"]}, "add two_stage"),
+        ({"bitfit": "SOURCE"}, {}, "not in sweep.methods"),
+        ({"full": "MISSING"}, {}, "is not a finished training run"),
+        ({"full": "SOURCE"}, {"grid": {"align.weight": [0.1, 0.2]}}, "every point of sweep.grid"),
+    ],
+)
+def test_stage1_from_is_checked(tmp_path, stage1_from, extra, message):
+    source = tmp_path / "source"
+    (source / "checkpoint").mkdir(parents=True)
+    (source / "metrics.json").write_text("{}")
+    paths = {"SOURCE": str(source), "MISSING": str(tmp_path / "missing")}
+    spec = dict(
+        k_values=[0, 8],
+        seeds=[1],
+        languages=["de"],
+        methods=["full"],
+        grid={},
+        schedules=["two_stage"],
+        sweep_dir=tmp_path / "s",
+    )
+    with pytest.raises(ConfigError, match=message):
+        plan_sweep(**{**spec, **extra}, stage1_from={m: paths[p] for m, p in stage1_from.items()})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

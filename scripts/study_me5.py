@@ -1,0 +1,491 @@
+"""The me5-small study of the paper's method (docs/study_me5/), resumable from what git holds.
+
+    python scripts/study_me5.py status                 # every step: committed, or still to run
+    python scripts/study_me5.py run [STEP ...] [--commit] [--have STEP=RUN_DIR ...]
+    python scripts/study_me5.py report                 # tables and plots from docs/study_me5/
+
+Each step is one ``lowres train``, ``lowres evaluate`` or ``lowres sweep`` command (``status
+--commands`` prints them). A step runs in ``outputs/study_me5/<step>/``; when it finishes, its
+results (metrics, predictions, training log, overrides; never the weights) are copied to
+``docs/study_me5/runs/<step>/`` and, with ``--commit``, committed. A step whose copy is in
+git counts as done, so a new machine with a fresh clone carries on where the last one stopped.
+A step that needs another one's trained weights (``lowres evaluate checkpoint=``, the k-shot
+sweeps' ``sweep.stage1_from``) finds them in ``outputs/study_me5/``; when that folder is gone
+(a new machine) the training step is run again there first: same command, same seed.
+``--have STEP=RUN_DIR`` adopts a finished run made elsewhere with that step's command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+from runs_table import keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
+from lowres.errors import LowresError  # noqa: E402
+from lowres.sweeps.report import write_report  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = Path("docs/study_me5")
+WORK = Path("outputs/study_me5")
+# What a run folder holds that git should not: trained weights, Trainer checkpoints, locks.
+NOT_KEPT = ("checkpoint", "trainer", "teacher", ".lowres.lock", "*.safetensors", "*.bin")
+
+XQUAD = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
+MLQA = ["en", "de", "es", "ar", "hi", "vi", "zh"]
+PAWSX = ["en", "de", "es", "fr", "ja", "ko", "zh"]
+TARGETS = [lang for lang in XQUAD if lang != "en"]
+FEW_SHOT_LANGUAGES = ["de", "zh", "hi"]  # three scripts: Latin, Han, Devanagari
+MAIN_METHODS = ["full", "lora", "bitfit", "deep_prompt", "prompt_align"]
+
+
+def _list(values) -> str:
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def shared(data_root: str) -> list[str]:
+    """Every step's backbone and data; the rest of each command is the step's own."""
+    return ["backbone=me5-small", "data=local", f"data.root={data_root}", "trainer.progress=false"]
+
+
+# The XQuAD-pool steps: max length 256, and 20 % of each target language held out as the
+# target pool (alignment pairs, k-shot samples), so every XQuAD score below is over the same
+# other 80 % of the questions.
+XQUAD_RUN = ["+task=xquad", "task.max_length=256", "data.pool_fraction=0.2"]
+
+
+@dataclass
+class Step:
+    name: str
+    verb: str  # train | evaluate | sweep
+    args: list[str]
+    needs: list[str] = field(default_factory=list)  # steps whose trained weights {name} names
+    block: str = ""  # the study part: choice, a, b, c, e
+
+    def command(self, data_root: str, where: dict[str, str]) -> list[str]:
+        """The lowres command line; ``where`` gives each needed step's run folder."""
+        args = list(self.args)
+        for need, run_dir in where.items():
+            args = [a.replace(f"<{need}>", run_dir) for a in args]
+        # lowres evaluate takes the backbone and data from the checkpoint's saved config;
+        # only the data folder may differ on this machine.
+        common = [f"data.root={data_root}"] if self.verb == "evaluate" else shared(data_root)
+        return [self.verb, *args, *common]
+
+
+def steps() -> list[Step]:
+    xquad = [*XQUAD_RUN, "trainer.epochs=1"]
+    align_targets = f"align.target_languages={_list(TARGETS)}"
+    out: list[Step] = []
+    # How the paper's method was chosen: source-language dev only (docs/study_me5/choice.md).
+    choice = [
+        *xquad,
+        "+method=prompt_align",
+        "data.eval_languages=[en]",
+        align_targets,
+        "trainer.max_steps=300",
+        "trainer.select_every=150",
+    ]
+    out += [
+        Step("choice-upper3", "train", choice, block="choice"),
+        Step(
+            "choice-lora",
+            "train",
+            [*choice, "freeze=backbone", "adapter=lora", "trainer.lr=1e-3"],
+            block="choice",
+        ),
+    ]
+    # (a) one source-trained run per method (one epoch of the English pool), each evaluated
+    # on XQuAD's 11 languages and on MLQA's 7 from its checkpoint; PAWS-X trains its own.
+    for method in MAIN_METHODS:
+        extra = [align_targets] if method == "prompt_align" else []
+        out.append(
+            Step(
+                f"train-{method}",
+                "train",
+                [*xquad, f"+method={method}", "data.eval_languages=[en]", *extra],
+                block="a",
+            )
+        )
+    out.append(
+        Step(
+            "xquad-untrained",
+            "train",
+            [*XQUAD_RUN, "+method=untrained", f"data.eval_languages={_list(XQUAD)}"],
+            block="a",
+        )
+    )
+    out.append(
+        Step(
+            "mlqa-untrained",
+            "train",
+            [
+                "+task=mlqa",
+                "task.max_length=256",
+                "+method=untrained",
+                f"data.eval_languages={_list(MLQA)}",
+            ],
+            block="a",
+        )
+    )
+    for method in MAIN_METHODS:
+        out.append(
+            Step(
+                f"xquad-{method}",
+                "evaluate",
+                [f"checkpoint=<train-{method}>", f"data.eval_languages={_list(XQUAD)}"],
+                needs=[f"train-{method}"],
+                block="a",
+            )
+        )
+        out.append(
+            Step(
+                f"mlqa-{method}",
+                "evaluate",
+                [f"checkpoint=<train-{method}>", "task=mlqa", f"data.eval_languages={_list(MLQA)}"],
+                needs=[f"train-{method}"],
+                block="a",
+            )
+        )
+    # PAWS-X has no English training file here: the English rows of the target pool are the
+    # source pool, so half of each language is held out (1000 training pairs, 1000 scored).
+    pawsx = [
+        "+task=pawsx",
+        "task.max_length=128",
+        "data.pool_fraction=0.5",
+        f"data.eval_languages={_list(PAWSX)}",
+    ]
+    for method in ["untrained", *MAIN_METHODS]:
+        extra = [] if method == "untrained" else ["trainer.epochs=2"]  # untrained: 0 epochs
+        if method == "prompt_align":
+            extra.append(f"align.target_languages={_list(PAWSX[1:])}")
+        out.append(
+            Step(f"pawsx-{method}", "train", [*pawsx, f"+method={method}", *extra], block="a")
+        )
+    # Sweeps score a fixed recorded subset: each language's first 300 evaluated questions.
+    sweep_common = [
+        *XQUAD_RUN,
+        "data.max_eval_examples=300",
+        f"sweep.languages={_list(FEW_SHOT_LANGUAGES)}",
+        "sweep.seeds=[1,2,3]",
+    ]
+    # (b) how much alignment, and which kind: 200 source steps, pairs only from the target pool.
+    out.append(
+        Step(
+            "align-weight",
+            "sweep",
+            [
+                *sweep_common,
+                "sweep.k=[0]",
+                "sweep.methods=[prompt_align]",
+                "trainer.max_steps=200",
+                "sweep.grid={align.weight:[0,0.05,0.2,1.0]}",
+            ],
+            block="b",
+        )
+    )
+    out.append(
+        Step(
+            "align-kind",
+            "sweep",
+            [
+                *sweep_common,
+                "sweep.k=[0]",
+                "sweep.methods=[prompt_align]",
+                "trainer.max_steps=200",
+                "align.weight=0.2",
+                "sweep.grid={align:[mse,cosine]}",
+            ],
+            block="b",
+        )
+    )
+    # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
+    fewshot_methods = ["full", "lora", "prompt_align"]
+    stage1 = ",".join(f"{m}:'<train-{m}>'" for m in fewshot_methods)
+    out.append(
+        Step(
+            "fewshot",
+            "sweep",
+            [
+                *sweep_common,
+                "sweep.k=[0,8,32,128]",
+                f"sweep.methods={_list(fewshot_methods)}",
+                "sweep.schedules=[two_stage]",
+                f"sweep.stage1_from={{{stage1}}}",
+                "sweep.stage2=['trainer.max_steps=40']",
+            ],
+            needs=[f"train-{m}" for m in fewshot_methods],
+            block="c",
+        )
+    )
+    out.append(
+        Step(
+            "pseudo",
+            "sweep",
+            [
+                *sweep_common,
+                "sweep.k=[8,32]",
+                "sweep.methods=[prompt_align]",
+                "sweep.schedules=[two_stage]",
+                "sweep.stage1_from={prompt_align:'<train-prompt_align>'}",
+                "sweep.stage2=['trainer.max_steps=40']",
+                "pseudo=self_train",
+                "pseudo.teacher=<train-prompt_align>",
+            ],
+            needs=["train-prompt_align"],
+            block="e",
+        )
+    )
+    return out
+
+
+# -- where things are ----------------------------------------------------------------------
+def kept(step: Step) -> Path:
+    return DOCS / "runs" / step.name
+
+
+def done(step: Step) -> bool:
+    if step.verb != "sweep":
+        return (kept(step) / "metrics.json").is_file()
+    record = kept(step) / "sweep.json"
+    if not record.is_file():
+        return False
+    runs = json.loads(record.read_text())["runs"]
+    return all(r["status"] in ("finished", "skipped") for r in runs)
+
+
+def trained_at(step: Step, adopted: dict[str, str]) -> Path:
+    return Path(adopted.get(step.name, WORK / step.name))
+
+
+def has_weights(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").is_file() and (run_dir / "checkpoint").is_dir()
+
+
+def read_adopted() -> dict[str, str]:
+    path = WORK / "adopted.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_step(step: Step, data_root: str, where: dict[str, str]) -> None:
+    target = WORK / step.name
+    argv = step.command(data_root, where)
+    if step.verb == "sweep":
+        if (kept(step) / "sweep.json").is_file() and not (target / "sweep.json").is_file():
+            # A new machine: the finished runs come back from git, so only the rest run.
+            shutil.copytree(kept(step), target, dirs_exist_ok=True)
+        if (target / "sweep.json").is_file():
+            argv = ["sweep", "--resume", str(target)]
+        else:
+            argv.append(f"hydra.sweep.dir={target}")
+    else:
+        if target.exists() and not (target / "metrics.json").is_file():
+            argv.append("resume=true")  # an interrupted train step carries on
+        argv.append(f"hydra.run.dir={target}")
+    log = WORK / f"{step.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {step.name}: lowres {' '.join(argv)}", flush=True)
+    with log.open("a") as out:
+        code = subprocess.call(
+            [sys.executable, "-m", "lowres.cli", *argv], stdout=out, stderr=subprocess.STDOUT
+        )
+    if code != 0:
+        sys.exit(f"study: step {step.name} failed (exit {code}); its log is {log}.")
+
+
+def keep_step(step: Step, run_dir: Path) -> None:
+    """Copy a finished step's results (no weights) to docs/study_me5/runs/<step>/."""
+    if step.verb == "sweep":
+        shutil.copytree(
+            run_dir, kept(step), dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_KEPT)
+        )
+        return
+    keep(run_dir, kept(step))
+    for name in ("train_log.jsonl", "data_split.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, kept(step) / name)
+
+
+def commit(step: Step) -> None:
+    subprocess.run(["git", "add", str(kept(step))], check=True)
+    message = f"study_me5: step {step.name} finished ({step.verb}), results in {kept(step)}"
+    subprocess.run(["git", "commit", "-q", "-m", message], check=False)
+
+
+def ensure_weights(
+    name: str, by_name: dict[str, Step], data_root: str, adopted: dict[str, str]
+) -> str:
+    step = by_name[name]
+    run_dir = trained_at(step, adopted)
+    if not has_weights(run_dir):
+        print(f"{name}: no trained weights in {run_dir}; training it again there.")
+        if run_dir.exists() and (run_dir / "metrics.json").is_file():
+            shutil.rmtree(run_dir)
+        run_step(step, data_root, {})
+    return str(run_dir)
+
+
+def cmd_run(args) -> None:
+    by_name = {s.name: s for s in steps()}
+    adopted = read_adopted()
+    for spec in args.have:
+        name, _, run_dir = spec.partition("=")
+        if name not in by_name or not has_weights(Path(run_dir)):
+            sys.exit(
+                f"study: --have {spec}: expected STEP=RUN_DIR, a step name and a finished run "
+                "folder (metrics.json and checkpoint/)."
+            )
+        adopted[name] = str(Path(run_dir).resolve())
+        WORK.mkdir(parents=True, exist_ok=True)
+        (WORK / "adopted.json").write_text(json.dumps(adopted, indent=1))
+        if not done(by_name[name]):
+            keep_step(by_name[name], Path(run_dir))
+            if args.commit:
+                commit(by_name[name])
+    chosen = args.steps or list(by_name)
+    for name in chosen:
+        if name not in by_name:
+            sys.exit(f"study: no step {name!r}; `python scripts/study_me5.py status` lists them.")
+        step = by_name[name]
+        if done(step):
+            continue
+        where = {
+            need: ensure_weights(need, by_name, args.data_root, adopted) for need in step.needs
+        }
+        run_step(step, args.data_root, where)
+        keep_step(step, WORK / step.name)
+        if args.commit:
+            commit(step)
+
+
+def cmd_status(args) -> None:
+    adopted = read_adopted()
+    for step in steps():
+        state = "done" if done(step) else "to run"
+        line = f"{step.block:7} {step.name:22} {state}"
+        if args.commands:
+            where = {s: f"<{s}>" for s in step.needs}
+            line += "\n        lowres " + " ".join(step.command(args.data_root, where))
+        if step.name in adopted:
+            line += f"   (weights: {adopted[step.name]})"
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=os.environ.get("LOWRES_DATA", "../shared/data"))
+    sub = parser.add_subparsers(dest="verb", required=True)
+    status = sub.add_parser("status", help="every step and whether its results are in docs/")
+    status.add_argument("--commands", action="store_true", help="print each step's command")
+    run = sub.add_parser("run", help="run the steps not done yet (all, or those named)")
+    run.add_argument("steps", nargs="*")
+    run.add_argument("--commit", action="store_true", help="git commit each step's results")
+    run.add_argument("--have", action="append", default=[], metavar="STEP=RUN_DIR")
+    sub.add_parser("report", help="the tables and plots of docs/study_me5/")
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    {"status": cmd_status, "run": cmd_run, "report": cmd_report}[args.verb](args)
+
+
+# -- report ----------------------------------------------------------------------------------
+def _metrics(name: str) -> dict | None:
+    path = DOCS / "runs" / name / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _cell(scores: dict, key: str) -> str:
+    if key == "f1":
+        return f"{scores['f1']:.1f} / {scores['exact_match']:.1f}"
+    return f"{scores[key]:.1f}"
+
+
+def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str, dict]]:
+    """One row per method: trainable share, train time, each language, the non-English mean."""
+    head = ["method", "trainable (%)", "train time (s)", *languages, "avg without en"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (len(languages) + 1)]
+    found: dict[str, dict] = {}
+    for method in ["untrained", *MAIN_METHODS]:
+        scored = _metrics(f"{task}-{method}")
+        trained = (
+            scored if task == "pawsx" or method == "untrained" else _metrics(f"train-{method}")
+        )
+        if scored is None or trained is None:
+            lines.append(f"| {method} | (not run yet) |" + " |" * (len(languages) + 2))
+            continue
+        found[method] = scored
+        per = scored["per_language"]
+        share = 100 * trained["trainable_parameters"] / trained["total_parameters"]
+        targets = [per[lang][key] for lang in languages if lang != "en"]
+        cells = [
+            method,
+            "0" if method == "untrained" else f"{share:.2f}",
+            f"{trained['train_runtime_s']:.0f}",
+            *(_cell(per[lang], key) for lang in languages),
+            f"{sum(targets) / len(targets):.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", found
+
+
+def plot_main(
+    found: dict[str, dict], languages: list[str], key: str, title: str, out: Path
+) -> None:
+    """Score per language, one marker series per method, the untrained floor as a line."""
+    figure, axis = plt.subplots(figsize=(9, 4))
+    positions = range(len(languages))
+    for offset, (method, metrics) in enumerate(found.items()):
+        values = [metrics["per_language"][lang][key] for lang in languages]
+        if method == "untrained":
+            axis.plot(positions, values, color="grey", linestyle="--", label="untrained (floor)")
+            continue
+        shift = (offset - len(found) / 2) * 0.06
+        axis.plot([p + shift for p in positions], values, marker="o", linestyle="-", label=method)
+    axis.set_xticks(list(positions), languages)
+    axis.set_ylim(0, 100)
+    axis.set_ylabel(key.replace("_", " "))
+    axis.set_title(title + " (one seed per method)")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8, ncol=3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def cmd_report(args) -> None:
+    sections = []
+    for task, languages, key, title in (
+        ("xquad", XQUAD, "f1", "XQuAD zero-shot, F1 / EM"),
+        ("mlqa", MLQA, "f1", "MLQA XLT zero-shot, F1 / EM"),
+        ("pawsx", PAWSX, "accuracy", "PAWS-X zero-shot, accuracy"),
+    ):
+        table, found = main_table(task, languages, key)
+        sections.append(f"### {title}\n\n{table}")
+        if len(found) > 1:
+            figure = DOCS / f"main_{task}.png"
+            plot_main(found, languages, key, title, figure)
+            sections.append(f"![{title}]({figure.name})\n")
+    (DOCS / "main_tables.md").write_text("\n".join(sections))
+    for step in steps():
+        if step.verb == "sweep" and (kept(step) / "sweep.json").is_file():
+            try:
+                write_report(kept(step))
+            except LowresError as err:
+                print(f"{step.name}: {err}")
+    print(f"study: tables in {DOCS / 'main_tables.md'}, sweep reports in {DOCS}/runs/*/report/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""scripts/study_me5.py: every step's command composes; steps resume from what docs/ holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lowres.cli import _normalize_grid
+from lowres.schema import check_override_keys, config_dir, register_schemas, validate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import study_me5  # noqa: E402
+
+register_schemas()
+
+
+def finished_run(run_dir: Path, score: float = 50.0) -> Path:
+    """A run folder as `lowres train` leaves it: metrics, predictions, weights, checkpoints."""
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "trainable.safetensors").write_bytes(b"weights")
+    (run_dir / "trainer" / "checkpoint-10").mkdir(parents=True)
+    (run_dir / "predictions").mkdir()
+    (run_dir / "predictions" / "en.json").write_text('{"q1": "an answer"}')
+    (run_dir / "train_log.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
+    (run_dir / "metrics.json").write_text(json.dumps({"per_language": {"en": {"f1": score}}}))
+    return run_dir
+
+
+@pytest.mark.parametrize("step", study_me5.steps(), ids=lambda s: s.name)
+def test_every_step_composes_and_validates(step, tmp_path):
+    where = {need: str(finished_run(tmp_path / need)) for need in step.needs}
+    verb, *overrides = step.command("../shared/data", where)
+    assert not any("<" in o for o in overrides), "a placeholder was left unfilled"
+    if verb == "evaluate":
+        assert overrides[0] == f"checkpoint={where[step.needs[0]]}"
+        return
+    overrides = _normalize_grid(overrides)
+    check_override_keys(overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train" if verb == "train" else "sweep", overrides=overrides)
+    validate(cfg)
+    assert cfg.backbone.name == "me5-small"
+    if step.name.startswith("train-"):
+        assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
+    if step.name.endswith("untrained"):
+        assert cfg.trainer.epochs == 0  # nothing on the command line makes it train
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """The study's folders in tmp_path; running a step writes a finished run folder."""
+    monkeypatch.setattr(study_me5, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(study_me5, "WORK", tmp_path / "outputs")
+    monkeypatch.setattr(study_me5, "REPO", tmp_path)
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(step, data_root, where):
+        ran.append((step.name, step.command(data_root, where)))
+        finished_run(study_me5.WORK / step.name, score=len(ran))
+
+    monkeypatch.setattr(study_me5, "run_step", fake_run)
+    return ran
+
+
+def test_a_finished_step_is_kept_without_weights_and_not_run_again(study):
+    study_me5.main(["run", "choice-upper3"])
+    kept = study_me5.DOCS / "runs" / "choice-upper3"
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "metrics.json",
+        "predictions",
+        "train_log.jsonl",
+    ]
+    study_me5.main(["run", "choice-upper3"])
+    assert [name for name, _ in study] == ["choice-upper3"]
+
+
+def test_a_step_whose_weights_are_gone_trains_them_again_first(study):
+    study_me5.main(["run", "train-full", "xquad-full"])
+    assert [name for name, _ in study] == ["train-full", "xquad-full"]
+    evaluate = study[1][1]
+    assert f"checkpoint={study_me5.WORK / 'train-full'}" in evaluate
+    # A new machine: docs/ came with git, outputs/ did not.
+    for folder in (study_me5.WORK / "train-full", study_me5.WORK / "xquad-full"):
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        folder.rmdir()
+    study.clear()
+    study_me5.main(["run", "mlqa-full"])
+    assert [name for name, _ in study] == ["train-full", "mlqa-full"]
+    # train-full's committed results stay those of its first run.
+    kept = json.loads((study_me5.DOCS / "runs" / "train-full" / "metrics.json").read_text())
+    assert kept["per_language"]["en"]["f1"] == 1
+
+
+def test_have_adopts_a_finished_run_and_refuses_a_folder_without_weights(study, tmp_path):
+    elsewhere = finished_run(tmp_path / "elsewhere", score=70.1)
+    study_me5.main(["run", "--have", f"train-full={elsewhere}", "xquad-full"])
+    assert [name for name, _ in study] == ["xquad-full"]
+    assert f"checkpoint={elsewhere}" in study[0][1]
+    kept = json.loads((study_me5.DOCS / "runs" / "train-full" / "metrics.json").read_text())
+    assert kept["per_language"]["en"]["f1"] == 70.1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="expected STEP=RUN_DIR"):
+        study_me5.main(["run", "--have", f"train-lora={tmp_path / 'empty'}"])
+    with pytest.raises(SystemExit, match="no step 'train-mystery'"):
+        study_me5.main(["run", "train-mystery"])
