@@ -61,7 +61,7 @@ class TaskConfig:
 @dataclass
 class FreezeConfig:
     strategy: str = "backbone"  # none | backbone | lower_k | bitfit | head_only
-    k: int = 0  # lower_k: embeddings and the lowest k layers are frozen
+    k: int = 0  # lower_k: embeddings and the lowest k layers frozen; -n: all but the top n
     dropout: bool | None = None  # dropout inside the backbone; None: off when none of it trains
 
 
@@ -314,7 +314,6 @@ def validate(cfg: Any) -> None:
             "backbone.gradient_checkpointing=false."
         )
     _at_least("backbone.generation_batch_size", cfg.backbone.generation_batch_size, 1)
-    _at_least("freeze.k", cfg.freeze.k, 0)
     _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
     _choice("prompt.init", cfg.prompt.init, PROMPT_INITS)
     if cfg.prompt.init == "text" and not cfg.prompt.init_text:

@@ -306,17 +306,25 @@ def run_step(step: Step, data_root: str, where: dict[str, str]) -> None:
         sys.exit(f"study: step {step.name} failed (exit {code}); its log is {log}.")
 
 
+def _not_kept(folder: str, names: list[str]) -> set[str]:
+    """Weights and checkpoints, and the split records of source-pool runs (9k ids each; the
+    k-shot runs' small ones stay, as the record of which examples each seed drew)."""
+    skipped = shutil.ignore_patterns(*NOT_KEPT)(folder, names)
+    split = Path(folder) / "data_split.json"
+    if "data_split.json" in names and split.stat().st_size > 200_000:
+        skipped.add("data_split.json")
+    return skipped
+
+
 def keep_step(step: Step, run_dir: Path) -> None:
     """Copy a finished step's results (no weights) to docs/study_me5/runs/<step>/."""
     if step.verb == "sweep":
-        shutil.copytree(
-            run_dir, kept(step), dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_KEPT)
-        )
+        shutil.copytree(run_dir, kept(step), dirs_exist_ok=True, ignore=_not_kept)
         return
     keep(run_dir, kept(step))
-    for name in ("train_log.jsonl", "data_split.json"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, kept(step) / name)
+    # The loss curves; not data_split.json, whose 9k source ids the command rebuilds.
+    if (run_dir / "train_log.jsonl").is_file():
+        shutil.copyfile(run_dir / "train_log.jsonl", kept(step) / "train_log.jsonl")
 
 
 def commit(step: Step) -> None:

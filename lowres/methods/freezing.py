@@ -95,15 +95,17 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 
 
 def _lower_k_frozen(model: nn.Module, k: int) -> set[str]:
-    """Names of the embeddings and the lowest ``k`` layers."""
+    """Names of the embeddings and the lowest ``k`` layers (``k < 0``: all but the top -k)."""
     layers = find_layers(model)
     depth = len(layers)
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= depth:
+    if isinstance(k, bool) or not isinstance(k, int) or not -depth <= k <= depth:
         raise ConfigError(
             f"freeze.k is {k!r}, but with freeze.strategy lower_k it must be an integer in "
             f"0..{depth} (this model has {depth} layers; 0 freezes only the embeddings, {depth} "
-            f"every layer); set freeze.k to a value in 0..{depth}."
+            f"every layer), or in -{depth}..-1 to train only the top -k layers; set freeze.k "
+            f"to a value in -{depth}..{depth}."
         )
+    k = depth + k if k < 0 else k  # -n: the top n layers train, whatever the depth
     names = _names_by_param(model)
     frozen = {n for layer in layers[:k] for p in layer.parameters() for n in names[p]}
     # Base-model parameters registered before the layer stack are the embeddings (word,

@@ -240,9 +240,16 @@ def test_bert_lower_k(k: int) -> None:
     assert trainable(model) == bert_layers(range(k, 3)) | BERT_HEAD
 
 
-@pytest.mark.parametrize("k", [-1, 4, 1.5, True])
+@pytest.mark.parametrize(("k", "top"), [(-1, 1), (-2, 2), (-3, 3)])
+def test_bert_negative_k_trains_the_top_layers(k: int, top: int) -> None:
+    model = bert_qa()
+    apply_freezing(model, "lower_k", k=k)
+    assert trainable(model) == bert_layers(range(3 - top, 3)) | BERT_HEAD
+
+
+@pytest.mark.parametrize("k", [-4, 4, 1.5, True])
 def test_bert_lower_k_out_of_range(k: object) -> None:
-    with pytest.raises(ConfigError, match=r"freeze\.k.*0\.\.3"):
+    with pytest.raises(ConfigError, match=r"freeze\.k.*0\.\.3.*-3\.\.-1"):
         apply_freezing(bert_qa(), "lower_k", k=k)
 
 
