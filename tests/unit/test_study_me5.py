@@ -108,3 +108,34 @@ def test_have_adopts_a_finished_run_and_refuses_a_folder_without_weights(study, 
         study_me5.main(["run", "--have", f"train-lora={tmp_path / 'empty'}"])
     with pytest.raises(SystemExit, match="no step 'train-mystery'"):
         study_me5.main(["run", "train-mystery"])
+
+
+def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
+    languages = study_me5.XQUAD
+
+    def write(name: str, f1: float, trainable: int, seconds: float) -> None:
+        folder = study_me5.DOCS / "runs" / name
+        folder.mkdir(parents=True)
+        metrics = {
+            "per_language": {
+                lang: {"f1": f1 + i, "exact_match": f1 / 2} for i, lang in enumerate(languages)
+            },
+            "trainable_parameters": trainable,
+            "total_parameters": 1000,
+            "train_runtime_s": seconds,
+        }
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    write("train-full", 0.0, 1000, 2975.2)
+    write("xquad-full", 50.0, 1000, 0.0)
+    write("xquad-untrained", 5.0, 1000, 0.0)
+    study_me5.main(["report"])
+    tables = (study_me5.DOCS / "main_tables.md").read_text()
+    full = next(line for line in tables.splitlines() if line.startswith("| full |"))
+    cells = [c.strip() for c in full.strip("|").split("|")]
+    assert cells[:4] == ["full", "100.00", "2975", "50.0 / 25.0"]  # ar is the first language
+    targets = [50.0 + i for i, lang in enumerate(languages) if lang != "en"]
+    assert cells[-1] == f"{sum(targets) / len(targets):.1f}"
+    assert "| lora | (not run yet) |" in tables
+    assert (study_me5.DOCS / "main_xquad.png").stat().st_size > 10_000
+    assert not (study_me5.DOCS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
