@@ -284,7 +284,8 @@ def plan_sweep(
             stage1_seed = seeds[0] if stage1_once else seed
             stage1_name = f"{folder}/stage1_seed{stage1_seed}"
             given = stage1_from.get(method) if schedule == "two_stage" else None
-            if given and 0 in k_values:
+            # One given run is one model: scored once (first seed), not once per seed.
+            if given and 0 in k_values and seed == seeds[0]:
                 plan.runs.append(
                     PlannedRun(
                         name=f"{folder}/k0_all_seed{seed}",
