@@ -143,7 +143,12 @@ def steps() -> list[Step]:
             Step(
                 f"xquad-{method}",
                 "evaluate",
-                [f"checkpoint=<train-{method}>", f"data.eval_languages={_list(XQUAD)}"],
+                # The pool share again: a checkpoint made without it would score all questions.
+                [
+                    f"checkpoint=<train-{method}>",
+                    f"data.eval_languages={_list(XQUAD)}",
+                    "data.pool_fraction=0.2",
+                ],
                 needs=[f"train-{method}"],
                 block="a",
             )
@@ -420,8 +425,11 @@ def _cell(scores: dict, key: str) -> str:
 
 def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str, dict]]:
     """One row per method: trainable share, train time, each language, the non-English mean."""
-    head = ["method", "trainable (%)", "train time (s)", *languages, "avg without en"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (len(languages) + 1)]
+    head = ["method", "trainable (%)", "train time (s)", "questions", *languages, "avg without en"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|---|---:|---:|---:|" + "---:|" * (len(languages) + 1),
+    ]
     found: dict[str, dict] = {}
     for method in ["untrained", *MAIN_METHODS]:
         scored = _metrics(f"{task}-{method}")
@@ -429,7 +437,7 @@ def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str
             scored if task == "pawsx" or method == "untrained" else _metrics(f"train-{method}")
         )
         if scored is None or trained is None:
-            lines.append(f"| {method} | (not run yet) |" + " |" * (len(languages) + 2))
+            lines.append(f"| {method} | (not run yet) |" + " |" * (len(languages) + 3))
             continue
         found[method] = scored
         per = scored["per_language"]
@@ -439,6 +447,8 @@ def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str
             method,
             "0" if method == "untrained" else f"{share:.2f}",
             f"{trained['train_runtime_s']:.0f}",
+            # Scored examples per language: rows are comparable only where this is the same.
+            "/".join(sorted({str(per[lang]["n"]) for lang in languages})),
             *(_cell(per[lang], key) for lang in languages),
             f"{sum(targets) / len(targets):.1f}",
         ]

@@ -118,7 +118,8 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
         folder.mkdir(parents=True)
         metrics = {
             "per_language": {
-                lang: {"f1": f1 + i, "exact_match": f1 / 2} for i, lang in enumerate(languages)
+                lang: {"f1": f1 + i, "exact_match": f1 / 2, "n": 1015}
+                for i, lang in enumerate(languages)
             },
             "trainable_parameters": trainable,
             "total_parameters": 1000,
@@ -133,7 +134,7 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     tables = (study_me5.DOCS / "main_tables.md").read_text()
     full = next(line for line in tables.splitlines() if line.startswith("| full |"))
     cells = [c.strip() for c in full.strip("|").split("|")]
-    assert cells[:4] == ["full", "100.00", "2975", "50.0 / 25.0"]  # ar is the first language
+    assert cells[:5] == ["full", "100.00", "2975", "1015", "50.0 / 25.0"]  # ar comes first
     targets = [50.0 + i for i, lang in enumerate(languages) if lang != "en"]
     assert cells[-1] == f"{sum(targets) / len(targets):.1f}"
     assert "| lora | (not run yet) |" in tables
