@@ -465,10 +465,14 @@ def plot_main(
     for offset, (method, metrics) in enumerate(found.items()):
         values = [metrics["per_language"][lang][key] for lang in languages]
         if method == "untrained":
-            axis.plot(positions, values, color="grey", linestyle="--", label="untrained (floor)")
+            axis.plot(
+                positions, values, "_", color="grey", markersize=18, label="untrained (floor)"
+            )
             continue
-        shift = (offset - len(found) / 2) * 0.06
-        axis.plot([p + shift for p in positions], values, marker="o", linestyle="-", label=method)
+        # Languages are categories: markers, no lines between them; a small shift per method
+        # keeps equal scores visible side by side.
+        shift = (offset - len(found) / 2) * 0.08
+        axis.plot([p + shift for p in positions], values, "o", label=method)
     axis.set_xticks(list(positions), languages)
     axis.set_ylim(0, 100)
     axis.set_ylabel(key.replace("_", " "))
@@ -491,7 +495,7 @@ def cmd_report(args) -> None:
         sections.append(f"### {title}\n\n{table}")
         if len(found) > 1:
             figure = DOCS / f"main_{task}.png"
-            plot_main(found, languages, key, title, figure)
+            plot_main(found, languages, key, title.split(",")[0], figure)
             sections.append(f"![{title}]({figure.name})\n")
     (DOCS / "main_tables.md").write_text("\n".join(sections))
     for step in steps():
