@@ -270,13 +270,7 @@ def plan_sweep(
                 # per seed is the whole floor (the seed draws the fresh head).
                 if schedule == schedules[0]:
                     plan.runs.append(
-                        PlannedRun(
-                            name=f"{folder}/k0_all_seed{seed}",
-                            k=0,
-                            languages=list(languages),
-                            overrides=[*seeded, "data.k=0", every_language],
-                            **common,
-                        )
+                        zero_shot(folder, languages, [*seeded, every_language], common)
                     )
                 continue
             # stage1_once trades seed variance of the source run for cost: every seed's
@@ -286,24 +280,10 @@ def plan_sweep(
             given = stage1_from.get(method) if schedule == "two_stage" else None
             # One given run is one model: scored once (first seed), not once per seed.
             if given and 0 in k_values and seed == seeds[0]:
-                plan.runs.append(
-                    PlannedRun(
-                        name=f"{folder}/k0_all_seed{seed}",
-                        k=0,
-                        languages=list(languages),
-                        # Nothing trains: the given run, scored on this sweep's questions.
-                        overrides=[
-                            *seeded,
-                            "data.k=0",
-                            every_language,
-                            f"init_from={given}",
-                            "data.source_pool=false",
-                            "trainer.epochs=0",
-                            "trainer.max_steps=-1",
-                        ],
-                        **common,
-                    )
-                )
+                # Nothing trains: the given run, scored on this sweep's questions.
+                as_given = [f"init_from={given}", "data.source_pool=false", "trainer.epochs=0"]
+                overrides = [*seeded, every_language, *as_given, "trainer.max_steps=-1"]
+                plan.runs.append(zero_shot(folder, languages, overrides, common))
             if schedule == "two_stage" and stage1_seed == seed and not given:
                 plan.runs.append(
                     PlannedRun(
@@ -318,15 +298,8 @@ def plan_sweep(
             for k in k_values:
                 if k == 0:
                     if schedule == "joint":
-                        plan.runs.append(
-                            PlannedRun(
-                                name=f"{folder}/k0_all_seed{seed}",
-                                k=0,
-                                languages=list(languages),
-                                overrides=[*seeded, "data.k=0", every_language],
-                                **common,
-                            )
-                        )
+                        overrides = [*seeded, every_language]
+                        plan.runs.append(zero_shot(folder, languages, overrides, common))
                     continue
                 for lang in languages:
                     overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
@@ -346,6 +319,19 @@ def plan_sweep(
                         )
                     )
     return plan
+
+
+def zero_shot(
+    folder: str, languages: Sequence[str], overrides: list[str], common: dict[str, Any]
+) -> PlannedRun:
+    """The k = 0 run of a (method, grid point, schedule, seed): every language at once."""
+    return PlannedRun(
+        name=f"{folder}/k0_all_seed{common['seed']}",
+        k=0,
+        languages=list(languages),
+        overrides=[*overrides, "data.k=0"],
+        **common,
+    )
 
 
 def check_stage1_from(
