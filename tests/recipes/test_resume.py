@@ -16,10 +16,8 @@ from transformers import TrainerCallback
 import lowres.recipes.train as train_recipe
 
 # Alignment on (the iterator that used to restart on resume), checkpoints every 2 steps.
-ALIGNED = [
-    *SMOKE,
+ALIGNED_TRAINING = [
     "data.eval_languages=[en,de]",
-    "data.pool_fraction=0.5",
     "align=contrastive",
     "align.weight=0.5",
     "trainer.max_steps=8",
@@ -27,6 +25,7 @@ ALIGNED = [
     "trainer.logging_steps=2",
     "trainer.select_on=last",
 ]
+ALIGNED = [*SMOKE, "data.pool_fraction=0.5", *ALIGNED_TRAINING]
 
 
 class Killed(BaseException):
@@ -141,13 +140,7 @@ SWEEP = [
     "sweep.k=[4]",
     "sweep.seeds=[1]",
     "sweep.languages=[de]",
-    "data.eval_languages=[en,de]",
-    "align=contrastive",
-    "align.weight=0.5",
-    "trainer.max_steps=8",
-    "trainer.save_steps=2",
-    "trainer.logging_steps=2",
-    "trainer.select_on=last",
+    *ALIGNED_TRAINING,
 ]
 
 
