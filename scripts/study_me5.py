@@ -2,6 +2,7 @@
 
     python scripts/study_me5.py status                 # every step: committed, or still to run
     python scripts/study_me5.py run [STEP ...] [--commit] [--have STEP=RUN_DIR ...]
+    python scripts/study_me5.py keep STEP ... [--commit]  # a sweep step's finished runs so far
     python scripts/study_me5.py report                 # tables and plots from docs/study_me5/
 
 Each step is one ``lowres train``, ``lowres evaluate`` or ``lowres sweep`` command (``status
@@ -183,9 +184,9 @@ def steps() -> list[Step]:
     sweep_common = [
         *XQUAD_RUN,
         "data.max_eval_examples=300",
-        f"sweep.languages={_list(FEW_SHOT_LANGUAGES)}",
         "sweep.seeds=[1,2,3]",
     ]
+    every_target = f"sweep.languages={_list(FEW_SHOT_LANGUAGES)}"
     # (b) how much alignment, and which kind: 200 source steps, pairs only from the target pool.
     out.append(
         Step(
@@ -193,6 +194,7 @@ def steps() -> list[Step]:
             "sweep",
             [
                 *sweep_common,
+                every_target,
                 "sweep.k=[0]",
                 "sweep.methods=[prompt_align]",
                 "trainer.max_steps=200",
@@ -207,6 +209,7 @@ def steps() -> list[Step]:
             "sweep",
             [
                 *sweep_common,
+                every_target,
                 "sweep.k=[0]",
                 "sweep.methods=[prompt_align]",
                 "trainer.max_steps=200",
@@ -217,42 +220,48 @@ def steps() -> list[Step]:
         )
     )
     # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
+    # One step per target language: each is a complete paired comparison (every method, k and
+    # seed on the same samples) that lands in git on its own, about 30 min apart.
     fewshot_methods = ["full", "lora", "prompt_align"]
     stage1 = ",".join(f"{m}:'<train-{m}>'" for m in fewshot_methods)
-    out.append(
-        Step(
-            "fewshot",
-            "sweep",
-            [
-                *sweep_common,
-                "sweep.k=[0,8,32,128]",
-                f"sweep.methods={_list(fewshot_methods)}",
-                "sweep.schedules=[two_stage]",
-                f"sweep.stage1_from={{{stage1}}}",
-                "sweep.stage2=['trainer.max_steps=40']",
-            ],
-            needs=[f"train-{m}" for m in fewshot_methods],
-            block="c",
+    for lang in FEW_SHOT_LANGUAGES:
+        out.append(
+            Step(
+                f"fewshot-{lang}",
+                "sweep",
+                [
+                    *sweep_common,
+                    f"sweep.languages=[{lang}]",
+                    "sweep.k=[0,8,32,128]",
+                    f"sweep.methods={_list(fewshot_methods)}",
+                    "sweep.schedules=[two_stage]",
+                    f"sweep.stage1_from={{{stage1}}}",
+                    "sweep.stage2=['trainer.max_steps=40']",
+                ],
+                needs=[f"train-{m}" for m in fewshot_methods],
+                block="c",
+            )
         )
-    )
-    out.append(
-        Step(
-            "pseudo",
-            "sweep",
-            [
-                *sweep_common,
-                "sweep.k=[8,32]",
-                "sweep.methods=[prompt_align]",
-                "sweep.schedules=[two_stage]",
-                "sweep.stage1_from={prompt_align:'<train-prompt_align>'}",
-                "sweep.stage2=['trainer.max_steps=40']",
-                "pseudo=self_train",
-                "pseudo.teacher=<train-prompt_align>",
-            ],
-            needs=["train-prompt_align"],
-            block="e",
+    for lang in FEW_SHOT_LANGUAGES:
+        out.append(
+            Step(
+                f"pseudo-{lang}",
+                "sweep",
+                [
+                    *sweep_common,
+                    f"sweep.languages=[{lang}]",
+                    "sweep.k=[8,32]",
+                    "sweep.methods=[prompt_align]",
+                    "sweep.schedules=[two_stage]",
+                    "sweep.stage1_from={prompt_align:'<train-prompt_align>'}",
+                    "sweep.stage2=['trainer.max_steps=40']",
+                    "pseudo=self_train",
+                    "pseudo.teacher=<train-prompt_align>",
+                ],
+                needs=["train-prompt_align"],
+                block="e",
+            )
         )
-    )
     return out
 
 
@@ -332,9 +341,9 @@ def keep_step(step: Step, run_dir: Path) -> None:
         shutil.copyfile(run_dir / "train_log.jsonl", kept(step) / "train_log.jsonl")
 
 
-def commit(step: Step) -> None:
+def commit(step: Step, state: str = "finished") -> None:
     subprocess.run(["git", "add", str(kept(step))], check=True)
-    message = f"study_me5: step {step.name} finished ({step.verb}), results in {kept(step)}"
+    message = f"study_me5: step {step.name} {state} ({step.verb}), results in {kept(step)}"
     subprocess.run(["git", "commit", "-q", "-m", message], check=False)
 
 
@@ -384,6 +393,28 @@ def cmd_run(args) -> None:
             commit(step)
 
 
+def cmd_keep(args) -> None:
+    """Keep the finished runs of sweep steps still running or cut short (a session ending).
+
+    The kept runs count as finished when the step runs again, on any machine with the clone.
+    """
+    by_name = {s.name: s for s in steps()}
+    for name in args.steps:
+        step = by_name.get(name)
+        record = WORK / name / "sweep.json"
+        if step is None or step.verb != "sweep" or not record.is_file():
+            sys.exit(
+                f"study: keep {name}: expected a sweep step that has started here "
+                f"({WORK}/<step>/sweep.json); `python scripts/study_me5.py status` lists them."
+            )
+        keep_step(step, WORK / name)
+        runs = json.loads(record.read_text())["runs"]
+        finished = sum(r["status"] in ("finished", "skipped") for r in runs)
+        print(f"{name}: kept {finished} of {len(runs)} runs in {kept(step)}")
+        if args.commit:
+            commit(step, f"{finished} of {len(runs)} runs finished")
+
+
 def cmd_status(args) -> None:
     adopted = read_adopted()
     for step in steps():
@@ -407,10 +438,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("steps", nargs="*")
     run.add_argument("--commit", action="store_true", help="git commit each step's results")
     run.add_argument("--have", action="append", default=[], metavar="STEP=RUN_DIR")
+    keep_parser = sub.add_parser("keep", help="keep a sweep step's finished runs so far")
+    keep_parser.add_argument("steps", nargs="+")
+    keep_parser.add_argument("--commit", action="store_true", help="git commit what is kept")
     sub.add_parser("report", help="the tables and plots of docs/study_me5/")
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    {"status": cmd_status, "run": cmd_run, "report": cmd_report}[args.verb](args)
+    verbs = {"status": cmd_status, "run": cmd_run, "keep": cmd_keep, "report": cmd_report}
+    verbs[args.verb](args)
 
 
 # -- report ----------------------------------------------------------------------------------

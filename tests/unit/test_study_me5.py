@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import study_me5  # noqa: E402
 
 register_schemas()
+run_step = study_me5.run_step  # the real one; the study fixture replaces it with a fake
 
 
 def finished_run(run_dir: Path, score: float = 50.0) -> Path:
@@ -140,3 +141,32 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     assert "| lora | (not run yet) |" in tables
     assert (study_me5.DOCS / "main_xquad.png").stat().st_size > 10_000
     assert not (study_me5.DOCS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
+
+
+def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(study, monkeypatch):
+    sweep_dir = study_me5.WORK / "fewshot-de"
+    finished_run(sweep_dir / "runs" / "full" / "k8_de_seed1")
+    (sweep_dir / "runs" / "full" / "k8_de_seed2").mkdir(parents=True)  # cut short
+    runs = [
+        {"name": "full/k8_de_seed1", "status": "finished"},
+        {"name": "full/k8_de_seed2", "status": "planned"},
+    ]
+    (sweep_dir / "sweep.json").write_text(json.dumps({"runs": runs}))
+    study_me5.main(["keep", "fewshot-de"])
+    kept = study_me5.DOCS / "runs" / "fewshot-de"
+    assert (kept / "runs" / "full" / "k8_de_seed1" / "metrics.json").is_file()
+    assert not (kept / "runs" / "full" / "k8_de_seed1" / "checkpoint").exists()
+    by_name = {s.name: s for s in study_me5.steps()}
+    assert not study_me5.done(by_name["fewshot-de"])  # one run still to go
+
+    # A new machine: outputs/ is gone; running the step brings the kept runs back and resumes.
+    for path in sorted(study_me5.WORK.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    called: list[list[str]] = []
+    monkeypatch.setattr(study_me5.subprocess, "call", lambda argv, **_: called.append(argv) or 0)
+    run_step(by_name["fewshot-de"], "../shared/data", {})
+    assert called[0][-3:] == ["sweep", "--resume", str(sweep_dir)]
+    assert (sweep_dir / "runs" / "full" / "k8_de_seed1" / "metrics.json").is_file()
+
+    with pytest.raises(SystemExit, match="keep train-full: expected a sweep step"):
+        study_me5.main(["keep", "train-full"])
