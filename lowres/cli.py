@@ -43,7 +43,7 @@ HYDRA_VERBS = {
 }
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
-    "report": "Tables (Markdown, CSV, JSON) and plots of a sweep folder: lowres report DIR.",
+    "report": "Tables and plots of one or more sweep folders: lowres report DIR [DIR ...].",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
 }
 
@@ -475,7 +475,13 @@ def _report(argv: list[str]) -> None:
         description="Summarise a sweep folder: mean/std over seeds per method x k x language, "
         "stability figures, Markdown/CSV/JSON tables and PNG plots in SWEEP_DIR/report/.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="the folder `lowres sweep` wrote")
+    parser.add_argument(
+        "sweep_dir",
+        type=Path,
+        nargs="+",
+        help="the folder `lowres sweep` wrote; several pool their runs into one report "
+        "(folders that split one design, e.g. one sweep per language; --out then required)",
+    )
     parser.add_argument("--out", type=Path, help="where to write (default SWEEP_DIR/report)")
     parser.add_argument(
         "--compare",

@@ -12,7 +12,9 @@ when MLQA G-XLT was run, the context x question matrix.
 
 It reads a ``lowres sweep`` folder (its plan in sweep.json) or a ``lowres train -m``
 multirun folder (multirun.yaml and one job folder per sweep point), whose runs it groups
-by the keys the multirun swept.
+by the keys the multirun swept. Several folders make one report when they split one design
+between them (e.g. one sweep per target language, run on different days or machines): their
+runs are pooled, and a score that two of them both hold is refused rather than overwritten.
 """
 
 from __future__ import annotations
@@ -143,9 +145,27 @@ def load_sweep(sweep_dir: Path) -> dict[str, Any]:
     return sweep
 
 
-def collect(sweep_dir: Path) -> dict[str, Any]:
+def load_sweeps(sweep_dirs: list[Path]) -> dict[str, Any]:
+    """One folder as it is; several pooled: their runs, planned counts, k values and schedules."""
+    if len(sweep_dirs) == 1:
+        return load_sweep(sweep_dirs[0])
+    loaded = [load_sweep(d) for d in sweep_dirs]
+    designs = [s.get("sweep", {}) for s in loaded]
+    schedules = list(dict.fromkeys(x for d in designs for x in d.get("schedules", ["joint"])))
+    k_values = sorted({k for d in designs for k in d.get("k", [0])})
+    return {
+        "task": loaded[0].get("task", ""),
+        "kind": "several",
+        "sweep": {"schedules": schedules, "k": k_values},
+        "planned": sum(s.get("planned", len(s["runs"])) for s in loaded),
+        "runs": [run for s in loaded for run in s["runs"]],
+    }
+
+
+def collect(sweep_dirs: list[Path]) -> dict[str, Any]:
     """Scores per cell and seed from every finished run; which runs failed or are missing."""
-    sweep = load_sweep(sweep_dir)
+    sweep = load_sweeps(sweep_dirs)
+    scored_by: dict[tuple[Cell, int], str] = {}  # which run gave each score
     schedules = sweep.get("sweep", {}).get("schedules", ["joint"])
     scores: dict[Cell, dict[int, float]] = defaultdict(dict)
     gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
@@ -188,7 +208,16 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
             if untrained:
                 floor[(task, language)][run["seed"]] = score
                 continue
-            scores[Cell(task, label, run["k"], language)][run["seed"]] = score
+            cell = Cell(task, label, run["k"], language)
+            if (cell, run["seed"]) in scored_by:
+                raise LowresError(
+                    f"Two runs score {label} at k={run['k']} in {language} with seed "
+                    f"{run['seed']}: {scored_by[cell, run['seed']]} and {run_dir}. A report over "
+                    "several sweep folders takes each (method, k, language, seed) once; give "
+                    "folders that split one design (e.g. one per language), not repeats of it."
+                )
+            scored_by[cell, run["seed"]] = str(run_dir)
+            scores[cell][run["seed"]] = score
             for key, value in run["grid"].items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     rest = method_label(run, schedules, metrics, without=key)
@@ -205,13 +234,14 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
             gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
     planned = sweep.get("planned", len(sweep["runs"]))
     if not finished:
+        where = " ".join(str(d) for d in sweep_dirs)
         rerun = (
             "rerun the multirun command"
             if sweep.get("kind") == "multirun"
-            else f"rerun it with `lowres sweep --resume {sweep_dir}`"
+            else f"rerun it with `lowres sweep --resume DIR` for each of {where}"
         )
         raise LowresError(
-            f"The sweep {sweep_dir} holds no finished runs yet ({len(failed)} failed, "
+            f"The sweep {where} holds no finished runs yet ({len(failed)} failed, "
             f"{planned - len(failed)} not run); {rerun}."
         )
     return {
@@ -547,13 +577,18 @@ def show(rows: list[dict[str, Any]], collected: dict[str, Any]) -> None:
 
 
 def write_report(
-    sweep_dir: str | Path,
+    sweep_dir: str | Path | list[str | Path],
     out_dir: str | Path | None = None,
     compare: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Tables and figures of a sweep; ``compare`` picks the method pairs to compare."""
-    sweep_dir = Path(sweep_dir)
-    collected = collect(sweep_dir)
+    """Tables and figures of a sweep, or of several pooled; ``compare`` picks method pairs."""
+    sweep_dirs = [Path(d) for d in sweep_dir] if isinstance(sweep_dir, list) else [Path(sweep_dir)]
+    if len(sweep_dirs) > 1 and out_dir is None:
+        raise LowresError(
+            f"A report over {len(sweep_dirs)} sweep folders needs --out DIR: no one of them is "
+            "the place for it. Add e.g. --out outputs/sweeps/pooled_report."
+        )
+    collected = collect(sweep_dirs)
     rows = table_rows(collected["scores"])
     collected["swept_rows"] = swept_rows(collected["swept"])
     collected["references"] = references(collected)
@@ -566,7 +601,7 @@ def write_report(
                 f"its methods (as the report labels them) are {', '.join(sorted(labels))}."
             )
     collected["comparisons"] = comparisons(collected["scores"], compare)
-    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    out = Path(out_dir) if out_dir else sweep_dirs[0] / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -574,7 +609,7 @@ def write_report(
     (out / "report.md").write_text(markdown(collected, rows), encoding="utf-8")
     write_csv(out / "report.csv", rows)
     report = {
-        "sweep": str(sweep_dir),
+        "sweep": str(sweep_dirs[0]) if len(sweep_dirs) == 1 else [str(d) for d in sweep_dirs],
         "partial": collected["finished"] < collected["planned"],
         "planned": collected["planned"],
         "finished": collected["finished"],

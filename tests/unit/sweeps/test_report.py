@@ -7,6 +7,7 @@ import math
 import statistics
 
 import pytest
+from helpers import run_lowres
 
 from lowres.errors import LowresError
 from lowres.runfolder import RunFolder, RunMetrics
@@ -186,3 +187,37 @@ def test_pawsx_report_draws_the_majority_class(tmp_path):
     refs = {r["language"]: r for r in report["references"]}
     assert refs["en"]["majority class"] == 58.0
     assert "- en: majority class 58.0" in (sweep_dir / "report" / "report.md").read_text()
+
+
+def test_report_pools_sweeps_split_by_language_and_refuses_a_repeated_score(tmp_path):
+    """One design run as two sweeps (de, then es): one report, paired over both languages."""
+    halves = {}
+    for lang, base in (("de", 30.0), ("es", 20.0)):
+        sweep_dir = halves[lang] = tmp_path / f"sweep-{lang}"
+        runs: list[dict] = []
+        for seed in (1, 2, 3):
+            for method, gain in (("full", 0.0), ("lora", 1.0 + seed)):  # lora: +2, +3, +4
+                _write_run(
+                    sweep_dir, runs, method=method, grid={}, k=8, seed=seed,
+                    scores={lang: base + 10.0 * seed + gain},
+                )  # fmt: skip
+        (sweep_dir / "sweep.json").write_text(
+            json.dumps({"task": "xquad", "runs": runs, "sweep": {"k": [8]}, "planned": 7})
+        )
+    out = tmp_path / "pooled"
+    run_lowres("report", str(halves["de"]), str(halves["es"]), "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["sweep"] == [str(halves["de"]), str(halves["es"])]
+    assert (report["planned"], report["finished"], report["partial"]) == (14, 12, True)
+    rows = {(r["method"], r["language"]): r for r in report["rows"]}
+    assert rows["full", "de"]["mean"] == 50.0 and rows["full", "es"]["mean"] == 40.0
+    assert rows["full", "avg"]["mean"] == 45.0 and rows["full", "avg"]["seeds"] == [1, 2, 3]
+    pairs = {(r["a"], r["b"], r["language"]): r for r in report["comparisons"]}
+    assert pairs["full", "lora", "avg"]["mean_difference"] == pytest.approx(-3.0)
+    assert pairs["full", "lora", "avg"]["larger_than_seed_spread"] is True
+    assert (out / "xquad_score_vs_k.png").read_bytes()[:4] == b"\x89PNG"
+
+    with pytest.raises(LowresError, match="needs --out DIR"):
+        write_report([halves["de"], halves["es"]])
+    with pytest.raises(LowresError, match="Two runs score full at k=8 in de with seed 1"):
+        write_report([halves["de"], halves["de"]], tmp_path / "twice")
