@@ -541,7 +541,27 @@ def cmd_report(args) -> None:
                 write_report(kept(step))
             except LowresError as err:
                 print(f"{step.name}: {err}")
-    print(f"study: tables in {DOCS / 'main_tables.md'}, sweep reports in {DOCS}/runs/*/report/")
+    # (c) and (e) run one language per step; their reports pool the languages. (e) is read
+    # beside (c): the same prompt_align runs (same seeds, same k-shot samples) without
+    # self-training.
+    fewshot = [f"fewshot-{lang}" for lang in FEW_SHOT_LANGUAGES]
+    pseudo = [f"pseudo-{lang}" for lang in FEW_SHOT_LANGUAGES]
+    without, with_pseudo = "prompt_align (two-stage)", "prompt_align (two-stage) +pseudo:self_train"
+    for name, names, compare in (
+        ("fewshot", fewshot, None),
+        ("pseudo", [*fewshot, *pseudo], [(with_pseudo, without)]),
+    ):
+        folders = [DOCS / "runs" / n for n in names if (DOCS / "runs" / n / "sweep.json").is_file()]
+        if not any(folder.name.startswith(name) for folder in folders):
+            continue  # none of this part's own steps has run yet
+        try:
+            write_report(folders, DOCS / f"{name}_report", compare)
+        except LowresError as err:
+            print(f"{name}: {err}")
+    print(
+        f"study: tables in {DOCS / 'main_tables.md'}, sweep reports in {DOCS}/runs/*/report/, "
+        f"(c) and (e) over all languages in {DOCS}/fewshot_report/ and {DOCS}/pseudo_report/"
+    )
 
 
 if __name__ == "__main__":

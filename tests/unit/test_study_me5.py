@@ -170,3 +170,38 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
 
     with pytest.raises(SystemExit, match="keep train-full: expected a sweep step"):
         study_me5.main(["keep", "train-full"])
+
+
+def test_report_pools_the_per_language_few_shot_steps(study):
+    from lowres.runfolder import RunFolder, RunMetrics
+
+    for lang, base in (("de", 40.0), ("zh", 30.0)):
+        folder = study_me5.DOCS / "runs" / f"fewshot-{lang}"
+        runs = []
+        for method, gain in (("full", 0.0), ("prompt_align", 2.0)):
+            for seed in (1, 2):
+                name = f"{method}/base/two_stage/k8_{lang}_seed{seed}"
+                runs.append(
+                    {"name": name, "method": method, "grid": {}, "schedule": "two_stage",
+                     "k": 8, "seed": seed, "stage": 2, "status": "finished"}
+                )  # fmt: skip
+                RunFolder(folder / "runs" / name).write_metrics(
+                    RunMetrics(
+                        task="xquad", backbone="me5-small",
+                        per_language={lang: {"f1": base + gain + seed, "n": 300}},
+                        average={"f1": base + gain + seed}, trainable_parameters=1,
+                        total_parameters=2, eval_runtime_s=0.0, train_steps=40,
+                        init_from="stage1",
+                    )
+                )  # fmt: skip
+        design = {"k": [8], "schedules": ["two_stage"]}
+        (folder / "sweep.json").write_text(
+            json.dumps({"task": "xquad", "runs": runs, "sweep": design})
+        )
+    study_me5.main(["report"])
+    pooled = json.loads((study_me5.DOCS / "fewshot_report" / "report.json").read_text())
+    rows = {(r["method"], r["language"]): r["mean"] for r in pooled["rows"]}
+    assert rows["prompt_align (two-stage)", "de"] == 43.5
+    assert rows["prompt_align (two-stage)", "zh"] == 33.5
+    assert rows["full (two-stage)", "avg"] == 36.5  # (41.5 + 31.5) / 2
+    assert not (study_me5.DOCS / "pseudo_report").exists()  # (e) has not run: no comparison
