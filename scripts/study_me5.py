@@ -106,6 +106,19 @@ def steps() -> list[Step]:
         Step("choice-upper3", "train", [*choice, *upper3], block="choice"),
         Step("choice-lora", "train", choice, block="choice"),
     ]
+    # Tuning the chosen preset, the same way (source dev, 300 steps): LoRA on every linear
+    # layer of the blocks (attention and feed-forward), and a larger rank on query and value.
+    out += [
+        Step(
+            "tune-lora_all_linear",
+            "train",
+            [*choice, "adapter.target_modules=[query,key,value,dense]"],
+            block="choice",
+        ),
+        Step(
+            "tune-lora_r32", "train", [*choice, "adapter.r=32", "adapter.alpha=64"], block="choice"
+        ),
+    ]
     # (a) one source-trained run per method (one epoch of the English pool), each evaluated
     # on XQuAD's 11 languages and on MLQA's 7 from its checkpoint; PAWS-X trains its own.
     for method in MAIN_METHODS:
