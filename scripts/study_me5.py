@@ -234,7 +234,7 @@ def steps() -> list[Step]:
     )
     # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
     # One step per target language: each is a complete paired comparison (every method, k and
-    # seed on the same samples) that lands in git on its own, about 30 min apart.
+    # seed on the same samples) that lands in git on its own (about 45 min each here).
     fewshot_methods = ["full", "lora", "prompt_align"]
     stage1 = ",".join(f"{m}:'<train-{m}>'" for m in fewshot_methods)
     for lang in FEW_SHOT_LANGUAGES:
