@@ -237,6 +237,7 @@ def steps() -> list[Step]:
     # seed on the same samples) that lands in git on its own (about 45 min each here).
     fewshot_methods = ["full", "lora", "prompt_align"]
     stage1 = ",".join(f"{m}:'<train-{m}>'" for m in fewshot_methods)
+    stage2 = ["sweep.schedules=[two_stage]", "sweep.stage2=['trainer.max_steps=40']"]
     for lang in FEW_SHOT_LANGUAGES:
         out.append(
             Step(
@@ -247,9 +248,8 @@ def steps() -> list[Step]:
                     f"sweep.languages=[{lang}]",
                     "sweep.k=[0,8,32,128]",
                     f"sweep.methods={_list(fewshot_methods)}",
-                    "sweep.schedules=[two_stage]",
+                    *stage2,
                     f"sweep.stage1_from={{{stage1}}}",
-                    "sweep.stage2=['trainer.max_steps=40']",
                 ],
                 needs=[f"train-{m}" for m in fewshot_methods],
                 block="c",
@@ -265,9 +265,8 @@ def steps() -> list[Step]:
                     f"sweep.languages=[{lang}]",
                     "sweep.k=[8,32]",
                     "sweep.methods=[prompt_align]",
-                    "sweep.schedules=[two_stage]",
+                    *stage2,
                     "sweep.stage1_from={prompt_align:'<train-prompt_align>'}",
-                    "sweep.stage2=['trainer.max_steps=40']",
                     "pseudo=self_train",
                     "pseudo.teacher=<train-prompt_align>",
                 ],
@@ -283,14 +282,20 @@ def kept(step: Step) -> Path:
     return DOCS / "runs" / step.name
 
 
+def finished_runs(record: Path) -> tuple[int, int]:
+    """How many of a sweep.json's planned runs have finished (or were found finished)."""
+    runs = json.loads(record.read_text())["runs"]
+    return sum(r["status"] in ("finished", "skipped") for r in runs), len(runs)
+
+
 def done(step: Step) -> bool:
     if step.verb != "sweep":
         return (kept(step) / "metrics.json").is_file()
     record = kept(step) / "sweep.json"
     if not record.is_file():
         return False
-    runs = json.loads(record.read_text())["runs"]
-    return all(r["status"] in ("finished", "skipped") for r in runs)
+    finished, planned = finished_runs(record)
+    return finished == planned
 
 
 def trained_at(step: Step, adopted: dict[str, str]) -> Path:
@@ -421,11 +426,10 @@ def cmd_keep(args) -> None:
                 f"({WORK}/<step>/sweep.json); `python scripts/study_me5.py status` lists them."
             )
         keep_step(step, WORK / name)
-        runs = json.loads(record.read_text())["runs"]
-        finished = sum(r["status"] in ("finished", "skipped") for r in runs)
-        print(f"{name}: kept {finished} of {len(runs)} runs in {kept(step)}")
+        finished, planned = finished_runs(record)
+        print(f"{name}: kept {finished} of {planned} runs in {kept(step)}")
         if args.commit:
-            commit(step, f"{finished} of {len(runs)} runs finished")
+            commit(step, f"{finished} of {planned} runs finished")
 
 
 def cmd_status(args) -> None:
@@ -548,17 +552,18 @@ def cmd_report(args) -> None:
             plot_main(found, languages, key, title.split(",")[0], figure)
             sections.append(f"![{title}]({figure.name})\n")
     (DOCS / "main_tables.md").write_text("\n".join(sections))
+    # (c) and (e) run one language per step; their reports pool the languages (each step's
+    # own report is the one its `lowres sweep` wrote). (e) is read beside (c): the same
+    # prompt_align runs (same seeds, same k-shot samples) without self-training.
+    fewshot = [f"fewshot-{lang}" for lang in FEW_SHOT_LANGUAGES]
+    pseudo = [f"pseudo-{lang}" for lang in FEW_SHOT_LANGUAGES]
     for step in steps():
-        if step.verb == "sweep" and (kept(step) / "sweep.json").is_file():
+        pooled = step.name in fewshot or step.name in pseudo
+        if step.verb == "sweep" and not pooled and (kept(step) / "sweep.json").is_file():
             try:
                 write_report(kept(step))
             except LowresError as err:
                 print(f"{step.name}: {err}")
-    # (c) and (e) run one language per step; their reports pool the languages. (e) is read
-    # beside (c): the same prompt_align runs (same seeds, same k-shot samples) without
-    # self-training.
-    fewshot = [f"fewshot-{lang}" for lang in FEW_SHOT_LANGUAGES]
-    pseudo = [f"pseudo-{lang}" for lang in FEW_SHOT_LANGUAGES]
     without, with_pseudo = "prompt_align (two-stage)", "prompt_align (two-stage) +pseudo:self_train"
     for name, names, compare in (
         ("fewshot", fewshot, None),
