@@ -50,6 +50,11 @@ PAWSX = ["en", "de", "es", "fr", "ja", "ko", "zh"]
 TARGETS = [lang for lang in XQUAD if lang != "en"]
 FEW_SHOT_LANGUAGES = ["de", "zh", "hi"]  # three scripts: Latin, Han, Devanagari
 MAIN_METHODS = ["full", "lora", "bitfit", "deep_prompt", "prompt_align"]
+# The winner of the tuning steps on source dev (choice.md, "Tuning"): LoRA on every linear
+# layer of the blocks. Run as its own rows, beside the presets' committed runs, for the
+# paper's method and for plain LoRA with the same targets.
+ALL_LINEAR = "adapter.target_modules=[query,key,value,dense]"
+TUNED = {"lora_all_linear": "lora", "prompt_align_all_linear": "prompt_align"}
 
 
 def _list(values) -> str:
@@ -121,13 +126,16 @@ def steps() -> list[Step]:
     ]
     # (a) one source-trained run per method (one epoch of the English pool), each evaluated
     # on XQuAD's 11 languages and on MLQA's 7 from its checkpoint; PAWS-X trains its own.
-    for method in MAIN_METHODS:
-        extra = [align_targets] if method == "prompt_align" else []
+    for method in [*MAIN_METHODS, *TUNED]:
+        preset = TUNED.get(method, method)
+        extra = [align_targets] if preset == "prompt_align" else []
+        if method in TUNED:
+            extra.append(ALL_LINEAR)
         out.append(
             Step(
                 f"train-{method}",
                 "train",
-                [*xquad, f"+method={method}", "data.eval_languages=[en]", *extra],
+                [*xquad, f"+method={preset}", "data.eval_languages=[en]", *extra],
                 block="a",
             )
         )
@@ -152,7 +160,7 @@ def steps() -> list[Step]:
             block="a",
         )
     )
-    for method in MAIN_METHODS:
+    for method in [*MAIN_METHODS, *TUNED]:
         out.append(
             Step(
                 f"xquad-{method}",
@@ -436,7 +444,7 @@ def cmd_status(args) -> None:
     adopted = read_adopted()
     for step in steps():
         state = "done" if done(step) else "to run"
-        line = f"{step.block:7} {step.name:22} {state}"
+        line = f"{step.block:7} {step.name:30} {state}"
         if args.commands:
             where = {s: f"<{s}>" for s in step.needs}
             line += "\n        lowres " + " ".join(step.command(args.data_root, where))
@@ -485,7 +493,8 @@ def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str
         "|---|---:|---:|---:|" + "---:|" * (len(languages) + 1),
     ]
     found: dict[str, dict] = {}
-    for method in ["untrained", *MAIN_METHODS]:
+    methods = ["untrained", *MAIN_METHODS] + ([] if task == "pawsx" else list(TUNED))
+    for method in methods:
         scored = _metrics(f"{task}-{method}")
         trained = (
             scored if task == "pawsx" or method == "untrained" else _metrics(f"train-{method}")
