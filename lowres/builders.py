@@ -24,7 +24,7 @@ from lowres.backbones import load_backbone_reused, resolve_local
 from lowres.data.pairs import tokenize_pairs
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
-from lowres.methods.build import build_method, lora_targets_of
+from lowres.methods.build import block_linear_names, build_method, lora_targets_of
 from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
 from lowres.runfolder import RunFolder
 from lowres.schema import (
@@ -113,11 +113,12 @@ def build_model(
     adapter = typed(adapter, AdapterConfig)
     # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
     # backbone supplies the default and adapter.target_modules overrides it; a local folder
-    # (lora_targets: []) has them found in the loaded model.
-    if adapter.kind == "lora":
-        adapter.target_modules = list(
-            adapter.target_modules or backbone.lora_targets or lora_targets_of(loaded.model)
-        )
+    # (lora_targets: []) has them found in the loaded model, as has adapter.layers=all_linear.
+    if adapter.kind == "lora" and not adapter.target_modules:
+        if adapter.layers == "all_linear":
+            adapter.target_modules = block_linear_names(loaded.model)
+        else:
+            adapter.target_modules = list(backbone.lora_targets or lora_targets_of(loaded.model))
     model = build_method(
         loaded.model,
         loaded.tokenizer,

@@ -98,7 +98,10 @@ class AdapterConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=list)  # []: backbone.lora_targets
+    target_modules: list[str] = field(default_factory=list)  # []: chosen by `layers`
+    # With target_modules []: attention = backbone.lora_targets (query and value);
+    # all_linear = every linear layer inside the transformer blocks, found in the model.
+    layers: str = "attention"
 
 
 @dataclass
@@ -280,6 +283,7 @@ DATA_SOURCES = ("sample", "local", "hub")
 SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
 POOLINGS = ("mean", "first")
 ADAPTERS = ("none", "lora")
+LORA_LAYERS = ("attention", "all_linear")
 PSEUDO_KINDS = ("none", "self_train", "translate_train")
 REPORT_TO = ("none", "tensorboard")
 # No target-language option on purpose: choosing checkpoints on target data that is also
@@ -357,6 +361,7 @@ def validate(cfg: Any) -> None:
     )
     _at_least("align.distance_pairs", cfg.align.distance_pairs, 1)
     _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
+    _choice("adapter.layers", cfg.adapter.layers, LORA_LAYERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
     _choice("trainer.report_to", cfg.trainer.report_to, REPORT_TO)

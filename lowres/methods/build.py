@@ -58,6 +58,20 @@ def lora_targets_of(model) -> list[str]:
     )
 
 
+def block_linear_names(model) -> list[str]:
+    """The names of the linear layers inside one transformer block of ``model``, in order
+    (BERT: query, key, value, dense; Llama: q_proj ... down_proj): LoRA on all of them.
+
+    PEFT matches these by name, so a layer of the same name outside the blocks (BERT's
+    pooler ``dense`` in a classification model) is adapted too.
+    """
+    block = find_layers(model)[0]
+    names = [
+        n.rsplit(".", 1)[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)
+    ]
+    return list(dict.fromkeys(names))
+
+
 def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Sequence[str]):
     """Add LoRA matrices to ``target_modules`` in place (PEFT), without wrapping the model."""
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}

@@ -156,7 +156,15 @@ def test_lower_k_beyond_the_depth_is_refused(tmp_path, capsys):
     assert "freeze.k" in capsys.readouterr().err
 
 
-def test_lora_checkpoint_reload_reproduces_scores(tmp_path):
+@pytest.mark.parametrize(
+    ("targets", "adapted"),
+    [
+        ("adapter.target_modules=[query,value]", {"query", "value"}),
+        # the paper's method's LoRA: every linear layer of the blocks, found in the model
+        ("adapter.layers=all_linear", {"query", "key", "value", "dense"}),
+    ],
+)
+def test_lora_checkpoint_reload_reproduces_scores(tmp_path, targets, adapted):
     run_dir = tmp_path / "lora"
     run_lowres(
         "train",
@@ -165,7 +173,7 @@ def test_lora_checkpoint_reload_reproduces_scores(tmp_path):
         "trainer=smoke",
         "adapter=lora",
         "prompt=none",
-        "adapter.target_modules=[query,value]",
+        targets,
         f"hydra.run.dir={run_dir}",
     )
     run_lowres(
@@ -178,5 +186,8 @@ def test_lora_checkpoint_reload_reproduces_scores(tmp_path):
     restored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert restored["per_language"] == trained["per_language"]
     manifest = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
-    assert any("lora_" in name for name in manifest["parameters"])
+    lora = {name.split(".lora_")[0] for name in manifest["parameters"] if ".lora_" in name}
+    assert {name.rsplit(".", 1)[-1] for name in lora} == adapted
+    # dense: the attention output and both feed-forward layers of each of the 2 layers
+    assert sum(name.endswith("dense") for name in lora) == (6 if "dense" in adapted else 0)
     assert manifest["count"] == trained["trainable_parameters"]

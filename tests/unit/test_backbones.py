@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from lowres.backbones import check_model_folder, load_backbone, resolve_local
 from lowres.errors import ConfigError, LowresError
-from lowres.methods.build import lora_targets_of
+from lowres.methods.build import block_linear_names, lora_targets_of
 from lowres.schema import BackboneConfig, config_dir, register_schemas, validate
 from lowres.tiny_models import tiny_backbone_dir
 
@@ -82,6 +82,13 @@ def test_lora_targets_are_found_in_the_model():
     assert lora_targets_of(tiny_backbone("bert").model) == ["query", "value"]
     llama = tiny_backbone("llama", family="decoder").model
     assert lora_targets_of(llama) == ["q_proj", "v_proj"]
+
+
+def test_all_linear_names_every_linear_layer_of_a_block():
+    assert block_linear_names(tiny_backbone("bert").model) == ["query", "key", "value", "dense"]
+    llama = tiny_backbone("llama", family="decoder").model
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert block_linear_names(llama) == projections
 
 
 def test_lora_targets_name_the_linear_layers_when_none_is_known():

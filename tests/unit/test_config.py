@@ -108,6 +108,16 @@ def test_method_presets_set_what_they_name():
         "all",
     )
     assert (partial.trainer.lr, partial.prompt.lr, partial.adapter.kind) == (1e-4, 0.01, "none")
+    # The paper's method: LoRA on every linear layer (chosen on source dev, choice.md); the
+    # LoRA baseline keeps the attention projections.
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        paper = compose(config_name="train", overrides=["+task=xquad", "+method=prompt_align"])
+    assert (paper.adapter.kind, paper.adapter.layers, paper.align.kind) == (
+        "lora",
+        "all_linear",
+        "contrastive",
+    )
+    assert lora.adapter.layers == "attention"
 
 
 def test_the_quick_start_composes_full_fine_tuning_with_frozen_embeddings():
@@ -167,6 +177,7 @@ def test_unknown_option_fails_at_compose_time():
         ("task.padding=some", "task.padding"),
         ("task.kind=ranking", "task.kind"),
         ("prompt.init=zeros", "prompt.init"),
+        ("adapter.layers=ffn", "adapter.layers"),
         # issue #18: these used to crash late or train something else than asked for
         ("data.eval_languages=[]", "data.eval_languages"),
         ("trainer.seed=-1", "trainer.seed"),

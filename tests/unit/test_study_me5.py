@@ -49,6 +49,12 @@ def test_every_step_composes_and_validates(step, tmp_path):
         assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
     if step.name.endswith("untrained"):
         assert cfg.trainer.epochs == 0  # nothing on the command line makes it train
+    if step.name.endswith("all_linear"):  # the tuning steps' winner, and its rows in (a)
+        assert list(cfg.adapter.target_modules) == ["query", "key", "value", "dense"]
+    elif step.name == "pawsx-prompt_align":  # not run before the change: the preset as it is
+        assert cfg.adapter.layers == "all_linear"
+    elif cfg.adapter.kind == "lora":  # the steps run with the presets' first LoRA
+        assert list(cfg.adapter.target_modules) == [] and cfg.adapter.layers == "attention"
 
 
 @pytest.fixture
@@ -139,6 +145,9 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     targets = [50.0 + i for i, lang in enumerate(languages) if lang != "en"]
     assert cells[-1] == f"{sum(targets) / len(targets):.1f}"
     assert "| lora | (not run yet) |" in tables
+    assert "| prompt_align (LoRA on every linear layer) | (not run yet) |" in tables
+    pawsx = tables.split("### PAWS-X")[1]
+    assert "| bitfit |" in pawsx and "every linear" not in pawsx  # PAWS-X: one row a preset
     assert (study_me5.DOCS / "main_xquad.png").stat().st_size > 10_000
     assert not (study_me5.DOCS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
 
