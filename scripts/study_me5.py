@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from runs_table import keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from lowres.errors import LowresError  # noqa: E402
+from lowres.sweeps.plots import REFERENCE_STYLE  # noqa: E402
 from lowres.sweeps.report import write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -539,12 +540,27 @@ def main_table(task: str, languages: list[str], key: str) -> tuple[str, dict[str
     return "\n".join(lines) + "\n", found
 
 
+def _majority(found: dict[str, dict], languages: list[str]) -> list[float] | None:
+    """Each language's share of its larger class (the score of always predicting it), where
+    the metrics hold one: the same scored rows for every method, so any run gives it."""
+    for metrics in found.values():
+        per = metrics["per_language"]
+        if all("majority_class" in per[lang] for lang in languages):
+            return [per[lang]["majority_class"] for lang in languages]
+    return None
+
+
 def plot_main(
     found: dict[str, dict], languages: list[str], key: str, title: str, out: Path
 ) -> None:
-    """Score per language, one marker series per method, the untrained floor as a line."""
+    """Score per language, one marker series per method; the untrained floor and (PAWS-X) the
+    majority class as reference marks."""
     figure, axis = plt.subplots(figsize=(9, 4))
     positions = range(len(languages))
+    majority = _majority(found, languages)
+    if majority:
+        colour = REFERENCE_STYLE["majority class"][0]
+        axis.plot(positions, majority, "_", color=colour, markersize=18, label="majority class")
     for offset, (method, metrics) in enumerate(found.items()):
         values = [metrics["per_language"][lang][key] for lang in languages]
         if method == "untrained":
@@ -575,6 +591,12 @@ def cmd_report(args) -> None:
         ("pawsx", PAWSX, "accuracy", "PAWS-X zero-shot, accuracy"),
     ):
         table, found = main_table(task, languages, key)
+        majority = _majority(found, languages)
+        if majority:
+            cells = ", ".join(
+                f"{lang} {value:.1f}" for lang, value in zip(languages, majority, strict=True)
+            )
+            table += f"\nMajority class (always predicting the larger class): {cells}.\n"
         sections.append(f"### {title}\n\n{table}")
         if len(found) > 1:
             figure = DOCS / f"main_{task}.png"

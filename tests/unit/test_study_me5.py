@@ -152,6 +152,30 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     assert not (study_me5.DOCS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
 
 
+def test_pawsx_table_and_plot_give_the_majority_class(study):
+    for name, accuracy in (("pawsx-untrained", 44.0), ("pawsx-lora", 55.0)):
+        folder = study_me5.DOCS / "runs" / name
+        folder.mkdir(parents=True)
+        per = {
+            lang: {"accuracy": accuracy + i, "majority_class": 58.0 - i / 10, "n": 950}
+            for i, lang in enumerate(study_me5.PAWSX)
+        }
+        metrics = {"per_language": per, "trainable_parameters": 10, "total_parameters": 1000}
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "train_runtime_s": 368.0}))
+    study_me5.main(["report"])
+    pawsx = (study_me5.DOCS / "main_tables.md").read_text().split("### PAWS-X")[1]
+    assert "Majority class (always predicting the larger class): en 58.0, de 57.9," in pawsx
+    lora = next(line for line in pawsx.splitlines() if line.startswith("| lora |"))
+    assert [c.strip() for c in lora.strip("|").split("|")][:5] == [
+        "lora",
+        "1.00",
+        "368",
+        "950",
+        "55.0",
+    ]
+    assert (study_me5.DOCS / "main_pawsx.png").stat().st_size > 10_000
+
+
 def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(study, monkeypatch):
     sweep_dir = study_me5.WORK / "fewshot-de"
     finished_run(sweep_dir / "runs" / "full" / "k8_de_seed1")
