@@ -551,13 +551,17 @@ def _majority(found: dict[str, dict], languages: list[str]) -> list[float] | Non
 
 
 def plot_main(
-    found: dict[str, dict], languages: list[str], key: str, title: str, out: Path
+    found: dict[str, dict],
+    languages: list[str],
+    key: str,
+    title: str,
+    out: Path,
+    majority: list[float] | None,
 ) -> None:
     """Score per language, one marker series per method; the untrained floor and (PAWS-X) the
     majority class as reference marks."""
     figure, axis = plt.subplots(figsize=(9, 4))
     positions = range(len(languages))
-    majority = _majority(found, languages)
     if majority:
         colour = REFERENCE_STYLE["majority class"][0]
         axis.plot(positions, majority, "_", color=colour, markersize=18, label="majority class")
@@ -600,7 +604,7 @@ def cmd_report(args) -> None:
         sections.append(f"### {title}\n\n{table}")
         if len(found) > 1:
             figure = DOCS / f"main_{task}.png"
-            plot_main(found, languages, key, title.split(",")[0], figure)
+            plot_main(found, languages, key, title.split(",")[0], figure, majority)
             sections.append(f"![{title}]({figure.name})\n")
     (DOCS / "main_tables.md").write_text("\n".join(sections))
     # (c) and (e) run one language per step; their reports pool the languages (each step's
