@@ -184,15 +184,13 @@ def check_grid_keys(
             )
 
 
-def check_keys(
-    methods: dict[str, set[str]],
-    grid: dict[str, list[Any]],
-    stage1: Sequence[str],
-    stage2: Sequence[str],
-) -> None:
-    """Refuse swept keys that collide: the sweep's own, or a grid key a method also sets."""
+def check_keys(grid: dict[str, list[Any]], stage1: Sequence[str], stage2: Sequence[str]) -> None:
+    """Refuse swept keys that collide: the sweep's own, or a grid key a stage also sets.
+
+    A grid key that a method preset sets is no collision: the grid's value is a command-line
+    override, so it replaces the preset's (:func:`grid_replaces` names them for the log).
+    """
     for where, overrides in [
-        *((f"configs/method/{m}.yaml", sorted(keys)) for m, keys in methods.items()),
         ("sweep.grid", [f"{k}=" for k in grid]),
         ("sweep.stage1", stage1),
         ("sweep.stage2", stage2),
@@ -204,14 +202,24 @@ def check_keys(
                     "(sweep.k, sweep.seeds, sweep.languages, schedules); remove it there and "
                     "use the sweep.* list instead."
                 )
-    for method, keys in methods.items():
-        both = sorted(key for key in grid if key in keys)
+    for where, overrides in [("sweep.stage1", stage1), ("sweep.stage2", stage2)]:
+        both = sorted({_key(o) for o in overrides} & set(grid))
         if both:
+            # The stage's override comes after the grid's, so every grid point would run
+            # with the stage's value and the sweep would report one setting under many labels.
             raise ConfigError(
-                f"Conflicting swept keys: {', '.join(both)} is set by method {method} "
-                f"(configs/method/{method}.yaml) and swept by sweep.grid. Keep each key in "
-                "one place, e.g. sweep the grid over one method at a time."
+                f"Conflicting swept keys: {', '.join(both)} is swept by sweep.grid and also set "
+                f"by {where}, whose value would replace every grid point's. Keep the key in "
+                "one place: drop it from the grid or from the stage overrides."
             )
+
+
+def grid_replaces(
+    methods: Sequence[str], grid: dict[str, list[Any]], config_dirs: Sequence[Path] = ()
+) -> dict[str, list[str]]:
+    """For each method, the grid keys whose values replace the ones its preset sets."""
+    replaced = {m: sorted(set(grid) & method_keys(m, config_dirs)) for m in methods}
+    return {m: keys for m, keys in replaced.items() if keys}
 
 
 def plan_sweep(
@@ -249,7 +257,7 @@ def plan_sweep(
         raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
-    check_keys({m: method_keys(m, config_dirs) for m in methods}, grid, stage1, stage2)
+    check_keys(grid, stage1, stage2)
     stage1_from = dict(stage1_from or {})
     check_stage1_from(stage1_from, methods, schedules, grid)
     presets = {m: [f"+method={m}"] for m in methods} or {"configured": []}

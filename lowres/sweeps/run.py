@@ -38,6 +38,7 @@ from lowres.sweeps.plan import (
     SweepPlan,
     _key,
     check_pools,
+    grid_replaces,
     plan_from_spec,
     user_config_dirs,
     write_plan,
@@ -291,6 +292,15 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     check_pools(task, spec["k"], languages, cfg.data.source_language)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}
+    replaced = grid_replaces(spec["methods"], spec["grid"], user_config_dirs(searchpath))
+    if replaced:
+        extra["grid_replaces"] = replaced
+        for method, keys in replaced.items():
+            Console(soft_wrap=True).print(
+                f"sweep.grid sets {', '.join(keys)}, which method {method} also sets; "
+                "each grid point's value replaces the preset's.",
+                highlight=False,
+            )
 
     launcher = chosen_launcher()
     if launcher:

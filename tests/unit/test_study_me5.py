@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from lowres.cli import _normalize_grid
 from lowres.schema import check_override_keys, config_dir, register_schemas, validate
+from lowres.sweeps.plan import plan_from_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import study_me5  # noqa: E402
@@ -45,6 +47,10 @@ def test_every_step_composes_and_validates(step, tmp_path):
         cfg = compose(config_name="train" if verb == "train" else "sweep", overrides=overrides)
     validate(cfg)
     assert cfg.backbone.name == "me5-small"
+    if verb == "sweep":  # the plan's own checks (conflicting keys, stage-1 runs) pass too
+        spec = OmegaConf.to_container(cfg.sweep, resolve=True)
+        plan = plan_from_spec(spec, spec["languages"], tmp_path / "sweep", config=cfg)
+        assert plan.runs
     if step.name.startswith("train-"):
         assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
     if step.name.endswith("untrained"):

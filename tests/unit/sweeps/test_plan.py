@@ -6,9 +6,13 @@ import json
 import statistics
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from lowres.errors import ConfigError
-from lowres.sweeps.plan import plan_sweep
+from lowres.schema import config_dir, register_schemas
+from lowres.sweeps.plan import grid_replaces, plan_sweep
+
+register_schemas()
 
 
 def test_selection_callback_restores_the_best_state():
@@ -148,12 +152,11 @@ def test_stage1_from_is_checked(tmp_path, stage1_from, extra, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt"]}, "Conflicting swept keys"),
         (
-            {"grid": {"prompt.lr": [0.1]}, "methods": ["deep_prompt_lower_k"]},
-            "Conflicting swept keys",
+            {"grid": {"trainer.max_steps": [10, 20]}, "stage2": ["trainer.max_steps=40"]},
+            "trainer.max_steps is swept by sweep.grid and also set by sweep.stage2",
         ),
-        ({"grid": {"freeze": ["none"]}, "methods": ["bitfit"]}, "Conflicting swept keys"),
+        ({"grid": {"prompt.lr": [0.1]}, "stage1": ["prompt.lr=0.2"]}, "set by sweep.stage1"),
         ({"grid": {"data.k": [1]}}, "which the sweep itself varies"),
         ({"stage1": ["trainer.seed=3"]}, "which the sweep itself varies"),
         ({"schedules": ["sequential"]}, "expected joint and/or two_stage"),
@@ -287,3 +290,42 @@ def test_untrained_runs_once_per_seed(tmp_path):
         (f"untrained/base/joint/k0_all_seed{s}", 0, ["de", "es"]) for s in (1, 2)
     ]
     assert "trainer.epochs" not in " ".join(floor[0].overrides)  # the preset sets it
+
+
+@pytest.mark.parametrize(
+    ("methods", "grid", "replaced"),
+    [
+        (["prompt_align", "full"], {"align.weight": [0, 1.0]}, {"prompt_align": ["align.weight"]}),
+        (["deep_prompt_lower_k"], {"prompt.lr": [0.1]}, {"deep_prompt_lower_k": ["prompt.lr"]}),
+        (["bitfit", "lora"], {"freeze": ["none"]}, {"bitfit": ["freeze"], "lora": ["freeze"]}),
+        (["full"], {"align.weight": [0, 1.0]}, {}),
+    ],
+)
+def test_grid_replaces_what_a_method_sets(methods, grid, replaced):
+    assert grid_replaces(methods, grid) == replaced
+
+
+@pytest.mark.parametrize(
+    ("grid", "key", "expected"),
+    [
+        ({"align.weight": [0, 1.0]}, "weight", [0.0, 1.0]),  # prompt_align sets 0.1
+        ({"align": ["mse", "cosine"]}, "kind", ["mse", "cosine"]),  # prompt_align: contrastive
+    ],
+)
+def test_a_grid_point_wins_over_the_method_preset(tmp_path, grid, key, expected):
+    plan = plan_sweep(
+        k_values=[0],
+        seeds=[1],
+        languages=["de"],
+        methods=["prompt_align"],
+        grid=grid,
+        schedules=["joint"],
+        sweep_dir=tmp_path,
+    )
+    composed = []
+    for run in plan.runs:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="sweep", overrides=["+task=xquad", *run.overrides])
+        composed.append(cfg.align[key])
+        assert cfg.prompt.layers == "all" and cfg.adapter.kind == "lora"  # the rest: the preset's
+    assert composed == expected
