@@ -51,6 +51,8 @@ PAWSX = ["en", "de", "es", "fr", "ja", "ko", "zh"]
 TARGETS = [lang for lang in XQUAD if lang != "en"]
 FEW_SHOT_LANGUAGES = ["de", "zh", "hi"]  # three scripts: Latin, Han, Devanagari
 MAIN_METHODS = ["full", "lora", "bitfit", "deep_prompt", "prompt_align"]
+ALIGN_WEIGHTS = [0, 0.05, 0.2, 1.0]  # (b): lambda, the values
+ALIGN_KINDS = ["mse", "cosine"]  # (b): beside the preset's contrastive loss
 # The winner of the tuning steps on source dev (choice.md, "Tuning"): LoRA on every linear
 # layer of the blocks, now prompt_align's preset (adapter.layers=all_linear). Its source runs
 # are rows of their own, for the paper's method and for plain LoRA with the same targets.
@@ -224,37 +226,35 @@ def steps() -> list[Step]:
     ]
     every_target = f"sweep.languages={_list(FEW_SHOT_LANGUAGES)}"
     # (b) how much alignment, and which kind: 200 source steps, pairs only from the target pool.
-    out.append(
-        Step(
-            "align-weight",
-            "sweep",
-            [
-                *sweep_common,
-                every_target,
-                "sweep.k=[0]",
-                "sweep.methods=[prompt_align]",
-                "trainer.max_steps=200",
-                "sweep.grid={align.weight:[0,0.05,0.2,1.0]}",
-            ],
-            block="b",
+    # One step per grid value (about 35 min each here), so each lands in git on its own; the
+    # report pools them into one sweep over the value. The contrastive point of the kind
+    # ablation is the align-weight-0.2 step.
+    ablation = [
+        *sweep_common,
+        every_target,
+        "sweep.k=[0]",
+        "sweep.methods=[prompt_align]",
+        "trainer.max_steps=200",
+    ]
+    for weight in ALIGN_WEIGHTS:
+        out.append(
+            Step(
+                f"align-weight-{weight}",
+                "sweep",
+                [*ablation, f"sweep.grid={{align.weight:[{weight}]}}"],
+                block="b",
+            )
         )
-    )
-    out.append(
-        Step(
-            "align-kind",
-            "sweep",
-            [
-                *sweep_common,
-                every_target,
-                "sweep.k=[0]",
-                "sweep.methods=[prompt_align]",
-                "trainer.max_steps=200",
-                "align.weight=0.2",
-                "sweep.grid={align:[mse,cosine]}",
-            ],
-            block="b",
+    for kind in ALIGN_KINDS:
+        out.append(
+            Step(
+                f"align-kind-{kind}",
+                "sweep",
+                # λ in the grid too, so the row's label gives it beside the kind
+                [*ablation, f"sweep.grid={{align:[{kind}],align.weight:[0.2]}}"],
+                block="b",
+            )
         )
-    )
     # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
     # One step per target language: each is a complete paired comparison (every method, k and
     # seed on the same samples) that lands in git on its own (about 45 min each here).
@@ -607,25 +607,23 @@ def cmd_report(args) -> None:
             plot_main(found, languages, key, title.split(",")[0], figure, majority)
             sections.append(f"![{title}]({figure.name})\n")
     (DOCS / "main_tables.md").write_text("\n".join(sections))
-    # (c) and (e) run one language per step; their reports pool the languages (each step's
-    # own report is the one its `lowres sweep` wrote). (e) is read beside (c): the same
-    # prompt_align runs (same seeds, same k-shot samples) without self-training.
+    # (b), (c) and (e) run one grid value or language per step; their reports pool the steps
+    # (each step's own report is the one its `lowres sweep` wrote). (e) is read beside (c):
+    # the same prompt_align runs (same seeds, same k-shot samples) without self-training.
+    weights = [f"align-weight-{w}" for w in ALIGN_WEIGHTS]
+    kinds = ["align-weight-0.2", *(f"align-kind-{kind}" for kind in ALIGN_KINDS)]
     fewshot = [f"fewshot-{lang}" for lang in FEW_SHOT_LANGUAGES]
     pseudo = [f"pseudo-{lang}" for lang in FEW_SHOT_LANGUAGES]
-    for step in steps():
-        pooled = step.name in fewshot or step.name in pseudo
-        if step.verb == "sweep" and not pooled and (kept(step) / "sweep.json").is_file():
-            try:
-                write_report(kept(step))
-            except LowresError as err:
-                print(f"{step.name}: {err}")
     without, with_pseudo = "prompt_align (two-stage)", "prompt_align (two-stage) +pseudo:self_train"
-    for name, names, compare in (
+    pools = (
+        ("align_weight", weights, None),
+        ("align_kind", kinds, None),
         ("fewshot", fewshot, None),
         ("pseudo", [*fewshot, *pseudo], [(with_pseudo, without)]),
-    ):
+    )
+    for name, names, compare in pools:
         folders = [DOCS / "runs" / n for n in names if (DOCS / "runs" / n / "sweep.json").is_file()]
-        if not any(folder.name.startswith(name) for folder in folders):
+        if not any(folder.name.startswith(name.replace("_", "-")) for folder in folders):
             continue  # none of this part's own steps has run yet
         try:
             write_report(folders, DOCS / f"{name}_report", compare)
@@ -633,7 +631,8 @@ def cmd_report(args) -> None:
             print(f"{name}: {err}")
     print(
         f"study: tables in {DOCS / 'main_tables.md'}, sweep reports in {DOCS}/runs/*/report/, "
-        f"(c) and (e) over all languages in {DOCS}/fewshot_report/ and {DOCS}/pseudo_report/"
+        f"(b), (c) and (e) pooled in {DOCS}/align_weight_report/, align_kind_report/, "
+        "fewshot_report/ and pseudo_report/"
     )
 
 

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lowres.cli import _normalize_grid
+from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import check_override_keys, config_dir, register_schemas, validate
 from lowres.sweeps.plan import plan_from_spec
 
@@ -211,31 +212,38 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
         study_me5.main(["keep", "train-full"])
 
 
-def test_report_pools_the_per_language_few_shot_steps(study):
-    from lowres.runfolder import RunFolder, RunMetrics
+def fake_sweep_step(step: str, cells: list[tuple[str, dict, int, str, int, float]]) -> None:
+    """A kept sweep step: one finished run per (method, grid, k, language, seed, score)."""
+    folder = study_me5.DOCS / "runs" / step
+    runs, schedule = [], "two_stage" if step.startswith(("fewshot", "pseudo")) else "joint"
+    for method, grid, k, lang, seed, score in cells:
+        label = ",".join(f"{key}={value}" for key, value in grid.items()) or "base"
+        name = f"{method}/{label}/{schedule}/k{k}_{lang}_seed{seed}"
+        runs.append(
+            {"name": name, "method": method, "grid": grid, "schedule": schedule, "k": k,
+             "seed": seed, "stage": 2 if k else 0, "status": "finished"}
+        )  # fmt: skip
+        RunFolder(folder / "runs" / name).write_metrics(
+            RunMetrics(
+                task="xquad", backbone="me5-small",
+                per_language={lang: {"f1": score, "n": 300}}, average={"f1": score},
+                trainable_parameters=1, total_parameters=2, eval_runtime_s=0.0,
+                train_steps=40, init_from="stage1" if k else None,
+            )
+        )  # fmt: skip
+    design = {"k": sorted({cell[2] for cell in cells}), "schedules": [schedule]}
+    (folder / "sweep.json").write_text(json.dumps({"task": "xquad", "runs": runs, "sweep": design}))
 
+
+def test_report_pools_the_per_language_few_shot_steps(study):
     for lang, base in (("de", 40.0), ("zh", 30.0)):
-        folder = study_me5.DOCS / "runs" / f"fewshot-{lang}"
-        runs = []
-        for method, gain in (("full", 0.0), ("prompt_align", 2.0)):
-            for seed in (1, 2):
-                name = f"{method}/base/two_stage/k8_{lang}_seed{seed}"
-                runs.append(
-                    {"name": name, "method": method, "grid": {}, "schedule": "two_stage",
-                     "k": 8, "seed": seed, "stage": 2, "status": "finished"}
-                )  # fmt: skip
-                RunFolder(folder / "runs" / name).write_metrics(
-                    RunMetrics(
-                        task="xquad", backbone="me5-small",
-                        per_language={lang: {"f1": base + gain + seed, "n": 300}},
-                        average={"f1": base + gain + seed}, trainable_parameters=1,
-                        total_parameters=2, eval_runtime_s=0.0, train_steps=40,
-                        init_from="stage1",
-                    )
-                )  # fmt: skip
-        design = {"k": [8], "schedules": ["two_stage"]}
-        (folder / "sweep.json").write_text(
-            json.dumps({"task": "xquad", "runs": runs, "sweep": design})
+        fake_sweep_step(
+            f"fewshot-{lang}",
+            [
+                (method, {}, 8, lang, seed, base + gain + seed)
+                for method, gain in (("full", 0.0), ("prompt_align", 2.0))
+                for seed in (1, 2)
+            ],
         )
     study_me5.main(["report"])
     pooled = json.loads((study_me5.DOCS / "fewshot_report" / "report.json").read_text())
@@ -244,3 +252,34 @@ def test_report_pools_the_per_language_few_shot_steps(study):
     assert rows["prompt_align (two-stage)", "zh"] == 33.5
     assert rows["full (two-stage)", "avg"] == 36.5  # (41.5 + 31.5) / 2
     assert not (study_me5.DOCS / "pseudo_report").exists()  # (e) has not run: no comparison
+
+
+def test_report_pools_the_alignment_steps_into_score_against_lambda_and_kind(study):
+    for weight in study_me5.ALIGN_WEIGHTS:
+        fake_sweep_step(
+            f"align-weight-{weight}",
+            [
+                ("prompt_align", {"align.weight": weight}, 0, lang, seed, 40 + 10 * weight + seed)
+                for lang in ("de", "zh")
+                for seed in (1, 2, 3)
+            ],
+        )
+    fake_sweep_step(
+        "align-kind-mse",
+        [
+            ("prompt_align", {"align": "mse", "align.weight": 0.2}, 0, lang, seed, 30.0 + seed)
+            for lang in ("de", "zh")
+            for seed in (1, 2, 3)
+        ],
+    )
+    study_me5.main(["report"])
+    by_weight = json.loads((study_me5.DOCS / "align_weight_report" / "report.json").read_text())
+    line = [(r["value"], r["mean"]) for r in by_weight["swept"] if r["language"] == "avg"]
+    assert line == [(0, 42.0), (0.05, 42.5), (0.2, 44.0), (1.0, 52.0)]
+    assert (study_me5.DOCS / "align_weight_report" / "xquad_score_vs_align_weight.png").is_file()
+    by_kind = json.loads((study_me5.DOCS / "align_kind_report" / "report.json").read_text())
+    rows = {r["method"]: r["mean"] for r in by_kind["rows"] if r["language"] == "avg"}
+    assert rows == {
+        "prompt_align align.weight=0.2": 44.0,  # the preset's contrastive loss
+        "prompt_align align=mse,align.weight=0.2": 32.0,
+    }
