@@ -301,6 +301,44 @@ def steps() -> list[Step]:
                 block="e",
             )
         )
+    # (c) and (e) again for the preset as it is now (LoRA on every linear layer), under the
+    # same stage-2 protocol, so its rows sit beside the committed full and LoRA runs (same
+    # seeds, same k-shot samples). The one-point grid labels its rows apart from the first
+    # preset's "prompt_align" ones.
+    now = [
+        "sweep.methods=[prompt_align]",
+        "sweep.schedules=[two_stage]",
+        "sweep.stage2=['trainer.max_steps=40']",
+        "sweep.grid={adapter.layers:[all_linear]}",
+        "sweep.stage1_from={prompt_align:'<train-prompt_align_all_linear>'}",
+    ]
+    for lang in FEW_SHOT_LANGUAGES:
+        out.append(
+            Step(
+                f"fewshot-{lang}-all_linear",
+                "sweep",
+                [*sweep_common, f"sweep.languages=[{lang}]", "sweep.k=[0,8,32,128]", *now],
+                needs=["train-prompt_align_all_linear"],
+                block="c",
+            )
+        )
+    for lang in FEW_SHOT_LANGUAGES:
+        out.append(
+            Step(
+                f"pseudo-{lang}-all_linear",
+                "sweep",
+                [
+                    *sweep_common,
+                    f"sweep.languages=[{lang}]",
+                    "sweep.k=[8,32]",
+                    *now,
+                    "pseudo=self_train",
+                    "pseudo.teacher=<train-prompt_align_all_linear>",
+                ],
+                needs=["train-prompt_align_all_linear"],
+                block="e",
+            )
+        )
     return out
 
 
@@ -612,14 +650,23 @@ def cmd_report(args) -> None:
     # the same prompt_align runs (same seeds, same k-shot samples) without self-training.
     weights = [f"align-weight-{w}" for w in ALIGN_WEIGHTS]
     kinds = ["align-weight-0.2", *(f"align-kind-{kind}" for kind in ALIGN_KINDS)]
-    fewshot = [f"fewshot-{lang}" for lang in FEW_SHOT_LANGUAGES]
-    pseudo = [f"pseudo-{lang}" for lang in FEW_SHOT_LANGUAGES]
-    without, with_pseudo = "prompt_align (two-stage)", "prompt_align (two-stage) +pseudo:self_train"
+    suffixes = ("", "-all_linear")  # the first preset's steps, the preset now's
+    fewshot = [f"fewshot-{lang}{suffix}" for suffix in suffixes for lang in FEW_SHOT_LANGUAGES]
+    pseudo = [f"pseudo-{lang}{suffix}" for suffix in suffixes for lang in FEW_SHOT_LANGUAGES]
+    # Each preset's runs with self-training against the same runs without, once both ran.
+    with_and_without = [
+        (f"{method} (two-stage) +pseudo:self_train", f"{method} (two-stage)")
+        for method, suffix in (
+            ("prompt_align", ""),
+            ("prompt_align adapter.layers=all_linear", "-all_linear"),
+        )
+        if any((DOCS / "runs" / f"pseudo-{lang}{suffix}").is_dir() for lang in FEW_SHOT_LANGUAGES)
+    ]
     pools = (
         ("align_weight", weights, None),
         ("align_kind", kinds, None),
         ("fewshot", fewshot, None),
-        ("pseudo", [*fewshot, *pseudo], [(with_pseudo, without)]),
+        ("pseudo", [*fewshot, *pseudo], with_and_without),
     )
     for name, names, compare in pools:
         folders = [DOCS / "runs" / n for n in names if (DOCS / "runs" / n / "sweep.json").is_file()]

@@ -353,10 +353,13 @@ def check_stage1_from(
             "sweep.stage1_from gives source-trained runs for the two-stage schedule, but "
             f"sweep.schedules={list(schedules)}; add two_stage, e.g. sweep.schedules=[two_stage]."
         )
-    if grid:
+    # A one-point grid is allowed: it labels the rows (e.g. the setting the given run
+    # was trained with) and sets that value in the stage-2 runs too.
+    several = [key for key, values in grid.items() if len(values) > 1]
+    if several:
         raise ConfigError(
             "sweep.stage1_from gives one source-trained run per method, which cannot stand for "
-            f"every point of sweep.grid ({', '.join(grid)}); sweep the grid without "
+            f"every point of sweep.grid ({', '.join(several)}); sweep the grid without "
             "stage1_from, or give each grid point its own sweep."
         )
     known = list(methods) or ["configured"]

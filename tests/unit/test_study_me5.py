@@ -56,7 +56,10 @@ def test_every_step_composes_and_validates(step, tmp_path):
         assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
     if step.name.endswith("untrained"):
         assert cfg.trainer.epochs == 0  # nothing on the command line makes it train
-    if step.name.endswith("all_linear"):  # the tuning steps' winner, and its rows in (a)
+    if step.name.endswith("all_linear") and verb == "sweep":  # (c), (e) for the preset now
+        assert "adapter.layers=attention" not in overrides  # the sweep config has no method
+        assert all("adapter.layers=all_linear" in run.overrides for run in plan.runs)
+    elif step.name.endswith("all_linear"):  # the tuning steps' winner, and its rows in (a)
         assert list(cfg.adapter.target_modules) == ["query", "key", "value", "dense"]
     elif step.name == "pawsx-prompt_align":  # not run before the change: the preset as it is
         assert cfg.adapter.layers == "all_linear"
@@ -245,9 +248,13 @@ def test_report_pools_the_per_language_few_shot_steps(study):
                 for seed in (1, 2)
             ],
         )
+    # The preset as it is now, in de only so far: a row of its own beside the first preset's.
+    now = {"adapter.layers": "all_linear"}
+    fake_sweep_step("fewshot-de-all_linear", [("prompt_align", now, 8, "de", 1, 50.0)])
     study_me5.main(["report"])
     pooled = json.loads((study_me5.DOCS / "fewshot_report" / "report.json").read_text())
     rows = {(r["method"], r["language"]): r["mean"] for r in pooled["rows"]}
+    assert rows["prompt_align adapter.layers=all_linear (two-stage)", "de"] == 50.0
     assert rows["prompt_align (two-stage)", "de"] == 43.5
     assert rows["prompt_align (two-stage)", "zh"] == 33.5
     assert rows["full (two-stage)", "avg"] == 36.5  # (41.5 + 31.5) / 2

@@ -329,3 +329,25 @@ def test_a_grid_point_wins_over_the_method_preset(tmp_path, grid, key, expected)
         composed.append(cfg.align[key])
         assert cfg.prompt.layers == "all" and cfg.adapter.kind == "lora"  # the rest: the preset's
     assert composed == expected
+
+
+def test_stage1_from_takes_a_one_point_grid_that_labels_its_rows(tmp_path):
+    source = tmp_path / "source"
+    (source / "checkpoint").mkdir(parents=True)
+    (source / "metrics.json").write_text("{}")
+    plan = plan_sweep(
+        k_values=[0, 8],
+        seeds=[1],
+        languages=["de"],
+        methods=["prompt_align"],
+        grid={"adapter.layers": ["all_linear"]},
+        schedules=["two_stage"],
+        stage1_from={"prompt_align": str(source)},
+        sweep_dir=tmp_path / "s",
+    )
+    assert [r.name for r in plan.runs] == [
+        "prompt_align/adapter.layers=all_linear/two_stage/k0_all_seed1",
+        "prompt_align/adapter.layers=all_linear/two_stage/k8_de_seed1",
+    ]
+    assert all("adapter.layers=all_linear" in r.overrides for r in plan.runs)
+    assert all(r.grid == {"adapter.layers": "all_linear"} for r in plan.runs)
