@@ -645,9 +645,9 @@ def cmd_report(args) -> None:
             plot_main(found, languages, key, title.split(",")[0], figure, majority)
             sections.append(f"![{title}]({figure.name})\n")
     (DOCS / "main_tables.md").write_text("\n".join(sections))
-    # (b), (c) and (e) run one grid value or language per step; their reports pool the steps
-    # (each step's own report is the one its `lowres sweep` wrote). (e) is read beside (c):
-    # the same prompt_align runs (same seeds, same k-shot samples) without self-training.
+    # (b), (c) and (e) run one grid value or language per step; one report per part pools its
+    # steps. (e) is read beside (c): the same prompt_align runs (same seeds, same k-shot
+    # samples) without self-training.
     weights = [f"align-weight-{w}" for w in ALIGN_WEIGHTS]
     kinds = ["align-weight-0.2", *(f"align-kind-{kind}" for kind in ALIGN_KINDS)]
     suffixes = ("", "-all_linear")  # the first preset's steps, the preset now's
@@ -677,9 +677,8 @@ def cmd_report(args) -> None:
         except LowresError as err:
             print(f"{name}: {err}")
     print(
-        f"study: tables in {DOCS / 'main_tables.md'}, sweep reports in {DOCS}/runs/*/report/, "
-        f"(b), (c) and (e) pooled in {DOCS}/align_weight_report/, align_kind_report/, "
-        "fewshot_report/ and pseudo_report/"
+        f"study: tables in {DOCS / 'main_tables.md'}; (b), (c) and (e) pooled in "
+        f"{DOCS}/align_weight_report/, align_kind_report/, fewshot_report/ and pseudo_report/"
     )
 
 
