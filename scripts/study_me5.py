@@ -236,25 +236,12 @@ def steps() -> list[Step]:
         "sweep.methods=[prompt_align]",
         "trainer.max_steps=200",
     ]
-    for weight in ALIGN_WEIGHTS:
-        out.append(
-            Step(
-                f"align-weight-{weight}",
-                "sweep",
-                [*ablation, f"sweep.grid={{align.weight:[{weight}]}}"],
-                block="b",
-            )
-        )
-    for kind in ALIGN_KINDS:
-        out.append(
-            Step(
-                f"align-kind-{kind}",
-                "sweep",
-                # λ in the grid too, so the row's label gives it beside the kind
-                [*ablation, f"sweep.grid={{align:[{kind}],align.weight:[0.2]}}"],
-                block="b",
-            )
-        )
+    # λ is in the kind steps' grid too, so their rows' labels give it beside the kind.
+    grids = [(f"align-weight-{w}", f"{{align.weight:[{w}]}}") for w in ALIGN_WEIGHTS] + [
+        (f"align-kind-{kind}", f"{{align:[{kind}],align.weight:[0.2]}}") for kind in ALIGN_KINDS
+    ]
+    for name, grid in grids:
+        out.append(Step(name, "sweep", [*ablation, f"sweep.grid={grid}"], block="b"))
     # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
     # One step per target language: each is a complete paired comparison (every method, k and
     # seed on the same samples) that lands in git on its own (about 45 min each here).

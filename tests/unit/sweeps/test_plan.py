@@ -15,6 +15,14 @@ from lowres.sweeps.plan import grid_replaces, plan_sweep
 register_schemas()
 
 
+def finished_source(tmp_path):
+    """A source run folder as sweep.stage1_from accepts it: metrics.json and checkpoint/."""
+    source = tmp_path / "source"
+    (source / "checkpoint").mkdir(parents=True)
+    (source / "metrics.json").write_text("{}")
+    return source
+
+
 def test_selection_callback_restores_the_best_state():
     import torch
 
@@ -92,9 +100,7 @@ def test_plan_counts_and_zero_shot_collapses_languages(tmp_path):
 
 
 def test_stage1_from_plans_no_stage_one_run(tmp_path):
-    source = tmp_path / "source"
-    (source / "checkpoint").mkdir(parents=True)
-    (source / "metrics.json").write_text("{}")
+    source = finished_source(tmp_path)
     plan = plan_sweep(
         k_values=[0, 8],
         seeds=[1, 2],
@@ -132,9 +138,7 @@ def test_stage1_from_plans_no_stage_one_run(tmp_path):
     ],
 )
 def test_stage1_from_is_checked(tmp_path, stage1_from, extra, message):
-    source = tmp_path / "source"
-    (source / "checkpoint").mkdir(parents=True)
-    (source / "metrics.json").write_text("{}")
+    source = finished_source(tmp_path)
     paths = {"SOURCE": str(source), "MISSING": str(tmp_path / "missing")}
     spec = dict(
         k_values=[0, 8],
@@ -332,9 +336,7 @@ def test_a_grid_point_wins_over_the_method_preset(tmp_path, grid, key, expected)
 
 
 def test_stage1_from_takes_a_one_point_grid_that_labels_its_rows(tmp_path):
-    source = tmp_path / "source"
-    (source / "checkpoint").mkdir(parents=True)
-    (source / "metrics.json").write_text("{}")
+    source = finished_source(tmp_path)
     plan = plan_sweep(
         k_values=[0, 8],
         seeds=[1],
