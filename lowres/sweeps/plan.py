@@ -407,7 +407,7 @@ def plan_from_spec(
     )
 
 
-def check_pools(task, k_values: Sequence[int], languages: Sequence[str], source: str) -> None:
+def check_pools(task, k_values: Sequence[int], languages: Sequence[str]) -> None:
     """Fail before any run when a k is larger than a language's target pool."""
     largest = max(k_values)
     if largest == 0:
@@ -418,8 +418,6 @@ def check_pools(task, k_values: Sequence[int], languages: Sequence[str], source:
             "are held out for k-shot training. Set data.pool_fraction (e.g. 0.2)."
         )
     for lang in languages:
-        if lang == source:
-            continue
         size = len(task.target_pool(lang))
         if largest > size:
             raise ConfigError(

@@ -290,7 +290,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
         spec, languages, sweep_dir, config=cfg, config_dirs=user_config_dirs(searchpath)
     )
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
-    check_pools(task, spec["k"], languages, cfg.data.source_language)
+    check_pools(task, spec["k"], languages)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}
     replaced = grid_replaces(spec["methods"], spec["grid"], user_config_dirs(searchpath))
     if replaced:

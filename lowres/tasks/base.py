@@ -228,7 +228,9 @@ class Task(ABC):
         if s.max_train_examples:
             train = self.shot_order(train, s.source_language)[: s.max_train_examples]
         for lang in s.eval_languages:
-            if s.k and lang != s.source_language:
+            # With the source pool off (a two-stage run's stage 2) the source language is a
+            # target like any other: its k examples come from its own held-out target pool.
+            if s.k and (lang != s.source_language or not s.use_source_pool):
                 train += self.k_shot(lang, s.k)
         parallel: list[tuple[dict, dict]] = []
         for lang in align_languages:

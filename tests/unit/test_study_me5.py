@@ -52,6 +52,18 @@ def test_every_step_composes_and_validates(step, tmp_path):
         spec = OmegaConf.to_container(cfg.sweep, resolve=True)
         plan = plan_from_spec(spec, spec["languages"], tmp_path / "sweep", config=cfg)
         assert plan.runs
+    if step.name.startswith("stage2-"):  # the stage-2 protocol check, each method its source
+        sources = dict(zip(study_me5.STAGE2_METHODS, study_me5.STAGE2_RUNS, strict=True))
+        stage2 = [run for run in plan.runs if run.stage == 2]
+        assert stage2 and {run.method for run in stage2} == set(sources)
+        for run in stage2:
+            assert f"init_from={where['train-' + sources[run.method]]}" in run.overrides
+            epochs = step.name.removeprefix("stage2-en-epochs")
+            if epochs.isdigit():  # whole passes over the k examples, the last one kept
+                assert run.grid == {"trainer.epochs": int(epochs)}
+                assert {"trainer.max_steps=-1", "trainer.select_on=last"} <= set(run.overrides)
+            else:
+                assert "trainer.max_steps=40" in run.overrides
     if step.name.startswith("train-"):
         assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
     if step.name.endswith("untrained"):

@@ -78,3 +78,28 @@ def test_dev_minus_xquad_without_xquad_names_the_alternatives(root):
 def test_an_unknown_split_is_refused(root):
     with pytest.raises(ConfigError, match="data.source_split='test'"):
         task(root, "test").source_pool()
+
+
+def shots_task(root, *, use_source_pool: bool):
+    settings = DataSettings(
+        source="local", root=str(root), source_language="en", eval_languages=["en", "de"],
+        source_split="dev_minus_xquad", k=4, pool_fraction=0.5, use_source_pool=use_source_pool,
+    )  # fmt: skip
+    return create_task("xquad", settings, **PARAMS, max_answer_length=30)
+
+
+def test_stage_two_takes_source_language_shots_from_its_own_target_pool(root):
+    # Stage 2 (source pool off): English is a target like German, k from each one's pool.
+    stage2 = shots_task(root, use_source_pool=False)
+    train = stage2.split().train
+    english = [r["id"] for r in stage2.k_shot("en", 4)]
+    german = [r["id"] for r in stage2.k_shot("de", 4)]
+    assert [r["id"] for r in train] == english + german
+    assert {r["language"] for r in train} == {"en", "de"}
+    # Those English questions are held out of evaluation and were never in the source pool.
+    assert not set(english) & {r["id"] for r in stage2.evaluation_sets()["en"]}
+    assert not set(english) & {r["id"] for r in stage2.source_pool()}
+    # With the source pool on, English already has its labelled data: only German shots join.
+    joint = shots_task(root, use_source_pool=True).split().train
+    shots = [r["id"] for r in joint if r["id"] in set(english) | set(german)]
+    assert shots == german
