@@ -230,7 +230,7 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
 def fake_sweep_step(step: str, cells: list[tuple[str, dict, int, str, int, float]]) -> None:
     """A kept sweep step: one finished run per (method, grid, k, language, seed, score)."""
     folder = study_me5.DOCS / "runs" / step
-    runs, schedule = [], "two_stage" if step.startswith(("fewshot", "pseudo")) else "joint"
+    runs, schedule = [], "two_stage" if step.startswith(("fewshot", "pseudo", "stage2")) else "joint"
     for method, grid, k, lang, seed, score in cells:
         label = ",".join(f"{key}={value}" for key, value in grid.items()) or "base"
         name = f"{method}/{label}/{schedule}/k{k}_{lang}_seed{seed}"
@@ -302,3 +302,31 @@ def test_report_pools_the_alignment_steps_into_score_against_lambda_and_kind(stu
         "prompt_align align.weight=0.2": 44.0,  # the preset's contrastive loss
         "prompt_align align=mse,align.weight=0.2": 32.0,
     }
+
+
+def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
+    # Full fine-tuning gains most from 2 epochs, the paper's method from 8; the rule takes the
+    # best average over both methods and k = 8, 32, so 8 epochs (54.5 against 53.0) wins.
+    gains = {"steps40": (0.0, 0.0), "epochs2": (6.0, 0.0), "epochs8": (1.0, 8.0)}
+    for name, _, _ in study_me5.STAGE2_CANDIDATES:
+        grid = {"trainer.epochs": int(name[6:])} if name.startswith("epochs") else {}
+        cells = [
+            (method, grid, k, "en", seed, 50.0 + gains[name][m] + seed - 2)
+            for m, method in enumerate(study_me5.STAGE2_METHODS)
+            for k in (8, 32)
+            for seed in (1, 2, 3)
+        ]
+        fake_sweep_step(f"stage2-en-{name}", cells)
+        if name == "steps40":  # one candidate alone chooses nothing yet
+            study_me5.main(["report"])
+            assert not (study_me5.DOCS / "stage2_en_report" / "choice.md").exists()
+    study_me5.main(["report"])
+    choice = (study_me5.DOCS / "stage2_en_report" / "choice.md").read_text()
+    assert "Chosen: **epochs8**." in choice
+    assert "| epochs2 | 56.0 | 56.0 | 50.0 | 50.0 | 53.0 |" in choice
+    assert "| **epochs8** | 51.0 | 51.0 | 58.0 | 58.0 | **54.5** |" in choice
+    pooled = json.loads((study_me5.DOCS / "stage2_en_report" / "report.json").read_text())
+    means = {r["method"]: r["mean"] for r in pooled["rows"] if r["language"] == "en"}
+    assert means["full trainer.epochs=2 (two-stage)"] == 56.0
+    assert means["prompt_align trainer.epochs=8 (two-stage)"] == 58.0
+    assert means["full (two-stage)"] == 50.0
