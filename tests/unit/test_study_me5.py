@@ -230,7 +230,8 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
 def fake_sweep_step(step: str, cells: list[tuple[str, dict, int, str, int, float]]) -> None:
     """A kept sweep step: one finished run per (method, grid, k, language, seed, score)."""
     folder = study_me5.DOCS / "runs" / step
-    runs, schedule = [], "two_stage" if step.startswith(("fewshot", "pseudo", "stage2")) else "joint"
+    two_stage = step.startswith(("fewshot", "pseudo", "stage2"))
+    runs, schedule = [], "two_stage" if two_stage else "joint"
     for method, grid, k, lang, seed, score in cells:
         label = ",".join(f"{key}={value}" for key, value in grid.items()) or "base"
         name = f"{method}/{label}/{schedule}/k{k}_{lang}_seed{seed}"
