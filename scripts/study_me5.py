@@ -75,7 +75,9 @@ STAGE2_METHODS = ["full", "prompt_align"]
 STAGE2_SOURCES = ",".join(
     f"{m}:'<train-{run}>'" for m, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True)
 )
-STAGE2_EPOCHS = (2, 8)  # passes over the k examples: about 2-4 and 13-16 steps at k = 8
+STAGE2_EPOCHS = (2, 8)  # passes over the k examples: at k = 8, two batches each (4 and 16 steps)
+# The candidate the rule chose (docs/study_me5/stage2_en_report/choice.md).
+STAGE2_CHOSEN = "epochs2"
 STAGE2_CANDIDATES = [  # (name, k values, sweep arguments); k = 0 once, with the first
     ("steps40", [0, 8, 32], ["sweep.stage2=['trainer.max_steps=40']"]),
     *(
@@ -355,15 +357,13 @@ def steps() -> list[Step]:
     # (never in the source pool), scored on its first 300 evaluated questions. The rule, fixed
     # before any of these ran: the candidate with the best English F1 averaged over both
     # methods, k = 8 and 32 and the 3 seeds becomes the protocol of the stage2-LANG steps.
-    english = [
-        *sweep_common,
-        "sweep.languages=[en]",
-        # English has no translation of its own to align with: the pairs of stage 1.
-        align_targets,
+    pair = [
         f"sweep.methods={_list(STAGE2_METHODS)}",
         "sweep.schedules=[two_stage]",
         f"sweep.stage1_from={{{STAGE2_SOURCES}}}",
     ]
+    # English has no translation of its own to align with: it takes stage 1's pairs.
+    english = [*sweep_common, "sweep.languages=[en]", align_targets, *pair]
     for name, k_values, protocol in STAGE2_CANDIDATES:
         out.append(
             Step(
@@ -374,6 +374,26 @@ def steps() -> list[Step]:
                 block="c",
             )
         )
+    # The chosen candidate in the three target languages, k = 8 and 32, on (c)'s seeds and
+    # k-shot samples. (The 40-step protocol's target runs are (c)'s own.)
+    protocols = {name: protocol for name, _, protocol in STAGE2_CANDIDATES}
+    if STAGE2_CHOSEN != "steps40":
+        for lang in FEW_SHOT_LANGUAGES:
+            out.append(
+                Step(
+                    f"stage2-{lang}-{STAGE2_CHOSEN}",
+                    "sweep",
+                    [
+                        *sweep_common,
+                        f"sweep.languages=[{lang}]",
+                        *pair,
+                        "sweep.k=[8,32]",
+                        *protocols[STAGE2_CHOSEN],
+                    ],
+                    needs=[f"train-{m}" for m in STAGE2_RUNS],
+                    block="c",
+                )
+            )
     return out
 
 
@@ -671,9 +691,10 @@ def stage2_choice(out: Path) -> str | None:
             return None
         scores: dict[tuple[str, int], list[float]] = {}
         for run in json.loads((folder / "sweep.json").read_text())["runs"]:
-            if run["k"] in (8, 32) and run["status"] == "finished":
-                metrics = json.loads((folder / "runs" / run["name"] / "metrics.json").read_text())
-                f1 = metrics["per_language"]["en"]["f1"]
+            # A resumed sweep marks the runs it found finished "skipped": the metrics count.
+            metrics_file = folder / "runs" / run["name"] / "metrics.json"
+            if run["k"] in (8, 32) and metrics_file.is_file():
+                f1 = json.loads(metrics_file.read_text())["per_language"]["en"]["f1"]
                 scores.setdefault((run["method"], run["k"]), []).append(f1)
         cells = [(m, k) for m in STAGE2_METHODS for k in (8, 32)]
         if any(len(scores.get(cell, [])) != 3 for cell in cells):
@@ -737,14 +758,18 @@ def cmd_report(args) -> None:
         )
         if any((DOCS / "runs" / f"pseudo-{lang}{suffix}").is_dir() for lang in FEW_SHOT_LANGUAGES)
     ]
-    english = [f"stage2-en-{name}" for name, _, _ in STAGE2_CANDIDATES]
-    # Each candidate protocol's paper's-method rows against full fine-tuning's.
-    stage2_pairs = [
-        (f"prompt_align{grid} (two-stage)", f"full{grid} (two-stage)")
-        for grid in ("", *(f" trainer.epochs={e}" for e in STAGE2_EPOCHS))
-    ]
+
+    # Each stage-2 protocol's paper's-method rows against full fine-tuning's.
+    def paper_against_full(candidates: list[str]) -> list[tuple[str, str]]:
+        grids = [f" trainer.epochs={c[6:]}" if c.startswith("epochs") else "" for c in candidates]
+        return [(f"prompt_align{g} (two-stage)", f"full{g} (two-stage)") for g in grids]
+
+    candidates = [name for name, _, _ in STAGE2_CANDIDATES]
+    english = [f"stage2-en-{name}" for name in candidates]
+    targets = [f"stage2-{lang}-{STAGE2_CHOSEN}" for lang in FEW_SHOT_LANGUAGES]
     pools = (
-        ("stage2_en", english, stage2_pairs),
+        ("stage2_en", english, paper_against_full(candidates)),
+        ("stage2", targets, paper_against_full([STAGE2_CHOSEN])),
         ("align_weight", weights, None),
         ("align_kind", kinds, None),
         ("fewshot", fewshot, None),

@@ -58,7 +58,7 @@ def test_every_step_composes_and_validates(step, tmp_path):
         assert stage2 and {run.method for run in stage2} == set(sources)
         for run in stage2:
             assert f"init_from={where['train-' + sources[run.method]]}" in run.overrides
-            epochs = step.name.removeprefix("stage2-en-epochs")
+            epochs = step.name.rsplit("-", 1)[1].removeprefix("epochs")
             if epochs.isdigit():  # whole passes over the k examples, the last one kept
                 assert run.grid == {"trainer.epochs": int(epochs)}
                 assert {"trainer.max_steps=-1", "trainer.select_on=last"} <= set(run.overrides)
@@ -331,3 +331,14 @@ def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
     assert means["full trainer.epochs=2 (two-stage)"] == 56.0
     assert means["prompt_align trainer.epochs=8 (two-stage)"] == 58.0
     assert means["full (two-stage)"] == 50.0
+
+
+def test_the_target_language_steps_run_the_protocol_the_committed_choice_names():
+    committed = Path(__file__).resolve().parents[2] / "docs/study_me5/stage2_en_report/choice.md"
+    assert f"Chosen: **{study_me5.STAGE2_CHOSEN}**." in committed.read_text()
+    targets = [s.name for s in study_me5.steps() if s.name.startswith("stage2-")]
+    chosen = study_me5.STAGE2_CHOSEN
+    expected = (
+        [] if chosen == "steps40" else [f"stage2-{lang}-{chosen}" for lang in ("de", "zh", "hi")]
+    )
+    assert [name for name in targets if "-en-" not in name] == expected
