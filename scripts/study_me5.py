@@ -75,7 +75,7 @@ STAGE2_METHODS = ["full", "prompt_align"]
 STAGE2_SOURCES = ",".join(
     f"{m}:'<train-{run}>'" for m, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True)
 )
-STAGE2_EPOCHS = (2, 8)  # passes over the k examples: at k = 8, two batches each (4 and 16 steps)
+STAGE2_EPOCHS = (2, 8)  # passes over the k examples: 2-4 and 8-16 steps at k = 8
 # The candidate the rule chose (docs/study_me5/stage2_en_report/choice.md).
 STAGE2_CHOSEN = "epochs2"
 STAGE2_CANDIDATES = [  # (name, k values, sweep arguments); k = 0 once, with the first
