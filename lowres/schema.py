@@ -137,7 +137,7 @@ class DataConfig:
     root: str = ""  # data.source=local: folder with xquad/, mlqa/, pawsx/, squad/
     source_language: str = "en"  # language of the labelled training pool
     eval_languages: list[str] = field(default_factory=lambda: ["en", "de", "es"])
-    k: int = 0  # target-language training examples per eval language (0 = zero-shot)
+    k: int = 0  # target-pool training examples per eval language (0 = zero-shot)
     pool_fraction: float = 0.0  # share of target groups held out of evaluation as the pool
     max_train_examples: int = 0  # 0 = all
     max_eval_examples: int = 0  # per language; 0 = all
