@@ -394,6 +394,27 @@ def steps() -> list[Step]:
                     block="c",
                 )
             )
+        # (c)'s third method, LoRA on query and value from its own source run, added after
+        # the two above had run: a step of its own, so theirs stay as committed.
+        for lang in FEW_SHOT_LANGUAGES:
+            out.append(
+                Step(
+                    f"stage2-{lang}-{STAGE2_CHOSEN}-lora",
+                    "sweep",
+                    [
+                        *sweep_common,
+                        f"sweep.languages=[{lang}]",
+                        "sweep.methods=[lora]",
+                        "sweep.schedules=[two_stage]",
+                        "sweep.stage1_from={lora:'<train-lora>'}",
+                        FIRST_PRESET,
+                        "sweep.k=[8,32]",
+                        *protocols[STAGE2_CHOSEN],
+                    ],
+                    needs=["train-lora"],
+                    block="c",
+                )
+            )
     return out
 
 
@@ -766,10 +787,18 @@ def cmd_report(args) -> None:
 
     candidates = [name for name, _, _ in STAGE2_CANDIDATES]
     english = [f"stage2-en-{name}" for name in candidates]
-    targets = [f"stage2-{lang}-{STAGE2_CHOSEN}" for lang in FEW_SHOT_LANGUAGES]
+    targets = [
+        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}"
+        for suffix in ("", "-lora")
+        for lang in FEW_SHOT_LANGUAGES
+    ]
+    chosen_pairs = paper_against_full([STAGE2_CHOSEN])
+    if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith("-lora")):
+        paper, _ = chosen_pairs[0]
+        chosen_pairs.append((paper, paper.replace("prompt_align", "lora", 1)))
     pools = (
         ("stage2_en", english, paper_against_full(candidates)),
-        ("stage2", targets, paper_against_full([STAGE2_CHOSEN])),
+        ("stage2", targets, chosen_pairs),
         ("align_weight", weights, None),
         ("align_kind", kinds, None),
         ("fewshot", fewshot, None),
