@@ -377,41 +377,29 @@ def steps() -> list[Step]:
     # The chosen candidate in the three target languages, k = 8 and 32, on (c)'s seeds and
     # k-shot samples. (The 40-step protocol's target runs are (c)'s own.)
     protocols = {name: protocol for name, _, protocol in STAGE2_CANDIDATES}
-    if STAGE2_CHOSEN != "steps40":
+    # (c)'s third method, LoRA on query and value from its own source run, ran after the
+    # two others: steps of its own, so theirs stay as committed.
+    lora = [
+        "sweep.methods=[lora]",
+        "sweep.schedules=[two_stage]",
+        "sweep.stage1_from={lora:'<train-lora>'}",
+        FIRST_PRESET,
+    ]
+    variants = [("", pair, [f"train-{m}" for m in STAGE2_RUNS]), ("-lora", lora, ["train-lora"])]
+    for suffix, methods, needs in variants if STAGE2_CHOSEN != "steps40" else []:
         for lang in FEW_SHOT_LANGUAGES:
             out.append(
                 Step(
-                    f"stage2-{lang}-{STAGE2_CHOSEN}",
+                    f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}",
                     "sweep",
                     [
                         *sweep_common,
                         f"sweep.languages=[{lang}]",
-                        *pair,
+                        *methods,
                         "sweep.k=[8,32]",
                         *protocols[STAGE2_CHOSEN],
                     ],
-                    needs=[f"train-{m}" for m in STAGE2_RUNS],
-                    block="c",
-                )
-            )
-        # (c)'s third method, LoRA on query and value from its own source run, added after
-        # the two above had run: a step of its own, so theirs stay as committed.
-        for lang in FEW_SHOT_LANGUAGES:
-            out.append(
-                Step(
-                    f"stage2-{lang}-{STAGE2_CHOSEN}-lora",
-                    "sweep",
-                    [
-                        *sweep_common,
-                        f"sweep.languages=[{lang}]",
-                        "sweep.methods=[lora]",
-                        "sweep.schedules=[two_stage]",
-                        "sweep.stage1_from={lora:'<train-lora>'}",
-                        FIRST_PRESET,
-                        "sweep.k=[8,32]",
-                        *protocols[STAGE2_CHOSEN],
-                    ],
-                    needs=["train-lora"],
+                    needs=needs,
                     block="c",
                 )
             )
