@@ -689,27 +689,35 @@ def plot_main(
     plt.close(figure)
 
 
-def stage2_choice(out: Path) -> str | None:
+def stage2_label(method: str, candidate: str) -> str:
+    """A stage-2 candidate's row label in the pooled reports (its one-point grid, if any)."""
+    grid = (
+        f" trainer.epochs={candidate.removeprefix('epochs')}"
+        if candidate.startswith("epochs")
+        else ""
+    )
+    return f"{method}{grid} (two-stage)"
+
+
+def stage2_choice(pooled: Path, out: Path) -> str | None:
     """The stage-2 protocol by the rule fixed before its candidates ran: the best English F1
-    averaged over both methods, k = 8 and 32 and the 3 seeds. Written to ``out``; None until
-    every candidate step has finished."""
+    averaged over both methods, k = 8 and 32 and the 3 seeds. Read from the candidates'
+    pooled report (``pooled``: its report.json), written to ``out``; None until every
+    candidate has all its runs."""
+    if not pooled.is_file():
+        return None
+    means = {
+        (row["method"], row["k"]): row["mean"]
+        for row in json.loads(pooled.read_text())["rows"]
+        if row["language"] == "en" and len(row["seeds"]) == 3
+    }
     rows = []
     for name, _, _ in STAGE2_CANDIDATES:
-        folder = DOCS / "runs" / f"stage2-en-{name}"
-        if not (folder / "sweep.json").is_file():
+        cells = [(stage2_label(m, name), k) for m in STAGE2_METHODS for k in (8, 32)]
+        if any(cell not in means for cell in cells):
             return None
-        scores: dict[tuple[str, int], list[float]] = {}
-        for run in json.loads((folder / "sweep.json").read_text())["runs"]:
-            # A resumed sweep marks the runs it found finished "skipped": the metrics count.
-            metrics_file = folder / "runs" / run["name"] / "metrics.json"
-            if run["k"] in (8, 32) and metrics_file.is_file():
-                f1 = json.loads(metrics_file.read_text())["per_language"]["en"]["f1"]
-                scores.setdefault((run["method"], run["k"]), []).append(f1)
-        cells = [(m, k) for m in STAGE2_METHODS for k in (8, 32)]
-        if any(len(scores.get(cell, [])) != 3 for cell in cells):
-            return None
-        means = [sum(scores[cell]) / 3 for cell in cells]
-        rows.append((name, means, sum(means) / len(means)))
+        values = [means[cell] for cell in cells]
+        rows.append((name, values, sum(values) / len(values)))
     best = max(rows, key=lambda row: row[2])[0]
     header = " | ".join(f"{m} k = {k}" for m in STAGE2_METHODS for k in (8, 32))
     lines = [
@@ -720,12 +728,11 @@ def stage2_choice(out: Path) -> str | None:
         f"| candidate | {header} | average |",
         "|---|" + "---:|" * (len(STAGE2_METHODS) * 2 + 1),
     ]
-    for name, means, average in rows:
+    for name, values, average in rows:
         mark = "**" if name == best else ""
-        cells = " | ".join(f"{value:.1f}" for value in means)
+        cells = " | ".join(f"{value:.1f}" for value in values)
         lines.append(f"| {mark}{name}{mark} | {cells} | {mark}{average:.1f}{mark} |")
     lines += ["", f"Chosen: **{best}**."]
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return best
 
@@ -768,11 +775,8 @@ def cmd_report(args) -> None:
         if any((DOCS / "runs" / f"pseudo-{lang}{suffix}").is_dir() for lang in FEW_SHOT_LANGUAGES)
     ]
 
-    # Each stage-2 protocol's paper's-method rows against full fine-tuning's.
-    def paper_against_full(candidates: list[str]) -> list[tuple[str, str]]:
-        grids = [f" trainer.epochs={c[6:]}" if c.startswith("epochs") else "" for c in candidates]
-        return [(f"prompt_align{g} (two-stage)", f"full{g} (two-stage)") for g in grids]
-
+    # Each stage-2 protocol's paper's-method rows against full fine-tuning's (and, under the
+    # chosen one, against LoRA's once those steps ran).
     candidates = [name for name, _, _ in STAGE2_CANDIDATES]
     english = [f"stage2-en-{name}" for name in candidates]
     targets = [
@@ -780,12 +784,16 @@ def cmd_report(args) -> None:
         for suffix in ("", "-lora")
         for lang in FEW_SHOT_LANGUAGES
     ]
-    chosen_pairs = paper_against_full([STAGE2_CHOSEN])
+    paper = "prompt_align"
+    english_pairs = [(stage2_label(paper, c), stage2_label("full", c)) for c in candidates]
+    baselines = ["full"]
     if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith("-lora")):
-        paper, _ = chosen_pairs[0]
-        chosen_pairs.append((paper, paper.replace("prompt_align", "lora", 1)))
+        baselines.append("lora")
+    chosen_pairs = [
+        (stage2_label(paper, STAGE2_CHOSEN), stage2_label(b, STAGE2_CHOSEN)) for b in baselines
+    ]
     pools = (
-        ("stage2_en", english, paper_against_full(candidates)),
+        ("stage2_en", english, english_pairs),
         ("stage2", targets, chosen_pairs),
         ("align_weight", weights, None),
         ("align_kind", kinds, None),
@@ -800,7 +808,8 @@ def cmd_report(args) -> None:
             write_report(folders, DOCS / f"{name}_report", compare)
         except LowresError as err:
             print(f"{name}: {err}")
-    chosen = stage2_choice(DOCS / "stage2_en_report" / "choice.md")
+    report = DOCS / "stage2_en_report"
+    chosen = stage2_choice(report / "report.json", report / "choice.md")
     if chosen:
         print(f"study: stage-2 protocol on English: {chosen} (stage2_en_report/choice.md)")
     print(
