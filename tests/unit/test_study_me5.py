@@ -54,15 +54,25 @@ def test_every_step_composes_and_validates(step, tmp_path):
         assert plan.runs
     if step.name.startswith("stage2-"):  # the stage-2 protocol check, each method its source
         sources = dict(zip(study_me5.STAGE2_METHODS, study_me5.STAGE2_RUNS, strict=True))
-        protocol = step.name.removesuffix("-lora")
-        if protocol != step.name:  # (c)'s LoRA, with its first preset, from its own run
+        parts = step.name.split("-")
+        if "lora" in parts:  # (c)'s LoRA, with its first preset, from its own run
             sources = {"lora": "lora"}
             assert cfg.adapter.layers == "attention"
+        if "pseudo" in parts:  # (e): one method, taught by its own source run
+            sources = {parts[-1]: sources[parts[-1]]}
+            assert cfg.pseudo.kind == "self_train"
+            assert cfg.pseudo.teacher == where[f"train-{sources[parts[-1]]}"]
+        else:
+            assert cfg.pseudo.kind == "none"
+        if parts[1] != "en":  # the target steps: k = 8 and 32, or 128 in steps of its own
+            assert list(cfg.sweep.k) == ([128] if parts[-1] == "k128" else [8, 32])
         stage2 = [run for run in plan.runs if run.stage == 2]
         assert stage2 and {run.method for run in stage2} == set(sources)
+        candidates = [name for name, _, _ in study_me5.STAGE2_CANDIDATES]
+        (protocol,) = [part for part in parts if part in candidates]
         for run in stage2:
             assert f"init_from={where['train-' + sources[run.method]]}" in run.overrides
-            epochs = protocol.rsplit("-", 1)[1].removeprefix("epochs")
+            epochs = protocol.removeprefix("epochs")
             if epochs.isdigit():  # whole passes over the k examples, the last one kept
                 assert run.grid == {"trainer.epochs": int(epochs)}
                 assert {"trainer.max_steps=-1", "trainer.select_on=last"} <= set(run.overrides)
@@ -343,5 +353,13 @@ def test_the_target_language_steps_run_the_protocol_the_committed_choice_names()
     targets = [s.name for s in study_me5.steps() if s.name.startswith("stage2-")]
     chosen = study_me5.STAGE2_CHOSEN
     languages = [] if chosen == "steps40" else ["de", "zh", "hi"]  # steps40's are (c)'s
-    expected = [f"stage2-{lang}-{chosen}{end}" for end in ("", "-lora") for lang in languages]
+    expected = [
+        *(f"stage2-{lang}-{chosen}{end}" for end in ("", "-lora") for lang in languages),
+        *(f"stage2-{lang}-{chosen}{end}-k128" for end in ("", "-lora") for lang in languages),
+        *(
+            f"stage2-pseudo-{lang}-{chosen}-{method}"
+            for method in study_me5.STAGE2_METHODS
+            for lang in languages
+        ),
+    ]
     assert [name for name in targets if "-en-" not in name] == expected
