@@ -731,14 +731,15 @@ def plot_main(
     plt.close(figure)
 
 
-def stage2_label(method: str, candidate: str) -> str:
-    """A stage-2 candidate's row label in the pooled reports (its one-point grid, if any)."""
+def stage2_label(method: str, candidate: str, pseudo: bool = False) -> str:
+    """A stage-2 candidate's row label in the pooled reports (its one-point grid, if any),
+    with self-training if ``pseudo``."""
     grid = (
         f" trainer.epochs={candidate.removeprefix('epochs')}"
         if candidate.startswith("epochs")
         else ""
     )
-    return f"{method}{grid} (two-stage)"
+    return f"{method}{grid} (two-stage)" + (" +pseudo:self_train" if pseudo else "")
 
 
 def stage2_choice(pooled: Path, out: Path) -> str | None:
@@ -822,11 +823,31 @@ def cmd_report(args) -> None:
     candidates = [name for name, _, _ in STAGE2_CANDIDATES]
     english = [f"stage2-en-{name}" for name in candidates]
     targets = [
-        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}"
+        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}{k}"
+        for k in ("", "-k128")
         for suffix in ("", "-lora")
         for lang in FEW_SHOT_LANGUAGES
     ]
     paper = "prompt_align"
+    # (e) under the chosen protocol: each method with self-training against the same runs
+    # without (same seeds, same k-shot samples), and the two methods with it against each
+    # other, once their steps ran.
+    untaught = [f"stage2-{lang}-{STAGE2_CHOSEN}" for lang in FEW_SHOT_LANGUAGES]
+    taught = {
+        method: [f"stage2-pseudo-{lang}-{STAGE2_CHOSEN}-{method}" for lang in FEW_SHOT_LANGUAGES]
+        for method in STAGE2_METHODS
+    }
+    ran = [m for m in STAGE2_METHODS if any((DOCS / "runs" / n).is_dir() for n in taught[m])]
+    taught_pairs = [
+        (stage2_label(m, STAGE2_CHOSEN, pseudo=True), stage2_label(m, STAGE2_CHOSEN)) for m in ran
+    ]
+    if len(ran) == len(STAGE2_METHODS):
+        taught_pairs.append(
+            (
+                stage2_label(paper, STAGE2_CHOSEN, pseudo=True),
+                stage2_label("full", STAGE2_CHOSEN, pseudo=True),
+            )
+        )
     english_pairs = [(stage2_label(paper, c), stage2_label("full", c)) for c in candidates]
     baselines = ["full"]
     if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith("-lora")):
@@ -837,6 +858,7 @@ def cmd_report(args) -> None:
     pools = (
         ("stage2_en", english, english_pairs),
         ("stage2", targets, chosen_pairs),
+        ("stage2_pseudo", [*untaught, *(n for m in ran for n in taught[m])], taught_pairs),
         ("align_weight", weights, None),
         ("align_kind", kinds, None),
         ("fewshot", fewshot, None),

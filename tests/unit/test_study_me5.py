@@ -241,8 +241,11 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
         study_me5.main(["keep", "train-full"])
 
 
-def fake_sweep_step(step: str, cells: list[tuple[str, dict, int, str, int, float]]) -> None:
-    """A kept sweep step: one finished run per (method, grid, k, language, seed, score)."""
+def fake_sweep_step(
+    step: str, cells: list[tuple[str, dict, int, str, int, float]], pseudo: str = "none"
+) -> None:
+    """A kept sweep step: one finished run per (method, grid, k, language, seed, score), with
+    pseudo data of kind ``pseudo``."""
     folder = study_me5.DOCS / "runs" / step
     two_stage = step.startswith(("fewshot", "pseudo", "stage2"))
     runs, schedule = [], "two_stage" if two_stage else "joint"
@@ -258,7 +261,7 @@ def fake_sweep_step(step: str, cells: list[tuple[str, dict, int, str, int, float
                 task="xquad", backbone="me5-small",
                 per_language={lang: {"f1": score, "n": 300}}, average={"f1": score},
                 trainable_parameters=1, total_parameters=2, eval_runtime_s=0.0,
-                train_steps=40, init_from="stage1" if k else None,
+                train_steps=40, init_from="stage1" if k else None, pseudo={"kind": pseudo},
             )
         )  # fmt: skip
     design = {"k": sorted({cell[2] for cell in cells}), "schedules": [schedule]}
@@ -363,3 +366,40 @@ def test_the_target_language_steps_run_the_protocol_the_committed_choice_names()
         ),
     ]
     assert [name for name in targets if "-en-" not in name] == expected
+
+
+def test_report_sets_self_training_against_the_same_runs_without_under_the_chosen_protocol(
+    study,
+):
+    grid = {"trainer.epochs": int(study_me5.STAGE2_CHOSEN.removeprefix("epochs"))}
+    methods = study_me5.STAGE2_METHODS
+    fake_sweep_step(
+        f"stage2-de-{study_me5.STAGE2_CHOSEN}",
+        [(m, grid, 8, "de", seed, 50.0 + seed) for m in methods for seed in (1, 2, 3)],
+    )
+    # The paper's method with self-training first, alone: compared with itself without.
+    taught = {m: f"stage2-pseudo-de-{study_me5.STAGE2_CHOSEN}-{m}" for m in methods}
+    fake_sweep_step(
+        taught["prompt_align"],
+        [("prompt_align", grid, 8, "de", seed, 54.0 + 2 * seed) for seed in (1, 2, 3)],
+        pseudo="self_train",
+    )
+    study_me5.main(["report"])
+    pooled = json.loads((study_me5.DOCS / "stage2_pseudo_report" / "report.json").read_text())
+    gains = {(c["a"], c["b"]): c for c in pooled["comparisons"] if c["language"] == "de"}
+    with_ = study_me5.stage2_label("prompt_align", study_me5.STAGE2_CHOSEN, pseudo=True)
+    without = study_me5.stage2_label("prompt_align", study_me5.STAGE2_CHOSEN)
+    assert list(gains) == [(with_, without)]
+    assert gains[with_, without]["mean_difference"] == pytest.approx(6.0)  # 58 against 52
+    # Then full fine-tuning's: its own pair, and the two methods with it against each other.
+    fake_sweep_step(
+        taught["full"],
+        [("full", grid, 8, "de", seed, 53.0 + seed) for seed in (1, 2, 3)],
+        pseudo="self_train",
+    )
+    study_me5.main(["report"])
+    pooled = json.loads((study_me5.DOCS / "stage2_pseudo_report" / "report.json").read_text())
+    gains = {(c["a"], c["b"]): c["mean_difference"] for c in pooled["comparisons"]}
+    full_with = study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN, pseudo=True)
+    assert gains[full_with, study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN)] == 3.0
+    assert gains[with_, full_with] == pytest.approx(3.0)  # 58 against 55
