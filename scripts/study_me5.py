@@ -424,6 +424,30 @@ def steps() -> list[Step]:
                     block="c",
                 )
             )
+    # Plain LoRA with the preset's targets (every linear layer of the blocks), from its own
+    # source run: the baseline closest to the paper's method without prompts or alignment.
+    # Its one-point grid labels its rows apart from LoRA on query and value.
+    for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
+        stage2_protocol, _ = protocols[STAGE2_CHOSEN]  # the grid below adds the layers
+        passes = STAGE2_CHOSEN.removeprefix("epochs")
+        out.append(
+            Step(
+                f"stage2-{lang}-{STAGE2_CHOSEN}-lora_all_linear",
+                "sweep",
+                [
+                    *sweep_common,
+                    f"sweep.languages=[{lang}]",
+                    "sweep.methods=[lora]",
+                    "sweep.schedules=[two_stage]",
+                    "sweep.stage1_from={lora:'<train-lora_all_linear>'}",
+                    "sweep.k=[8,32,128]",
+                    stage2_protocol,
+                    f"sweep.grid={{trainer.epochs:[{passes}],adapter.layers:[all_linear]}}",
+                ],
+                needs=["train-lora_all_linear"],
+                block="c",
+            )
+        )
     for method, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True):
         for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
             out.append(
@@ -731,14 +755,16 @@ def plot_main(
     plt.close(figure)
 
 
-def stage2_label(method: str, candidate: str, pseudo: bool = False) -> str:
-    """A stage-2 candidate's row label in the pooled reports (its one-point grid, if any),
-    with self-training if ``pseudo``."""
+def stage2_label(method: str, candidate: str, pseudo: bool = False, layers: str = "") -> str:
+    """A stage-2 candidate's row label in the pooled reports (its one-point grid, if any,
+    with ``layers`` as a second grid key), with self-training if ``pseudo``."""
     grid = (
         f" trainer.epochs={candidate.removeprefix('epochs')}"
         if candidate.startswith("epochs")
         else ""
     )
+    if layers:
+        grid += f",adapter.layers={layers}"
     return f"{method}{grid} (two-stage)" + (" +pseudo:self_train" if pseudo else "")
 
 
@@ -823,9 +849,8 @@ def cmd_report(args) -> None:
     candidates = [name for name, _, _ in STAGE2_CANDIDATES]
     english = [f"stage2-en-{name}" for name in candidates]
     targets = [
-        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}{k}"
-        for k in ("", "-k128")
-        for suffix in ("", "-lora")
+        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}"
+        for suffix in ("", "-lora", "-k128", "-lora-k128", "-lora_all_linear")
         for lang in FEW_SHOT_LANGUAGES
     ]
     paper = "prompt_align"
@@ -849,12 +874,11 @@ def cmd_report(args) -> None:
             )
         )
     english_pairs = [(stage2_label(paper, c), stage2_label("full", c)) for c in candidates]
-    baselines = ["full"]
-    if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith("-lora")):
-        baselines.append("lora")
-    chosen_pairs = [
-        (stage2_label(paper, STAGE2_CHOSEN), stage2_label(b, STAGE2_CHOSEN)) for b in baselines
-    ]
+    baselines = [stage2_label("full", STAGE2_CHOSEN)]
+    for suffix, layers in (("-lora", ""), ("-lora_all_linear", "all_linear")):
+        if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith(suffix)):
+            baselines.append(stage2_label("lora", STAGE2_CHOSEN, layers=layers))
+    chosen_pairs = [(stage2_label(paper, STAGE2_CHOSEN), b) for b in baselines]
     pools = (
         ("stage2_en", english, english_pairs),
         ("stage2", targets, chosen_pairs),

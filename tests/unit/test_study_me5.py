@@ -55,17 +55,22 @@ def test_every_step_composes_and_validates(step, tmp_path):
     if step.name.startswith("stage2-"):  # the stage-2 protocol check, each method its source
         sources = dict(zip(study_me5.STAGE2_METHODS, study_me5.STAGE2_RUNS, strict=True))
         parts = step.name.split("-")
+        layers = {}  # the grid's adapter layers beside the protocol's passes, if any
         if "lora" in parts:  # (c)'s LoRA, with its first preset, from its own run
             sources = {"lora": "lora"}
             assert cfg.adapter.layers == "attention"
+        if parts[-1] == "lora_all_linear":  # plain LoRA with the preset's targets, its own run
+            sources = {"lora": "lora_all_linear"}
+            layers = {"adapter.layers": "all_linear"}
         if "pseudo" in parts:  # (e): one method, taught by its own source run
             sources = {parts[-1]: sources[parts[-1]]}
             assert cfg.pseudo.kind == "self_train"
             assert cfg.pseudo.teacher == where[f"train-{sources[parts[-1]]}"]
         else:
             assert cfg.pseudo.kind == "none"
-        if parts[1] != "en":  # the target steps: k = 8 and 32, or 128 in steps of its own
-            assert list(cfg.sweep.k) == ([128] if parts[-1] == "k128" else [8, 32])
+        if parts[1] != "en":  # the target steps: k = 8 and 32, and 128 in steps of its own
+            expected_k = {"k128": [128], "lora_all_linear": [8, 32, 128]}.get(parts[-1], [8, 32])
+            assert list(cfg.sweep.k) == expected_k
         stage2 = [run for run in plan.runs if run.stage == 2]
         assert stage2 and {run.method for run in stage2} == set(sources)
         candidates = [name for name, _, _ in study_me5.STAGE2_CANDIDATES]
@@ -74,7 +79,7 @@ def test_every_step_composes_and_validates(step, tmp_path):
             assert f"init_from={where['train-' + sources[run.method]]}" in run.overrides
             epochs = protocol.removeprefix("epochs")
             if epochs.isdigit():  # whole passes over the k examples, the last one kept
-                assert run.grid == {"trainer.epochs": int(epochs)}
+                assert run.grid == {"trainer.epochs": int(epochs), **layers}
                 assert {"trainer.max_steps=-1", "trainer.select_on=last"} <= set(run.overrides)
             else:
                 assert "trainer.max_steps=40" in run.overrides
@@ -359,6 +364,7 @@ def test_the_target_language_steps_run_the_protocol_the_committed_choice_names()
     expected = [
         *(f"stage2-{lang}-{chosen}{end}" for end in ("", "-lora") for lang in languages),
         *(f"stage2-{lang}-{chosen}{end}-k128" for end in ("", "-lora") for lang in languages),
+        *(f"stage2-{lang}-{chosen}-lora_all_linear" for lang in languages),
         *(
             f"stage2-pseudo-{lang}-{chosen}-{method}"
             for method in study_me5.STAGE2_METHODS
@@ -403,3 +409,46 @@ def test_report_sets_self_training_against_the_same_runs_without_under_the_chose
     full_with = study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN, pseudo=True)
     assert gains[full_with, study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN)] == 3.0
     assert gains[with_, full_with] == pytest.approx(3.0)  # 58 against 55
+
+
+def test_report_sets_the_paper_method_against_each_stage2_baseline_that_ran(study):
+    chosen = study_me5.STAGE2_CHOSEN
+    grid = {"trainer.epochs": int(chosen.removeprefix("epochs"))}
+    fake_sweep_step(
+        f"stage2-de-{chosen}",
+        [
+            (m, grid, 8, "de", seed, base + seed)
+            for m, base in (("full", 50.0), ("prompt_align", 51.0))
+            for seed in (1, 2, 3)
+        ],
+    )
+    # k = 128 in a step of its own joins the same rows; plain LoRA on every linear layer
+    # comes from a step with a second grid key, which labels its rows apart.
+    fake_sweep_step(
+        f"stage2-de-{chosen}-k128",
+        [
+            (m, grid, 128, "de", seed, 60.0 + seed)
+            for m in ("full", "prompt_align")
+            for seed in (1, 2, 3)
+        ],
+    )
+    all_linear = {**grid, "adapter.layers": "all_linear"}
+    fake_sweep_step(
+        f"stage2-de-{chosen}-lora_all_linear",
+        [("lora", all_linear, k, "de", seed, 47.0 + seed) for k in (8, 128) for seed in (1, 2, 3)],
+    )
+    study_me5.main(["report"])
+    pooled = json.loads((study_me5.DOCS / "stage2_report" / "report.json").read_text())
+    paper = study_me5.stage2_label("prompt_align", chosen)
+    lora = study_me5.stage2_label("lora", chosen, layers="all_linear")
+    assert (
+        lora
+        == f"lora trainer.epochs={grid['trainer.epochs']},adapter.layers=all_linear (two-stage)"
+    )
+    differences = {
+        (c["b"], c["k"]): c["mean_difference"]
+        for c in pooled["comparisons"]
+        if c["a"] == paper and c["language"] == "de"
+    }
+    full = study_me5.stage2_label("full", chosen)
+    assert differences == {(full, 8): 1.0, (full, 128): 0.0, (lora, 8): 4.0, (lora, 128): 13.0}
