@@ -381,13 +381,18 @@ def comparisons(
 def _per_seed_averages(
     scores: dict[Cell, dict[int, float]],
 ) -> dict[tuple[str, int], dict[str, dict[int, float]]]:
-    """(task, k) -> method -> seed -> mean over the languages (seeds with every language)."""
+    """(task, k) -> method -> seed -> mean over the task's languages (seeds with every
+    language). A method that lacks one of the languages the task has elsewhere in the report
+    (a sweep still running, a failed run) has no average: one over fewer languages would sit
+    in the same column as, and be paired with, averages over all of them."""
     groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
+    task_languages: dict[str, set[str]] = defaultdict(set)
     for cell, per_seed in scores.items():
         groups[(cell.task, cell.method, cell.k)][cell.language] = per_seed
+        task_languages[cell.task].add(cell.language)
     out: dict[tuple[str, int], dict[str, dict[int, float]]] = defaultdict(dict)
     for (task, method, k), by_language in groups.items():
-        if len(by_language) < 2:
+        if len(by_language) < 2 or set(by_language) != task_languages[task]:
             continue
         seeds = set.intersection(*(set(s) for s in by_language.values()))
         if seeds:

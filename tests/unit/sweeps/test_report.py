@@ -221,3 +221,26 @@ def test_report_pools_sweeps_split_by_language_and_refuses_a_repeated_score(tmp_
         write_report([halves["de"], halves["es"]])
     with pytest.raises(LowresError, match="Two runs score full at k=8 in de with seed 1"):
         write_report([halves["de"], halves["de"]], tmp_path / "twice")
+
+
+def test_a_method_missing_a_language_gets_no_average_and_no_average_pairing(tmp_path):
+    """A pooled report while one method's last language is still running: its average over
+    the other languages is neither shown nor paired with the complete methods' averages."""
+    sweep_dir = tmp_path / "sweep"
+    runs: list[dict] = []
+    for seed in (1, 2, 3):
+        _write_run(
+            sweep_dir, runs, method="full", grid={}, k=8, seed=seed,
+            scores={"de": 50.0 + seed, "zh": 40.0 + seed, "hi": 30.0 + seed},
+        )  # fmt: skip
+        _write_run(
+            sweep_dir, runs, method="lora", grid={}, k=8, seed=seed,
+            scores={"de": 52.0 + seed, "zh": 41.0 + seed},
+        )  # fmt: skip
+    (sweep_dir / "sweep.json").write_text(json.dumps({"task": "xquad", "runs": runs}))
+    report = write_report(sweep_dir)
+    averages = {r["method"]: r["mean"] for r in report["rows"] if r["language"] == "avg"}
+    assert averages == {"full": pytest.approx(42.0)}  # (52 + 42 + 32) / 3; lora: none
+    pairs = {(r["a"], r["b"], r["language"]): r for r in report["comparisons"]}
+    assert set(pairs) == {("full", "lora", "de"), ("full", "lora", "zh")}
+    assert pairs["full", "lora", "de"]["mean_difference"] == pytest.approx(-2.0)
