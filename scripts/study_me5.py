@@ -448,6 +448,23 @@ def steps() -> list[Step]:
                 block="c",
             )
         )
+    # Its k = 0 on the sweeps' questions: its source run scored on each language's first 300
+    # evaluated questions, as a sweep's k = 0 run scores them (the other methods' k = 0 came
+    # with their sweeps).
+    out.append(
+        Step(
+            "xquad300-lora_all_linear",
+            "evaluate",
+            [
+                "checkpoint=<train-lora_all_linear>",
+                f"data.eval_languages={_list(FEW_SHOT_LANGUAGES)}",
+                "data.pool_fraction=0.2",
+                "data.max_eval_examples=300",
+            ],
+            needs=["train-lora_all_linear"],
+            block="c",
+        )
+    )
     for method, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True):
         for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
             out.append(
