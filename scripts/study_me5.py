@@ -896,6 +896,9 @@ def cmd_report(args) -> None:
         if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith(suffix)):
             baselines.append(stage2_label("lora", STAGE2_CHOSEN, layers=layers))
     chosen_pairs = [(stage2_label(paper, STAGE2_CHOSEN), b) for b in baselines]
+    all_linear = stage2_label("lora", STAGE2_CHOSEN, layers="all_linear")
+    if all_linear in baselines:  # plain LoRA with the preset's layers against full, too
+        chosen_pairs.append((all_linear, baselines[0]))
     pools = (
         ("stage2_en", english, english_pairs),
         ("stage2", targets, chosen_pairs),

@@ -452,3 +452,10 @@ def test_report_sets_the_paper_method_against_each_stage2_baseline_that_ran(stud
     }
     full = study_me5.stage2_label("full", chosen)
     assert differences == {(full, 8): 1.0, (full, 128): 0.0, (lora, 8): 4.0, (lora, 128): 13.0}
+    # Plain LoRA on every linear layer is set against full fine-tuning too.
+    against_full = {
+        c["k"]: c["mean_difference"]
+        for c in pooled["comparisons"]
+        if (c["a"], c["b"], c["language"]) == (lora, full, "de")
+    }
+    assert against_full == {8: -3.0, 128: -13.0}
