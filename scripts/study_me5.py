@@ -920,9 +920,9 @@ def cmd_report(args) -> None:
     chosen = stage2_choice(report / "report.json", report / "choice.md")
     if chosen:
         print(f"study: stage-2 protocol on English: {chosen} (stage2_en_report/choice.md)")
+    pooled = ", ".join(f"{name}_report/" for name, _, _ in pools)
     print(
-        f"study: tables in {DOCS / 'main_tables.md'}; (b), (c) and (e) pooled in "
-        f"{DOCS}/align_weight_report/, align_kind_report/, fewshot_report/ and pseudo_report/"
+        f"study: tables in {DOCS / 'main_tables.md'}; (b), (c) and (e) pooled in {DOCS}/: {pooled}"
     )
 
 
