@@ -386,44 +386,27 @@ def steps() -> list[Step]:
         FIRST_PRESET,
     ]
     variants = [("", pair, [f"train-{m}" for m in STAGE2_RUNS]), ("-lora", lora, ["train-lora"])]
-    for suffix, methods, needs in variants if STAGE2_CHOSEN != "steps40" else []:
-        for lang in FEW_SHOT_LANGUAGES:
-            out.append(
-                Step(
-                    f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}",
-                    "sweep",
-                    [
-                        *sweep_common,
-                        f"sweep.languages=[{lang}]",
-                        *methods,
-                        "sweep.k=[8,32]",
-                        *protocols[STAGE2_CHOSEN],
-                    ],
-                    needs=needs,
-                    block="c",
+    # k = 128, which (c) first had only under 40 steps, ran later in steps of its own, so the
+    # k = 8 and 32 ones stay as committed.
+    k_sets = [("", "[8,32]"), ("-k128", "[128]")]
+    for k_suffix, k_values in k_sets if STAGE2_CHOSEN != "steps40" else []:
+        for suffix, methods, needs in variants:
+            for lang in FEW_SHOT_LANGUAGES:
+                out.append(
+                    Step(
+                        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}{k_suffix}",
+                        "sweep",
+                        [
+                            *sweep_common,
+                            f"sweep.languages=[{lang}]",
+                            *methods,
+                            f"sweep.k={k_values}",
+                            *protocols[STAGE2_CHOSEN],
+                        ],
+                        needs=needs,
+                        block="c",
+                    )
                 )
-            )
-    # Under the chosen protocol, what (c) and (e) first had only under 40 steps: k = 128 for
-    # (c)'s three methods, and self-training for the paper's method and for full fine-tuning,
-    # each taught by its own source run. Steps of their own, so the ones above stay as
-    # committed.
-    for suffix, methods, needs in variants if STAGE2_CHOSEN != "steps40" else []:
-        for lang in FEW_SHOT_LANGUAGES:
-            out.append(
-                Step(
-                    f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}-k128",
-                    "sweep",
-                    [
-                        *sweep_common,
-                        f"sweep.languages=[{lang}]",
-                        *methods,
-                        "sweep.k=[128]",
-                        *protocols[STAGE2_CHOSEN],
-                    ],
-                    needs=needs,
-                    block="c",
-                )
-            )
     # Plain LoRA with the preset's targets (every linear layer of the blocks), from its own
     # source run: the baseline closest to the paper's method without prompts or alignment.
     # Its one-point grid labels its rows apart from LoRA on query and value.
@@ -465,6 +448,8 @@ def steps() -> list[Step]:
             block="c",
         )
     )
+    # (e) under the chosen protocol: the paper's method and full fine-tuning with
+    # self-training, each taught by its own source run.
     for method, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True):
         for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
             out.append(
