@@ -374,8 +374,27 @@ def steps() -> list[Step]:
                 block="c",
             )
         )
+    # Plain LoRA on every linear layer at k = 0 on the sweeps' questions: its source run
+    # scored on each language's first 300 evaluated questions, as a sweep's k = 0 run scores
+    # them (the other methods' k = 0 came with their sweeps).
+    out.append(
+        Step(
+            "xquad300-lora_all_linear",
+            "evaluate",
+            [
+                "checkpoint=<train-lora_all_linear>",
+                f"data.eval_languages={_list(FEW_SHOT_LANGUAGES)}",
+                "data.pool_fraction=0.2",
+                "data.max_eval_examples=300",
+            ],
+            needs=["train-lora_all_linear"],
+            block="c",
+        )
+    )
+    if STAGE2_CHOSEN == "steps40":
+        return out  # the 40-step protocol's target runs are (c)'s own
     # The chosen candidate in the three target languages, k = 8 and 32, on (c)'s seeds and
-    # k-shot samples. (The 40-step protocol's target runs are (c)'s own.)
+    # k-shot samples.
     protocols = {name: protocol for name, _, protocol in STAGE2_CANDIDATES}
     # (c)'s third method, LoRA on query and value from its own source run, ran after the
     # two others: steps of its own, so theirs stay as committed.
@@ -389,7 +408,7 @@ def steps() -> list[Step]:
     # k = 128, which (c) first had only under 40 steps, ran later in steps of its own, so the
     # k = 8 and 32 ones stay as committed.
     k_sets = [("", "[8,32]"), ("-k128", "[128]")]
-    for k_suffix, k_values in k_sets if STAGE2_CHOSEN != "steps40" else []:
+    for k_suffix, k_values in k_sets:
         for suffix, methods, needs in variants:
             for lang in FEW_SHOT_LANGUAGES:
                 out.append(
@@ -410,9 +429,9 @@ def steps() -> list[Step]:
     # Plain LoRA with the preset's targets (every linear layer of the blocks), from its own
     # source run: the baseline closest to the paper's method without prompts or alignment.
     # Its one-point grid labels its rows apart from LoRA on query and value.
-    for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
-        stage2_protocol, _ = protocols[STAGE2_CHOSEN]  # the grid below adds the layers
-        passes = STAGE2_CHOSEN.removeprefix("epochs")
+    stage2_protocol, _ = protocols[STAGE2_CHOSEN]  # the grid below adds the layers
+    passes = STAGE2_CHOSEN.removeprefix("epochs")
+    for lang in FEW_SHOT_LANGUAGES:
         out.append(
             Step(
                 f"stage2-{lang}-{STAGE2_CHOSEN}-lora_all_linear",
@@ -431,27 +450,10 @@ def steps() -> list[Step]:
                 block="c",
             )
         )
-    # Its k = 0 on the sweeps' questions: its source run scored on each language's first 300
-    # evaluated questions, as a sweep's k = 0 run scores them (the other methods' k = 0 came
-    # with their sweeps).
-    out.append(
-        Step(
-            "xquad300-lora_all_linear",
-            "evaluate",
-            [
-                "checkpoint=<train-lora_all_linear>",
-                f"data.eval_languages={_list(FEW_SHOT_LANGUAGES)}",
-                "data.pool_fraction=0.2",
-                "data.max_eval_examples=300",
-            ],
-            needs=["train-lora_all_linear"],
-            block="c",
-        )
-    )
     # (e) under the chosen protocol: the paper's method and full fine-tuning with
     # self-training, each taught by its own source run.
     for method, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True):
-        for lang in FEW_SHOT_LANGUAGES if STAGE2_CHOSEN != "steps40" else []:
+        for lang in FEW_SHOT_LANGUAGES:
             out.append(
                 Step(
                     f"stage2-pseudo-{lang}-{STAGE2_CHOSEN}-{method}",
@@ -849,11 +851,10 @@ def cmd_report(args) -> None:
     # Each stage-2 protocol's paper's-method rows against full fine-tuning's (and, under the
     # chosen one, against LoRA's once those steps ran).
     candidates = [name for name, _, _ in STAGE2_CANDIDATES]
-    english = [f"stage2-en-{name}" for name in candidates]
+    stage2_steps = [step.name for step in steps() if step.name.startswith("stage2-")]
+    english = [name for name in stage2_steps if name.startswith("stage2-en-")]
     targets = [
-        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}"
-        for suffix in ("", "-lora", "-k128", "-lora-k128", "-lora_all_linear")
-        for lang in FEW_SHOT_LANGUAGES
+        name for name in stage2_steps if not name.startswith(("stage2-en-", "stage2-pseudo-"))
     ]
     paper = "prompt_align"
     # (e) under the chosen protocol: each method with self-training against the same runs
@@ -861,7 +862,11 @@ def cmd_report(args) -> None:
     # other, once their steps ran.
     untaught = [f"stage2-{lang}-{STAGE2_CHOSEN}" for lang in FEW_SHOT_LANGUAGES]
     taught = {
-        method: [f"stage2-pseudo-{lang}-{STAGE2_CHOSEN}-{method}" for lang in FEW_SHOT_LANGUAGES]
+        method: [
+            name
+            for name in stage2_steps
+            if name.startswith("stage2-pseudo-") and name.endswith(f"-{method}")
+        ]
         for method in STAGE2_METHODS
     }
     ran = [m for m in STAGE2_METHODS if any((DOCS / "runs" / n).is_dir() for n in taught[m])]
