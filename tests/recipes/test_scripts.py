@@ -118,7 +118,7 @@ def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
 
 
 def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
-    run = REPO / "docs/speed_minilm_256/full-256-longest-bf16"
+    run = REPO / "results/speed_minilm_256/full-256-longest-bf16"
     metrics = json.loads((run / "metrics.json").read_text())
     kept, table = tmp_path / "kept", tmp_path / "table.md"
     result = run_script(
@@ -146,7 +146,7 @@ def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
 
 
 def test_runs_table_takes_an_evaluate_folders_training_time_from_its_checkpoint():
-    kept = REPO / "docs/xquad_me5_1epoch/minilm"  # a kept `lowres evaluate` folder
+    kept = REPO / "results/xquad_me5_1epoch/minilm"  # a kept `lowres evaluate` folder
     trained = json.loads((kept / "checkpoint_metrics.json").read_text())
     scored = json.loads((kept / "metrics.json").read_text())
     result = run_script("scripts/runs_table.py", f"minilm={kept}")
