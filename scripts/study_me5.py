@@ -7,7 +7,7 @@
 
 Each step is one ``lowres train``, ``lowres evaluate`` or ``lowres sweep`` command (``status
 --commands`` prints them). A step runs in ``outputs/study_me5/<step>/``; when it finishes, its
-results (metrics, predictions, training log, overrides; never the weights) are copied to
+results (metrics, gzipped predictions, training log, overrides; never the weights) are copied to
 ``results/study_me5/runs/<step>/`` and, with ``--commit``, committed. A step whose copy is in
 git counts as done, so a new machine with a fresh clone carries on where the last one stopped.
 A step that needs another one's trained weights (``lowres evaluate checkpoint=``, the k-shot
@@ -33,7 +33,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
-from runs_table import keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
+from runs_table import compress_predictions, keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from lowres.errors import LowresError  # noqa: E402
 from lowres.sweeps.plots import REFERENCE_STYLE  # noqa: E402
@@ -552,6 +552,7 @@ def keep_step(step: Step, run_dir: Path) -> None:
     """Copy a finished step's results (no weights) to results/study_me5/runs/<step>/."""
     if step.verb == "sweep":
         shutil.copytree(run_dir, kept(step), dirs_exist_ok=True, ignore=_not_kept)
+        compress_predictions(kept(step))
         return
     keep(run_dir, kept(step))
     # The loss curves; not data_split.json, whose 9k source ids the command rebuilds.
