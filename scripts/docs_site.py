@@ -20,10 +20,15 @@ import dataclasses
 import inspect
 import io
 import re
+import sys
 import textwrap
 import tokenize
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package (import-linter installs it)
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 
