@@ -41,7 +41,16 @@ class Key:
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """Each dataclass field's comment: the lines right above it, then the one beside it."""
+    """Each dataclass field's comment: the lines right above it, then the one beside it
+    (a subclass's own comment wins over its base's)."""
+    out = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            out.update(_own_field_comments(klass))
+    return out
+
+
+def _own_field_comments(cls: type) -> dict[str, str]:
     source = textwrap.dedent(inspect.getsource(cls))
     comments = {
         token.start[0]: token.string.lstrip("#").strip()
