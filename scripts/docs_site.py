@@ -166,8 +166,8 @@ def _option_section(title: str, path: Path, configs: Path) -> list[str]:
     out = [f"### {title}", "", f"`{path.relative_to(configs.parent)}`", ""]
     command = [line for line in header if line.startswith("lowres ")]
     prose = [line for line in header if not line.startswith("lowres ")]
-    if command:
-        out += ["```bash", *command, "```", ""]
+    if command:  # a synopsis ([optional] parts, prose in parentheses): not a shell block
+        out += ["```text", *command, "```", ""]
     if prose:
         out += [" ".join(prose), ""]
     entries = [d for d in defaults if not d.name.endswith("_schema")]
