@@ -14,7 +14,7 @@ in by real fixtures:
   (`method/my_method.yaml`, a copy of `deep_prompt.yaml`; `task/mynli.yaml`, of `pair_tsv.yaml`).
 
 `train` and `sweep` commands are composed with Hydra and validated (`-m` multiruns: every swept
-value); a sweep is also planned. `evaluate` commands are composed and their config is
+value at least once); a sweep is also planned. `evaluate` commands are composed and their config is
 rebuilt from the fixture run as `lowres evaluate` rebuilds it, then validated. `report`,
 `score` and `convert` have their arguments parsed by the real parsers (nothing is written).
 Skipped, because they need a real interrupted run or sweep: `--resume` commands (the list is
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import os
 import re
 import shlex
@@ -157,7 +156,8 @@ def substitute(words: list[str], places: dict[str, Path]) -> list[str]:
 
 
 def expand_multirun(overrides: list[str]) -> list[list[str]]:
-    """A `-m` command's single runs: every combination of the swept values."""
+    """A `-m` command's single runs, so that every swept value is composed at least once:
+    run i takes the i-th value of each swept key (cycling through the shorter lists)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     choices = []
     for override, text in zip(parsed, overrides, strict=True):
@@ -166,7 +166,8 @@ def expand_multirun(overrides: list[str]) -> list[list[str]]:
             choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             choices.append([text])
-    return [list(combination) for combination in itertools.product(*choices)]
+    runs = max(len(values) for values in choices)
+    return [[values[i % len(values)] for values in choices] for i in range(runs)]
 
 
 def check_hydra_command(verb: str, overrides: list[str], places: dict[str, Path]) -> None:
@@ -273,3 +274,12 @@ def test_docs_commands_check_fails_on_a_broken_page(places):
     # the fixture's good commands pass (so the failures above are the broken words')
     for command in commands_in(FIXTURES / "good.md"):
         check_command(command, places)
+
+
+def test_a_multirun_is_checked_at_every_swept_value():
+    runs = expand_multirun(["+task=xquad", "prompt.length=10,20,40", "trainer.seed=1,2"])
+    assert runs == [
+        ["+task=xquad", "prompt.length=10", "trainer.seed=1"],
+        ["+task=xquad", "prompt.length=20", "trainer.seed=2"],
+        ["+task=xquad", "prompt.length=40", "trainer.seed=1"],
+    ]
