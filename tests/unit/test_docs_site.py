@@ -101,3 +101,15 @@ def test_the_hook_points_repository_links_to_the_sites_copy_of_results():
     out = hooks.on_page_markdown(markdown, page, {}, None)
     assert out.startswith("![a](../results/study_me5/main_xquad.png) [b](../results/x.md)")
     assert "| lowres.cli |" in out
+
+
+def test_readme_fits_a_screen_gives_cis_test_command_and_links_the_architecture():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    test_command = next(line for line in ci if line.startswith("python -m pytest"))
+    assert test_command == "python -m pytest -q"
+    assert f"&& {test_command}\n```" in readme  # the README's setup line ends with it
+    assert "](docs/development/architecture.md)" in readme
+    for link in ("docs/getting-started.md", "docs/results/study_me5.md", "docs/reliability.md"):
+        assert f"]({link})" in readme and (REPO / link).is_file()
