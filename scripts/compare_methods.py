@@ -1,7 +1,7 @@
 """Train and evaluate several methods in one setting; print and save a Markdown table.
 
     python scripts/compare_methods.py --methods untrained,full,deep --steps 300 \
-        --out docs/xquad_minilm_300steps.md -- data=local data.root=../shared/data
+        --out docs/results/xquad_minilm_300steps.md -- data=local data.root=../shared/data
 
 Everything after ``--`` is passed to every ``lowres train`` run (the shared setting). Each
 method adds its own overrides (below). Runs go to ``outputs/compare/<method>``; a method

@@ -1,12 +1,14 @@
-"""Tabulate finished run folders side by side, per language, and keep their results in docs/.
+"""Tabulate finished run folders side by side, per language, and keep their results in results/.
 
-    python scripts/runs_table.py --out docs/xquad_me5_1epoch.md --keep docs/xquad_me5_1epoch \
+    python scripts/runs_table.py --out docs/results/xquad_me5_1epoch.md \
+        --keep results/xquad_me5_1epoch \
         me5-small=outputs/xquad/me5-small/<date> minilm=outputs/xquad/minilm/<date>
 
 Each ``LABEL=RUN_DIR`` is one row: train and evaluation time, then the main score (and EM for
 QA) of every language the runs share, their average and the average over the non-source
 languages. ``--keep DIR`` copies each run's metrics.json, overrides.yaml, environment.json and
-predictions/ to ``DIR/LABEL/``, so the table's numbers stay in git after ``outputs/`` is gone;
+predictions/ (gzipped: ``predictions/<lang>.json.gz``) to ``DIR/LABEL/``, so the table's numbers
+stay in git after ``outputs/`` is gone;
 a folder there that already holds metrics.json is read instead of the run folder, so the
 table can be remade from what is committed.
 """
@@ -14,6 +16,7 @@ table can be remade from what is committed.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shutil
 import sys
@@ -73,7 +76,22 @@ def keep(run_dir: Path, kept: Path) -> Path:
         shutil.copyfile(trained, kept / TRAINED)
     if (run_dir / "predictions").is_dir():
         shutil.copytree(run_dir / "predictions", kept / "predictions", dirs_exist_ok=True)
+    compress_predictions(kept)
     return kept
+
+
+def compress_predictions(folder: Path) -> list[Path]:
+    """Gzip every ``predictions/*.json`` under ``folder`` in place (``<lang>.json.gz``).
+
+    Per-question predictions are most of a kept run's bytes and compress about 4x; the same
+    content always gives the same bytes (no timestamp), so git stores a rewrite once."""
+    written = []
+    for path in sorted(folder.rglob("predictions/*.json")):
+        packed = path.with_name(path.name + ".gz")
+        packed.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
+        path.unlink()
+        written.append(packed)
+    return written
 
 
 def _trained_metrics_file(run_dir: Path) -> Path | None:

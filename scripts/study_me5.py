@@ -1,14 +1,14 @@
-"""The me5-small study of the paper's method (docs/study_me5/), resumable from what git holds.
+"""The me5-small study of the paper's method (results/study_me5/), resumable from what git holds.
 
     python scripts/study_me5.py status                 # every step: committed, or still to run
     python scripts/study_me5.py run [STEP ...] [--commit] [--have STEP=RUN_DIR ...]
     python scripts/study_me5.py keep STEP ... [--commit]  # a sweep step's finished runs so far
-    python scripts/study_me5.py report                 # tables and plots from docs/study_me5/
+    python scripts/study_me5.py report                 # tables and plots from results/study_me5/
 
 Each step is one ``lowres train``, ``lowres evaluate`` or ``lowres sweep`` command (``status
 --commands`` prints them). A step runs in ``outputs/study_me5/<step>/``; when it finishes, its
-results (metrics, predictions, training log, overrides; never the weights) are copied to
-``docs/study_me5/runs/<step>/`` and, with ``--commit``, committed. A step whose copy is in
+results (metrics, gzipped predictions, training log, overrides; never the weights) are copied to
+``results/study_me5/runs/<step>/`` and, with ``--commit``, committed. A step whose copy is in
 git counts as done, so a new machine with a fresh clone carries on where the last one stopped.
 A step that needs another one's trained weights (``lowres evaluate checkpoint=``, the k-shot
 sweeps' ``sweep.stage1_from``) finds them in ``outputs/study_me5/``; when that folder is gone
@@ -33,14 +33,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
-from runs_table import keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
+from runs_table import compress_predictions, keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from lowres.errors import LowresError  # noqa: E402
 from lowres.sweeps.plots import REFERENCE_STYLE  # noqa: E402
 from lowres.sweeps.report import write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = Path("docs/study_me5")
+RESULTS = Path("results/study_me5")
 WORK = Path("outputs/study_me5")
 # What a run folder holds that git should not: trained weights, Trainer checkpoints, locks.
 NOT_KEPT = ("checkpoint", "trainer", "teacher", ".lowres.lock", "*.safetensors", "*.bin")
@@ -58,7 +58,7 @@ ALIGN_KINDS = ["mse", "cosine"]  # (b): beside the preset's contrastive loss
 # are rows of their own, for the paper's method and for plain LoRA with the same targets.
 ALL_LINEAR = "adapter.target_modules=[query,key,value,dense]"
 # The steps run before that change pin the preset's first LoRA (query and value), so that
-# their commands still make what docs/ holds.
+# their commands still make what results/ holds.
 FIRST_PRESET = "adapter.layers=attention"
 # How the tables name the rows whose step name alone would mislead.
 LABELS = {
@@ -76,7 +76,7 @@ STAGE2_SOURCES = ",".join(
     f"{m}:'<train-{run}>'" for m, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True)
 )
 STAGE2_EPOCHS = (2, 8)  # passes over the k examples: 2-4 and 8-16 steps at k = 8
-# The candidate the rule chose (docs/study_me5/stage2_en_report/choice.md).
+# The candidate the rule chose (results/study_me5/stage2_en_report/choice.md).
 STAGE2_CHOSEN = "epochs2"
 STAGE2_CANDIDATES = [  # (name, k values, sweep arguments); k = 0 once, with the first
     ("steps40", [0, 8, 32], ["sweep.stage2=['trainer.max_steps=40']"]),
@@ -132,7 +132,8 @@ def steps() -> list[Step]:
     xquad = [*XQUAD_RUN, "trainer.epochs=1"]
     align_targets = f"align.target_languages={_list(TARGETS)}"
     out: list[Step] = []
-    # How the paper's method was chosen: source-language dev only (docs/study_me5/choice.md).
+    # How the paper's method was chosen, on source-language dev only:
+    # docs/results/study_me5_choice.md.
     choice = [
         *xquad,
         "+method=prompt_align",
@@ -236,7 +237,7 @@ def steps() -> list[Step]:
     ]
     for method in ["untrained", *MAIN_METHODS]:
         # 10 epochs: with 2, full fine-tuning and prompt_align both predicted the majority class
-        # everywhere (docs/study_me5/pawsx_2epochs/). untrained keeps its 0 epochs.
+        # everywhere (results/study_me5/pawsx_2epochs/). untrained keeps its 0 epochs.
         extra = [] if method == "untrained" else ["trainer.epochs=10"]
         if method == "prompt_align":
             extra.append(f"align.target_languages={_list(PAWSX[1:])}")
@@ -478,7 +479,7 @@ def steps() -> list[Step]:
 
 # -- where things are ----------------------------------------------------------------------
 def kept(step: Step) -> Path:
-    return DOCS / "runs" / step.name
+    return RESULTS / "runs" / step.name
 
 
 def finished_runs(record: Path) -> tuple[int, int]:
@@ -548,9 +549,10 @@ def _not_kept(folder: str, names: list[str]) -> set[str]:
 
 
 def keep_step(step: Step, run_dir: Path) -> None:
-    """Copy a finished step's results (no weights) to docs/study_me5/runs/<step>/."""
+    """Copy a finished step's results (no weights) to results/study_me5/runs/<step>/."""
     if step.verb == "sweep":
         shutil.copytree(run_dir, kept(step), dirs_exist_ok=True, ignore=_not_kept)
+        compress_predictions(kept(step))
         return
     keep(run_dir, kept(step))
     # The loss curves; not data_split.json, whose 9k source ids the command rebuilds.
@@ -648,7 +650,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("LOWRES_DATA", "../shared/data"))
     sub = parser.add_subparsers(dest="verb", required=True)
-    status = sub.add_parser("status", help="every step and whether its results are in docs/")
+    status = sub.add_parser("status", help="every step and whether its results are in results/")
     status.add_argument("--commands", action="store_true", help="print each step's command")
     run = sub.add_parser("run", help="run the steps not done yet (all, or those named)")
     run.add_argument("steps", nargs="*")
@@ -657,7 +659,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_parser = sub.add_parser("keep", help="keep a sweep step's finished runs so far")
     keep_parser.add_argument("steps", nargs="+")
     keep_parser.add_argument("--commit", action="store_true", help="git commit what is kept")
-    sub.add_parser("report", help="the tables and plots of docs/study_me5/")
+    sub.add_parser("report", help="the tables and plots of results/study_me5/")
     args = parser.parse_args(argv)
     os.chdir(REPO)
     verbs = {"status": cmd_status, "run": cmd_run, "keep": cmd_keep, "report": cmd_report}
@@ -666,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # -- report ----------------------------------------------------------------------------------
 def _metrics(name: str) -> dict | None:
-    path = DOCS / "runs" / name / "metrics.json"
+    path = RESULTS / "runs" / name / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -826,10 +828,10 @@ def cmd_report(args) -> None:
             table += f"\nMajority class (always predicting the larger class): {cells}.\n"
         sections.append(f"### {title}\n\n{table}")
         if len(found) > 1:
-            figure = DOCS / f"main_{task}.png"
+            figure = RESULTS / f"main_{task}.png"
             plot_main(found, languages, key, title.split(",")[0], figure, majority)
             sections.append(f"![{title}]({figure.name})\n")
-    (DOCS / "main_tables.md").write_text("\n".join(sections))
+    (RESULTS / "main_tables.md").write_text("\n".join(sections))
     # (b), (c) and (e) run one grid value or language per step; one report per part pools its
     # steps. (e) is read beside (c): the same prompt_align runs (same seeds, same k-shot
     # samples) without self-training.
@@ -845,7 +847,9 @@ def cmd_report(args) -> None:
             ("prompt_align", ""),
             ("prompt_align adapter.layers=all_linear", "-all_linear"),
         )
-        if any((DOCS / "runs" / f"pseudo-{lang}{suffix}").is_dir() for lang in FEW_SHOT_LANGUAGES)
+        if any(
+            (RESULTS / "runs" / f"pseudo-{lang}{suffix}").is_dir() for lang in FEW_SHOT_LANGUAGES
+        )
     ]
 
     # Each stage-2 protocol's paper's-method rows against full fine-tuning's (and, under the
@@ -869,7 +873,7 @@ def cmd_report(args) -> None:
         ]
         for method in STAGE2_METHODS
     }
-    ran = [m for m in STAGE2_METHODS if any((DOCS / "runs" / n).is_dir() for n in taught[m])]
+    ran = [m for m in STAGE2_METHODS if any((RESULTS / "runs" / n).is_dir() for n in taught[m])]
     taught_pairs = [
         (stage2_label(m, STAGE2_CHOSEN, pseudo=True), stage2_label(m, STAGE2_CHOSEN)) for m in ran
     ]
@@ -883,7 +887,7 @@ def cmd_report(args) -> None:
     english_pairs = [(stage2_label(paper, c), stage2_label("full", c)) for c in candidates]
     baselines = [stage2_label("full", STAGE2_CHOSEN)]
     for suffix, layers in (("-lora", ""), ("-lora_all_linear", "all_linear")):
-        if any((DOCS / "runs" / name).is_dir() for name in targets if name.endswith(suffix)):
+        if any((RESULTS / "runs" / name).is_dir() for name in targets if name.endswith(suffix)):
             baselines.append(stage2_label("lora", STAGE2_CHOSEN, layers=layers))
     chosen_pairs = [(stage2_label(paper, STAGE2_CHOSEN), b) for b in baselines]
     all_linear = stage2_label("lora", STAGE2_CHOSEN, layers="all_linear")
@@ -899,20 +903,23 @@ def cmd_report(args) -> None:
         ("pseudo", [*fewshot, *pseudo], with_and_without),
     )
     for name, names, compare in pools:
-        folders = [DOCS / "runs" / n for n in names if (DOCS / "runs" / n / "sweep.json").is_file()]
+        folders = [
+            RESULTS / "runs" / n for n in names if (RESULTS / "runs" / n / "sweep.json").is_file()
+        ]
         if not any(folder.name.startswith(name.replace("_", "-")) for folder in folders):
             continue  # none of this part's own steps has run yet
         try:
-            write_report(folders, DOCS / f"{name}_report", compare)
+            write_report(folders, RESULTS / f"{name}_report", compare)
         except LowresError as err:
             print(f"{name}: {err}")
-    report = DOCS / "stage2_en_report"
+    report = RESULTS / "stage2_en_report"
     chosen = stage2_choice(report / "report.json", report / "choice.md")
     if chosen:
         print(f"study: stage-2 protocol on English: {chosen} (stage2_en_report/choice.md)")
     pooled = ", ".join(f"{name}_report/" for name, _, _ in pools)
     print(
-        f"study: tables in {DOCS / 'main_tables.md'}; (b), (c) and (e) pooled in {DOCS}/: {pooled}"
+        f"study: tables in {RESULTS / 'main_tables.md'}; "
+        f"(b), (c) and (e) pooled in {RESULTS}/: {pooled}"
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -118,7 +120,13 @@ def test_compare_methods_marks_a_train_time_that_misses_an_earlier_segment():
 
 
 def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
-    run = REPO / "docs/speed_minilm_256/full-256-longest-bf16"
+    committed = REPO / "results/speed_minilm_256/full-256-longest-bf16"
+    # The run folder as lowres wrote it: predictions as plain JSON.
+    run = tmp_path / "run"
+    shutil.copytree(committed, run)
+    for packed in (run / "predictions").glob("*.json.gz"):
+        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
     metrics = json.loads((run / "metrics.json").read_text())
     kept, table = tmp_path / "kept", tmp_path / "table.md"
     result = run_script(
@@ -136,8 +144,13 @@ def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
     )
     assert row in table.read_text()
     assert "trainer.precision=bf16" in table.read_text()
-    for name in ("metrics.json", "overrides.yaml", "predictions/en.json"):
+    for name in ("metrics.json", "overrides.yaml"):
         assert (kept / "bf16" / name).read_bytes() == (run / name).read_bytes()
+    # Predictions are kept gzipped, without a timestamp: the committed bytes come out again.
+    packed = (kept / "bf16" / "predictions/en.json.gz").read_bytes()
+    assert gzip.decompress(packed) == (run / "predictions/en.json").read_bytes()
+    assert packed == (committed / "predictions/en.json.gz").read_bytes()
+    assert not (kept / "bf16" / "predictions/en.json").exists()
     # Once kept, the table is remade from the copy alone.
     again = run_script("scripts/runs_table.py", "--keep", str(kept), f"bf16={tmp_path / 'gone'}")
     assert again.returncode == 0 and row in again.stdout
@@ -146,7 +159,7 @@ def test_runs_table_tabulates_runs_and_keeps_their_results(tmp_path):
 
 
 def test_runs_table_takes_an_evaluate_folders_training_time_from_its_checkpoint():
-    kept = REPO / "docs/xquad_me5_1epoch/minilm"  # a kept `lowres evaluate` folder
+    kept = REPO / "results/xquad_me5_1epoch/minilm"  # a kept `lowres evaluate` folder
     trained = json.loads((kept / "checkpoint_metrics.json").read_text())
     scored = json.loads((kept / "metrics.json").read_text())
     result = run_script("scripts/runs_table.py", f"minilm={kept}")

@@ -1,4 +1,4 @@
-"""scripts/study_me5.py: every step's command composes; steps resume from what docs/ holds."""
+"""scripts/study_me5.py: every step's command composes; steps resume from what results/ holds."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_every_step_composes_and_validates(step, tmp_path):
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     """The study's folders in tmp_path; running a step writes a finished run folder."""
-    monkeypatch.setattr(study_me5, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(study_me5, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(study_me5, "WORK", tmp_path / "outputs")
     monkeypatch.setattr(study_me5, "REPO", tmp_path)
     ran: list[tuple[str, list[str]]] = []
@@ -116,7 +116,7 @@ def study(tmp_path, monkeypatch):
 
 def test_a_finished_step_is_kept_without_weights_and_not_run_again(study):
     study_me5.main(["run", "choice-upper3"])
-    kept = study_me5.DOCS / "runs" / "choice-upper3"
+    kept = study_me5.RESULTS / "runs" / "choice-upper3"
     assert sorted(p.name for p in kept.iterdir()) == [
         "metrics.json",
         "predictions",
@@ -131,7 +131,7 @@ def test_a_step_whose_weights_are_gone_trains_them_again_first(study):
     assert [name for name, _ in study] == ["train-full", "xquad-full"]
     evaluate = study[1][1]
     assert f"checkpoint={study_me5.WORK / 'train-full'}" in evaluate
-    # A new machine: docs/ came with git, outputs/ did not.
+    # A new machine: results/ came with git, outputs/ did not.
     for folder in (study_me5.WORK / "train-full", study_me5.WORK / "xquad-full"):
         for path in sorted(folder.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
@@ -140,7 +140,7 @@ def test_a_step_whose_weights_are_gone_trains_them_again_first(study):
     study_me5.main(["run", "mlqa-full"])
     assert [name for name, _ in study] == ["train-full", "mlqa-full"]
     # train-full's committed results stay those of its first run.
-    kept = json.loads((study_me5.DOCS / "runs" / "train-full" / "metrics.json").read_text())
+    kept = json.loads((study_me5.RESULTS / "runs" / "train-full" / "metrics.json").read_text())
     assert kept["per_language"]["en"]["f1"] == 1
 
 
@@ -149,7 +149,7 @@ def test_have_adopts_a_finished_run_and_refuses_a_folder_without_weights(study, 
     study_me5.main(["run", "--have", f"train-full={elsewhere}", "xquad-full"])
     assert [name for name, _ in study] == ["xquad-full"]
     assert f"checkpoint={elsewhere}" in study[0][1]
-    kept = json.loads((study_me5.DOCS / "runs" / "train-full" / "metrics.json").read_text())
+    kept = json.loads((study_me5.RESULTS / "runs" / "train-full" / "metrics.json").read_text())
     assert kept["per_language"]["en"]["f1"] == 70.1
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="expected STEP=RUN_DIR"):
@@ -162,7 +162,7 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     languages = study_me5.XQUAD
 
     def write(name: str, f1: float, trainable: int, seconds: float) -> None:
-        folder = study_me5.DOCS / "runs" / name
+        folder = study_me5.RESULTS / "runs" / name
         folder.mkdir(parents=True)
         metrics = {
             "per_language": {
@@ -179,7 +179,7 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     write("xquad-full", 50.0, 1000, 0.0)
     write("xquad-untrained", 5.0, 1000, 0.0)
     study_me5.main(["report"])
-    tables = (study_me5.DOCS / "main_tables.md").read_text()
+    tables = (study_me5.RESULTS / "main_tables.md").read_text()
     full = next(line for line in tables.splitlines() if line.startswith("| full |"))
     cells = [c.strip() for c in full.strip("|").split("|")]
     assert cells[:5] == ["full", "100.00", "2975", "1015", "50.0 / 25.0"]  # ar comes first
@@ -189,13 +189,13 @@ def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
     assert "| prompt_align (LoRA on every linear layer) | (not run yet) |" in tables
     pawsx = tables.split("### PAWS-X")[1]
     assert "| bitfit |" in pawsx and "every linear" not in pawsx  # PAWS-X: one row a preset
-    assert (study_me5.DOCS / "main_xquad.png").stat().st_size > 10_000
-    assert not (study_me5.DOCS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
+    assert (study_me5.RESULTS / "main_xquad.png").stat().st_size > 10_000
+    assert not (study_me5.RESULTS / "main_mlqa.png").exists()  # nothing scored on MLQA yet
 
 
 def test_pawsx_table_and_plot_give_the_majority_class(study):
     for name, accuracy in (("pawsx-untrained", 44.0), ("pawsx-lora", 55.0)):
-        folder = study_me5.DOCS / "runs" / name
+        folder = study_me5.RESULTS / "runs" / name
         folder.mkdir(parents=True)
         per = {
             lang: {"accuracy": accuracy + i, "majority_class": 58.0 - i / 10, "n": 950}
@@ -204,7 +204,7 @@ def test_pawsx_table_and_plot_give_the_majority_class(study):
         metrics = {"per_language": per, "trainable_parameters": 10, "total_parameters": 1000}
         (folder / "metrics.json").write_text(json.dumps({**metrics, "train_runtime_s": 368.0}))
     study_me5.main(["report"])
-    pawsx = (study_me5.DOCS / "main_tables.md").read_text().split("### PAWS-X")[1]
+    pawsx = (study_me5.RESULTS / "main_tables.md").read_text().split("### PAWS-X")[1]
     assert "Majority class (always predicting the larger class): en 58.0, de 57.9," in pawsx
     lora = next(line for line in pawsx.splitlines() if line.startswith("| lora |"))
     assert [c.strip() for c in lora.strip("|").split("|")][:5] == [
@@ -214,7 +214,7 @@ def test_pawsx_table_and_plot_give_the_majority_class(study):
         "950",
         "55.0",
     ]
-    assert (study_me5.DOCS / "main_pawsx.png").stat().st_size > 10_000
+    assert (study_me5.RESULTS / "main_pawsx.png").stat().st_size > 10_000
 
 
 def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(study, monkeypatch):
@@ -227,7 +227,7 @@ def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(st
     ]
     (sweep_dir / "sweep.json").write_text(json.dumps({"runs": runs}))
     study_me5.main(["keep", "fewshot-de"])
-    kept = study_me5.DOCS / "runs" / "fewshot-de"
+    kept = study_me5.RESULTS / "runs" / "fewshot-de"
     assert (kept / "runs" / "full" / "k8_de_seed1" / "metrics.json").is_file()
     assert not (kept / "runs" / "full" / "k8_de_seed1" / "checkpoint").exists()
     by_name = {s.name: s for s in study_me5.steps()}
@@ -251,7 +251,7 @@ def fake_sweep_step(
 ) -> None:
     """A kept sweep step: one finished run per (method, grid, k, language, seed, score), with
     pseudo data of kind ``pseudo``."""
-    folder = study_me5.DOCS / "runs" / step
+    folder = study_me5.RESULTS / "runs" / step
     two_stage = step.startswith(("fewshot", "pseudo", "stage2"))
     runs, schedule = [], "two_stage" if two_stage else "joint"
     for method, grid, k, lang, seed, score in cells:
@@ -287,13 +287,13 @@ def test_report_pools_the_per_language_few_shot_steps(study):
     now = {"adapter.layers": "all_linear"}
     fake_sweep_step("fewshot-de-all_linear", [("prompt_align", now, 8, "de", 1, 50.0)])
     study_me5.main(["report"])
-    pooled = json.loads((study_me5.DOCS / "fewshot_report" / "report.json").read_text())
+    pooled = json.loads((study_me5.RESULTS / "fewshot_report" / "report.json").read_text())
     rows = {(r["method"], r["language"]): r["mean"] for r in pooled["rows"]}
     assert rows["prompt_align adapter.layers=all_linear (two-stage)", "de"] == 50.0
     assert rows["prompt_align (two-stage)", "de"] == 43.5
     assert rows["prompt_align (two-stage)", "zh"] == 33.5
     assert rows["full (two-stage)", "avg"] == 36.5  # (41.5 + 31.5) / 2
-    assert not (study_me5.DOCS / "pseudo_report").exists()  # (e) has not run: no comparison
+    assert not (study_me5.RESULTS / "pseudo_report").exists()  # (e) has not run: no comparison
 
 
 def test_report_pools_the_alignment_steps_into_score_against_lambda_and_kind(study):
@@ -315,11 +315,11 @@ def test_report_pools_the_alignment_steps_into_score_against_lambda_and_kind(stu
         ],
     )
     study_me5.main(["report"])
-    by_weight = json.loads((study_me5.DOCS / "align_weight_report" / "report.json").read_text())
+    by_weight = json.loads((study_me5.RESULTS / "align_weight_report" / "report.json").read_text())
     line = [(r["value"], r["mean"]) for r in by_weight["swept"] if r["language"] == "avg"]
     assert line == [(0, 42.0), (0.05, 42.5), (0.2, 44.0), (1.0, 52.0)]
-    assert (study_me5.DOCS / "align_weight_report" / "xquad_score_vs_align_weight.png").is_file()
-    by_kind = json.loads((study_me5.DOCS / "align_kind_report" / "report.json").read_text())
+    assert (study_me5.RESULTS / "align_weight_report" / "xquad_score_vs_align_weight.png").is_file()
+    by_kind = json.loads((study_me5.RESULTS / "align_kind_report" / "report.json").read_text())
     rows = {r["method"]: r["mean"] for r in by_kind["rows"] if r["language"] == "avg"}
     assert rows == {
         "prompt_align align.weight=0.2": 44.0,  # the preset's contrastive loss
@@ -342,13 +342,13 @@ def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
         fake_sweep_step(f"stage2-en-{name}", cells)
         if name == "steps40":  # one candidate alone chooses nothing yet
             study_me5.main(["report"])
-            assert not (study_me5.DOCS / "stage2_en_report" / "choice.md").exists()
+            assert not (study_me5.RESULTS / "stage2_en_report" / "choice.md").exists()
     study_me5.main(["report"])
-    choice = (study_me5.DOCS / "stage2_en_report" / "choice.md").read_text()
+    choice = (study_me5.RESULTS / "stage2_en_report" / "choice.md").read_text()
     assert "Chosen: **epochs8**." in choice
     assert "| epochs2 | 56.0 | 56.0 | 50.0 | 50.0 | 53.0 |" in choice
     assert "| **epochs8** | 51.0 | 51.0 | 58.0 | 58.0 | **54.5** |" in choice
-    pooled = json.loads((study_me5.DOCS / "stage2_en_report" / "report.json").read_text())
+    pooled = json.loads((study_me5.RESULTS / "stage2_en_report" / "report.json").read_text())
     means = {r["method"]: r["mean"] for r in pooled["rows"] if r["language"] == "en"}
     assert means["full trainer.epochs=2 (two-stage)"] == 56.0
     assert means["prompt_align trainer.epochs=8 (two-stage)"] == 58.0
@@ -356,7 +356,7 @@ def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
 
 
 def test_the_target_language_steps_run_the_protocol_the_committed_choice_names():
-    committed = Path(__file__).resolve().parents[2] / "docs/study_me5/stage2_en_report/choice.md"
+    committed = Path(__file__).resolve().parents[2] / "results/study_me5/stage2_en_report/choice.md"
     assert f"Chosen: **{study_me5.STAGE2_CHOSEN}**." in committed.read_text()
     targets = [s.name for s in study_me5.steps() if s.name.startswith("stage2-")]
     chosen = study_me5.STAGE2_CHOSEN
@@ -391,7 +391,7 @@ def test_report_sets_self_training_against_the_same_runs_without_under_the_chose
         pseudo="self_train",
     )
     study_me5.main(["report"])
-    pooled = json.loads((study_me5.DOCS / "stage2_pseudo_report" / "report.json").read_text())
+    pooled = json.loads((study_me5.RESULTS / "stage2_pseudo_report" / "report.json").read_text())
     gains = {(c["a"], c["b"]): c for c in pooled["comparisons"] if c["language"] == "de"}
     with_ = study_me5.stage2_label("prompt_align", study_me5.STAGE2_CHOSEN, pseudo=True)
     without = study_me5.stage2_label("prompt_align", study_me5.STAGE2_CHOSEN)
@@ -404,7 +404,7 @@ def test_report_sets_self_training_against_the_same_runs_without_under_the_chose
         pseudo="self_train",
     )
     study_me5.main(["report"])
-    pooled = json.loads((study_me5.DOCS / "stage2_pseudo_report" / "report.json").read_text())
+    pooled = json.loads((study_me5.RESULTS / "stage2_pseudo_report" / "report.json").read_text())
     gains = {(c["a"], c["b"]): c["mean_difference"] for c in pooled["comparisons"]}
     full_with = study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN, pseudo=True)
     assert gains[full_with, study_me5.stage2_label("full", study_me5.STAGE2_CHOSEN)] == 3.0
@@ -438,7 +438,7 @@ def test_report_sets_the_paper_method_against_each_stage2_baseline_that_ran(stud
         [("lora", all_linear, k, "de", seed, 47.0 + seed) for k in (8, 128) for seed in (1, 2, 3)],
     )
     study_me5.main(["report"])
-    pooled = json.loads((study_me5.DOCS / "stage2_report" / "report.json").read_text())
+    pooled = json.loads((study_me5.RESULTS / "stage2_report" / "report.json").read_text())
     paper = study_me5.stage2_label("prompt_align", chosen)
     lora = study_me5.stage2_label("lora", chosen, layers="all_linear")
     assert (
