@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from peft import TaskType, get_peft_model
 
+from lowres.methods.adapters import adapter_prefix
+
 PEFT_DIR = "peft"
 # The PEFT model class PeftModel.from_pretrained picks for each task. Extractive QA stays the
 # plain PeftModel, which hands every input to the model: PeftModelForQuestionAnswering (PEFT
@@ -58,15 +60,19 @@ def peft_blocker(prompted) -> str | None:
         )
     model = prompted.model
     backbone = getattr(model, "base_model_prefix", "")
+    config = getattr(model, "peft_config", {}).get("default")
+    part = adapter_prefix(config) if config is not None else None
+    tuner = "LoRA" if config is None or config.peft_type == "LORA" else config.peft_type.value
     others = [
         name
         for name, p in model.named_parameters()
-        if p.requires_grad and "lora_" not in name and name.split(".", 1)[0] == backbone
+        if p.requires_grad and not (part and part in name) and name.split(".", 1)[0] == backbone
     ]
     if others:
         return (
-            f"backbone weights outside LoRA train too ({len(others)} tensors, e.g. {others[0]}), "
-            "which a PEFT LoRA adapter does not hold; use freeze=backbone with adapter=lora"
+            f"backbone weights outside {tuner} train too ({len(others)} tensors, e.g. "
+            f"{others[0]}), which a PEFT adapter does not hold; use freeze=backbone with an "
+            "adapter (adapter=lora)"
         )
     return None
 

@@ -7,8 +7,8 @@ A task on files in a known format needs no code: a YAML file with ``reader: squa
 from __future__ import annotations
 
 from lowres.errors import ConfigError
+from lowres.registry import READERS
 from lowres.tasks.base import DataSettings, Split, Task
-from lowres.tasks.files import READERS
 from lowres.tasks.mlqa import MLQATask
 from lowres.tasks.pawsx import PAWSXTask
 from lowres.tasks.xquad import XQuADTask
@@ -23,12 +23,7 @@ TASKS: dict[str, type[Task]] = {
 def create_task(name: str, settings: DataSettings, **params) -> Task:
     reader = params.get("reader", "")
     if reader:
-        if reader not in READERS:
-            raise ConfigError(
-                f"task.reader={reader!r} is unknown; expected one of {', '.join(READERS)}, or "
-                "empty for a built-in task."
-            )
-        return READERS[reader](settings, name=name, **params)
+        return READERS.load(reader)(settings, name=name, **params)
     if name not in TASKS:
         raise ConfigError(
             f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS))}, or a task "
@@ -37,4 +32,4 @@ def create_task(name: str, settings: DataSettings, **params) -> Task:
     return TASKS[name](settings, **params)
 
 
-__all__ = ["READERS", "TASKS", "DataSettings", "Split", "Task", "create_task"]
+__all__ = ["TASKS", "DataSettings", "Split", "Task", "create_task"]
