@@ -85,6 +85,9 @@ class Registry:
             "or see docs/guides/extending.md."
         )
 
+    def __getitem__(self, name: str) -> Any:
+        return self.load(name)
+
     def default(self) -> str:
         return next(iter(self.builtins))
 
@@ -180,5 +183,30 @@ METRICS = Registry(
         "squad": "lowres.metrics:SQUAD_V1",
         "mlqa": "lowres.metrics:MLQA_V1",
         "accuracy": "lowres.metrics:ACCURACY",
+    },
+)
+
+LOADERS = Registry(
+    group="loader",
+    key="backbone.loader",
+    contract="backbone loader: a function (*, name, path, architecture, trust) -> the folder "
+    "or Hub id from_pretrained loads",
+    builtins={
+        "hub": "lowres.backbones:hub_source",
+        "tiny": "lowres.backbones:tiny_source",
+        "packaged": "lowres.backbones:packaged_source",
+        "converted": "lowres.backbones:converted_source",
+        "local": "lowres.backbones:local_source",
+    },
+)
+
+TASKS = Registry(
+    group="task",
+    key="task.name",
+    contract="task: a lowres.tasks.base.Task subclass",
+    builtins={
+        "xquad": "lowres.tasks.xquad:XQuADTask",
+        "mlqa": "lowres.tasks.mlqa:MLQATask",
+        "pawsx": "lowres.tasks.pawsx:PAWSXTask",
     },
 )

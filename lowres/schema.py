@@ -20,6 +20,7 @@ from lowres.registry import (
     ADAPTERS,
     ALIGNMENT_LOSSES,
     FREEZING_STRATEGIES,
+    LOADERS,
     METRICS,
     POOLINGS,
     READERS,
@@ -282,7 +283,6 @@ def check_override_keys(overrides: list[str]) -> None:
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
-LOADERS = ("tiny", "packaged", "converted", "hub", "local")
 DTYPES = ("float32", "bfloat16", "float16")
 TASK_KINDS = ("extractive_qa", "classification")
 DEVICES = ("auto", "cpu", "cuda")
@@ -312,7 +312,7 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
     FREEZING_STRATEGIES.check(cfg.freeze.strategy)
-    _choice("backbone.loader", cfg.backbone.loader, LOADERS)
+    LOADERS.check(cfg.backbone.loader)
     _check_backbone_source(cfg.backbone)
     _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder", "auto"))
     _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
