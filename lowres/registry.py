@@ -210,3 +210,15 @@ TASKS = Registry(
         "pawsx": "lowres.tasks.pawsx:PAWSXTask",
     },
 )
+
+PSEUDO_KINDS = Registry(
+    group="pseudo",
+    key="pseudo.kind",
+    contract="pseudo-data kind: a function (task, target_languages, real_records, **options) "
+    "-> lowres.recipes.pseudo.PseudoData or None",
+    builtins={
+        "none": "lowres.recipes.pseudo:no_pseudo_data",
+        "self_train": "lowres.recipes.pseudo:self_train_data",
+        "translate_train": "lowres.recipes.pseudo:translate_train_data",
+    },
+)

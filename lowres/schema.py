@@ -23,6 +23,7 @@ from lowres.registry import (
     LOADERS,
     METRICS,
     POOLINGS,
+    PSEUDO_KINDS,
     READERS,
 )
 
@@ -289,7 +290,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
 LORA_LAYERS = ("attention", "all_linear")
-PSEUDO_KINDS = ("none", "self_train", "translate_train")
 REPORT_TO = ("none", "tensorboard")
 # No target-language option on purpose: choosing checkpoints on target data that is also
 # the test set inflates few-shot results.
@@ -406,7 +406,7 @@ def validate(cfg: Any) -> None:
         _check_reader(cfg.task, cfg.data)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
-        _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)
+        PSEUDO_KINDS.check(pseudo.kind)
         if not 0.0 <= pseudo.threshold <= 1.0:
             raise ConfigError(
                 f"pseudo.threshold={pseudo.threshold} is out of range; it is a probability, "
