@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from peft import PEFT_TYPE_TO_CONFIG_MAPPING, IA3Config, LoraConfig, PeftConfig
+from peft import (
+    PEFT_TYPE_TO_CONFIG_MAPPING,
+    IA3Config,
+    LoraConfig,
+    PeftConfig,
+    PeftType,
+    PromptLearningConfig,
+)
 from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
 
 from lowres.errors import ConfigError
@@ -103,15 +110,27 @@ class AnyPeft(PeftAdapter):
     """Any tuner PEFT injects into a model, by ``adapter.peft_type`` (LOHA, LOKR, VERA, ...)."""
 
     def config_class(self, adapter: AdapterConfig) -> type[PeftConfig]:
+        injectable = injectable_peft_types()
         name = adapter.peft_type.upper()
-        if name not in PEFT_TYPE_TO_CONFIG_MAPPING or name not in PEFT_TYPE_TO_PREFIX_MAPPING:
-            known = sorted(set(PEFT_TYPE_TO_CONFIG_MAPPING) & set(PEFT_TYPE_TO_PREFIX_MAPPING))
+        if name not in injectable:
             raise ConfigError(
                 f"adapter.kind=peft needs adapter.peft_type, a PEFT tuner that adds weights "
                 f"inside the model; got {adapter.peft_type!r}, expected one of "
-                f"{', '.join(known)}."
+                f"{', '.join(injectable)}. (PEFT's prompt-learning methods add virtual "
+                "tokens instead; lowres's own soft prompts are prompt=input and prompt=deep.)"
             )
         return PEFT_TYPE_TO_CONFIG_MAPPING[name]
+
+
+def injectable_peft_types() -> list[str]:
+    """PEFT tuners that inject weights into the model's own modules (not virtual tokens)."""
+    return sorted(
+        str(peft_type.value)
+        for peft_type, config_class in PEFT_TYPE_TO_CONFIG_MAPPING.items()
+        if peft_type in PEFT_TYPE_TO_PREFIX_MAPPING
+        and not issubclass(config_class, PromptLearningConfig)
+        and peft_type != PeftType.ADAPTION_PROMPT
+    )
 
 
 NO_ADAPTER = NoAdapter()
