@@ -1,18 +1,19 @@
-"""A LoRA run's trained state as a PEFT adapter folder (``PeftModel.from_pretrained`` loads it).
+"""A PEFT adapter run's trained state as a PEFT folder (``PeftModel.from_pretrained`` loads it).
 
-lowres injects LoRA into the backbone in place (:func:`lowres.methods.build.inject_lora`) and
-saves only what trained in its own format. PEFT users expect a ``save_pretrained`` folder:
+lowres injects the adapter (LoRA, DoRA, IA3, any tuner of :mod:`lowres.methods.adapters`) into
+the backbone in place (:func:`lowres.methods.build.inject_adapter`) and saves only what trained
+in its own format. PEFT users expect a ``save_pretrained`` folder:
 ``adapter_config.json`` + ``adapter_model.safetensors``, with the trained task head saved as
 one of the config's ``modules_to_save``. The folder is made by PEFT itself: a pristine copy
-of the backbone is wrapped with ``get_peft_model`` under the same LoRA settings, the trained
-values are copied in, and ``save_pretrained`` writes it, so the format is whatever the
-installed PEFT reads back.
+of the backbone is wrapped with ``get_peft_model`` under the same adapter settings, the
+trained values are copied in, and ``save_pretrained`` writes it, so the format is whatever
+the installed PEFT reads back.
 
-Only LoRA plus the task head has a PEFT equivalent. A soft prompt after [CLS] (PEFT's prompt
-tuning puts its virtual tokens before the whole input and has no [CLS]-relative position,
-nor lowres's cutting of the prompt's span logits) and deep injection (hidden states
+Only the adapter plus the task head has a PEFT equivalent. A soft prompt after [CLS] (PEFT's
+prompt tuning puts its virtual tokens before the whole input and has no [CLS]-relative
+position, nor lowres's cutting of the prompt's span logits) and deep injection (hidden states
 overwritten before chosen layers; PEFT's prefix tuning adds keys and values instead, a
-different function) cannot be expressed, nor can backbone weights trained outside LoRA
+different function) cannot be expressed, nor can backbone weights trained outside the adapter
 (freeze=none, lower_k, bitfit). Such runs get no folder, and :func:`peft_blocker` says why.
 """
 
