@@ -43,6 +43,7 @@ from transformers.models.auto.modeling_auto import (
 
 from lowres.convert import CONVERTERS
 from lowres.errors import ConfigError, HubError, LowresError
+from lowres.registry import LOADERS
 from lowres.tiny_models import tiny_backbone_dir
 
 HEADS = {
@@ -78,16 +79,8 @@ def load_backbone(
     the task head. Their tokenizer pads on the left, so batched generation appends to aligned
     ends, and gets the EOS token as padding when it has no pad token (Llama 3.2).
     """
-    if loader == "tiny":
-        source = tiny_backbone_dir(architecture)
-    elif loader == "packaged":
-        source = _packaged_path(name, path)
-    elif loader == "converted":
-        source = _converted_path(name, path)
-    elif loader == "local":
-        source = str(check_model_folder(path, trust_remote_code))
-    else:  # hub (lowres.schema.validate checked the loader)
-        source = path
+    find = LOADERS.load(loader)
+    source = str(find(name=name, path=path, architecture=architecture, trust=trust_remote_code))
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     head_kwargs = {"num_labels": num_labels} if task_kind == "classification" else {}
     head_class = HEADS[task_kind]
@@ -286,6 +279,34 @@ def resolve_local(backbone) -> None:
                 "set backbone.trust_remote_code=true if it ships its own code."
             ) from err
         backbone.family = "decoder" if is_decoder_only(config) else "encoder"
+
+
+# The loaders (lowres.registry.LOADERS): where from_pretrained finds a backbone's files.
+
+
+def tiny_source(*, name: str, path: str, architecture: str, trust: bool) -> str:
+    """Built in-process from a config, with a freshly trained tokenizer (tests)."""
+    return str(tiny_backbone_dir(architecture))
+
+
+def packaged_source(*, name: str, path: str, architecture: str, trust: bool) -> str:
+    """Weights shipped in the Python package ``path``."""
+    return _packaged_path(name, path)
+
+
+def converted_source(*, name: str, path: str, architecture: str, trust: bool) -> str:
+    """Weights converted from another format by the converter ``path``."""
+    return _converted_path(name, path)
+
+
+def local_source(*, name: str, path: str, architecture: str, trust: bool) -> str:
+    """A folder written by ``save_pretrained``."""
+    return str(check_model_folder(path, trust))
+
+
+def hub_source(*, name: str, path: str, architecture: str, trust: bool) -> str:
+    """A Hugging Face Hub model id, as transformers resolves it."""
+    return path
 
 
 def _packaged_path(name: str, package: str) -> str:

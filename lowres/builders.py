@@ -24,8 +24,9 @@ from lowres.backbones import load_backbone_reused, resolve_local
 from lowres.data.pairs import tokenize_pairs
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
-from lowres.methods.build import block_linear_names, build_method, lora_targets_of
+from lowres.methods.build import build_method
 from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
+from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder
 from lowres.schema import (
     AdapterConfig,
@@ -111,14 +112,10 @@ def build_model(
     """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
     loaded = load_backbone_reused(**backbone_arguments(backbone, task, seed))
     adapter = typed(adapter, AdapterConfig)
-    # LoRA's modules differ by architecture (BERT query/value, Llama q_proj/v_proj), so the
-    # backbone supplies the default and adapter.target_modules overrides it; a local folder
-    # (lora_targets: []) has them found in the loaded model, as has adapter.layers=all_linear.
-    if adapter.kind == "lora" and not adapter.target_modules:
-        if adapter.layers == "all_linear":
-            adapter.target_modules = block_linear_names(loaded.model)
-        else:
-            adapter.target_modules = list(backbone.lora_targets or lora_targets_of(loaded.model))
+    if not adapter.target_modules:  # the adapter's default for this backbone, if it has one
+        adapter.target_modules = ADAPTERS.load(adapter.kind).default_targets(
+            adapter, loaded.model, backbone.lora_targets
+        )
     model = build_method(
         loaded.model,
         loaded.tokenizer,
@@ -144,7 +141,7 @@ def build_model(
 def save_peft_adapter(
     backbone: BackboneConfig, task: TaskConfig, seed: int, model, checkpoint_dir: Path
 ) -> dict[str, Any]:
-    """A LoRA run's PEFT folder ``checkpoint/peft`` (:mod:`lowres.methods.peft_export`).
+    """A PEFT adapter run's folder ``checkpoint/peft`` (:mod:`lowres.methods.peft_export`).
 
     Returns the checkpoint manifest's ``peft_adapter`` entry: where the folder is, or why
     the run has none (a soft prompt, or backbone weights trained outside LoRA).

@@ -25,6 +25,7 @@ from rich.text import Text
 from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
 from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
+from lowres.registry import METRICS
 from lowres.runfolder import (
     FolderLock,
     claim_new_folder,
@@ -455,7 +456,7 @@ def _score(argv: list[str]) -> None:
         prog="lowres score",
         description="Score predictions with an official metric; prints one JSON object.",
     )
-    parser.add_argument("--metric", required=True, choices=["squad", "mlqa", "accuracy"])
+    parser.add_argument("--metric", required=True, choices=list(METRICS.builtins))
     parser.add_argument("--lang", help="mlqa: the answer (context) language, e.g. de")
     parser.add_argument("data_file", type=Path, help="SQuAD-format JSON or PAWS-X TSV")
     parser.add_argument("predictions_file", type=Path, help="JSON: id -> answer text or label")

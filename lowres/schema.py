@@ -16,6 +16,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
+from lowres.registry import (
+    ADAPTERS,
+    ALIGNMENT_LOSSES,
+    FREEZING_STRATEGIES,
+    LOADERS,
+    METRICS,
+    POOLINGS,
+    PSEUDO_KINDS,
+    READERS,
+)
 
 
 @dataclass
@@ -94,7 +104,7 @@ class AlignConfig:
 
 @dataclass
 class AdapterConfig:
-    kind: str = "none"  # none | lora
+    kind: str = "none"  # a name in lowres.registry.ADAPTERS: none | lora | ia3 | peft | yours
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
@@ -102,6 +112,8 @@ class AdapterConfig:
     # With target_modules []: attention = backbone.lora_targets (query and value);
     # all_linear = every linear layer inside the transformer blocks, found in the model.
     layers: str = "attention"
+    peft_type: str = ""  # kind=peft: the PEFT tuner (LOHA, LOKR, VERA, ...)
+    options: dict[str, Any] = field(default_factory=dict)  # more of PEFT's config arguments
 
 
 @dataclass
@@ -269,22 +281,15 @@ def check_override_keys(overrides: list[str]) -> None:
             )
 
 
-FREEZE_STRATEGIES = ("none", "backbone", "lower_k", "bitfit", "head_only")
-ALIGN_KINDS = ("mse", "cosine", "contrastive", "kl")
 PROMPT_INITS = ("random", "vocab", "text")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PADDINGS = ("longest", "max_length")
-LOADERS = ("tiny", "packaged", "converted", "hub", "local")
 DTYPES = ("float32", "bfloat16", "float16")
 TASK_KINDS = ("extractive_qa", "classification")
-TASK_READERS = {"squad_files": "extractive_qa", "pair_tsv": "classification"}  # -> task.kind
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("sample", "local", "hub")
 SOURCE_SPLITS = ("train", "dev_minus_xquad", "dev")
-POOLINGS = ("mean", "first")
-ADAPTERS = ("none", "lora")
 LORA_LAYERS = ("attention", "all_linear")
-PSEUDO_KINDS = ("none", "self_train", "translate_train")
 REPORT_TO = ("none", "tensorboard")
 # No target-language option on purpose: choosing checkpoints on target data that is also
 # the test set inflates few-shot results.
@@ -306,8 +311,8 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
 
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
-    _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
-    _choice("backbone.loader", cfg.backbone.loader, LOADERS)
+    FREEZING_STRATEGIES.check(cfg.freeze.strategy)
+    LOADERS.check(cfg.backbone.loader)
     _check_backbone_source(cfg.backbone)
     _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder", "auto"))
     _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
@@ -332,8 +337,8 @@ def validate(cfg: Any) -> None:
             "indices such as prompt.layers=[0,3,5]."
         )
     _at_least("align.weight", cfg.align.weight, 0.0, "Use align.weight=0 to turn it off.")
-    _choice("align.kind", cfg.align.kind, ALIGN_KINDS)
-    _choice("align.pooling", cfg.align.pooling, POOLINGS)
+    ALIGNMENT_LOSSES.check(cfg.align.kind)
+    POOLINGS.check(cfg.align.pooling)
     if not (cfg.align.layers == "last" or _is_int_list(cfg.align.layers)):
         raise ConfigError(
             f"align.layers={cfg.align.layers!r} is not valid; expected last or a list of "
@@ -360,7 +365,7 @@ def validate(cfg: Any) -> None:
         "align.distance_every", cfg.align.distance_every, 0, "Use 0 to measure at the end only."
     )
     _at_least("align.distance_pairs", cfg.align.distance_pairs, 1)
-    _choice("adapter.kind", cfg.adapter.kind, ADAPTERS)
+    ADAPTERS.check(cfg.adapter.kind)
     _choice("adapter.layers", cfg.adapter.layers, LORA_LAYERS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
@@ -397,10 +402,11 @@ def validate(cfg: Any) -> None:
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
+        METRICS.check(cfg.task.metric)
         _check_reader(cfg.task, cfg.data)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
-        _choice("pseudo.kind", pseudo.kind, PSEUDO_KINDS)
+        PSEUDO_KINDS.check(pseudo.kind)
         if not 0.0 <= pseudo.threshold <= 1.0:
             raise ConfigError(
                 f"pseudo.threshold={pseudo.threshold} is out of range; it is a probability, "
@@ -505,11 +511,11 @@ def _check_reader(task: Any, data: Any) -> None:
     reader = task.get("reader", "")
     if not reader:
         return
-    _choice("task.reader", reader, tuple(TASK_READERS))
-    if TASK_READERS[reader] != task.kind:
+    reads = READERS.load(reader).kind  # imports the reader's module: a user's is checked now
+    if reads != task.kind:
         raise ConfigError(
-            f"task.reader={reader} reads {TASK_READERS[reader]} data, but task.kind="
-            f"{task.kind}; set task.kind={TASK_READERS[reader]}."
+            f"task.reader={reader} reads {reads} data, but task.kind={task.kind}; set "
+            f"task.kind={reads}."
         )
     for split in dict.fromkeys(["train", task.split]):
         if not task.files.get(split):

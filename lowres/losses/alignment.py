@@ -15,20 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lowres.errors import ConfigError
+from lowres.registry import ALIGNMENT_LOSSES, POOLINGS
 
-POOLING = ("mean", "first")
+
+def first_pool(hidden_states: Tensor, mask: Tensor) -> Tensor:
+    """The first token's hidden state ([CLS] or <s> on encoders)."""
+    return hidden_states[:, 0]
+
+
+def mean_pool(hidden_states: Tensor, mask: Tensor) -> Tensor:
+    """The mean over the real (mask 1) tokens."""
+    weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+    # A row with no real tokens pools to zeros instead of NaN (0/0).
+    count = weights.sum(dim=1).clamp(min=1.0)
+    return (hidden_states * weights).sum(dim=1) / count
 
 
 def pool(hidden_states: Tensor, mask: Tensor, how: str) -> Tensor:
-    """Pool ``[B, T, H]`` hidden states to ``[B, H]``: masked ``"mean"`` or ``"first"`` token."""
-    if how == "first":
-        return hidden_states[:, 0]
-    if how == "mean":
-        weights = mask.to(hidden_states.dtype).unsqueeze(-1)
-        # A row with no real tokens pools to zeros instead of NaN (0/0).
-        count = weights.sum(dim=1).clamp(min=1.0)
-        return (hidden_states * weights).sum(dim=1) / count
-    raise ValueError(f"pooling {how!r}")  # lowres.schema.validate checked align.pooling
+    """Pool ``[B, T, H]`` hidden states to ``[B, H]`` with the pooling ``how`` (``POOLINGS``)."""
+    return POOLINGS.load(how)(hidden_states, mask)
 
 
 def pool_layers(
@@ -98,24 +103,18 @@ def kl(source: Tensor, target: Tensor, temperature: float = 1.0) -> Tensor:
     return loss * temperature**2
 
 
-ALIGNMENT_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "mse": mse,
-    "cosine": cosine,
-    "contrastive": contrastive,
-    "kl": kl,
-}
-
-
 def _options(fn: Callable[..., Tensor]) -> set[str]:
     return set(inspect.signature(fn).parameters) - {"source", "target"}
 
 
 def alignment_loss(kind: str, source: Tensor, target: Tensor, **kw: float) -> Tensor:
-    """Apply the loss ``kind`` from ``ALIGNMENT_LOSSES``, passing it the options it takes."""
-    fn = ALIGNMENT_LOSSES[kind]
+    """Apply the loss ``kind`` (``lowres.registry.ALIGNMENT_LOSSES``), passing it the options
+    it takes."""
+    fn = ALIGNMENT_LOSSES.load(kind)
     # One config carries options for every loss (align.temperature means nothing to mse), so
     # options another loss takes are dropped; a name no loss takes is a caller bug.
-    unknown = set(kw) - set().union(*map(_options, ALIGNMENT_LOSSES.values()))
+    losses = [fn, *map(ALIGNMENT_LOSSES.load, ALIGNMENT_LOSSES.builtins)]
+    unknown = set(kw) - set().union(*map(_options, losses))
     if unknown:
         raise TypeError(f"unknown alignment loss options: {', '.join(sorted(unknown))}")
     accepted = _options(fn)

@@ -7,13 +7,12 @@ deep prompts are initialised last from the finished model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from peft import LoraConfig, inject_adapter_in_model
+from peft import inject_adapter_in_model
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
 from lowres.errors import ConfigError
+from lowres.methods.adapters import adapter_prefix, check_targets
 from lowres.methods.freezing import (
     apply_decoder_freezing,
     apply_freezing,
@@ -21,6 +20,7 @@ from lowres.methods.freezing import (
     find_layers,
 )
 from lowres.methods.prompt import PromptedCausalLM, PromptedModel, initial_prompt, resolve_layers
+from lowres.registry import ADAPTERS
 from lowres.schema import AdapterConfig, FreezeConfig, PromptConfig
 
 # Attention projections LoRA adapts by default, by module name, for architectures PEFT's own
@@ -72,19 +72,15 @@ def block_linear_names(model) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def inject_lora(model, *, r: int, alpha: int, dropout: float, target_modules: Sequence[str]):
-    """Add LoRA matrices to ``target_modules`` in place (PEFT), without wrapping the model."""
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in target_modules if t not in names]
-    if missing:
-        raise ConfigError(
-            f"adapter.target_modules names {missing}, which this backbone does not have; "
-            f"its linear layers include e.g. {sorted(n for n in names if n)[:12]}."
-        )
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
-    )
-    return inject_adapter_in_model(config, model)
+def inject_adapter(model, adapter: AdapterConfig) -> str | None:
+    """Add ``adapter``'s PEFT weights in place, without wrapping the model; returns the name
+    part of its parameters (``lora_``), None without an adapter."""
+    config = ADAPTERS.load(adapter.kind).peft_config(adapter)
+    if config is None:
+        return None
+    check_targets(model, config.target_modules)
+    inject_adapter_in_model(config, model)
+    return adapter_prefix(config)
 
 
 def build_method(
@@ -100,24 +96,17 @@ def build_method(
 ) -> PromptedModel:
     """The model a method trains: one config object per part, as PEFT takes its configs.
 
-    ``adapter.target_modules`` must already name the backbone's modules (the builder fills
-    in the backbone's default).
+    An empty ``adapter.target_modules`` leaves the choice to PEFT; the builder fills in the
+    backbone's default where the adapter entry has one (LoRA).
     """
-    if adapter.kind == "lora":
-        inject_lora(
-            model,
-            r=adapter.r,
-            alpha=adapter.alpha,
-            dropout=adapter.dropout,
-            target_modules=adapter.target_modules,
-        )
+    adapter_part = inject_adapter(model, adapter)
     if family == "decoder":
         apply_decoder_freezing(model, freeze.strategy, k=freeze.k)
     else:
         apply_freezing(model, freeze.strategy, k=freeze.k)
-    if adapter.kind == "lora":
+    if adapter_part:
         for name, param in model.named_parameters():
-            if "lora_" in name:
+            if adapter_part in name:
                 param.requires_grad_(True)
 
     set_backbone_dropout(model, freeze.dropout)

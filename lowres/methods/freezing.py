@@ -19,6 +19,7 @@ from collections.abc import Callable
 from torch import nn
 
 from lowres.errors import ConfigError
+from lowres.registry import FREEZING_STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -121,34 +122,29 @@ def _lower_k_frozen(model: nn.Module, k: int) -> set[str]:
     return frozen
 
 
-def _none(model: nn.Module, k: int) -> Callable[[str], bool]:
+def freeze_none(model: nn.Module, k: int) -> Callable[[str], bool]:
     return lambda name: True
 
 
-def _head_only(model: nn.Module, k: int) -> Callable[[str], bool]:
+def freeze_head_only(model: nn.Module, k: int) -> Callable[[str], bool]:
     head = head_parameter_names(model)
     return lambda name: name in head
 
 
-def _lower_k(model: nn.Module, k: int) -> Callable[[str], bool]:
+def freeze_lower_k(model: nn.Module, k: int) -> Callable[[str], bool]:
     frozen = _lower_k_frozen(model, k)
     return lambda name: name not in frozen
 
 
-def _bitfit(model: nn.Module, k: int) -> Callable[[str], bool]:
+def freeze_bitfit(model: nn.Module, k: int) -> Callable[[str], bool]:
     head = head_parameter_names(model)
     return lambda name: name in head or name.endswith(".bias") or name == "bias"
 
 
-# Each strategy returns a predicate telling, by parameter name, what is trained; ``k`` is only
-# read by ``lower_k``.
-FREEZING_STRATEGIES: dict[str, Callable[[nn.Module, int], Callable[[str], bool]]] = {
-    "none": _none,
-    "backbone": _head_only,
-    "lower_k": _lower_k,
-    "bitfit": _bitfit,
-    "head_only": _head_only,
-}
+# The strategies (lowres.registry.FREEZING_STRATEGIES) return a predicate telling, by parameter
+# name, what is trained; ``k`` is only read by ``lower_k``. ``backbone`` trains what
+# ``head_only`` trains here (see the module docstring).
+freeze_backbone = freeze_head_only
 
 
 def apply_freezing(
@@ -158,7 +154,7 @@ def apply_freezing(
 
     ``never_train`` names parameters that stay frozen whatever the strategy says.
     """
-    trainable = FREEZING_STRATEGIES[strategy](model, k)
+    trainable = FREEZING_STRATEGIES.load(strategy)(model, k)
     for p, names in _names_by_param(model).items():
         p.requires_grad_(all(trainable(n) and n not in never_train for n in names))
     if strategy != "none":

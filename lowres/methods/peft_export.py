@@ -1,18 +1,19 @@
-"""A LoRA run's trained state as a PEFT adapter folder (``PeftModel.from_pretrained`` loads it).
+"""A PEFT adapter run's trained state as a PEFT folder (``PeftModel.from_pretrained`` loads it).
 
-lowres injects LoRA into the backbone in place (:func:`lowres.methods.build.inject_lora`) and
-saves only what trained in its own format. PEFT users expect a ``save_pretrained`` folder:
+lowres injects the adapter (LoRA, DoRA, IA3, any tuner of :mod:`lowres.methods.adapters`) into
+the backbone in place (:func:`lowres.methods.build.inject_adapter`) and saves only what trained
+in its own format. PEFT users expect a ``save_pretrained`` folder:
 ``adapter_config.json`` + ``adapter_model.safetensors``, with the trained task head saved as
 one of the config's ``modules_to_save``. The folder is made by PEFT itself: a pristine copy
-of the backbone is wrapped with ``get_peft_model`` under the same LoRA settings, the trained
-values are copied in, and ``save_pretrained`` writes it, so the format is whatever the
-installed PEFT reads back.
+of the backbone is wrapped with ``get_peft_model`` under the same adapter settings, the
+trained values are copied in, and ``save_pretrained`` writes it, so the format is whatever
+the installed PEFT reads back.
 
-Only LoRA plus the task head has a PEFT equivalent. A soft prompt after [CLS] (PEFT's prompt
-tuning puts its virtual tokens before the whole input and has no [CLS]-relative position,
-nor lowres's cutting of the prompt's span logits) and deep injection (hidden states
+Only the adapter plus the task head has a PEFT equivalent. A soft prompt after [CLS] (PEFT's
+prompt tuning puts its virtual tokens before the whole input and has no [CLS]-relative
+position, nor lowres's cutting of the prompt's span logits) and deep injection (hidden states
 overwritten before chosen layers; PEFT's prefix tuning adds keys and values instead, a
-different function) cannot be expressed, nor can backbone weights trained outside LoRA
+different function) cannot be expressed, nor can backbone weights trained outside the adapter
 (freeze=none, lower_k, bitfit). Such runs get no folder, and :func:`peft_blocker` says why.
 """
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import torch
 from peft import TaskType, get_peft_model
+
+from lowres.methods.adapters import adapter_prefix
 
 PEFT_DIR = "peft"
 # The PEFT model class PeftModel.from_pretrained picks for each task. Extractive QA stays the
@@ -58,15 +61,19 @@ def peft_blocker(prompted) -> str | None:
         )
     model = prompted.model
     backbone = getattr(model, "base_model_prefix", "")
+    config = getattr(model, "peft_config", {}).get("default")
+    part = adapter_prefix(config) if config is not None else None
+    tuner = "LoRA" if config is None or config.peft_type == "LORA" else config.peft_type.value
     others = [
         name
         for name, p in model.named_parameters()
-        if p.requires_grad and "lora_" not in name and name.split(".", 1)[0] == backbone
+        if p.requires_grad and not (part and part in name) and name.split(".", 1)[0] == backbone
     ]
     if others:
         return (
-            f"backbone weights outside LoRA train too ({len(others)} tensors, e.g. {others[0]}), "
-            "which a PEFT LoRA adapter does not hold; use freeze=backbone with adapter=lora"
+            f"backbone weights outside {tuner} train too ({len(others)} tensors, e.g. "
+            f"{others[0]}), which a PEFT adapter does not hold; use freeze=backbone with an "
+            "adapter (adapter=lora)"
         )
     return None
 

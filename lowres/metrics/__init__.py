@@ -8,39 +8,30 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from lowres.errors import ConfigError
-
-if TYPE_CHECKING:
-    import evaluate
+from lowres.registry import METRICS
 
 _MODULES_DIR = Path(__file__).resolve().parent
-
-METRICS: dict[str, Path] = {
-    "squad": _MODULES_DIR / "squad_v1",
-    "mlqa": _MODULES_DIR / "mlqa_v1",
-    "accuracy": _MODULES_DIR / "accuracy",
-}
-
-
-def metric_path(name: str) -> Path:
-    """The module directory of metric ``name``; ConfigError for an unknown name."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown metric {name!r}; expected one of {', '.join(sorted(METRICS))}"
-        ) from None
+# The built-in entries of lowres.registry.METRICS: evaluate module folders.
+SQUAD_V1 = _MODULES_DIR / "squad_v1"
+MLQA_V1 = _MODULES_DIR / "mlqa_v1"
+ACCURACY = _MODULES_DIR / "accuracy"
 
 
 @functools.cache
-def load_metric(name: str) -> evaluate.EvaluationModule:
-    """Load metric ``name`` from its local module directory (cached per process)."""
-    path = metric_path(name)
+def load_metric(name: str) -> Any:
+    """Metric ``name`` (``METRICS``), ready to ``compute`` (cached per process).
+
+    An entry is an evaluate module folder, loaded from disk, or any object with a
+    ``compute(predictions=..., references=...)`` method, used as it is.
+    """
+    entry = METRICS.load(name)
+    if not isinstance(entry, str | Path):
+        return entry
     # Imported here because evaluate is slow to import and most callers only need scoring.
     import evaluate
 
     # A path to an existing directory never reaches the Hub: evaluate copies the script into
     # its modules cache and imports it. keep_in_memory avoids cache files and their locks.
-    return evaluate.load(str(path), keep_in_memory=True)
+    return evaluate.load(str(entry), keep_in_memory=True)

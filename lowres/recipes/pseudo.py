@@ -38,6 +38,7 @@ from rich.console import Console
 from lowres.builders import build_trainer, restore_run, saved_config
 from lowres.data import pawsx_format, squad_format
 from lowres.errors import ConfigError, DataFormatError
+from lowres.registry import PSEUDO_KINDS
 from lowres.schema import DataConfig, PseudoConfig
 from lowres.tasks import Split, Task
 from lowres.training.progress import RichProgress
@@ -359,52 +360,100 @@ def build(
     files: Any = "",
     args=None,
 ) -> tuple[Split, PseudoData]:
-    """The run's training split with pseudo data added, and what was added.
+    """The run's training split with pseudo data of ``kind`` (``lowres.registry.PSEUDO_KINDS``)
+    added, and what was added.
 
     ``args`` (TrainingArguments) are only needed for self-training, to run the teacher.
     """
-    if kind == "none":
+    targets = [lang for lang in target_languages if lang != source_language]
+    real = real_training(split, mix=mix, source_language=source_language)
+    data = PSEUDO_KINDS.load(kind)(
+        task,
+        targets,
+        real,
+        source_language=source_language,
+        teacher=teacher,
+        threshold=threshold,
+        max_examples=max_examples,
+        files=files,
+        args=args,
+    )
+    if data is None:
         return split, PseudoData()
+    data.mix = mix
+    _announce(data)
+    return dataclasses.replace(split, train=real + data.records), data
+
+
+# The pseudo-data kinds: (task, target languages, the real training records, **options) ->
+# PseudoData, or None for none. Each takes the options it reads by name and ignores the rest.
+
+
+def no_pseudo_data(task: Task, targets: Sequence[str], real: list[dict], **options) -> None:
+    return None
+
+
+def self_train_data(
+    task: Task,
+    targets: Sequence[str],
+    real: list[dict],
+    *,
+    teacher: str,
+    threshold: float,
+    max_examples: int,
+    args,
+    **options,
+) -> PseudoData:
+    _check_supported("self_train", task)
+    if not teacher:
+        raise ConfigError(
+            "pseudo.kind=self_train needs pseudo.teacher, the folder of a finished "
+            "source-trained `lowres train` run, e.g. "
+            "pseudo.teacher=outputs/pawsx/me5-small/<date>."
+        )
+    if task.settings.pool_fraction <= 0 or not targets:
+        raise ConfigError(
+            "pseudo.kind=self_train labels the target-language pool, but "
+            f"data.pool_fraction={task.settings.pool_fraction} and target languages "
+            f"{list(targets) or 'none'} leave it empty. Set data.pool_fraction (e.g. 0.5) and "
+            "put target languages in data.eval_languages."
+        )
+    return self_train(
+        task,
+        target_candidates(task, targets, real),
+        teacher,
+        threshold=threshold,
+        max_examples=max_examples,
+        args=args,
+    )
+
+
+def translate_train_data(
+    task: Task,
+    targets: Sequence[str],
+    real: list[dict],
+    *,
+    files: Any,
+    source_language: str,
+    max_examples: int,
+    **options,
+) -> PseudoData:
+    _check_supported("translate_train", task)
+    paths = resolve_files(
+        files,
+        targets,
+        task_languages=list(task.params.get("languages") or [*targets, source_language]),
+        source_language=source_language,
+    )
+    return translate_train(task, paths, max_examples=max_examples)
+
+
+def _check_supported(kind: str, task: Task) -> None:
     if task.kind not in SUPPORTED_KINDS:
         raise ConfigError(
             f"pseudo.kind={kind} supports extractive QA and classification tasks; task "
             f"{task.name} is {task.kind}. Use pseudo=none."
         )
-    targets = [lang for lang in target_languages if lang != source_language]
-    real = real_training(split, mix=mix, source_language=source_language)
-    if kind == "self_train":
-        if not teacher:
-            raise ConfigError(
-                "pseudo.kind=self_train needs pseudo.teacher, the folder of a finished "
-                "source-trained `lowres train` run, e.g. "
-                "pseudo.teacher=outputs/pawsx/me5-small/<date>."
-            )
-        if task.settings.pool_fraction <= 0 or not targets:
-            raise ConfigError(
-                "pseudo.kind=self_train labels the target-language pool, but "
-                f"data.pool_fraction={task.settings.pool_fraction} and target languages "
-                f"{targets or 'none'} leave it empty. Set data.pool_fraction (e.g. 0.5) and "
-                "put target languages in data.eval_languages."
-            )
-        data = self_train(
-            task,
-            target_candidates(task, targets, real),
-            teacher,
-            threshold=threshold,
-            max_examples=max_examples,
-            args=args,
-        )
-    else:
-        paths = resolve_files(
-            files,
-            targets,
-            task_languages=list(task.params.get("languages") or [*targets, source_language]),
-            source_language=source_language,
-        )
-        data = translate_train(task, paths, max_examples=max_examples)
-    data.mix = mix
-    _announce(data)
-    return dataclasses.replace(split, train=real + data.records), data
 
 
 def _announce(data: PseudoData) -> None:

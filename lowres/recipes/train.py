@@ -37,6 +37,7 @@ from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import Evaluation, evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import parameter_report
 from lowres.recipes.pseudo import PseudoData, add_pseudo_data
+from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
 from lowres.tasks import Split, Task
@@ -92,7 +93,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     method = method_record(cfg, fitted.learning_rate)
     if fitted.trainer.args.should_save:
         saved = manifest(cfg, method, report)
-        if cfg.adapter.kind == "lora":
+        if ADAPTERS.load(cfg.adapter.kind).peft:
             saved["peft_adapter"] = save_peft_adapter(
                 cfg.backbone, cfg.task, cfg.trainer.seed, model, run.path / "checkpoint"
             )

@@ -1,4 +1,5 @@
-"""Tasks by name. A built-in task: a module here, a YAML file in configs/task, a test row.
+"""Tasks by name (``lowres.registry.TASKS``). A built-in task: a module here, a YAML file in
+configs/task, a line in the registry.
 
 A task on files in a known format needs no code: a YAML file with ``reader: squad_files`` or
 ``reader: pair_tsv`` and file patterns (:mod:`lowres.tasks.files`; ``configs/task/tydiqa.yaml``).
@@ -7,34 +8,21 @@ A task on files in a known format needs no code: a YAML file with ``reader: squa
 from __future__ import annotations
 
 from lowres.errors import ConfigError
+from lowres.registry import READERS, TASKS
 from lowres.tasks.base import DataSettings, Split, Task
-from lowres.tasks.files import READERS
-from lowres.tasks.mlqa import MLQATask
-from lowres.tasks.pawsx import PAWSXTask
-from lowres.tasks.xquad import XQuADTask
-
-TASKS: dict[str, type[Task]] = {
-    "xquad": XQuADTask,
-    "mlqa": MLQATask,
-    "pawsx": PAWSXTask,
-}
 
 
 def create_task(name: str, settings: DataSettings, **params) -> Task:
     reader = params.get("reader", "")
     if reader:
-        if reader not in READERS:
-            raise ConfigError(
-                f"task.reader={reader!r} is unknown; expected one of {', '.join(READERS)}, or "
-                "empty for a built-in task."
-            )
-        return READERS[reader](settings, name=name, **params)
-    if name not in TASKS:
+        return READERS.load(reader)(settings, name=name, **params)
+    if name not in TASKS.names():  # names only: a task's name also names its run folders
         raise ConfigError(
-            f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS))}, or a task "
+            f"task={name!r} is unknown; expected one of {', '.join(sorted(TASKS.names()))}, "
+            "or a task "
             "read from files by pattern (task.reader=squad_files or pair_tsv with task.files)."
         )
-    return TASKS[name](settings, **params)
+    return TASKS.load(name)(settings, **params)
 
 
-__all__ = ["READERS", "TASKS", "DataSettings", "Split", "Task", "create_task"]
+__all__ = ["TASKS", "DataSettings", "Split", "Task", "create_task"]

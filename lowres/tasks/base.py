@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from lowres.data.features import LENGTH_COLUMN, feature_dataset
 from lowres.errors import ConfigError
-from lowres.training.trainer import LENGTH_COLUMN, feature_dataset
 
 
 def _sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from lowres.data.patterns import match_files
 from lowres.data.roots import data_root
 from lowres.errors import ConfigError
 from lowres.metrics.qa_scoring import MLQA_ANSWER_LANGUAGES
+from lowres.registry import METRICS
 from lowres.tasks.base import DataSettings, Task
 from lowres.tasks.pairs import PairClassificationTask
 from lowres.tasks.qa import QATask, with_groups
@@ -109,7 +110,8 @@ class SquadFilesTask(FileTask, QATask):
     def __init__(self, settings: DataSettings, *, name: str, **params: Any) -> None:
         super().__init__(settings, name=name, **params)
         self.metric_name = params.get("metric", "squad")
-        if self.metric_name not in ("squad", "mlqa"):
+        # A metric of the user's own (lowres.registry.METRICS) is trusted to score QA.
+        if self.metric_name in METRICS.builtins and self.metric_name not in ("squad", "mlqa"):
             raise ConfigError(
                 f"task.metric={self.metric_name!r} cannot score extractive QA; expected squad "
                 "(SQuAD v1.1 EM/F1: XQuAD, TyDiQA-GoldP) or mlqa (MLQA's per-language "
@@ -156,6 +158,3 @@ class PairTsvTask(FileTask, PairClassificationTask):
     def tag(self, records: list[dict], lang: str) -> list[dict]:
         # A row is its own group: rows that are translations share an id, hence a group.
         return [{**r, "language": lang, "group": r["id"]} for r in records]
-
-
-READERS: dict[str, type[FileTask]] = {"squad_files": SquadFilesTask, "pair_tsv": PairTsvTask}

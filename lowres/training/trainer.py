@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
 from torch.utils.data import SequentialSampler
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from lowres.data.features import LENGTH_COLUMN, feature_dataset  # noqa: F401 (re-exported)
 from lowres.files import write_atomic
 from lowres.losses.alignment import warmup_weight
 from lowres.training.alignment import AlignmentObjective
@@ -30,14 +30,6 @@ from lowres.training.checkpoints import load_trainable, save_trainable
 
 # lowres's part of a resumable checkpoint, beside the Trainer's own files.
 RESUME_STATE_FILE = "lowres_state.json"
-# Tokens per row, read by the Trainer's length-grouped sampler and dropped before the model.
-LENGTH_COLUMN = "length"
-
-
-def feature_dataset(features: dict[str, list]) -> Dataset:
-    """Features as a ``datasets.Dataset`` with the length column length grouping reads."""
-    lengths = [len(ids) for ids in features["input_ids"]]
-    return Dataset.from_dict({**features, LENGTH_COLUMN: lengths})
 
 
 class PaddingCollator:

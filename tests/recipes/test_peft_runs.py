@@ -32,20 +32,36 @@ def logits_of(model, features: dict[str, list], tokenizer) -> dict[str, np.ndarr
     return {"logits": out["logits"].numpy()}
 
 
-@pytest.mark.parametrize("task_name", ["xquad", "pawsx"])
-def test_peft_loads_the_adapter_and_predicts_identically(task_name, tmp_path):
+# What each adapter's PEFT folder must say, and how to tell that training moved it: LoRA's B
+# and DoRA's B start at zero, IA3's scaling vectors at one.
+ADAPTERS = {
+    "lora": ({"peft_type": "LORA", "r": 8, "use_dora": False}, "lora_B.default.weight", 0.0),
+    "dora": ({"peft_type": "LORA", "r": 8, "use_dora": True}, "lora_B.default.weight", 0.0),
+    "ia3": ({"peft_type": "IA3"}, "ia3_l.default", 1.0),
+}
+
+
+@pytest.mark.parametrize(
+    ("task_name", "adapter"),
+    [("xquad", "lora"), ("pawsx", "lora"), ("xquad", "ia3"), ("pawsx", "dora")],
+)
+def test_peft_loads_the_adapter_and_predicts_identically(task_name, adapter, tmp_path):
     run_dir = tmp_path / "run"
     overrides = [o.replace("+task=xquad", f"+task={task_name}") for o in SMOKE]
     run_lowres(
-        "train", *overrides, "+method=lora", "data.eval_languages=[en,de]",
+        "train", *overrides, "+method=lora", f"adapter={adapter}", "data.eval_languages=[en,de]",
         "data.pool_fraction=0.5", f"hydra.run.dir={run_dir}",
     )  # fmt: skip
     manifest = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
     assert manifest["peft_adapter"]["written"] is True
     folder = run_dir / "checkpoint" / "peft"
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
-    assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 8
-    assert set(adapter_config["target_modules"]) == {"query", "value"}
+    expected, trained_part, initial = ADAPTERS[adapter]
+    assert {key: adapter_config[key] for key in expected} == expected
+    if adapter == "ia3":  # PEFT's modules for BERT: the attention's key and value, the FFN out
+        assert set(adapter_config["target_modules"]) == {"key", "value", "output.dense"}
+    else:
+        assert set(adapter_config["target_modules"]) == {"query", "value"}
     head = "qa_outputs" if task_name == "xquad" else "classifier"
     assert head in adapter_config["modules_to_save"]
     # QA stays a plain PeftModel: PEFT's QA class drops token_type_ids (see peft_export)
@@ -69,9 +85,9 @@ def test_peft_loads_the_adapter_and_predicts_identically(task_name, tmp_path):
         predicted = task.predictions(records, meta, theirs)
         written = json.loads((run_dir / "predictions" / f"{lang}.json").read_text())
         assert predicted == written and len(predicted) == len(records) > 0
-    # the LoRA update is not zero (B starts at zero; training moved it), so the test bites
+    # the adapter's weights left their initial values (training moved them), so the test bites
     trained = peft_model.base_model.model.state_dict()
-    moved = [k for k, v in trained.items() if k.endswith("lora_B.default.weight") and v.any()]
+    moved = [k for k, v in trained.items() if k.endswith(trained_part) and (v != initial).any()]
     assert moved
 
 

@@ -90,7 +90,7 @@ def test_the_layer_diagram_draws_every_layer_of_the_import_linter_contract():
     assert rows[0].strip() == "| lowres.cli |"
     assert rows[-1].strip() == "| lowres.errors |"
     assert any("lowres.tasks   lowres.methods" in row for row in rows)
-    assert len(rows) == 12
+    assert len(rows) == 13
 
 
 def test_the_hook_points_repository_links_to_the_sites_copy_of_results():

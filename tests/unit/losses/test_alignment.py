@@ -9,7 +9,6 @@ import torch
 
 from lowres.errors import ConfigError
 from lowres.losses.alignment import (
-    ALIGNMENT_LOSSES,
     alignment_loss,
     contrastive,
     cosine,
@@ -118,8 +117,7 @@ def test_representation_losses_train_both_sides(kind: str) -> None:
     assert target.grad is not None and target.grad.abs().sum() > 0
 
 
-def test_registry_and_dispatch() -> None:
-    assert set(ALIGNMENT_LOSSES) == {"mse", "cosine", "contrastive", "kl"}
+def test_dispatch_by_name() -> None:
     source, target = t([[1, 2], [3, 4]]), t([[1, 0], [0, 4]])
     assert alignment_loss("mse", source, target).item() == pytest.approx(3.25)
     eye = [[1, 0], [0, 1]]

@@ -21,13 +21,13 @@ from transformers import (
 
 from lowres.errors import ConfigError
 from lowres.methods.freezing import (
-    FREEZING_STRATEGIES,
     apply_freezing,
     count_parameters,
     find_layers,
     head_parameter_names,
     tied_head_parameters,
 )
+from lowres.registry import FREEZING_STRATEGIES
 
 SMALL = {"vocab_size": 100, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
 
@@ -191,8 +191,13 @@ CASES = [
 ]
 
 
-def test_registry_names() -> None:
-    assert set(FREEZING_STRATEGIES) == {"none", "backbone", "lower_k", "bitfit", "head_only"}
+@pytest.mark.parametrize("strategy", FREEZING_STRATEGIES.names())
+def test_every_registered_strategy_freezes_by_name(strategy: str) -> None:
+    model = bert_qa()
+    apply_freezing(model, strategy, k=1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable >= BERT_HEAD  # every strategy trains the new head
+    assert (trainable == all_names(model)) == (strategy == "none")
 
 
 def test_bert_names_are_what_the_tests_expect() -> None:
