@@ -53,6 +53,9 @@ class TaskConfig:
     # Tasks read by file pattern (lowres/tasks/files.py); "" = the built-in task of this name.
     reader: str = ""  # "" | squad_files (SQuAD v1.1 JSON) | pair_tsv (headed TSV)
     files: dict[str, str] = field(default_factory=dict)  # split -> path pattern with {lang}
+    fallback_files: dict[str, str] = field(default_factory=dict)  # another layout, tried second
+    language_names: dict[str, str] = field(default_factory=dict)  # code -> name, for {language}
+    language_id_prefix: str = ""  # one file for all languages: a language's ids start with this
     unique_ids: bool = False  # squad_files: number repeated question ids (ID~2) instead of failing
     columns: dict[str, str] = field(default_factory=dict)  # pair_tsv: field -> header name
     label_names: list[str] = field(default_factory=list)  # pair_tsv: label values, class order

@@ -23,7 +23,41 @@ def metrics_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_tydiqa_trains_and_evaluates_on_the_release_layout(tmp_path):
+def test_tydiqa_trains_and_evaluates_on_the_release_as_downloaded(tmp_path):
+    run_dir = tmp_path / "run"
+    run_lowres(
+        "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES / 'tydiqa_release'}",
+        "data.eval_languages=[en,sw]", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    metrics = metrics_of(run_dir)
+    assert {lang: s["n"] for lang, s in metrics["per_language"].items()} == {"en": 4, "sw": 4}
+    split = json.loads((run_dir / "data_split.json").read_text())
+    # the train file's Arabic questions stay out of the English source pool
+    assert len(split["train"]) == 12 and all(i.startswith("train-english-") for i in split["train"])
+
+
+def test_a_copy_with_blanked_answers_is_one_paragraph(tmp_path, capsys):
+    folder = tmp_path / "tydiqa" / "tydiqa-goldp-v1.1-dev"
+    folder.mkdir(parents=True)
+    shutil.copytree(
+        FIXTURES / "tydiqa" / "tydiqa-goldp-v1.1-train", folder.parent / "tydiqa-goldp-v1.1-train"
+    )
+    doc = json.loads((FIXTURES / "tydiqa" / folder.name / "tydiqa.goldp.sw.dev.json").read_text())
+    for article in doc["data"]:
+        for qa in article["paragraphs"][0]["qas"]:
+            qa["answers"] = [{"text": "", "answer_start": 0}]
+    (folder / "tydiqa.goldp.sw.dev.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres(
+            "train", "+task=tydiqa", *TINY, "data=local", f"data.root={tmp_path}",
+            "data.eval_languages=[sw]", f"hydra.run.dir={tmp_path / 'run'}",
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "answers blanked" in err and "XTREME" in err and "Traceback" not in err
+
+
+def test_tydiqa_trains_and_evaluates_on_xtreme_copies(tmp_path):
     run_dir = tmp_path / "run"
     run_lowres(
         "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES}",
