@@ -73,6 +73,8 @@ def build_task(
         use_source_pool=data.source_pool,
         select_examples=trainer.select_examples if selects_checkpoints(trainer) else 0,
         source_split=data.source_split,
+        source_dev_articles=data.source_dev_articles,
+        source_dev_examples=data.source_dev_examples,
     )
     params = OmegaConf.to_container(task, resolve=True) if OmegaConf.is_config(task) else vars(task)
     params = dict(params)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import re
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import hydra
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -34,6 +36,16 @@ from lowres.runfolder import (
     remove_if_scaffolding,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas
+from lowres.sweeps.search import (
+    OPTUNA,
+    is_search,
+    is_search_folder,
+    plan_search,
+    search_objective,
+    start_search,
+    write_search,
+    write_search_report,
+)
 
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
@@ -43,7 +55,8 @@ HYDRA_VERBS = {
 }
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
-    "report": "Tables and plots of one or more sweep folders: lowres report DIR [DIR ...].",
+    "report": "Tables and plots of one or more sweep folders, or a search folder's trials: "
+    "lowres report DIR [DIR ...].",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
 }
 
@@ -75,6 +88,8 @@ def _usage() -> str:
         "data.root=../shared/data",
         "  lowres train -m +task=xquad prompt.length=10,20 trainer.seed=1,2",
         "  lowres train +task=xquad --cfg job        # print the composed config",
+        "  lowres train -m hydra/sweeper=optuna +task=xquad +method=full data=local "
+        "data.source_dev_articles=5   # search on source dev (docs/study.md)",
         "  lowres train --resume outputs/xquad/me5-small/2026-01-01_10-00-00",
         "  lowres sweep +task=xquad backbone=tiny-bert trainer=smoke sweep.k=[0,8] "
         "sweep.seeds=[1,2] sweep.languages=[de,es] data.pool_fraction=0.3",
@@ -251,12 +266,24 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
+    search_dir = None
+    if verb == "train" and is_search(overrides):
+        search_dir, extra = _prepare_search(overrides)
+        overrides = [*overrides, *extra]
     folder = _prepare_folder(verb, overrides)
     if folder is not None:
         overrides = [*overrides, *folder.overrides]
     overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
     sys.argv = [f"lowres {verb}", *overrides]
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=verb)(job)
+    if search_dir is not None:
+        try:
+            app()
+        finally:
+            record = write_search(search_dir)
+            best = record["best"]
+            print(f"lowres train: search folder {search_dir}; chosen: {best}", flush=True)
+        return
     if folder is None:
         app()
         return
@@ -427,12 +454,42 @@ def _check_evaluate_overrides(overrides: list[str]) -> None:
             )
 
 
+def _prepare_search(overrides: list[str]) -> tuple[Path, list[str]]:
+    """A search's checks and settings, before any trial: its folder, the added overrides."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise LowresError(
+            f"{OPTUNA} needs Hydra's Optuna sweeper plugin, which is not installed; install "
+            "it with `pip install -e '.[search]'` (hydra-optuna-sweeper)."
+        )
+    plain = [o for o in overrides if not o.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(plain)
+    swept = {
+        p.get_key_element().lstrip("+~"): text.split("=", 1)[1]
+        for p, text in zip(parsed, plain, strict=True)
+        if p.is_sweep_override()
+    }
+    fixed = [text for p, text in zip(parsed, plain, strict=True) if not p.is_sweep_override()]
+    cfg, _ = _compose("train", fixed)
+    extra, folder, plan = plan_search(cfg, plain, swept)
+    start_search(folder, plan)
+    return folder, extra
+
+
+def _searching() -> bool:
+    """Whether this job is a trial of an Optuna search (its return value is the objective)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_"))
+
+
 def _train_job(cfg) -> float | None:
     from lowres.recipes.train import train  # torch + transformers: only for this verb
 
     with user_errors():
         pin_gpu_for_sweep_job()
         metrics = train(cfg)
+    if _searching():
+        return search_objective(metrics.task_extras)
     return metrics.average.get("f1")
 
 
@@ -492,6 +549,9 @@ def _report(argv: list[str]) -> None:
         "repeatable; default: every pair when a task has at most four methods",
     )
     args = parser.parse_args(argv)
+    if len(args.sweep_dir) == 1 and is_search_folder(args.sweep_dir[0]):
+        write_search_report(args.sweep_dir[0], args.out)  # a search's trials and choice
+        return
     from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
     write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None)

@@ -150,6 +150,10 @@ class DataConfig:
     # XQuAD/MLQA's English pool: train (SQuAD v1.1 train, the standard protocol) |
     # dev_minus_xquad (SQuAD dev minus XQuAD's questions; offline default) | dev
     source_split: str = "dev_minus_xquad"
+    # Source dev: whole articles (titles) of the source pool held out of training and scored
+    # after it (metrics.json source_dev): what a hyperparameter search maximises. 0 = none.
+    source_dev_articles: int = 0
+    source_dev_examples: int = 0  # > 0: a seeded random sample of that many of their questions
 
 
 @dataclass
@@ -163,6 +167,16 @@ class PseudoConfig:
 
 
 @dataclass
+class SearchConfig:
+    """``lowres train -m hydra/sweeper=optuna``: Optuna's search (docs/study.md)."""
+
+    objective: str = "source_dev"  # the one allowed: the source language's held-out dev
+    trials: int = 8  # hydra.sweeper.n_trials
+    seed: int = 0  # the sampler's seed (TPE)
+    space: dict[str, str] = field(default_factory=dict)  # key -> Hydra sweep, e.g. a method's
+
+
+@dataclass
 class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     task: TaskConfig | None = None
@@ -173,6 +187,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     checkpoint: str = ""  # evaluate: the run folder whose trained parameters to restore
     resume: bool = False  # train: continue from the last checkpoint in the run folder
     init_from: str = ""  # train: start from this finished run's trained parameters
@@ -246,7 +261,7 @@ def check_override_keys(overrides: list[str]) -> None:
     the config, where nothing reads it: the run trains as if the key were absent. And the
     schemas stored as ``<group>_schema`` options are building blocks, not choices.
     """
-    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig}
+    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig, "search": SearchConfig}
     for override in overrides:
         if override.startswith("-") or "=" not in override:
             continue
@@ -397,6 +412,8 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
     _choice("data.source_split", cfg.data.source_split, SOURCE_SPLITS)
+    _at_least("data.source_dev_articles", cfg.data.source_dev_articles, 0)
+    _at_least("data.source_dev_examples", cfg.data.source_dev_examples, 0)
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
