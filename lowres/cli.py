@@ -548,13 +548,27 @@ def _report(argv: list[str]) -> None:
         help="paired comparison of two methods (report labels) over the same seeds; "
         "repeatable; default: every pair when a task has at most four methods",
     )
+    parser.add_argument(
+        "--primary",
+        nargs=4,
+        action="append",
+        metavar=("A", "B", "K", "LANGUAGE"),
+        help="a pre-registered comparison (LANGUAGE avg: the mean over the task's languages); "
+        "repeatable: Holm's correction runs over all of them, every other comparison is "
+        "labelled exploratory",
+    )
     args = parser.parse_args(argv)
+    primary = []
+    for a, b, k, language in args.primary or []:
+        if not k.isdigit():
+            raise LowresError(f"--primary {a} {b} {k} {language}: K is a shot count, e.g. 0.")
+        primary.append((a, b, int(k), language))
     if len(args.sweep_dir) == 1 and is_search_folder(args.sweep_dir[0]):
         write_search_report(args.sweep_dir[0], args.out)  # a search's trials and choice
         return
     from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
-    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None)
+    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None, primary)
 
 
 def _convert(argv: list[str]) -> None:
