@@ -112,6 +112,9 @@ class TrainerConfig:
     lr: float | None = None  # None: 5e-5 with freeze=none, else 1e-3 (see resolved_lr)
     epochs: float = 1.0  # 0 with max_steps <= 0: evaluate without training
     max_steps: int = -1  # > 0 overrides epochs
+    # > 0: at least this many optimizer updates, whatever the data size (a k-shot stage that
+    # learns at every k: epochs over k examples would give k = 8 two or three updates)
+    min_steps: int = 0
     batch_size: int = 8
     eval_batch_size: int = 32
     grad_accum: int = 1
@@ -405,6 +408,7 @@ def validate(cfg: Any) -> None:
             "of training steps spent warming up, in [0, 1) (e.g. 0.1)."
         )
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
+    _at_least("trainer.min_steps", cfg.trainer.min_steps, 0)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
     _choice("trainer.select_on", cfg.trainer.select_on, SELECT_POLICIES)

@@ -215,7 +215,11 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
     train_dataset = feature_dataset(features)
     learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
     args = training_arguments(
-        cfg.trainer, run.path / "trainer", task_kind=task.kind, learning_rate=learning_rate
+        cfg.trainer,
+        run.path / "trainer",
+        task_kind=task.kind,
+        learning_rate=learning_rate,
+        train_windows=len(train_dataset),
     )
     alignment = build_alignment(
         cfg.align,

@@ -90,6 +90,34 @@ def article_of(record: dict) -> str:
     return record.get("title") or record["group"]
 
 
+def stratified_sample(records: Sequence[dict], size: int, salt: str) -> list[dict]:
+    """``size`` records, each article's share in proportion to its size, in file order.
+
+    Quotas are the proportional shares rounded down, the remaining places going to the
+    largest remainders; within an article the records are taken in a hashed order of their
+    ids. The hash does not depend on the run's seed or language, so every method and seed is
+    scored on the same questions, and parallel languages (shared ids) on the same ones.
+    """
+    if size >= len(records):
+        return list(records)
+    articles: dict[str, list[dict]] = {}
+    for record in records:
+        articles.setdefault(article_of(record), []).append(record)
+    shares = {a: size * len(rs) / len(records) for a, rs in articles.items()}
+    quota = {a: int(share) for a, share in shares.items()}
+    left = size - sum(quota.values())
+    by_remainder = sorted(
+        articles, key=lambda a: (quota[a] - shares[a], stable_fraction(salt, "eval", a))
+    )
+    for article in by_remainder[:left]:
+        quota[article] += 1
+    keep = set()
+    for article, members in articles.items():
+        ordered = sorted(members, key=lambda r: stable_fraction(salt, "eval", r["id"]))
+        keep |= {id(r) for r in ordered[: quota[article]]}
+    return [r for r in records if id(r) in keep]
+
+
 class Task(ABC):
     """One benchmark. Subclasses load records; the protocol above is implemented here."""
 
@@ -189,9 +217,12 @@ class Task(ABC):
         return [r for r in self.language_records(lang) if self.in_pool(r)]
 
     def evaluation_records(self, lang: str) -> list[dict]:
+        """Every record outside the target pool; with ``data.max_eval_examples``, a fixed
+        random sample of them stratified by article (never the first N, which would be the
+        file's first few articles)."""
         records = [r for r in self.language_records(lang) if not self.in_pool(r)]
         cap = self.settings.max_eval_examples
-        return records[:cap] if cap else records
+        return stratified_sample(records, cap, self.name) if cap else records
 
     def evaluation_sets(self) -> dict[str, list[dict]]:
         """What gets scored, by evaluation key (a language; MLQA G-XLT: "ctx-q")."""

@@ -172,3 +172,20 @@ def test_evaluate_adds_a_language_whose_file_exists(tmp_path):
     assert evaluated["per_language"]["en"] == trained["per_language"]["en"]
     answers = json.loads((out / "predictions" / "ro.json").read_text())
     assert sorted(answers) == ["ro-q1", "ro-q2", "ro-q3", "ro-q4", "ro-q5"]
+
+
+def test_min_steps_trains_at_least_that_many_updates_with_no_zero_lr_step(tmp_path):
+    run_dir = tmp_path / "run"
+    run_lowres(
+        "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES / 'tydiqa_release'}",
+        "data.eval_languages=[sw]", "trainer.max_steps=-1", "trainer.epochs=1",
+        "trainer.min_steps=7", "trainer.warmup_ratio=0.1", "trainer.lr=1e-3",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert metrics_of(run_dir)["train_steps"] == 7  # one pass over 12 questions is 3 updates
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    rates = {e["step"]: e["learning_rate"] for e in logged if "learning_rate" in e}
+    # Warm-up 0.7 rounds down to none: the first update runs at the full rate and the log's
+    # step-2 rate (the second update's) is 6/7 of it. Rounded up to one warm-up step, the
+    # first update would run at rate 0 and the second at the full rate.
+    assert rates[2] == pytest.approx(1e-3 * 6 / 7)
