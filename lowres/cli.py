@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ OTHER_VERBS = {
     "report": "Tables and plots of one or more sweep folders, or a search folder's trials: "
     "lowres report DIR [DIR ...].",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
+    "study": "A study from its spec, resumable from its committed results: "
+    "lowres study run|status|report configs/study/v2.yaml.",
 }
 
 # The default run folders (configs/*.yaml hydra.run.dir) live under ./outputs.
@@ -69,7 +72,8 @@ def config_groups() -> dict[str, list[str]]:
     return {
         group.name: sorted(p.stem for p in group.glob("*.yaml"))
         for group in sorted(root.iterdir())
-        if group.is_dir() and any(group.glob("*.yaml"))
+        # configs/study/ holds study specs (lowres study), not a config group
+        if group.is_dir() and group.name != "study" and any(group.glob("*.yaml"))
     }
 
 
@@ -598,6 +602,53 @@ def _convert(argv: list[str]) -> None:
     print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
 
 
+def _run_step(argv: list[str]) -> None:
+    """One study step as its own ``lowres`` process (a long study frees memory per step)."""
+    result = subprocess.run([sys.executable, "-m", "lowres", *argv], check=False)
+    if result.returncode:
+        raise LowresError(
+            f"The study step `lowres {' '.join(argv)}` failed (exit {result.returncode}); its "
+            "output is above. Fix the cause and run `lowres study run` again: finished steps "
+            "are skipped."
+        )
+
+
+def _study(argv: list[str]) -> None:
+    from lowres.sweeps import study  # no torch: the steps run as their own processes
+
+    parser = argparse.ArgumentParser(
+        prog="lowres study",
+        description="Run a study spec's steps that have no results yet (run), list them "
+        "(status), or rebuild its tables from its results without training (report).",
+    )
+    parser.add_argument("action", choices=["run", "status", "report"])
+    parser.add_argument("spec", type=Path, help="the study spec, e.g. configs/study/v2.yaml")
+    parser.add_argument("--limit", type=int, default=0, help="run: at most this many steps")
+    parser.add_argument("--commands", action="store_true", help="status: each step's command")
+    args = parser.parse_args(argv)
+    spec = study.load_spec(args.spec)
+    if args.action == "run":
+        ran = study.run_study(spec, _run_step, limit=args.limit)
+        print(f"lowres study: {ran} step(s) ran; results in {spec.results} (commit them)")
+    elif args.action == "status":
+        state = study.status(spec)
+        for step in state["steps"]:
+            line = f"{'done' if step['done'] else 'todo'}  {step['name']}"
+            print(line + (f"\n      lowres {' '.join(step['argv'])}" if args.commands else ""))
+        waiting = state["waiting_for_search"]
+        print(
+            f"lowres study: {state['done']} of {state['planned']} planned steps done"
+            + (
+                f"; not yet planned: the steps after the search of {', '.join(waiting)}"
+                if waiting
+                else ""
+            )
+        )
+    else:
+        study.report(spec)
+        print(f"lowres study: report in {Path(spec.results) / 'report'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -611,6 +662,8 @@ def main(argv: list[str] | None = None) -> None:
             _report(rest)
         elif verb == "convert":
             _convert(rest)
+        elif verb == "study":
+            _study(rest)
         elif verb in OTHER_VERBS:
             _score(rest)
         else:
