@@ -83,7 +83,8 @@ class StudySpec:
     stage2: list[str] = field(default_factory=list)  # stage-2 overrides (schedule: min_steps)
     evaluate: list[str] = field(default_factory=list)  # zero-shot evaluation overrides
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
-    # [A, B, k, task]: A - B averaged over the task's languages at k; Holm over all of them
+    # [A, B, k, task]: A - B averaged over the task's target languages at k (the source's
+    # languages are shown, never averaged); Holm over all of them
     primary: list[list[Any]] = field(default_factory=list)
 
 
@@ -330,13 +331,18 @@ def _languages(spec: StudySpec, task: str, k: int) -> list[str]:
     return list(t.few_shot) if k else list(t.zero_shot)
 
 
+def _targets(spec: StudySpec, task: str, k: int) -> list[str]:
+    """The languages a method's average is over: the source languages are not targets."""
+    return [lang for lang in _languages(spec, task, k) if lang not in spec.source.languages]
+
+
 def _averages(spec, table) -> dict[tuple[str, str, int], dict[int, float]]:
     """(task, method, k) -> source seed -> mean over the languages (seeds with all of them)."""
     out = {}
     for task in spec.tasks:
         for method in spec.methods:
             for k in [0, *spec.k]:
-                langs = _languages(spec, task, k)
+                langs = _targets(spec, task, k)
                 if not langs:
                     continue
                 cells = [table.get((task, method, k, lang), {}) for lang in langs]
@@ -380,7 +386,7 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
                 continue
             lines += [f"## {task}, k = {k}", ""]
             header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
-            lines.append("| method | " + " | ".join(header) + " | average | seeds |")
+            lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
             lines.append("|---|" + "---:|" * (len(langs) + 2))
             for method in rows:
                 cells = [

@@ -82,7 +82,7 @@ def test_the_report_averages_stage2_seeds_first_and_corrects_the_family(tmp_path
     assert [first["p_holm"], second["p_holm"]] == pytest.approx(holm([first["p"], 1.0]))
     assert first["p_holm"] == pytest.approx(2 * first["p"]) and first["holm_rejects"] is False
     text = (results / "report" / "report.md").read_text()
-    assert "| sw (n=100) | te (n=100) | average | seeds |" in text
+    assert "| sw (n=100) | te (n=100) | target average | seeds |" in text
     assert "averaged over 2 nested stage-2 seeds" in text
 
 
@@ -91,3 +91,28 @@ def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
         write_spec(tmp_path, sed=1)
     with pytest.raises(ConfigError, match=r"primary comparison .* names k=32"):
         write_spec(tmp_path, primary=[["prompt_align", "full", 32, "tydiqa"]])
+
+
+def test_the_v2_spec_is_the_pre_registered_protocol():
+    from lowres.schema import config_dir
+
+    spec = study.load_spec(config_dir() / "study" / "v2.yaml")
+    assert list(spec.methods) == [
+        "full", "full_frozen_embeddings", "lora_all_linear", "prompt_align",
+        "prompt_align_no_align", "prompt_align_no_prompt",
+    ]  # fmt: skip
+    assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in spec.methods)
+    assert spec.trials >= 8 and len(spec.source_seeds) >= 3 and len(spec.stage2_seeds) >= 3
+    assert "trainer.min_steps=30" in spec.stage2 and spec.k == [8, 32]
+    assert set(spec.methods["prompt_align"].space) == {
+        "trainer.lr",
+        "align.weight",
+        "prompt.length",
+    }
+    assert len(spec.primary) == 16 and {c[1] for c in spec.primary} == set(spec.methods) - {
+        "prompt_align",
+        "full_frozen_embeddings",
+    }
+    assert (
+        spec.tasks["tydiqa"].few_shot == ["sw", "te"] and len(spec.tasks["tydiqa"].zero_shot) == 9
+    )
