@@ -104,6 +104,7 @@ def test_the_v2_spec_is_the_pre_registered_protocol():
     assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in spec.methods)
     assert spec.trials >= 8 and len(spec.source_seeds) >= 3 and len(spec.stage2_seeds) >= 3
     assert "trainer.min_steps=30" in spec.stage2 and spec.k == [8, 32]
+    assert spec.evaluate == ["data.max_eval_examples=0"]  # no cap from the source runs
     assert set(spec.methods["prompt_align"].space) == {
         "trainer.lr",
         "align.weight",
