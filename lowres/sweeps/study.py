@@ -464,5 +464,41 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
         "primary": comparisons,
         "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
     }  # fmt: skip
+    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
     (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
+
+
+def plot_averages(spec: StudySpec, averages: dict, out: Path) -> list[Path]:
+    """Per task: each method's target-language average against k, with its 95 % interval
+    over source seeds as error bars (k = 0: the task's zero-shot languages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    figures = []
+    for task in spec.tasks:
+        points = {m: [] for m in spec.methods}
+        for (t, method, k), values in sorted(averages.items()):
+            if t == task:
+                row = summary(list(values.values()))
+                low = row["ci95_low"] if row["ci95_low"] is not None else row["mean"]
+                points[method].append((k, row["mean"], row["mean"] - low))
+        if not any(points.values()):
+            continue
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for method, rows in points.items():
+            if rows:
+                ks, means, halves = zip(*rows, strict=True)
+                axis.errorbar(ks, means, yerr=halves, marker="o", capsize=3, label=method)
+        axis.set_xlabel("k (target examples at stage 2)")
+        axis.set_ylabel("F1, target-language average")
+        axis.set_title(f"{spec.name}: {task} (95 % interval over source seeds)")
+        axis.legend(fontsize=7)
+        path = out / f"{task}_average_vs_k.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        figures.append(path)
+    return figures

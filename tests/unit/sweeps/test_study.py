@@ -84,6 +84,8 @@ def test_the_report_averages_stage2_seeds_first_and_corrects_the_family(tmp_path
     text = (results / "report" / "report.md").read_text()
     assert "| sw (n=100) | te (n=100) | target average | seeds |" in text
     assert "averaged over 2 nested stage-2 seeds" in text
+    assert record["figures"] == [str(results / "report" / "tydiqa_average_vs_k.png")]
+    assert (results / "report" / "tydiqa_average_vs_k.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
