@@ -9,7 +9,9 @@ languages, and the pre-registered comparisons. The study is planned into steps:
 2. ``source/<method>/seed<s>``: the chosen configuration trained on the source pool, once
    per source seed;
 3. ``zeroshot/<task>/<method>/seed<s>``: that model evaluated on a task's languages;
-4. ``fewshot/<task>/<lang>/<method>/seed<s>/k<k>/s<t>``: stage 2, k target examples on top of
+4. ``stage2search/<method>`` (with a ``stage2_space``): stage 2's own search, English k-shot
+   runs from the first source seed's model scored on source dev, the same budget;
+5. ``fewshot/<task>/<lang>/<method>/seed<s>/k<k>/s<t>``: stage 2, k target examples on top of
    source seed s, stage-2 seed t (nested in s).
 
 A step is done when its results are under ``results`` (``results/study_v2/<step>/``):
@@ -47,6 +49,9 @@ class MethodSpec:
     preset: str = ""  # configs/method/<preset>.yaml; "" = the method's own name
     space: dict[str, str] = field(default_factory=dict)  # key -> Hydra sweep; {} = preset's
     overrides: list[str] = field(default_factory=list)  # this method's fixed extras
+    # stage 2's own search (English k-shot runs from source seed 1, scored on source dev);
+    # {} = stage 2 keeps the source choice and the spec's stage2 overrides
+    stage2_space: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +86,7 @@ class StudySpec:
     stage2_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # nested in each
     k: list[int] = field(default_factory=lambda: [8, 32, 128])  # stage-2 shots (0: zero-shot)
     stage2: list[str] = field(default_factory=list)  # stage-2 overrides (schedule: min_steps)
+    stage2_search_k: int = 32  # English shots in the stage-2 search's runs
     evaluate: list[str] = field(default_factory=list)  # zero-shot evaluation overrides
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     # [A, B, k, task]: A - B averaged over the task's target languages at k (the source's
@@ -137,8 +143,8 @@ class Step:
     needs: str = ""  # a source step whose weights this one starts from
 
 
-def _chosen(results: Path, method: str) -> list[str] | None:
-    record = results / "search" / method / "search.json"
+def _chosen(results: Path, method: str, stage: str = "search") -> list[str] | None:
+    record = results / stage / method / "search.json"
     if not record.is_file():
         return None
     best = json.loads(record.read_text())["best"]
@@ -198,6 +204,31 @@ def plan(spec: StudySpec) -> list[Step]:
                             needs=source_step,
                         )
                     )  # fmt: skip
+        stage2_chosen: list[str] | None = []
+        if m.stage2_space:
+            first = f"source/{method}/seed{spec.source_seeds[0]}"
+            name = f"stage2search/{method}"
+            space = [f"{key}={value}" for key, value in sorted(m.stage2_space.items())]
+            steps.append(
+                Step(
+                    name, "search",
+                    ["train", "-m", "hydra/sweeper=optuna", *source, preset, *base,
+                     *spec.source.overrides, *m.overrides, *chosen, *spec.stage2,
+                     f"init_from={work / first}", "data.source_pool=false",
+                     f"data.k={spec.stage2_search_k}",
+                     f"data.source_dev_articles={spec.source.dev_articles}",
+                     f"data.source_dev_examples={spec.source.dev_examples}", *space,
+                     f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+                     f"hydra.sweep.dir={work / name}"],
+                    needs=first,
+                )
+            )  # fmt: skip
+            stage2_chosen = _chosen(results, method, "stage2search")
+        if stage2_chosen is None:
+            continue
+        for seed in spec.source_seeds:
+            source_step = f"source/{method}/seed{seed}"
+            for task, t in spec.tasks.items():
                 for lang in t.few_shot:
                     for k in spec.k:
                         for s2 in spec.stage2_seeds:
@@ -206,7 +237,7 @@ def plan(spec: StudySpec) -> list[Step]:
                                 Step(
                                     name, "fewshot",
                                     ["train", f"+task={task}", preset, *base, *m.overrides,
-                                     *chosen, *t.overrides, *spec.stage2,
+                                     *chosen, *t.overrides, *spec.stage2, *stage2_chosen,
                                      f"init_from={work / source_step}", "data.source_pool=false",
                                      f"data.eval_languages=[{lang}]", f"data.k={k}",
                                      f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
@@ -281,7 +312,13 @@ def run_study(
 
 def status(spec: StudySpec) -> dict[str, Any]:
     steps = plan(spec)
-    waiting = [m for m in spec.methods if _chosen(Path(spec.results), m) is None]
+    results = Path(spec.results)
+    waiting = [m for m in spec.methods if _chosen(results, m) is None]
+    waiting += [
+        f"{m} (stage 2)"
+        for m, method in spec.methods.items()
+        if method.stage2_space and _chosen(results, m, "stage2search") is None
+    ]
     return {
         "steps": [{"name": s.name, "done": done(spec, s), "argv": s.argv} for s in steps],
         "done": sum(done(spec, s) for s in steps),

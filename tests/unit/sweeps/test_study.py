@@ -106,6 +106,9 @@ def test_the_v2_spec_is_the_pre_registered_protocol():
     assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in spec.methods)
     assert spec.trials >= 8 and len(spec.source_seeds) >= 3 and len(spec.stage2_seeds) >= 3
     assert "trainer.min_steps=30" in spec.stage2 and spec.k == [8, 32]
+    assert all(
+        set(m.stage2_space) == {"trainer.lr", "trainer.min_steps"} for m in spec.methods.values()
+    )
     assert spec.evaluate == ["data.max_eval_examples=0"]  # no cap from the source runs
     assert set(spec.methods["prompt_align"].space) == {
         "trainer.lr",
@@ -119,3 +122,40 @@ def test_the_v2_spec_is_the_pre_registered_protocol():
     assert (
         spec.tasks["tydiqa"].few_shot == ["sw", "te"] and len(spec.tasks["tydiqa"].zero_shot) == 9
     )
+
+
+def test_a_stage2_space_plans_an_english_k_shot_search_before_the_few_shot_runs(tmp_path):
+    space = {"trainer.lr": "tag(log,interval(1e-5,1e-3))", "trainer.min_steps": "choice(30,60)"}
+    spec = write_spec(
+        tmp_path,
+        methods={"full": {"stage2_space": space}},
+        stage2=["trainer.min_steps=30"],
+        primary=[],
+    )
+    folder = tmp_path / "results" / "search" / "full"
+    folder.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 3e-5}, "value": 70.0, "number": 0}
+    (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    steps = {s.name: s for s in study.plan(spec)}
+    stage2 = steps["stage2search/full"]
+    assert stage2.kind == "search" and stage2.needs == "source/full/seed1"
+    for expected in (
+        "data.k=32",
+        "data.source_pool=false",
+        "data.source_dev_articles=5",
+        "trainer.min_steps=choice(30,60)",
+        f"init_from={spec.work}/source/full/seed1",
+    ):
+        assert expected in stage2.argv  # fmt: skip
+    assert not [n for n in steps if n.startswith("fewshot/")]  # waiting for stage 2's choice
+    assert study.status(spec)["waiting_for_search"] == ["full (stage 2)"]
+    folder = tmp_path / "results" / "stage2search" / "full"
+    folder.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 2e-5, "trainer.min_steps": 60}, "value": 60.0, "number": 3}
+    (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    fewshot = [s for s in study.plan(spec) if s.name.startswith("fewshot/")]
+    assert len(fewshot) == 6
+    argv = fewshot[0].argv
+    # the stage-2 choice comes after the fixed stage-2 overrides, so it is what Hydra keeps
+    assert argv.index("trainer.min_steps=60") > argv.index("trainer.min_steps=30")
+    assert argv.index("trainer.lr=2e-05") > argv.index("trainer.lr=3e-05")
