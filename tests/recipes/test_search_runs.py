@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import run_lowres
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the search extra")
@@ -33,6 +34,10 @@ def test_a_search_records_every_trial_and_its_choice(tmp_path):
         assert 1e-4 <= trial["params"]["trainer.lr"] <= 1e-2
         values.append(trial["value"])
     assert record["best"]["value"] == max(values)
+    # what each trial returned to Optuna was that source dev score (Optuna's own record)
+    optuna_best = yaml.safe_load((folder / "optimization_results.yaml").read_text())
+    assert optuna_best["best_value"] == max(values)
+    assert optuna_best["best_params"] == record["best"]["params"] or values.count(max(values)) > 1
     run_lowres("report", str(folder))
     table = (folder / "report" / "search.md").read_text()
     assert "| trial | trainer.lr | source dev |" in table and "Chosen: trial" in table
