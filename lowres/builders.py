@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from transformers.utils import is_torch_tf32_available
 
 from lowres.backbones import load_backbone_reused, resolve_local
 from lowres.data.pairs import tokenize_pairs
+from lowres.distributed import world_size
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
 from lowres.methods.build import build_method
@@ -74,6 +76,8 @@ def build_task(
         use_source_pool=data.source_pool,
         select_examples=trainer.select_examples if selects_checkpoints(trainer) else 0,
         source_split=data.source_split,
+        source_dev_articles=data.source_dev_articles,
+        source_dev_examples=data.source_dev_examples,
     )
     params = OmegaConf.to_container(task, resolve=True) if OmegaConf.is_config(task) else vars(task)
     params = dict(params)
@@ -161,9 +165,33 @@ def label_names(task_kind: str) -> list[str]:
     return ["start_positions", "end_positions"] if task_kind == "extractive_qa" else ["labels"]
 
 
+def planned_steps(trainer: TrainerConfig, windows: int, processes: int = 1) -> tuple[int, int]:
+    """(optimizer updates, warm-up updates) of a run on ``windows`` training rows.
+
+    Updates per epoch are counted as the Trainer counts them; ``trainer.min_steps`` raises the
+    total (a k-shot stage learns at every k). Warm-up is ``warmup_ratio`` of the total rounded
+    *down*: the linear schedule's first warm-up update has learning rate 0, and rounding up
+    would spend a whole update of a 2-step run on it.
+    """
+    if trainer.max_steps > 0:
+        total = trainer.max_steps
+    else:
+        batches = math.ceil(windows / (trainer.batch_size * processes))
+        total = math.ceil(trainer.epochs * max(batches // trainer.grad_accum, 1))
+    total = max(total, trainer.min_steps)
+    return total, int(trainer.warmup_ratio * total)
+
+
 def training_arguments(
-    trainer: TrainerConfig, output_dir: Path, *, task_kind: str, learning_rate: float
+    trainer: TrainerConfig,
+    output_dir: Path,
+    *,
+    task_kind: str,
+    learning_rate: float,
+    train_windows: int = 0,
 ) -> TrainingArguments:
+    """The Trainer's arguments; with ``train_windows`` (a run that trains), its step count and
+    warm-up fixed here (:func:`planned_steps`) rather than left to the Trainer."""
     device = trainer.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
@@ -195,15 +223,18 @@ def training_arguments(
             "trainer.report_to=tensorboard needs the tensorboard package, which is not "
             "installed; pip install tensorboard, or leave trainer.report_to=none."
         )
+    max_steps, warmup = trainer.max_steps, trainer.warmup_ratio
+    if train_windows:
+        max_steps, warmup = planned_steps(trainer, train_windows, world_size())
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=learning_rate,
         num_train_epochs=trainer.epochs,
-        max_steps=trainer.max_steps,
+        max_steps=max_steps,
         per_device_train_batch_size=trainer.batch_size,
         per_device_eval_batch_size=trainer.eval_batch_size,
         gradient_accumulation_steps=trainer.grad_accum,
-        warmup_steps=trainer.warmup_ratio,
+        warmup_steps=warmup,
         weight_decay=trainer.weight_decay,
         lr_scheduler_type=trainer.scheduler,
         seed=trainer.seed,

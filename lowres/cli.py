@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import hydra
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -35,6 +38,16 @@ from lowres.runfolder import (
     remove_if_scaffolding,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas
+from lowres.sweeps.search import (
+    OPTUNA,
+    is_search,
+    is_search_folder,
+    plan_search,
+    search_objective,
+    start_search,
+    write_search,
+    write_search_report,
+)
 
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
@@ -44,8 +57,11 @@ HYDRA_VERBS = {
 }
 OTHER_VERBS = {
     "score": "Score a predictions file against a data file with an official metric.",
-    "report": "Tables and plots of one or more sweep folders: lowres report DIR [DIR ...].",
+    "report": "Tables and plots of one or more sweep folders, or a search folder's trials: "
+    "lowres report DIR [DIR ...].",
     "convert": "Convert a bundled model into a transformers folder: lowres convert me5-small.",
+    "study": "A study from its spec, resumable from its committed results: "
+    "lowres study run|status|report configs/study/v2.yaml.",
 }
 
 # The default run folders (configs/*.yaml hydra.run.dir) live under ./outputs.
@@ -57,7 +73,8 @@ def config_groups() -> dict[str, list[str]]:
     return {
         group.name: sorted(p.stem for p in group.glob("*.yaml"))
         for group in sorted(root.iterdir())
-        if group.is_dir() and any(group.glob("*.yaml"))
+        # configs/study/ holds study specs (lowres study), not a config group
+        if group.is_dir() and group.name != "study" and any(group.glob("*.yaml"))
     }
 
 
@@ -76,6 +93,8 @@ def _usage() -> str:
         "data.root=../shared/data",
         "  lowres train -m +task=xquad prompt.length=10,20 trainer.seed=1,2",
         "  lowres train +task=xquad --cfg job        # print the composed config",
+        "  lowres train -m hydra/sweeper=optuna +task=xquad +method=full data=local "
+        "data.source_dev_articles=5   # search on source dev (docs/study.md)",
         "  lowres train --resume outputs/xquad/me5-small/2026-01-01_10-00-00",
         "  lowres sweep +task=xquad backbone=tiny-bert trainer=smoke sweep.k=[0,8] "
         "sweep.seeds=[1,2] sweep.languages=[de,es] data.pool_fraction=0.3",
@@ -252,12 +271,24 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
+    search_dir = None
+    if verb == "train" and is_search(overrides):
+        search_dir, extra = _prepare_search(overrides)
+        overrides = [*overrides, *extra]
     folder = _prepare_folder(verb, overrides)
     if folder is not None:
         overrides = [*overrides, *folder.overrides]
     overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
     sys.argv = [f"lowres {verb}", *overrides]
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=verb)(job)
+    if search_dir is not None:
+        try:
+            app()
+        finally:
+            record = write_search(search_dir)
+            best = record["best"]
+            print(f"lowres train: search folder {search_dir}; chosen: {best}", flush=True)
+        return
     if folder is None:
         app()
         return
@@ -428,12 +459,42 @@ def _check_evaluate_overrides(overrides: list[str]) -> None:
             )
 
 
+def _prepare_search(overrides: list[str]) -> tuple[Path, list[str]]:
+    """A search's checks and settings, before any trial: its folder, the added overrides."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise LowresError(
+            f"{OPTUNA} needs Hydra's Optuna sweeper plugin, which is not installed; install "
+            "it with `pip install -e '.[search]'` (hydra-optuna-sweeper)."
+        )
+    plain = [o for o in overrides if not o.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(plain)
+    swept = {
+        p.get_key_element().lstrip("+~"): text.split("=", 1)[1]
+        for p, text in zip(parsed, plain, strict=True)
+        if p.is_sweep_override()
+    }
+    fixed = [text for p, text in zip(parsed, plain, strict=True) if not p.is_sweep_override()]
+    cfg, _ = _compose("train", fixed)
+    extra, folder, plan = plan_search(cfg, plain, swept)
+    start_search(folder, plan)
+    return folder, extra
+
+
+def _searching() -> bool:
+    """Whether this job is a trial of an Optuna search (its return value is the objective)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_"))
+
+
 def _train_job(cfg) -> float | None:
     from lowres.recipes.train import train  # torch + transformers: only for this verb
 
     with user_errors():
         pin_gpu_for_sweep_job()
         metrics = train(cfg)
+    if _searching():
+        return search_objective(metrics.task_extras)
     return metrics.average.get("f1")
 
 
@@ -492,10 +553,27 @@ def _report(argv: list[str]) -> None:
         help="paired comparison of two methods (report labels) over the same seeds; "
         "repeatable; default: every pair when a task has at most four methods",
     )
+    parser.add_argument(
+        "--primary",
+        nargs=4,
+        action="append",
+        metavar=("A", "B", "K", "LANGUAGE"),
+        help="a pre-registered comparison (LANGUAGE avg: the mean over the task's languages); "
+        "repeatable: Holm's correction runs over all of them, every other comparison is "
+        "labelled exploratory",
+    )
     args = parser.parse_args(argv)
+    primary = []
+    for a, b, k, language in args.primary or []:
+        if not k.isdigit():
+            raise LowresError(f"--primary {a} {b} {k} {language}: K is a shot count, e.g. 0.")
+        primary.append((a, b, int(k), language))
+    if len(args.sweep_dir) == 1 and is_search_folder(args.sweep_dir[0]):
+        write_search_report(args.sweep_dir[0], args.out)  # a search's trials and choice
+        return
     from lowres.sweeps.report import write_report  # matplotlib: only this verb's
 
-    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None)
+    write_report(args.sweep_dir, args.out, [tuple(p) for p in args.compare or []] or None, primary)
 
 
 def _convert(argv: list[str]) -> None:
@@ -525,6 +603,53 @@ def _convert(argv: list[str]) -> None:
     print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
 
 
+def _run_step(argv: list[str]) -> None:
+    """One study step as its own ``lowres`` process (a long study frees memory per step)."""
+    result = subprocess.run([sys.executable, "-m", "lowres", *argv], check=False)
+    if result.returncode:
+        raise LowresError(
+            f"The study step `lowres {' '.join(argv)}` failed (exit {result.returncode}); its "
+            "output is above. Fix the cause and run `lowres study run` again: finished steps "
+            "are skipped."
+        )
+
+
+def _study(argv: list[str]) -> None:
+    from lowres.sweeps import study  # no torch: the steps run as their own processes
+
+    parser = argparse.ArgumentParser(
+        prog="lowres study",
+        description="Run a study spec's steps that have no results yet (run), list them "
+        "(status), or rebuild its tables from its results without training (report).",
+    )
+    parser.add_argument("action", choices=["run", "status", "report"])
+    parser.add_argument("spec", type=Path, help="the study spec, e.g. configs/study/v2.yaml")
+    parser.add_argument("--limit", type=int, default=0, help="run: at most this many steps")
+    parser.add_argument("--commands", action="store_true", help="status: each step's command")
+    args = parser.parse_args(argv)
+    spec = study.load_spec(args.spec)
+    if args.action == "run":
+        ran = study.run_study(spec, _run_step, limit=args.limit)
+        print(f"lowres study: {ran} step(s) ran; results in {spec.results} (commit them)")
+    elif args.action == "status":
+        state = study.status(spec)
+        for step in state["steps"]:
+            line = f"{'done' if step['done'] else 'todo'}  {step['name']}"
+            print(line + (f"\n      lowres {' '.join(step['argv'])}" if args.commands else ""))
+        waiting = state["waiting_for_search"]
+        print(
+            f"lowres study: {state['done']} of {state['planned']} planned steps done"
+            + (
+                f"; not yet planned: the steps after the search of {', '.join(waiting)}"
+                if waiting
+                else ""
+            )
+        )
+    else:
+        study.report(spec)
+        print(f"lowres study: report in {Path(spec.results) / 'report'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -538,6 +663,8 @@ def main(argv: list[str] | None = None) -> None:
             _report(rest)
         elif verb == "convert":
             _convert(rest)
+        elif verb == "study":
+            _study(rest)
         elif verb in OTHER_VERBS:
             _score(rest)
         else:

@@ -63,6 +63,9 @@ class TaskConfig:
     # Tasks read by file pattern (lowres/tasks/files.py); "" = the built-in task of this name.
     reader: str = ""  # "" | squad_files (SQuAD v1.1 JSON) | pair_tsv (headed TSV)
     files: dict[str, str] = field(default_factory=dict)  # split -> path pattern with {lang}
+    fallback_files: dict[str, str] = field(default_factory=dict)  # another layout, tried second
+    language_names: dict[str, str] = field(default_factory=dict)  # code -> name, for {language}
+    language_id_prefix: str = ""  # one file for all languages: a language's ids start with this
     unique_ids: bool = False  # squad_files: number repeated question ids (ID~2) instead of failing
     columns: dict[str, str] = field(default_factory=dict)  # pair_tsv: field -> header name
     label_names: list[str] = field(default_factory=list)  # pair_tsv: label values, class order
@@ -121,6 +124,9 @@ class TrainerConfig:
     lr: float | None = None  # None: 5e-5 with freeze=none, else 1e-3 (see resolved_lr)
     epochs: float = 1.0  # 0 with max_steps <= 0: evaluate without training
     max_steps: int = -1  # > 0 overrides epochs
+    # > 0: at least this many optimizer updates, whatever the data size (a k-shot stage that
+    # learns at every k: epochs over k examples would give k = 8 two or three updates)
+    min_steps: int = 0
     batch_size: int = 8
     eval_batch_size: int = 32
     grad_accum: int = 1
@@ -159,6 +165,10 @@ class DataConfig:
     # XQuAD/MLQA's English pool: train (SQuAD v1.1 train, the standard protocol) |
     # dev_minus_xquad (SQuAD dev minus XQuAD's questions; offline default) | dev
     source_split: str = "dev_minus_xquad"
+    # Source dev: whole articles (titles) of the source pool held out of training and scored
+    # after it (metrics.json source_dev): what a hyperparameter search maximises. 0 = none.
+    source_dev_articles: int = 0
+    source_dev_examples: int = 0  # > 0: a seeded random sample of that many of their questions
 
 
 @dataclass
@@ -172,6 +182,16 @@ class PseudoConfig:
 
 
 @dataclass
+class SearchConfig:
+    """``lowres train -m hydra/sweeper=optuna``: Optuna's search (docs/study.md)."""
+
+    objective: str = "source_dev"  # the one allowed: the source language's held-out dev
+    trials: int = 8  # hydra.sweeper.n_trials
+    seed: int = 0  # the sampler's seed (TPE)
+    space: dict[str, str] = field(default_factory=dict)  # key -> Hydra sweep, e.g. a method's
+
+
+@dataclass
 class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     task: TaskConfig | None = None
@@ -182,6 +202,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     checkpoint: str = ""  # evaluate: the run folder whose trained parameters to restore
     resume: bool = False  # train: continue from the last checkpoint in the run folder
     init_from: str = ""  # train: start from this finished run's trained parameters
@@ -255,7 +276,7 @@ def check_override_keys(overrides: list[str]) -> None:
     the config, where nothing reads it: the run trains as if the key were absent. And the
     schemas stored as ``<group>_schema`` options are building blocks, not choices.
     """
-    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig}
+    nested = {**GROUP_SCHEMAS, "sweep": SweepConfig, "search": SearchConfig}
     for override in overrides:
         if override.startswith("-") or "=" not in override:
             continue
@@ -392,6 +413,7 @@ def validate(cfg: Any) -> None:
             "of training steps spent warming up, in [0, 1) (e.g. 0.1)."
         )
     _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
+    _at_least("trainer.min_steps", cfg.trainer.min_steps, 0)
     _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
     _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
     _choice("trainer.select_on", cfg.trainer.select_on, SELECT_POLICIES)
@@ -399,6 +421,8 @@ def validate(cfg: Any) -> None:
     _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
     _choice("data.source_split", cfg.data.source_split, SOURCE_SPLITS)
+    _at_least("data.source_dev_articles", cfg.data.source_dev_articles, 0)
+    _at_least("data.source_dev_examples", cfg.data.source_dev_examples, 0)
     if cfg.task is not None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)

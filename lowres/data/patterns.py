@@ -12,33 +12,16 @@ import glob
 import re
 from pathlib import Path
 
-from lowres.errors import LowresError
-
 
 def _full(root: Path, pattern: str) -> str:
     path = Path(pattern).expanduser()
     return str(path if path.is_absolute() else root / path)
 
 
-def match_files(root: Path, pattern: str, *, lang: str, split: str, key: str) -> list[Path]:
-    """The files ``pattern`` names for ``lang`` and ``split``; refused, with the fix, if none.
-
-    ``key`` is the config key that holds the pattern (``task.files.dev``), for the message.
-    """
+def find_files(root: Path, pattern: str, *, lang: str, split: str) -> list[Path]:
+    """The files ``pattern`` names for ``lang`` and ``split``, sorted; empty if none."""
     full = _full(root, pattern).replace("{lang}", lang).replace("{split}", split)
-    found = sorted(Path(p) for p in glob.glob(full) if Path(p).is_file())
-    if found:
-        return found
-    others = languages_with_files(root, pattern, split)
-    have = (
-        f"files exist for {', '.join(others)}" if others else "no language has a file there either"
-    )
-    raise LowresError(
-        f"{key}={pattern!r} matches no file for language {lang!r} (looked for {full}; {have})."
-        f" Expected the {split} file of {lang} at that path; check data.root, the language "
-        f"code and the pattern ({{lang}} and {{split}} are filled in, globs allowed), or drop "
-        f"{lang} from data.eval_languages."
-    )
+    return sorted(Path(p) for p in glob.glob(full) if Path(p).is_file())
 
 
 def languages_with_files(root: Path, pattern: str, split: str) -> list[str]:

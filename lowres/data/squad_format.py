@@ -66,6 +66,7 @@ def read_squad_json(
     seen: dict[str, str] = {}
     repeats: dict[str, int] = {}
     unanswered: list[str] = []  # where questions without a gold answer are
+    blanked = 0  # questions whose answers are present but every text is "" (XTREME's copies)
     for a, article in enumerate(doc["data"]):
         where = f"data[{a}]"
         _require(path, where, article, "paragraphs", list)
@@ -99,6 +100,7 @@ def read_squad_json(
                 answers = _answers(path, where, qa, context, validate_spans)
                 if not any(answers["text"]):
                     unanswered.append(where)
+                    blanked += bool(answers["text"])
                 records.append(
                     {
                         "id": qid,
@@ -108,6 +110,15 @@ def read_squad_json(
                         "answers": answers,
                     }
                 )
+    if records and blanked == len(records):
+        raise DataFormatError(
+            f"{path} has its answers blanked: each of its {len(records)} questions has answer "
+            f'entries, but every answer text is "". XTREME\'s download script blanks the answers '
+            f"of TyDiQA-GoldP dev this way (to hide them), so such a copy cannot be trained or "
+            f"scored. Use the release's own files: tydiqa-goldp-v1.1-dev.tgz (and "
+            f"tydiqa-goldp-v1.1-train.json) from the TyDiQA release, unpacked under data.root/"
+            f"tydiqa/, which the tydiqa preset reads as they are."
+        )
     if records and len(unanswered) == len(records):
         raise DataFormatError(
             f"{path} is unlabeled: none of its {len(records)} questions has a gold answer "
@@ -206,6 +217,10 @@ def _answers(path: Path, where: str, qa: dict, context: str, validate_spans: boo
         _require(path, at, answer, "text", str)
         _require(path, at, answer, "answer_start", int)
         text, start = answer["text"], answer["answer_start"]
+        if not text:  # a blanked answer (any start): counted, never a span to check
+            texts.append(text)
+            starts.append(start)
+            continue
         if start < 0:
             _wrong_type(path, at, "answer_start", "a non-negative int", start)
         if validate_spans and context[start : start + len(text)] != text:

@@ -41,6 +41,7 @@ from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
 from lowres.tasks import Split, Task
+from lowres.tasks.base import article_of
 from lowres.training.checkpoints import intact_checkpoint, save_trainable
 from lowres.training.clock import TrainClock
 from lowres.training.measure import PeriodicMeasure
@@ -105,6 +106,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
             fitted.trainer, task, split.evaluation, tokenizer, cache=cache
         )
         distances = held_out_distances(cfg, model, tokenizer, task)
+        source_dev = score_source_dev(cfg, fitted.trainer, task, split, tokenizer, cache)
     finally:
         fitted.progress.stop()
     metrics = RunMetrics(
@@ -113,7 +115,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
         method=method,
         **evaluation.scores(),
         parallel_distance=distances,
-        task_extras=task.extra_metrics(evaluation.per_language),
+        task_extras={**task.extra_metrics(evaluation.per_language), **source_dev},
         **report,
         **fitted.record(cfg, split, pseudo),
         **cache.report(),
@@ -121,6 +123,27 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     )
     record(run, fitted.trainer, metrics, evaluation)
     return metrics
+
+
+def score_source_dev(cfg: DictConfig, trainer, task: Task, split: Split, tokenizer, cache) -> dict:
+    """``{"source_dev": scores}`` for metrics.json, or nothing without a source dev set.
+
+    The source language's held-out articles (data.source_dev_articles): the score a
+    hyperparameter search maximises, never a target language's evaluation questions.
+    """
+    if not split.source_dev:
+        return {}
+    lang = cfg.data.source_language
+    scored = evaluate_languages(trainer, task, {lang: split.source_dev}, tokenizer, cache=cache)
+    articles = len({article_of(r) for r in split.source_dev})
+    return {
+        "source_dev": {
+            "language": lang,
+            "articles": articles,
+            "main_score": task.main_score,
+            **scored.per_language[lang],
+        }
+    }
 
 
 def training_data(cfg: DictConfig, task: Task, run: RunFolder) -> tuple[Split, PseudoData]:
@@ -193,7 +216,11 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
     train_dataset = feature_dataset(features)
     learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
     args = training_arguments(
-        cfg.trainer, run.path / "trainer", task_kind=task.kind, learning_rate=learning_rate
+        cfg.trainer,
+        run.path / "trainer",
+        task_kind=task.kind,
+        learning_rate=learning_rate,
+        train_windows=len(train_dataset),
     )
     alignment = build_alignment(
         cfg.align,

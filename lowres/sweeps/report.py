@@ -45,10 +45,12 @@ from lowres.sweeps.plots import (
     plot_score_vs_value,
     plot_training_curves,
 )
-from lowres.sweeps.stats import paired, summary
+from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
 from lowres.tasks import TASKS
 
 AVERAGE = "avg"
+# What one seed of a sweep changes: its intervals vary this, nothing else.
+SEEDS_VARY = "seeds (each seed: its own k-shot sample, data order and initialisation)"
 LOG_FILE = "train_log.jsonl"
 MULTIRUN_FILE = "multirun.yaml"  # what Hydra writes at the top of a -m folder
 # A multirun's own axes in the report (seeds are the spread, k a column, languages rows), so
@@ -350,12 +352,15 @@ def references(collected: dict[str, Any]) -> dict[tuple[str, str], dict[str, flo
 
 
 def comparisons(
-    scores: dict[Cell, dict[int, float]], pairs: list[tuple[str, str]] | None = None
+    scores: dict[Cell, dict[int, float]],
+    pairs: list[tuple[str, str]] | None = None,
+    also: list[tuple[str, str]] = (),
 ) -> list[dict[str, Any]]:
     """Paired differences A - B per (k, language) over the seeds both methods ran.
 
     ``pairs`` names the methods to compare (their report labels); by default every pair
     when a task has at most four methods (beyond that the table would drown the reader).
+    ``also``: pairs compared in any case (the primary comparisons').
     """
     by_cell: dict[tuple[str, int, str], dict[str, dict[int, float]]] = defaultdict(dict)
     for cell, per_seed in scores.items():
@@ -368,7 +373,7 @@ def comparisons(
         chosen = pairs
         if chosen is None:
             chosen = list(itertools.combinations(names, 2)) if len(names) <= 4 else []
-        for a, b in chosen:
+        for a, b in dict.fromkeys([*chosen, *also]):
             if a in methods and b in methods:
                 result = paired(methods[a], methods[b])
                 if result:
@@ -376,6 +381,34 @@ def comparisons(
                         {"task": task, "a": a, "b": b, "k": k, "language": language, **result}
                     )
     return rows
+
+
+def mark_family(
+    rows: list[dict[str, Any]], primary: list[tuple[str, str, int, str]]
+) -> dict[str, Any]:
+    """Holm's correction over the declared primary comparisons; every other row exploratory.
+
+    ``primary``: (A, B, k, language) as the report labels them (language ``average`` for the
+    mean over a task's languages), matched in every task of the report. Returns the family:
+    its size, the members found, the declared ones with no row (not run, or one seed).
+    """
+    declared = {(a, b, int(k), language) for a, b, k, language in primary}
+    members = [
+        r
+        for r in rows
+        if (r["a"], r["b"], r["k"], r["language"]) in declared and r.get("p") is not None
+    ]
+    adjusted = holm([r["p"] for r in members])
+    for r in rows:
+        r["family"], r["p_holm"], r["holm_rejects"] = "exploratory", None, None
+    for r, p in zip(members, adjusted, strict=True):
+        r["family"], r["p_holm"], r["holm_rejects"] = "primary", p, p <= 1 - CONFIDENCE
+    found = {(r["a"], r["b"], r["k"], r["language"]) for r in members}
+    return {
+        "size": len(members),
+        "declared": [list(d) for d in sorted(declared)],
+        "without_a_test": [list(d) for d in sorted(declared - found)],
+    }
 
 
 def _per_seed_averages(
@@ -466,7 +499,9 @@ def markdown(collected: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             )
         lines.append("")
         lines += _swept_markdown([r for r in collected["swept_rows"] if r["task"] == task])
-        lines += _comparison_markdown([r for r in collected["comparisons"] if r["task"] == task])
+        lines += _comparison_markdown(
+            [r for r in collected["comparisons"] if r["task"] == task], collected
+        )
         refs = {lang: v for (t, lang), v in collected["references"].items() if t == task}
         if refs:
             lines += [f"### {task}: reference scores", ""]
@@ -513,28 +548,50 @@ def _swept_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _comparison_markdown(rows: list[dict[str, Any]]) -> list[str]:
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _comparison_markdown(rows: list[dict[str, Any]], collected: dict[str, Any]) -> list[str]:
     if not rows:
         return []
+    family = collected.get("family") or {"size": 0}
     lines = [
         f"### {rows[0]['task']}: paired comparisons",
         "",
-        "A − B over the seeds both ran (a seed fixes the k-shot sample and the data order, "
-        "so each difference compares the methods on the same data). *Beyond seed spread*: "
-        "the 95 % t-interval of the mean difference excludes 0 (paired t-test, 5 %).",
-        "",
-        "| A | B | k | language | pairs | mean A − B | std of differences | 95 % CI | "
-        "beyond seed spread |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|",
+        f"A − B over the seeds both ran; the intervals vary {collected.get('varies', SEEDS_VARY)}"
+        ", not the test questions. *Beyond seed spread*: the 95 % t-interval of the mean "
+        "difference excludes 0 (paired t-test, 5 %, uncorrected).",
     ]
-    for r in rows:
+    if family["size"]:
+        lines.append(
+            f"*Primary* rows are the {family['size']} pre-registered comparisons, corrected "
+            "together by Holm (family-wise 5 %; *Holm p* is the adjusted p-value). Every other "
+            "row is *exploratory*: uncorrected, a lead to test, not a finding."
+        )
+    else:
+        lines.append(
+            "No primary comparisons were declared: every row is *exploratory* (uncorrected "
+            "for the number of comparisons; a lead to test, not a finding)."
+        )
+    lines += [
+        "",
+        "| family | A | B | k | language | pairs | mean A − B | std of differences | 95 % CI | "
+        "p | Holm p | beyond seed spread |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    ordered = sorted(rows, key=lambda r: r.get("family") != "primary")
+    for r in ordered:
         std = "–" if r["std_difference"] is None else f"{r['std_difference']:.2f}"
         verdict = {None: "one seed: cannot tell", True: "yes", False: "no"}[
             r["larger_than_seed_spread"]
         ]
+        if r.get("holm_rejects") is not None:
+            verdict = "yes (Holm)" if r["holm_rejects"] else "no (Holm)"
         lines.append(
-            f"| {r['a']} | {r['b']} | {r['k']} | {r['language']} | {r['n']} | "
-            f"{r['mean_difference']:+.2f} | {std} | {_ci(r)} | {verdict} |"
+            f"| {r.get('family', 'exploratory')} | {r['a']} | {r['b']} | {r['k']} | "
+            f"{r['language']} | {r['n']} | {r['mean_difference']:+.2f} | {std} | {_ci(r)} | "
+            f"{_p(r.get('p'))} | {_p(r.get('p_holm'))} | {verdict} |"
         )
     lines.append("")
     return lines
@@ -585,8 +642,15 @@ def write_report(
     sweep_dir: str | Path | list[str | Path],
     out_dir: str | Path | None = None,
     compare: list[tuple[str, str]] | None = None,
+    primary: list[tuple[str, str, int, str]] = (),
+    varies: str = SEEDS_VARY,
 ) -> dict[str, Any]:
-    """Tables and figures of a sweep, or of several pooled; ``compare`` picks method pairs."""
+    """Tables and figures of a sweep, or of several pooled; ``compare`` picks method pairs.
+
+    ``primary``: the pre-registered comparisons (A, B, k, language), corrected together by
+    Holm; every other comparison is labelled exploratory. ``varies``: what the intervals
+    vary, said on every table (a sweep: its seeds).
+    """
     sweep_dirs = [Path(d) for d in sweep_dir] if isinstance(sweep_dir, list) else [Path(sweep_dir)]
     if len(sweep_dirs) > 1 and out_dir is None:
         raise LowresError(
@@ -605,7 +669,11 @@ def write_report(
                 f"--compare names {', '.join(unknown)}, which is not a method of this sweep; "
                 f"its methods (as the report labels them) are {', '.join(sorted(labels))}."
             )
-    collected["comparisons"] = comparisons(collected["scores"], compare)
+    collected["comparisons"] = comparisons(
+        collected["scores"], compare, [(a, b) for a, b, _, _ in primary]
+    )
+    collected["family"] = mark_family(collected["comparisons"], list(primary))
+    collected["varies"] = varies
     out = Path(out_dir) if out_dir else sweep_dirs[0] / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -626,6 +694,8 @@ def write_report(
         "rows": rows,
         "swept": collected["swept_rows"],
         "comparisons": collected["comparisons"],
+        "family": collected["family"],
+        "intervals_vary": varies,
         "references": [
             {"task": t, "language": lang, **v} for (t, lang), v in collected["references"].items()
         ],

@@ -1,4 +1,5 @@
-"""Statistics over seeds for ``lowres report``: summaries, 95 % intervals, paired comparisons.
+"""Statistics over seeds for ``lowres report``: summaries, 95 % intervals, paired comparisons,
+and Holm's correction over a declared family of primary comparisons.
 
 Few-shot scores move a lot from seed to seed, and sweeps have few seeds (3-5), so intervals
 use Student's t, not the normal approximation (with 3 seeds the 97.5 % quantile is 4.30, not
@@ -97,6 +98,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
             "ci95_low": None,
             "ci95_high": None,
             "t": None,
+            "p": None,
             "larger_than_seed_spread": None,
         }
     std = statistics.stdev(differences)
@@ -110,5 +112,30 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
         "ci95_low": mean - half,
         "ci95_high": mean + half,
         "t": t,
+        "p": t_p_value(t, n - 1),
         "larger_than_seed_spread": bool(mean - half > 0 or mean + half < 0),
     }
+
+
+def t_p_value(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return max(0.0, 1.0 - _t_two_sided(abs(t), df))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (family-wise error control).
+
+    Sorted ascending, the i-th smallest (0-based) is multiplied by m - i; adjusted values are
+    made non-decreasing in that order and capped at 1. Reject where adjusted p <= alpha: the
+    same decisions as Holm's procedure at level alpha.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

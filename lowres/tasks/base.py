@@ -59,6 +59,8 @@ class DataSettings:
     use_source_pool: bool = True  # False: only target-language shots train (two-stage, stage 2)
     select_examples: int = 0  # source records held out as the checkpoint-selection dev set
     source_split: str = "dev_minus_xquad"  # QA's English SQuAD pool: train | dev_minus_xquad | dev
+    source_dev_articles: int = 0  # whole source-pool articles held out as source dev
+    source_dev_examples: int = 0  # > 0: a fixed random sample of their questions
 
 
 @dataclass
@@ -69,16 +71,51 @@ class Split:
     evaluation: dict[str, list[dict]]
     parallel: list[tuple[dict, dict]] = field(default_factory=list)
     selection: list[dict] = field(default_factory=list)  # source-language dev set
+    source_dev: list[dict] = field(default_factory=list)  # held out by article; scored after
 
     def record(self) -> dict[str, Any]:
         """Ids that went where, for the run folder."""
         return {
             "train": [r["id"] for r in self.train],
             "selection": [r["id"] for r in self.selection],
+            "source_dev": [r["id"] for r in self.source_dev],
             "train_languages": sorted({r.get("language", "") for r in self.train}),
             "evaluation": {lang: [r["id"] for r in rs] for lang, rs in self.evaluation.items()},
             "parallel": [[s["id"], t["id"], t.get("language", "")] for s, t in self.parallel],
         }
+
+
+def article_of(record: dict) -> str:
+    """A record's article: its title (QA), else its group (a row with no title is its own)."""
+    return record.get("title") or record["group"]
+
+
+def stratified_sample(records: Sequence[dict], size: int, salt: str) -> list[dict]:
+    """``size`` records, each article's share in proportion to its size, in file order.
+
+    Quotas are the proportional shares rounded down, the remaining places going to the
+    largest remainders; within an article the records are taken in a hashed order of their
+    ids. The hash does not depend on the run's seed or language, so every method and seed is
+    scored on the same questions, and parallel languages (shared ids) on the same ones.
+    """
+    if size >= len(records):
+        return list(records)
+    articles: dict[str, list[dict]] = {}
+    for record in records:
+        articles.setdefault(article_of(record), []).append(record)
+    shares = {a: size * len(rs) / len(records) for a, rs in articles.items()}
+    quota = {a: int(share) for a, share in shares.items()}
+    left = size - sum(quota.values())
+    by_remainder = sorted(
+        articles, key=lambda a: (quota[a] - shares[a], stable_fraction(salt, "eval", a))
+    )
+    for article in by_remainder[:left]:
+        quota[article] += 1
+    keep = set()
+    for article, members in articles.items():
+        ordered = sorted(members, key=lambda r: stable_fraction(salt, "eval", r["id"]))
+        keep |= {id(r) for r in ordered[: quota[article]]}
+    return [r for r in records if id(r) in keep]
 
 
 class Task(ABC):
@@ -180,9 +217,12 @@ class Task(ABC):
         return [r for r in self.language_records(lang) if self.in_pool(r)]
 
     def evaluation_records(self, lang: str) -> list[dict]:
+        """Every record outside the target pool; with ``data.max_eval_examples``, a fixed
+        random sample of them stratified by article (never the first N, which would be the
+        file's first few articles)."""
         records = [r for r in self.language_records(lang) if not self.in_pool(r)]
         cap = self.settings.max_eval_examples
-        return records[:cap] if cap else records
+        return stratified_sample(records, cap, self.name) if cap else records
 
     def evaluation_sets(self) -> dict[str, list[dict]]:
         """What gets scored, by evaluation key (a language; MLQA G-XLT: "ctx-q")."""
@@ -221,7 +261,10 @@ class Task(ABC):
                 "data.pool_fraction=0. Set data.pool_fraction (e.g. 0.2) so that a share of "
                 "paragraphs/rows becomes the training pool and never enters evaluation."
             )
-        pool = list(self.source_pool()) if s.use_source_pool or s.select_examples else []
+        reads_pool = s.use_source_pool or s.select_examples or s.source_dev_articles
+        pool = list(self.source_pool()) if reads_pool else []
+        source_dev, dev_articles = self.source_dev_records(pool)
+        pool = [r for r in pool if article_of(r) not in dev_articles]
         selection = self.selection_records(pool, s.select_examples)
         held_out = {r["group"] for r in selection}
         train = [r for r in pool if r["group"] not in held_out] if s.use_source_pool else []
@@ -248,7 +291,38 @@ class Task(ABC):
             evaluation=self.evaluation_sets(),
             parallel=parallel,
             selection=selection,
+            source_dev=source_dev,
         )
+
+    def source_dev_records(self, pool: Sequence[dict]) -> tuple[list[dict], set[str]]:
+        """The source dev set and the articles it holds out of training (whole articles).
+
+        ``data.source_dev_articles`` articles (titles) in a fixed hashed order: the same for
+        every seed and trial, so trials are compared on the same questions. With
+        ``data.source_dev_examples``, a fixed random sample of their questions is scored
+        (never the first N); the articles stay out of training whole either way.
+        """
+        wanted = self.settings.source_dev_articles
+        if not wanted:
+            return [], set()
+        articles: dict[str, list[dict]] = {}
+        for record in pool:
+            articles.setdefault(article_of(record), []).append(record)
+        if wanted >= len(articles):
+            raise ConfigError(
+                f"data.source_dev_articles={wanted} would hold out every article of task "
+                f"{self.name}'s source pool ({len(articles)} articles), leaving nothing to "
+                "train on; hold out fewer (e.g. a tenth of them)."
+            )
+        chosen = sorted(articles, key=lambda a: stable_fraction(self.name, "source_dev", a))
+        chosen = chosen[:wanted]
+        records = [r for a in chosen for r in articles[a]]
+        sample = self.settings.source_dev_examples
+        if sample and sample < len(records):
+            order = sorted(records, key=lambda r: stable_fraction(self.name, "dev_sample", r["id"]))
+            keep = {r["id"] for r in order[:sample]}
+            records = [r for r in records if r["id"] in keep]
+        return records, set(chosen)
 
     def selection_records(self, pool: Sequence[dict], size: int) -> list[dict]:
         """Whole groups of the source pool, in a fixed hashed order, until ``size`` records.

@@ -7,8 +7,15 @@
 * ``pair_tsv``: sentence-pair classification on headed TSV files, columns named by
   ``task.columns`` and labels by ``task.label_names`` (PAWS-X-, XNLI-style files).
 
-``task.files`` maps a split to a path pattern (``{lang}``, ``{split}``, globs; relative to
-``data.root``). ``files.train`` of ``data.source_language`` is the labelled source pool;
+``task.files`` maps a split to a path pattern (``{lang}``, ``{split}``, ``{language}`` (the
+language's name from ``task.language_names``), globs; relative to ``data.root``).
+``task.fallback_files`` holds another layout of the same release, read for a language whose
+``task.files`` pattern matches nothing (TyDiQA-GoldP as released, or as XTREME renames it). A
+pattern without ``{lang}`` or ``{language}`` names one file that holds every language: a
+language's records are those whose id starts with ``task.language_id_prefix`` (TyDiQA's
+train file: ``english-...``, ``swahili-...``).
+
+``files.train`` of ``data.source_language`` is the labelled source pool;
 ``files[task.split]`` of every language is pooled and evaluated under the shared protocol
 (:mod:`lowres.tasks.base`). Any language whose file exists can be evaluated, listed in
 ``task.languages`` or not, so ``lowres evaluate`` can add one.
@@ -22,9 +29,9 @@ from typing import Any
 
 from lowres.data import squad_format
 from lowres.data.pair_tsv import read_pair_tsv
-from lowres.data.patterns import match_files
+from lowres.data.patterns import find_files, languages_with_files
 from lowres.data.roots import data_root
-from lowres.errors import ConfigError
+from lowres.errors import ConfigError, LowresError
 from lowres.metrics.qa_scoring import MLQA_ANSWER_LANGUAGES
 from lowres.registry import METRICS
 from lowres.tasks.base import DataSettings, Task
@@ -56,6 +63,9 @@ class FileTask(Task):
         super().__init__(settings, **params)
         self.name = name
         self.files = dict(params.get("files") or {})
+        self.fallback_files = dict(params.get("fallback_files") or {})
+        self.language_names = dict(params.get("language_names") or {})
+        self.language_id_prefix = params.get("language_id_prefix", "")
         self.data_split = params.get("split", "dev")
         reader = params.get("reader", "")
         for split in dict.fromkeys([SOURCE_SPLIT, self.data_split]):
@@ -73,22 +83,73 @@ class FileTask(Task):
                 "copy; use data=local data.root=DIR with the files under DIR."
             )
 
-    def paths(self, split: str, lang: str) -> list[Path]:
-        s = self.settings
-        return match_files(
-            data_root(s.source, s.root),
-            self.files[split],
-            lang=lang,
-            split=split,
-            key=f"task.files.{split}",
+    def _patterns(self, split: str) -> list[tuple[str, str]]:
+        """(config key, pattern) for ``split``, the primary layout first."""
+        found = [(f"task.files.{split}", self.files[split])]
+        if self.fallback_files.get(split):
+            found.append((f"task.fallback_files.{split}", self.fallback_files[split]))
+        return found
+
+    def _fill_name(self, pattern: str, lang: str) -> str:
+        return pattern.replace("{language}", self.language_names.get(lang, lang))
+
+    def locate(self, split: str, lang: str) -> tuple[str, list[Path]]:
+        """The pattern that matches files for ``lang`` (primary layout first), and its files."""
+        root = data_root(self.settings.source, self.settings.root)
+        for _, pattern in self._patterns(split):
+            found = find_files(root, self._fill_name(pattern, lang), lang=lang, split=split)
+            if found:
+                return pattern, found
+        tried = []
+        codes = {name: code for code, name in self.language_names.items()}
+        for key, pattern in self._patterns(split):
+            as_codes = pattern.replace("{language}", "{lang}")
+            others = [codes.get(o, o) for o in languages_with_files(root, as_codes, split)]
+            have = f"files exist for {', '.join(others)}" if others else "no language has a file"
+            full = self._fill_name(pattern, lang).replace("{lang}", lang).replace("{split}", split)
+            tried.append(f"{key}={pattern!r} (looked for {root / full}; {have})")
+        raise LowresError(
+            f"No {split} file of language {lang!r} for task {self.name}: "
+            f"{'; '.join(tried)}. Expected the {split} file of {lang} at one of those paths; "
+            f"check data.root, the language code and the patterns ({{lang}}, {{language}} and "
+            f"{{split}} are filled in, globs allowed), or drop {lang} from data.eval_languages."
         )
+
+    def paths(self, split: str, lang: str) -> list[Path]:
+        return self.locate(split, lang)[1]
 
     def read(self, path: Path) -> list[dict]:
         raise NotImplementedError
 
     def records(self, split: str, lang: str) -> list[dict]:
-        """Every file the pattern matches for ``lang``, in sorted order."""
-        return [r for path in self.paths(split, lang) for r in self.read(path)]
+        """Every file the matching pattern names for ``lang``, in sorted order."""
+        pattern, paths = self.locate(split, lang)
+        records = [r for path in paths for r in self.read(path)]
+        if "{lang}" in pattern or "{language}" in pattern:
+            return records
+        return self._of_language(records, pattern, split, lang)
+
+    def _of_language(self, records: list[dict], pattern: str, split: str, lang: str) -> list[dict]:
+        """A file shared by every language: the records whose id carries ``lang``'s prefix."""
+        if not self.language_id_prefix:
+            raise ConfigError(
+                f"The {split} pattern {pattern!r} of task {self.name} names one file for every "
+                "language (no {lang} or {language} in it), and task.language_id_prefix is "
+                "empty, so nothing says which records are which language's. Set "
+                "task.language_id_prefix (e.g. '{language}-' for ids like swahili-123-0), or "
+                "give a pattern with {lang}."
+            )
+        prefix = self._fill_name(self.language_id_prefix, lang).replace("{lang}", lang)
+        mine = [r for r in records if r["id"].startswith(prefix)]
+        if not mine:
+            seen = sorted({r["id"].split("-")[0] + "-" for r in records})
+            raise LowresError(
+                f"The {split} file {pattern!r} of task {self.name} has no record of language "
+                f"{lang!r}: no question id starts with {prefix!r} (task.language_id_prefix; "
+                f"the ids start with {', '.join(seen[:12]) or 'nothing'}). Check the language "
+                "code and task.language_names, or drop the language."
+            )
+        return mine
 
     def language_records(self, lang: str) -> list[dict]:
         return self.tag(self.records(self.data_split, lang), lang)

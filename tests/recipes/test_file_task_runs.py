@@ -23,7 +23,41 @@ def metrics_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_tydiqa_trains_and_evaluates_on_the_release_layout(tmp_path):
+def test_tydiqa_trains_and_evaluates_on_the_release_as_downloaded(tmp_path):
+    run_dir = tmp_path / "run"
+    run_lowres(
+        "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES / 'tydiqa_release'}",
+        "data.eval_languages=[en,sw]", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    metrics = metrics_of(run_dir)
+    assert {lang: s["n"] for lang, s in metrics["per_language"].items()} == {"en": 4, "sw": 4}
+    split = json.loads((run_dir / "data_split.json").read_text())
+    # the train file's Arabic questions stay out of the English source pool
+    assert len(split["train"]) == 12 and all(i.startswith("train-english-") for i in split["train"])
+
+
+def test_a_copy_with_blanked_answers_is_one_paragraph(tmp_path, capsys):
+    folder = tmp_path / "tydiqa" / "tydiqa-goldp-v1.1-dev"
+    folder.mkdir(parents=True)
+    shutil.copytree(
+        FIXTURES / "tydiqa" / "tydiqa-goldp-v1.1-train", folder.parent / "tydiqa-goldp-v1.1-train"
+    )
+    doc = json.loads((FIXTURES / "tydiqa" / folder.name / "tydiqa.goldp.sw.dev.json").read_text())
+    for article in doc["data"]:
+        for qa in article["paragraphs"][0]["qas"]:
+            qa["answers"] = [{"text": "", "answer_start": 0}]
+    (folder / "tydiqa.goldp.sw.dev.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres(
+            "train", "+task=tydiqa", *TINY, "data=local", f"data.root={tmp_path}",
+            "data.eval_languages=[sw]", f"hydra.run.dir={tmp_path / 'run'}",
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "answers blanked" in err and "XTREME" in err and "Traceback" not in err
+
+
+def test_tydiqa_trains_and_evaluates_on_xtreme_copies(tmp_path):
     run_dir = tmp_path / "run"
     run_lowres(
         "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES}",
@@ -138,3 +172,20 @@ def test_evaluate_adds_a_language_whose_file_exists(tmp_path):
     assert evaluated["per_language"]["en"] == trained["per_language"]["en"]
     answers = json.loads((out / "predictions" / "ro.json").read_text())
     assert sorted(answers) == ["ro-q1", "ro-q2", "ro-q3", "ro-q4", "ro-q5"]
+
+
+def test_min_steps_trains_at_least_that_many_updates_with_no_zero_lr_step(tmp_path):
+    run_dir = tmp_path / "run"
+    run_lowres(
+        "train", "+task=tydiqa", *TINY, "data=local", f"data.root={FIXTURES / 'tydiqa_release'}",
+        "data.eval_languages=[sw]", "trainer.max_steps=-1", "trainer.epochs=1",
+        "trainer.min_steps=7", "trainer.warmup_ratio=0.1", "trainer.lr=1e-3",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert metrics_of(run_dir)["train_steps"] == 7  # one pass over 12 questions is 3 updates
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    rates = {e["step"]: e["learning_rate"] for e in logged if "learning_rate" in e}
+    # Warm-up 0.7 rounds down to none: the first update runs at the full rate and the log's
+    # step-2 rate (the second update's) is 6/7 of it. Rounded up to one warm-up step, the
+    # first update would run at rate 0 and the second at the full rate.
+    assert rates[2] == pytest.approx(1e-3 * 6 / 7)

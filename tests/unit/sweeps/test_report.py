@@ -12,7 +12,7 @@ from helpers import run_lowres
 from lowres.errors import LowresError
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.sweeps.report import write_report
-from lowres.sweeps.stats import paired, summary, t_quantile
+from lowres.sweeps.stats import holm, paired, summary, t_quantile
 
 
 def test_t_quantile_matches_the_printed_tables():
@@ -244,3 +244,58 @@ def test_a_method_missing_a_language_gets_no_average_and_no_average_pairing(tmp_
     pairs = {(r["a"], r["b"], r["language"]): r for r in report["comparisons"]}
     assert set(pairs) == {("full", "lora", "de"), ("full", "lora", "zh")}
     assert pairs["full", "lora", "de"]["mean_difference"] == pytest.approx(-2.0)
+
+
+def test_paired_p_value_matches_scipys_one_sample_t_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for a, b in (
+        ({1: 32.0, 2: 43.0, 3: 54.0}, {1: 30.0, 2: 40.0, 3: 50.0}),  # differences 2, 3, 4
+        ({1: 35.0, 2: 38.0, 3: 51.0, 4: 20.0}, {1: 30.0, 2: 40.0, 3: 50.0, 4: 21.5}),
+    ):
+        differences = [a[s] - b[s] for s in sorted(a)]
+        expected = scipy_stats.ttest_1samp(differences, 0.0).pvalue
+        assert paired(a, b)["p"] == pytest.approx(expected, rel=1e-9)
+    # by hand: differences 2, 3, 4 give t = 3 * sqrt(3) = 5.196 on 2 df, p = 0.0351
+    assert paired({1: 2.0, 2: 3.0, 3: 4.0}, {1: 0.0, 2: 0.0, 3: 0.0})["p"] == pytest.approx(
+        0.035098, abs=1e-6
+    )
+
+
+def test_holm_adjusts_by_hand_and_keeps_the_order_given():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+
+
+def test_the_report_corrects_the_declared_family_and_labels_the_rest_exploratory(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    runs: list[dict] = []
+    # prompt_align beats full by 2, 3, 4 at k=0 (both languages); lora is noise around full.
+    for seed in (1, 2, 3):
+        for method, gain in (("full", 0.0), ("prompt_align", 1.0 + seed), ("lora", 3 - seed)):
+            _write_run(
+                sweep_dir, runs, method=method, grid={}, k=0, seed=seed,
+                scores={"de": 30.0 + 5 * seed + gain, "es": 20.0 + gain},
+            )  # fmt: skip
+    (sweep_dir / "sweep.json").write_text(json.dumps({"task": "xquad", "runs": runs}))
+    primary = [("full", "prompt_align", 0, "avg"), ("full", "lora", 0, "avg"), ("a", "b", 0, "de")]
+    report = write_report(sweep_dir, primary=primary)
+    rows = {(r["a"], r["b"], r["language"]): r for r in report["comparisons"]}
+    first, second = rows["full", "prompt_align", "avg"], rows["full", "lora", "avg"]
+    assert first["family"] == second["family"] == "primary"
+    assert report["family"]["size"] == 2 and report["family"]["without_a_test"] == [
+        ["a", "b", 0, "de"]
+    ]
+    assert [first["p_holm"], second["p_holm"]] == pytest.approx(holm([first["p"], second["p"]]))
+    assert first["p"] == pytest.approx(0.035098, abs=1e-6)  # differences -2, -3, -4
+    assert (
+        first["p_holm"] == pytest.approx(2 * 0.035098, abs=1e-5) and first["holm_rejects"] is False
+    )
+    assert rows["full", "prompt_align", "de"]["family"] == "exploratory"
+    assert rows["full", "prompt_align", "de"]["p_holm"] is None
+    text = (sweep_dir / "report" / "report.md").read_text()
+    assert "the 2 pre-registered comparisons, corrected together by Holm" in text
+    assert "| primary | full | prompt_align | 0 | avg | 3 |" in text
+    assert "no (Holm)" in text and "| exploratory | full | prompt_align | 0 | de |" in text
+    assert "the intervals vary seeds (each seed: its own k-shot sample" in text

@@ -23,11 +23,11 @@ def preset(name: str) -> dict:
     return params
 
 
-def tydiqa(eval_languages=("en", "ar", "fi", "sw"), root=FIXTURES, **overrides):
+def tydiqa(eval_languages=("en", "ar", "fi", "sw"), root=FIXTURES, source="en", **overrides):
     settings = DataSettings(
         source="local",
         root=str(root),
-        source_language="en",
+        source_language=source,
         eval_languages=list(eval_languages),
         pool_fraction=0.5,
     )
@@ -35,7 +35,7 @@ def tydiqa(eval_languages=("en", "ar", "fi", "sw"), root=FIXTURES, **overrides):
     return create_task(params.pop("name"), settings, **params)
 
 
-def test_tydiqa_reads_the_release_layout():
+def test_tydiqa_reads_xtreme_per_language_copies():
     task = tydiqa()
     pool = task.source_pool()
     assert len(pool) == 12 and {r["language"] for r in pool} == {"en"}
@@ -58,6 +58,59 @@ def test_tydiqa_reads_the_release_layout():
         pooled += len(target)
     assert 0 < pooled < 6  # the hash pools some paragraphs, not all
     assert len(split.train) == 12  # zero-shot: the English source pool only
+
+
+RELEASE = FIXTURES / "tydiqa_release"
+
+
+def test_tydiqa_reads_the_release_as_downloaded():
+    # One train file for every language (here English and Arabic): the source pool is the
+    # English questions, picked by their id prefix; dev files are named by language.
+    task = tydiqa(root=RELEASE)
+    pool = task.source_pool()
+    assert len(pool) == 12 and all(r["id"].startswith("train-english-") for r in pool)
+    assert len({r["id"] for r in pool}) == 12  # the release's ids are unique: nothing numbered
+    xtreme = tydiqa()
+    for lang in ("en", "ar", "fi", "sw"):
+        records = task.language_records(lang)
+        assert [r["question"] for r in records] == [
+            r["question"] for r in xtreme.language_records(lang)
+        ]
+        assert all(r["id"].startswith(NAMES[lang] + "-") for r in records)
+    assert task.locate("dev", "sw")[1] == [
+        RELEASE / "tydiqa" / "tydiqa-goldp-v1.1-dev" / "tydiqa-goldp-dev-swahili.json"
+    ]
+
+
+NAMES = {"en": "english", "ar": "arabic", "fi": "finnish", "sw": "swahili"}
+
+
+def test_a_shared_file_without_the_language_is_refused_with_the_prefixes_it_has(tmp_path):
+    folder = tmp_path / "tydiqa"
+    folder.mkdir()
+    (folder / "tydiqa-goldp-v1.1-train.json").symlink_to(
+        RELEASE / "tydiqa" / "tydiqa-goldp-v1.1-train.json"
+    )
+    # Finnish has no train questions here (the release has some): the pool cannot be read.
+    with pytest.raises(LowresError) as info:
+        tydiqa(root=tmp_path, source="fi").source_pool()
+    assert "no question id starts with 'finnish-'" in str(info.value)
+    assert "arabic-, english-" in str(info.value)
+    no_prefix = tydiqa(root=tmp_path, language_id_prefix="")
+    with pytest.raises(ConfigError, match="task.language_id_prefix is empty"):
+        no_prefix.source_pool()
+
+
+def test_tydiqa_reads_the_shared_release_in_every_language(shared_data):
+    if not (shared_data / "tydiqa").is_dir():
+        pytest.skip(f"TyDiQA-GoldP not found under {shared_data}")
+    counts = {"ar": 921, "bn": 113, "en": 440, "fi": 782, "id": 565, "ko": 276, "ru": 812,
+              "sw": 499, "te": 669}  # fmt: skip
+    task = tydiqa(root=shared_data, eval_languages=list(counts))
+    for lang, n in counts.items():
+        records = task.language_records(lang)
+        assert len(records) == n and len({r["id"] for r in records}) == n
+        assert all(r["answers"]["text"][0] for r in records)
 
 
 def _spans(record):
@@ -110,6 +163,23 @@ def test_an_unlabeled_file_is_refused(tmp_path):
     task = tydiqa(eval_languages=["sw"], root=tmp_path)
     with pytest.raises(DataFormatError, match="is unlabeled: none of its 4 questions"):
         task.language_records("sw")
+
+
+def test_a_copy_with_blanked_answers_names_xtreme_as_the_cause(tmp_path):
+    # XTREME's download keeps every answer entry but empties its text.
+    folder = tmp_path / "tydiqa" / "tydiqa-goldp-v1.1-dev"
+    folder.mkdir(parents=True)
+    doc = json.loads((FIXTURES / "tydiqa" / folder.name / "tydiqa.goldp.sw.dev.json").read_text())
+    for article in doc["data"]:
+        for qa in article["paragraphs"][0]["qas"]:
+            qa["answers"] = [{"text": "", "answer_start": -1}]
+    (folder / "tydiqa.goldp.sw.dev.json").write_text(json.dumps(doc))
+    task = tydiqa(eval_languages=["sw"], root=tmp_path)
+    with pytest.raises(DataFormatError) as info:
+        task.language_records("sw")
+    message = str(info.value)
+    assert "answers blanked" in message and "each of its 4 questions" in message
+    assert "XTREME's download script" in message and "tydiqa-goldp-v1.1-dev.tgz" in message
 
 
 def test_the_mlqa_metric_refuses_languages_it_cannot_normalise_before_training():

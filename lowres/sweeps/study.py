@@ -1,0 +1,541 @@
+"""A study as configuration: ``lowres study run|status|report SPEC.yaml``.
+
+A spec (``configs/study/*.yaml``, checked against :class:`StudySpec`) names the methods and
+their search spaces, the trial budget, the seeds at each stage, the k values, the tasks and
+languages, and the pre-registered comparisons. The study is planned into steps:
+
+1. ``search/<method>``: an Optuna search on source dev (``lowres train -m
+   hydra/sweeper=optuna``), the same budget for every method;
+2. ``source/<method>/seed<s>``: the chosen configuration trained on the source pool, once
+   per source seed;
+3. ``zeroshot/<task>/<method>/seed<s>``: that model evaluated on a task's languages;
+4. ``stage2search/<method>`` (with a ``stage2_space``): stage 2's own search, English k-shot
+   runs from the first source seed's model scored on source dev, the same budget;
+5. ``fewshot/<task>/<lang>/<method>/seed<s>/k<k>/s<t>``: stage 2, k target examples on top of
+   source seed s, stage-2 seed t (nested in s).
+
+A step is done when its results are under ``results`` (``results/study_v2/<step>/``):
+metrics, predictions, training log and overrides, never weights. The command writes them
+there and commits nothing; whatever is committed is what a fresh clone resumes from. A
+step that needs a source model's weights finds them under ``work``; on a machine without
+them the source step is run again there first (same command, same seed). ``report``
+rebuilds every table from ``results`` alone, without training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lowres.errors import ConfigError, LowresError
+from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
+
+KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json")
+SEARCH_KEPT = ("search.json", "search_plan.json", "optimization_results.yaml")
+
+
+@dataclass
+class MethodSpec:
+    preset: str = ""  # configs/method/<preset>.yaml; "" = the method's own name
+    space: dict[str, str] = field(default_factory=dict)  # key -> Hydra sweep; {} = preset's
+    overrides: list[str] = field(default_factory=list)  # this method's fixed extras
+    # stage 2's own search (English k-shot runs from source seed 1, scored on source dev);
+    # {} = stage 2 keeps the source choice and the spec's stage2 overrides
+    stage2_space: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SourceSpec:
+    task: str = "xquad"  # whose source pool trains (XQuAD: SQuAD v1.1 minus XQuAD's ids)
+    languages: list[str] = field(default_factory=lambda: ["en"])  # evaluated after training
+    dev_articles: int = 5  # data.source_dev_articles: the search's objective
+    dev_examples: int = 0  # data.source_dev_examples
+    overrides: list[str] = field(default_factory=list)  # e.g. trainer.epochs=1
+
+
+@dataclass
+class TaskSpec:
+    zero_shot: list[str] = field(default_factory=list)  # languages evaluated at k = 0
+    few_shot: list[str] = field(default_factory=list)  # languages with stage-2 runs
+    overrides: list[str] = field(default_factory=list)  # e.g. data.pool_fraction=0.3
+
+
+@dataclass
+class StudySpec:
+    name: str = "study"
+    description: str = ""
+    results: str = "results/study"  # committed: what the study resumes from
+    work: str = "outputs/study"  # run folders with weights: never committed
+    backbone: str = "me5-small"
+    common: list[str] = field(default_factory=list)  # overrides for every step
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+    trials: int = 8  # the same search budget for every method
+    search_seed: int = 0
+    source: SourceSpec = field(default_factory=SourceSpec)
+    source_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    stage2_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # nested in each
+    k: list[int] = field(default_factory=lambda: [8, 32, 128])  # stage-2 shots (0: zero-shot)
+    stage2: list[str] = field(default_factory=list)  # stage-2 overrides (schedule: min_steps)
+    stage2_search_k: int = 32  # English shots in the stage-2 search's runs
+    evaluate: list[str] = field(default_factory=list)  # zero-shot evaluation overrides
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    # [A, B, k, task]: A - B averaged over the task's target languages at k (the source's
+    # languages are shown, never averaged); Holm over all of them
+    primary: list[list[Any]] = field(default_factory=list)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """The spec file, checked against :class:`StudySpec`; errors name the key."""
+    file = Path(path)
+    if not file.is_file():
+        raise LowresError(f"Study spec {file} does not exist; give a YAML file (configs/study/).")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        merged = OmegaConf.merge(OmegaConf.structured(StudySpec), raw)
+        spec: StudySpec = OmegaConf.to_object(merged)
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"Study spec {file} does not fit the study schema: {' '.join(str(err).split())} "
+            "(the keys and types are those of lowres.sweeps.study.StudySpec; docs/study.md)."
+        ) from None
+    _check(spec, file)
+    return spec
+
+
+def _check(spec: StudySpec, file: Path) -> None:
+    if not spec.methods:
+        raise ConfigError(f"Study spec {file} names no method (methods: {{name: {{...}}}}).")
+    if not spec.source_seeds or not spec.stage2_seeds:
+        raise ConfigError(f"Study spec {file}: source_seeds and stage2_seeds need a seed each.")
+    if spec.trials < 1:
+        raise ConfigError(f"Study spec {file}: trials={spec.trials}; give at least 1.")
+    for comparison in spec.primary:
+        if len(comparison) != 4:
+            raise ConfigError(
+                f"Study spec {file}: primary entry {comparison} is not [A, B, k, task]."
+            )
+        a, b, k, task = comparison
+        unknown = [m for m in (a, b) if m not in spec.methods]
+        if unknown or task not in spec.tasks or (k and k not in spec.k):
+            raise ConfigError(
+                f"Study spec {file}: primary comparison {comparison} names "
+                f"{', '.join(map(str, unknown)) or f'k={k} or task {task}'}, which the study "
+                f"does not run (methods {', '.join(spec.methods)}; tasks "
+                f"{', '.join(spec.tasks)}; k 0 or {spec.k})."
+            )
+
+
+@dataclass
+class Step:
+    name: str  # also its folder under results/ and work/
+    kind: str  # search | source | zeroshot | fewshot
+    argv: list[str]
+    needs: str = ""  # a source step whose weights this one starts from
+
+
+def _chosen(results: Path, method: str, stage: str = "search") -> list[str] | None:
+    record = results / stage / method / "search.json"
+    if not record.is_file():
+        return None
+    best = json.loads(record.read_text())["best"]
+    if best is None:
+        raise LowresError(f"{record}: no trial of the search finished; run it again.")
+    return [f"{key}={value}" for key, value in sorted(best["params"].items())]
+
+
+def plan(spec: StudySpec) -> list[Step]:
+    """Every step, in the order they run. Steps after a search are planned once its choice
+    is in results/ (before that, ``status`` counts them as waiting for it)."""
+    results, work = Path(spec.results), Path(spec.work)
+    base = [f"backbone={spec.backbone}", *spec.common]
+    source = [
+        f"+task={spec.source.task}",
+        f"data.eval_languages=[{','.join(spec.source.languages)}]",
+    ]
+    steps = []
+    for method, m in spec.methods.items():
+        preset = f"+method={m.preset or method}"
+        name = f"search/{method}"
+        space = [f"{key}={value}" for key, value in sorted(m.space.items())]
+        steps.append(
+            Step(
+                name, "search",
+                ["train", "-m", "hydra/sweeper=optuna", *source, preset, *base,
+                 *spec.source.overrides, *m.overrides, *space,
+                 f"data.source_dev_articles={spec.source.dev_articles}",
+                 f"data.source_dev_examples={spec.source.dev_examples}",
+                 f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+                 f"hydra.sweep.dir={work / name}"],
+            )
+        )  # fmt: skip
+        chosen = _chosen(results, method)
+        if chosen is None:
+            continue
+        for seed in spec.source_seeds:
+            source_step = f"source/{method}/seed{seed}"
+            steps.append(
+                Step(
+                    source_step, "source",
+                    ["train", *source, preset, *base, *spec.source.overrides, *m.overrides,
+                     *chosen, f"data.source_dev_articles={spec.source.dev_articles}",
+                     f"data.source_dev_examples={spec.source.dev_examples}",
+                     f"trainer.seed={seed}", f"hydra.run.dir={work / source_step}"],
+                )
+            )  # fmt: skip
+            for task, t in spec.tasks.items():
+                if t.zero_shot:
+                    name = f"zeroshot/{task}/{method}/seed{seed}"
+                    steps.append(
+                        Step(
+                            name, "zeroshot",
+                            ["evaluate", f"checkpoint={work / source_step}", f"task={task}",
+                             f"data.eval_languages=[{','.join(t.zero_shot)}]", *t.overrides,
+                             *spec.evaluate, f"hydra.run.dir={work / name}"],
+                            needs=source_step,
+                        )
+                    )  # fmt: skip
+        stage2_chosen: list[str] | None = []
+        if m.stage2_space:
+            first = f"source/{method}/seed{spec.source_seeds[0]}"
+            name = f"stage2search/{method}"
+            space = [f"{key}={value}" for key, value in sorted(m.stage2_space.items())]
+            steps.append(
+                Step(
+                    name, "search",
+                    ["train", "-m", "hydra/sweeper=optuna", *source, preset, *base,
+                     *spec.source.overrides, *m.overrides, *chosen, *spec.stage2,
+                     f"init_from={work / first}", "data.source_pool=false",
+                     f"data.k={spec.stage2_search_k}",
+                     f"data.source_dev_articles={spec.source.dev_articles}",
+                     f"data.source_dev_examples={spec.source.dev_examples}", *space,
+                     f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+                     f"hydra.sweep.dir={work / name}"],
+                    needs=first,
+                )
+            )  # fmt: skip
+            stage2_chosen = _chosen(results, method, "stage2search")
+        if stage2_chosen is None:
+            continue
+        for seed in spec.source_seeds:
+            source_step = f"source/{method}/seed{seed}"
+            for task, t in spec.tasks.items():
+                for lang in t.few_shot:
+                    for k in spec.k:
+                        for s2 in spec.stage2_seeds:
+                            name = f"fewshot/{task}/{lang}/{method}/seed{seed}/k{k}/s{s2}"
+                            steps.append(
+                                Step(
+                                    name, "fewshot",
+                                    ["train", f"+task={task}", preset, *base, *m.overrides,
+                                     *chosen, *t.overrides, *spec.stage2, *stage2_chosen,
+                                     f"init_from={work / source_step}", "data.source_pool=false",
+                                     f"data.eval_languages=[{lang}]", f"data.k={k}",
+                                     f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
+                                    needs=source_step,
+                                )
+                            )  # fmt: skip
+    return steps
+
+
+def done(spec: StudySpec, step: Step) -> bool:
+    kept = "search.json" if step.kind == "search" else "metrics.json"
+    return (Path(spec.results) / step.name / kept).is_file()
+
+
+def _keep(spec: StudySpec, step: Step) -> None:
+    """Copy a finished step's results (never weights) from work/ into results/."""
+    source, target = Path(spec.work) / step.name, Path(spec.results) / step.name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    if step.kind == "search":
+        for name in SEARCH_KEPT:
+            if (source / name).is_file():
+                shutil.copy2(source / name, target / name)
+        for trial in (p for p in source.iterdir() if p.is_dir() and p.name.isdigit()):
+            if (trial / "metrics.json").is_file():
+                (target / trial.name).mkdir()
+                shutil.copy2(trial / "metrics.json", target / trial.name / "metrics.json")
+                shutil.copy2(
+                    trial / ".hydra" / "overrides.yaml", target / trial.name / "overrides.yaml"
+                )
+        return
+    for name in KEPT:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    if (source / "predictions").is_dir():
+        shutil.copytree(source / "predictions", target / "predictions")
+    if (source / ".hydra" / "overrides.yaml").is_file():
+        shutil.copy2(source / ".hydra" / "overrides.yaml", target / "overrides.yaml")
+
+
+Runner = Callable[[list[str]], None]
+
+
+def run_study(
+    spec: StudySpec, runner: Runner, *, limit: int = 0, echo: Callable[[str], None] = print
+) -> int:
+    """Run every step not in results/ (at most ``limit`` when > 0); returns how many ran.
+
+    Planned again after each search step, so the source steps appear once a choice exists.
+    """
+    ran = 0
+    by_name: dict[str, Step] = {}
+    while True:
+        steps = plan(spec)
+        by_name = {s.name: s for s in steps}
+        todo = [s for s in steps if not done(spec, s)]
+        if not todo or (limit and ran >= limit):
+            return ran
+        step = todo[0]
+        if step.needs and not (Path(spec.work) / step.needs / "checkpoint").is_dir():
+            needed = by_name[step.needs]
+            echo(f"study: {step.needs}: weights not under {spec.work}; training it again there")
+            shutil.rmtree(Path(spec.work) / needed.name, ignore_errors=True)
+            runner(needed.argv)
+        shutil.rmtree(Path(spec.work) / step.name, ignore_errors=True)  # an unfinished try
+        echo(f"study: {step.name}: lowres {' '.join(step.argv)}")
+        runner(step.argv)
+        _keep(spec, step)
+        ran += 1
+
+
+def status(spec: StudySpec) -> dict[str, Any]:
+    steps = plan(spec)
+    results = Path(spec.results)
+    waiting = [m for m in spec.methods if _chosen(results, m) is None]
+    waiting += [
+        f"{m} (stage 2)"
+        for m, method in spec.methods.items()
+        if method.stage2_space and _chosen(results, m, "stage2search") is None
+    ]
+    return {
+        "steps": [{"name": s.name, "done": done(spec, s), "argv": s.argv} for s in steps],
+        "done": sum(done(spec, s) for s in steps),
+        "planned": len(steps),
+        "waiting_for_search": waiting,
+    }
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def _metrics(path: Path) -> dict[str, Any]:
+    return json.loads((path / "metrics.json").read_text())
+
+
+def _score_table(spec: StudySpec) -> tuple[dict[tuple, dict[int, float]], dict[tuple, int]]:
+    """(task, method, k, language) -> source seed -> F1 (stage-2 seeds averaged within it),
+    and (task, language) -> questions scored."""
+    results = Path(spec.results)
+    table: dict[tuple, dict[int, float]] = defaultdict(dict)
+    questions: dict[tuple, int] = {}
+    for method in spec.methods:
+        for seed in spec.source_seeds:
+            for task, t in spec.tasks.items():
+                folder = results / "zeroshot" / task / method / f"seed{seed}"
+                if (folder / "metrics.json").is_file():
+                    for lang, scores in _metrics(folder)["per_language"].items():
+                        table[task, method, 0, lang][seed] = scores["f1"]
+                        questions[task, lang] = scores["n"]
+                for lang in t.few_shot:
+                    for k in spec.k:
+                        values = []
+                        for s2 in spec.stage2_seeds:
+                            run = results / "fewshot" / task / lang / method / f"seed{seed}"
+                            run = run / f"k{k}" / f"s{s2}"
+                            if (run / "metrics.json").is_file():
+                                scores = _metrics(run)["per_language"][lang]
+                                values.append(scores["f1"])
+                                questions[task, lang] = scores["n"]
+                        if len(values) == len(spec.stage2_seeds):
+                            table[task, method, k, lang][seed] = statistics.fmean(values)
+    return table, questions
+
+
+def _languages(spec: StudySpec, task: str, k: int) -> list[str]:
+    t = spec.tasks[task]
+    return list(t.few_shot) if k else list(t.zero_shot)
+
+
+def _targets(spec: StudySpec, task: str, k: int) -> list[str]:
+    """The languages a method's average is over: the source languages are not targets."""
+    return [lang for lang in _languages(spec, task, k) if lang not in spec.source.languages]
+
+
+def _averages(spec, table) -> dict[tuple[str, str, int], dict[int, float]]:
+    """(task, method, k) -> source seed -> mean over the languages (seeds with all of them)."""
+    out = {}
+    for task in spec.tasks:
+        for method in spec.methods:
+            for k in [0, *spec.k]:
+                langs = _targets(spec, task, k)
+                if not langs:
+                    continue
+                cells = [table.get((task, method, k, lang), {}) for lang in langs]
+                seeds = set.intersection(*(set(c) for c in cells)) if cells else set()
+                if seeds:
+                    out[task, method, k] = {
+                        s: statistics.fmean(c[s] for c in cells) for s in sorted(seeds)
+                    }
+    return out
+
+
+def _cell(values: dict[int, float]) -> str:
+    row = summary(list(values.values()))
+    if row["ci95_low"] is None:
+        return f"{row['mean']:.1f} (1 seed)"
+    return f"{row['mean']:.1f} [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+
+
+def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
+    """Tables and the Holm-corrected primary comparisons, from results/ alone."""
+    table, questions = _score_table(spec)
+    averages = _averages(spec, table)
+    nested = len(spec.stage2_seeds)
+    lines = [f"# {spec.name}: report", "", spec.description.strip(), ""]
+    lines.append(
+        f"F1 (0-100). Each cell: mean over source seeds and its {CONFIDENCE:.0%} t-interval; "
+        f"the interval varies the source seed (one source model per seed)"
+        + (
+            f", each few-shot value first averaged over {nested} nested stage-2 seeds"
+            if nested
+            else ""
+        )
+        + "; it does not vary the test questions. n: questions scored per language."
+    )
+    lines.append("")
+    for task in spec.tasks:
+        for k in [0, *spec.k]:
+            langs = _languages(spec, task, k)
+            rows = [m for m in spec.methods if any((task, m, k, lang) in table for lang in langs)]
+            if not rows:
+                continue
+            lines += [f"## {task}, k = {k}", ""]
+            header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
+            lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
+            lines.append("|---|" + "---:|" * (len(langs) + 2))
+            for method in rows:
+                cells = [
+                    _cell(table[task, method, k, lang]) if (task, method, k, lang) in table else "–"
+                    for lang in langs
+                ]
+                avg = averages.get((task, method, k))
+                seeds = len(avg) if avg else 0
+                lines.append(
+                    f"| {method} | "
+                    + " | ".join(cells)
+                    + f" | {_cell(avg) if avg else '–'} | {seeds} |"
+                )
+            lines.append("")
+    comparisons = []
+    for a, b, k, task in spec.primary:
+        first, second = averages.get((task, a, k)), averages.get((task, b, k))
+        result = paired(first, second) if first and second else None
+        comparisons.append({"a": a, "b": b, "k": k, "task": task, **(result or {"n": 0})})
+    tested = [c for c in comparisons if c.get("p") is not None]
+    for c, p in zip(tested, holm([c["p"] for c in tested]), strict=True):
+        c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
+    lines += [
+        "## Primary comparisons (pre-registered; Holm over the family)",
+        "",
+        f"A − B of the language-averaged F1, paired over source seeds; family of "
+        f"{len(spec.primary)} (Holm over the {len(tested)} with at least two seeds). Every "
+        "other difference in these tables is exploratory.",
+        "",
+        "| A | B | k | task | seeds | mean A − B | 95 % CI | p | Holm p | verdict |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in comparisons:
+        if c.get("p") is None:
+            lines.append(
+                f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
+                + "– | " * 5
+                + "not run |"
+            )
+            continue
+        verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
+        lines.append(
+            f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
+            f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
+            f"{c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
+        )
+    lines.append("")
+    searches = []
+    for method in spec.methods:
+        record = Path(spec.results) / "search" / method / "search.json"
+        if record.is_file():
+            data = json.loads(record.read_text())
+            best = data["best"] or {}
+            searches.append(
+                f"| {method} | {len(data['trials'])} | {best.get('params')} | "
+                f"{best.get('value', float('nan')):.2f} |"
+            )
+    if searches:
+        lines += ["## Searches (source dev, held out by article)", "",
+                  "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
+                  *searches, ""]  # fmt: skip
+    out = out or Path(spec.results) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    record = {
+        "cells": [
+            {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
+             **summary(list(v.values()))}
+            for (t, m, k, lang), v in sorted(table.items())
+        ],
+        "averages": [
+            {"task": t, "method": m, "k": k, "per_source_seed": v}
+            for (t, m, k), v in sorted(averages.items())
+        ],
+        "primary": comparisons,
+        "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
+    }  # fmt: skip
+    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
+    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def plot_averages(spec: StudySpec, averages: dict, out: Path) -> list[Path]:
+    """Per task: each method's target-language average against k, with its 95 % interval
+    over source seeds as error bars (k = 0: the task's zero-shot languages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    figures = []
+    for task in spec.tasks:
+        points = {m: [] for m in spec.methods}
+        for (t, method, k), values in sorted(averages.items()):
+            if t == task:
+                row = summary(list(values.values()))
+                low = row["ci95_low"] if row["ci95_low"] is not None else row["mean"]
+                points[method].append((k, row["mean"], row["mean"] - low))
+        if not any(points.values()):
+            continue
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for method, rows in points.items():
+            if rows:
+                ks, means, halves = zip(*rows, strict=True)
+                axis.errorbar(ks, means, yerr=halves, marker="o", capsize=3, label=method)
+        axis.set_xlabel("k (target examples at stage 2)")
+        axis.set_ylabel("F1, target-language average")
+        axis.set_title(f"{spec.name}: {task} (95 % interval over source seeds)")
+        axis.legend(fontsize=7)
+        path = out / f"{task}_average_vs_k.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        figures.append(path)
+    return figures

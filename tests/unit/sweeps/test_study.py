@@ -1,0 +1,161 @@
+"""``lowres study``'s plan and report on hand-made results (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lowres.errors import ConfigError
+from lowres.sweeps import study
+from lowres.sweeps.stats import holm, paired
+
+
+def write_spec(tmp_path, **changes):
+    spec = {
+        "name": "hand",
+        "results": str(tmp_path / "results"),
+        "work": str(tmp_path / "work"),
+        "methods": {"full": {}, "prompt_align": {}},
+        "source_seeds": [1, 2, 3],
+        "stage2_seeds": [1, 2],
+        "k": [8],
+        "tasks": {"tydiqa": {"zero_shot": ["sw", "te"], "few_shot": ["sw"]}},
+        "primary": [["prompt_align", "full", 0, "tydiqa"], ["prompt_align", "full", 8, "tydiqa"]],
+        **changes,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return study.load_spec(path)
+
+
+def put(folder, per_language):
+    folder.mkdir(parents=True)
+    scores = {lang: {"f1": f1, "exact_match": 0.0, "n": 100} for lang, f1 in per_language.items()}
+    (folder / "metrics.json").write_text(json.dumps({"per_language": scores}))
+
+
+def test_the_plan_nests_stage2_seeds_in_source_seeds_once_a_search_has_chosen(tmp_path):
+    spec = write_spec(tmp_path)
+    assert [s.name for s in study.plan(spec)] == ["search/full", "search/prompt_align"]
+    chosen = tmp_path / "results" / "search" / "full"
+    chosen.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 3e-5}, "value": 70.0, "number": 4}
+    (chosen / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    names = [s.name for s in study.plan(spec)]
+    assert names[:2] == ["search/full", "source/full/seed1"]
+    assert "fewshot/tydiqa/sw/full/seed3/k8/s2" in names
+    assert len([n for n in names if n.startswith("fewshot/")]) == 3 * 1 * 2  # seeds x k x s2
+    step = next(s for s in study.plan(spec) if s.name == "fewshot/tydiqa/sw/full/seed2/k8/s1")
+    assert "trainer.lr=3e-05" in step.argv and step.needs == "source/full/seed2"
+    assert "trainer.seed=1" in step.argv and f"init_from={spec.work}/source/full/seed2" in step.argv
+
+
+def test_the_report_averages_stage2_seeds_first_and_corrects_the_family(tmp_path):
+    spec = write_spec(tmp_path)
+    results = tmp_path / "results"
+    gains = {1: 2.0, 2: 3.0, 3: 4.0}  # prompt_align - full at k = 0, per source seed
+    for seed in (1, 2, 3):
+        put(results / f"zeroshot/tydiqa/full/seed{seed}", {"sw": 40.0 + seed, "te": 30.0})
+        put(
+            results / f"zeroshot/tydiqa/prompt_align/seed{seed}",
+            {"sw": 40.0 + seed + gains[seed], "te": 30.0 + gains[seed]},
+        )
+        for s2, noise in ((1, -1.0), (2, 1.0)):
+            put(results / f"fewshot/tydiqa/sw/full/seed{seed}/k8/s{s2}", {"sw": 50.0 + noise})
+            put(
+                results / f"fewshot/tydiqa/sw/prompt_align/seed{seed}/k8/s{s2}",
+                {"sw": 50.0 + noise + (seed - 2)},  # differences -1, 0, +1
+            )
+    record = study.report(spec)
+    averages = {(a["method"], a["k"]): a["per_source_seed"] for a in record["averages"]}
+    assert averages["full", 8] == {1: 50.0, 2: 50.0, 3: 50.0}  # stage-2 noise averaged away
+    assert averages["prompt_align", 0] == {1: 37.5, 2: 39.0, 3: 40.5}  # (sw + te) / 2
+    first, second = record["primary"]
+    expected = paired(averages["prompt_align", 0], averages["full", 0])
+    assert first["mean_difference"] == pytest.approx(3.0)
+    assert first["p"] == pytest.approx(expected["p"]) and first["p"] == pytest.approx(
+        0.0351, abs=1e-4
+    )
+    assert second["mean_difference"] == pytest.approx(0.0) and second["p"] == pytest.approx(1.0)
+    assert [first["p_holm"], second["p_holm"]] == pytest.approx(holm([first["p"], 1.0]))
+    assert first["p_holm"] == pytest.approx(2 * first["p"]) and first["holm_rejects"] is False
+    text = (results / "report" / "report.md").read_text()
+    assert "| sw (n=100) | te (n=100) | target average | seeds |" in text
+    assert "averaged over 2 nested stage-2 seeds" in text
+    assert record["figures"] == [str(results / "report" / "tydiqa_average_vs_k.png")]
+    assert (results / "report" / "tydiqa_average_vs_k.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="does not fit the study schema.*sed"):
+        write_spec(tmp_path, sed=1)
+    with pytest.raises(ConfigError, match=r"primary comparison .* names k=32"):
+        write_spec(tmp_path, primary=[["prompt_align", "full", 32, "tydiqa"]])
+
+
+def test_the_v2_spec_is_the_pre_registered_protocol():
+    from lowres.schema import config_dir
+
+    spec = study.load_spec(config_dir() / "study" / "v2.yaml")
+    assert list(spec.methods) == [
+        "full", "full_frozen_embeddings", "lora_all_linear", "prompt_align",
+        "prompt_align_no_align", "prompt_align_no_prompt",
+    ]  # fmt: skip
+    assert all((config_dir() / "method" / f"{m}.yaml").is_file() for m in spec.methods)
+    assert spec.trials >= 8 and len(spec.source_seeds) >= 3 and len(spec.stage2_seeds) >= 3
+    assert "trainer.min_steps=30" in spec.stage2 and spec.k == [8, 32]
+    assert all(
+        set(m.stage2_space) == {"trainer.lr", "trainer.min_steps"} for m in spec.methods.values()
+    )
+    assert spec.evaluate == ["data.max_eval_examples=0"]  # no cap from the source runs
+    assert set(spec.methods["prompt_align"].space) == {
+        "trainer.lr",
+        "align.weight",
+        "prompt.length",
+    }
+    assert len(spec.primary) == 16 and {c[1] for c in spec.primary} == set(spec.methods) - {
+        "prompt_align",
+        "full_frozen_embeddings",
+    }
+    assert (
+        spec.tasks["tydiqa"].few_shot == ["sw", "te"] and len(spec.tasks["tydiqa"].zero_shot) == 9
+    )
+
+
+def test_a_stage2_space_plans_an_english_k_shot_search_before_the_few_shot_runs(tmp_path):
+    space = {"trainer.lr": "tag(log,interval(1e-5,1e-3))", "trainer.min_steps": "choice(30,60)"}
+    spec = write_spec(
+        tmp_path,
+        methods={"full": {"stage2_space": space}},
+        stage2=["trainer.min_steps=30"],
+        primary=[],
+    )
+    folder = tmp_path / "results" / "search" / "full"
+    folder.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 3e-5}, "value": 70.0, "number": 0}
+    (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    steps = {s.name: s for s in study.plan(spec)}
+    stage2 = steps["stage2search/full"]
+    assert stage2.kind == "search" and stage2.needs == "source/full/seed1"
+    for expected in (
+        "data.k=32",
+        "data.source_pool=false",
+        "data.source_dev_articles=5",
+        "trainer.min_steps=choice(30,60)",
+        f"init_from={spec.work}/source/full/seed1",
+    ):
+        assert expected in stage2.argv  # fmt: skip
+    assert not [n for n in steps if n.startswith("fewshot/")]  # waiting for stage 2's choice
+    assert study.status(spec)["waiting_for_search"] == ["full (stage 2)"]
+    folder = tmp_path / "results" / "stage2search" / "full"
+    folder.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 2e-5, "trainer.min_steps": 60}, "value": 60.0, "number": 3}
+    (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    fewshot = [s for s in study.plan(spec) if s.name.startswith("fewshot/")]
+    assert len(fewshot) == 6
+    argv = fewshot[0].argv
+    # the stage-2 choice comes after the fixed stage-2 overrides, so it is what Hydra keeps
+    assert argv.index("trainer.min_steps=60") > argv.index("trainer.min_steps=30")
+    assert argv.index("trainer.lr=2e-05") > argv.index("trainer.lr=3e-05")
