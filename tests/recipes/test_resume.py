@@ -33,25 +33,31 @@ class Killed(BaseException):
 
 
 class _KillAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, after_save: bool = False) -> None:
         self.step = step
+        self.after_save = after_save
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
+        if state.global_step == self.step and not self.after_save:
             raise Killed(f"killed at step {self.step}")
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step and self.after_save:
+            raise Killed(f"killed after the checkpoint of step {self.step}")
 
 
 @pytest.fixture
 def kill_at(monkeypatch):
-    """Make the next training run die at the end of the given step."""
+    """Make the next training run die at the end of the given step (``after_save``: once
+    that step's checkpoint is written)."""
 
-    def arm(step: int) -> None:
+    def arm(step: int, after_save: bool = False) -> None:
         original = train_recipe.build_trainer
 
         def build_trainer(*args, **kwargs):
             trainer = original(*args, **kwargs)
             if kwargs.get("train_dataset") is not None:
-                trainer.add_callback(_KillAt(step))
+                trainer.add_callback(_KillAt(step, after_save))
                 monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
             return trainer
 
@@ -102,6 +108,36 @@ def test_a_run_killed_at_a_random_step_resumes_bit_identical(tmp_path, kill_at, 
     outcome = _outcome(run_dir)
     assert uninterrupted["losses"][-1][0] == 8
     _assert_identical(outcome, uninterrupted, step)
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_bit_identical(
+    tmp_path, kill_at, uninterrupted
+):
+    # Killed after checkpoint-8 (the last step) and before metrics.json: the resumed run
+    # used to train a 9th step, log it and average train_loss over it.
+    run_dir = tmp_path / "run"
+    kill_at(8, after_save=True)
+    with pytest.raises(Killed):
+        run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
+    assert (run_dir / "trainer" / "checkpoint-8").is_dir()
+    assert not (run_dir / "metrics.json").exists()
+    run_lowres("train", "--resume", str(run_dir))
+    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 8
+    _assert_identical(_outcome(run_dir), uninterrupted, 8)
+    log = (run_dir / "train_log.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["train_loss"] == uninterrupted["train_loss"]
+
+
+def test_resumed_at_the_last_step_with_a_constant_rate_trains_no_step_more(tmp_path, kill_at):
+    # With a linear schedule the extra step had a learning rate of 0; with a constant one
+    # it moved the weights.
+    constant = [*SMOKE, "trainer.scheduler=constant", "trainer.save_steps=2"]
+    run_lowres("train", *constant, f"hydra.run.dir={tmp_path / 'whole'}")
+    kill_at(4, after_save=True)
+    with pytest.raises(Killed):
+        run_lowres("train", *constant, f"hydra.run.dir={tmp_path / 'run'}")
+    run_lowres("train", "--resume", str(tmp_path / "run"))
+    _assert_identical(_outcome(tmp_path / "run"), _outcome(tmp_path / "whole"), 4)
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
@@ -157,3 +193,16 @@ def test_a_killed_sweep_resumes_its_interrupted_run_from_the_checkpoint(tmp_path
     _assert_identical(_outcome(run), _outcome(whole / run.relative_to(killed)), step)
     # It continued from the checkpoint: its log holds the steps before the kill as well.
     assert _outcome(run)["losses"][0][0] == 2
+
+
+def test_a_sweep_killed_after_a_runs_last_checkpoint_records_its_real_train_loss(tmp_path, kill_at):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_lowres("sweep", *SWEEP, f"hydra.sweep.dir={whole}")
+    kill_at(8, after_save=True)
+    with pytest.raises(Killed):
+        run_lowres("sweep", *SWEEP, f"hydra.sweep.dir={killed}")
+    (run,) = {p.parent.parent for p in (killed / "runs").rglob("trainer/checkpoint-8")}
+    run_lowres("sweep", "--resume", str(killed))
+    reference = _outcome(whole / run.relative_to(killed))
+    assert reference["train_loss"] > 1.0  # the resumed sweep run used to record 0.0
+    _assert_identical(_outcome(run), reference, 8)
