@@ -26,12 +26,17 @@ from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
 from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
 from lowres.runfolder import (
+    LOCK_FILE,
     FolderLock,
     claim_new_folder,
+    clear_folder,
     ensure_folder,
     holds_run,
+    produced_outputs,
+    refuse_links,
     remove_empty_parents,
     remove_if_scaffolding,
+    unexpected_entries,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas
 
@@ -261,11 +266,19 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         app()
         return
     print(f"lowres {verb}: run folder {folder.path}", flush=True)
-    succeeded = False
+    succeeded, user_error = False, False
     try:
         app()
         succeeded = True
+    except SystemExit as exit_info:
+        user_error = exit_info.code == 2
+        raise
     finally:
+        # A new run stopped by a user error before training produced anything (a device
+        # it cannot have, a prompt layer the backbone lacks) leaves nothing that would
+        # block the corrected command in the same folder.
+        if user_error and folder.fresh and not produced_outputs(folder.path):
+            clear_folder(folder.path, keep=LOCK_FILE)
         folder.lock.release()
         # A command that failed before producing anything leaves no junk folder, nor the
         # empty task/backbone folders above a default one.
@@ -278,15 +291,24 @@ class _Folder:
     """The folder a train/evaluate/sweep command writes, chosen and locked before Hydra runs."""
 
     def __init__(
-        self, path: Path, key: str, *, created: bool, keep_saved_config: bool, extra: list[str]
+        self,
+        path: Path,
+        key: str,
+        lock: FolderLock,
+        *,
+        created: bool,
+        keep_saved_config: bool,
+        extra: list[str],
+        fresh: bool = False,
     ) -> None:
-        self.path, self.created = path, created
+        self.path, self.created, self.lock = path, created, lock
+        # A new run in a new or empty folder: all it holds is this command's own.
+        self.fresh = fresh
         self.overrides = [f"{key}={path}", *extra]
         if keep_saved_config:
             # A resumed run already holds the config it was trained with; Hydra must not
             # rewrite .hydra/ (it would replace a finished run's config before any check).
             self.overrides.append("hydra.output_subdir=null")
-        self.lock = FolderLock(path).acquire()
 
 
 def _compose(verb: str, overrides: list[str]):
@@ -340,7 +362,38 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
         extra.append(f"data.root={Path(root).expanduser().resolve()}")
     if not explicit:
         claimed = claim_new_folder(path)
-        return _Folder(claimed, key, created=True, keep_saved_config=False, extra=extra)
+        lock = FolderLock(claimed).acquire()
+        return _Folder(
+            claimed, key, lock, created=True, keep_saved_config=False, extra=extra, fresh=True
+        )
+    created = not path.exists()
+    folder = ensure_folder(path)
+    # Locked before it is checked: a check without the lock could pass while another
+    # process finishes a run there, and Hydra would then rewrite that run's .hydra/.
+    lock = FolderLock(folder).acquire()
+    try:
+        refuse_links(folder)
+        keep_saved_config = _check_folder(verb, cfg, folder, overrides)
+    except BaseException:
+        lock.release()
+        if created:
+            remove_if_scaffolding(folder)
+        raise
+    fresh = verb == "train" and not cfg.resume
+    return _Folder(
+        folder,
+        key,
+        lock,
+        created=created,
+        keep_saved_config=keep_saved_config,
+        extra=extra,
+        fresh=fresh,
+    )
+
+
+def _check_folder(verb: str, cfg, path: Path, overrides: list[str]) -> bool:
+    """Refuse a given run folder this command must not write into (called under its lock);
+    whether the folder's saved config is kept (a resumed run)."""
     keep_saved_config = False
     if verb == "train" and not cfg.resume and holds_run(path):
         if (path / "metrics.json").is_file():
@@ -368,10 +421,16 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
             f"hydra.sweep.dir={path} is a finished training run's folder, not a sweep folder; "
             "choose another hydra.sweep.dir."
         )
-    created = not path.exists()
-    return _Folder(
-        ensure_folder(path), key, created=created, keep_saved_config=keep_saved_config, extra=extra
-    )
+    foreign = unexpected_entries(path)
+    if foreign and not holds_run(path):
+        key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise LowresError(
+            f"{key}={path} is a folder of other files ({shown}), not a lowres run; lowres "
+            "writes a new run only into a new or empty folder, so that none of them is "
+            f"overwritten. Choose another {key} (a folder that does not exist yet)."
+        )
+    return keep_saved_config
 
 
 def _task_overrides(overrides: list[str]) -> list[str]:

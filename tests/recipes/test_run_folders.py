@@ -12,9 +12,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import SMOKE, run_lowres
 
-from lowres.runfolder import LOCK_FILE, FolderLock, claim_new_folder
+from lowres.errors import LowresError
+from lowres.runfolder import LOCK_FILE, FolderLock, RunFolder, claim_new_folder
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a user error only without a GPU")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -208,3 +212,102 @@ def test_a_relative_data_root_is_saved_absolute(tmp_path, monkeypatch, shared_da
     monkeypatch.chdir(tmp_path)
     run_lowres("evaluate", f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_a_run_that_finishes_between_the_check_and_the_lock_keeps_its_config(
+    finished_run, tmp_path, monkeypatch, capsys
+):
+    """The folder is checked under its lock: a run that finished there while this command
+    was starting is refused before Hydra writes .hydra/ (it used to rewrite the config)."""
+    run_dir = tmp_path / "run"
+    real_acquire = FolderLock.acquire
+
+    def finish_first(lock):
+        # Another process ran the whole run in this folder just before the lock was taken.
+        shutil.copytree(finished_run, lock.folder, dirs_exist_ok=True)
+        return real_acquire(lock)
+
+    monkeypatch.setattr(FolderLock, "acquire", finish_first)
+    assert _exit_code("train", *SMOKE, "trainer.seed=7", f"hydra.run.dir={run_dir}") == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert _digest(run_dir) == _digest(finished_run)
+
+
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "predictions" / "en.json").write_text('{"mine": 1}')
+    (folder / "train_log.jsonl").write_text("my notes\n")
+    before = _digest(folder)
+    assert _exit_code("train", *SMOKE, f"hydra.run.dir={folder}") == 2
+    err = capsys.readouterr().err
+    assert f"hydra.run.dir={folder} is a folder of other files (predictions, train_log" in err
+    assert _digest(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["predictions", "train_log.jsonl"]
+    assert _exit_code("evaluate", "checkpoint=x", f"hydra.run.dir={folder}") == 2
+    assert _digest(folder) == before
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_kept(tmp_path, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).symlink_to(precious)
+    assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert precious.read_text() == "keep me\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]
+
+
+def test_a_symlinked_predictions_folder_is_refused_and_its_target_kept(
+    finished_run, tmp_path, capsys
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "en.json").write_text("theirs")
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    shutil.rmtree(copy / "predictions")
+    (copy / "predictions").symlink_to(elsewhere, target_is_directory=True)
+    (copy / "metrics.json").unlink()
+    # --resume of the copy (an unfinished run now) and evaluate into a linked folder.
+    code = _exit_code("train", *SMOKE, "resume=true", f"hydra.run.dir={copy}")
+    assert code == 2
+    assert f"{copy / 'predictions'} is a symbolic link" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["en.json"]
+    assert (elsewhere / "en.json").read_text() == "theirs"
+
+
+def test_run_files_are_never_written_through_a_link(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = RunFolder(tmp_path / "run")
+    (run.path / "predictions").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LowresError, match="is a symbolic link"):
+        run.write_json("predictions/en.json", {"q1": "a"})
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("wrong", "needle"),
+    [
+        ("prompt.layers=[0,99]", "prompt.layers"),
+        ("prompt.length=100000", "does not fit the backbone's 512 positions"),
+        pytest.param("trainer.device=cuda", "cuda", marks=NO_GPU),
+        pytest.param("trainer.precision=fp16", "needs a CUDA device", marks=NO_GPU),
+    ],
+)
+def test_a_user_error_before_training_does_not_block_the_corrected_command(
+    tmp_path, wrong, needle, capsys
+):
+    run_dir = tmp_path / "run"
+    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={run_dir}") == 2
+    assert needle in capsys.readouterr().err
+    assert not run_dir.exists()
+    given = tmp_path / "given"
+    given.mkdir()
+    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={given}") == 2
+    assert list(given.iterdir()) == []  # the user's empty folder stays, empty
+    run_lowres("train", *SMOKE, "prompt=deep", f"hydra.run.dir={run_dir}")
+    assert (run_dir / "metrics.json").is_file()
