@@ -228,18 +228,33 @@ def _resume_overrides(
 
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     register_schemas()
-    resuming = None
+    resuming, finished = None, False
     if verb in ("train", "sweep"):
         if "--resume" in overrides:
             at = overrides.index("--resume")
             if at + 1 >= len(overrides):
                 raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
             resuming = overrides[at + 1]
-            if verb == "train":
-                _check_resumable(resuming)
             given = [*overrides[:at], *overrides[at + 2 :]]
+            finished = verb == "train" and not _check_resumable(resuming, given)
+            if verb == "sweep" and any(_key(o) == "hydra.sweep.dir" for o in given):
+                raise LowresError(
+                    f"--resume {resuming} continues the sweep in its own folder, so "
+                    "hydra.sweep.dir cannot apply. Resume without it."
+                )
             overrides = [*given, *_resume_overrides(resuming, verb, given)]
         overrides = _absolute_paths(_normalize_task(overrides))
+        if resuming and finished:
+            # Other settings are refused as for an unfinished run; the same ones find
+            # nothing left to do, and say so instead of exiting 0 in silence.
+            _check_same_overrides(Path(resuming), overrides)
+            print(
+                f"lowres train --resume {resuming}: the run finished already "
+                f"({Path(resuming) / 'metrics.json'}); nothing was done.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if verb == "sweep":
             overrides = _normalize_grid(overrides)
         _check_method(overrides)
@@ -253,6 +268,15 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     else:
         # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
         overrides = _normalize_task(overrides)
+        wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
+        if not wants_help and not any(
+            _key(o) == "checkpoint" and o.partition("=")[2].strip() for o in overrides
+        ):
+            raise LowresError(
+                "lowres evaluate needs checkpoint=RUN_DIR: the folder `lowres train` wrote "
+                "(it prints its path), e.g. `lowres evaluate "
+                "checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00`."
+            )
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
@@ -440,25 +464,50 @@ def _task_overrides(overrides: list[str]) -> list[str]:
     )
 
 
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """Override key -> value, the last one winning as in Hydra (``+``/``~`` prefixes kept
+    apart from the key, so ``+task=x`` and ``task=x`` name the same setting)."""
+    settings = {}
+    for override in _task_overrides(overrides):
+        key, _, value = override.partition("=")
+        settings[key.lstrip("+")] = value
+    return settings
+
+
 def _check_same_overrides(path: Path, overrides: list[str]) -> None:
     saved = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-    before, now = _task_overrides(saved), _task_overrides(overrides)
-    if before != now:
-        added = [o for o in now if o not in before]
-        dropped = [o for o in before if o not in now]
+    before, now = _settings(saved), _settings(overrides)
+    added = [f"{k}={v}" for k, v in now.items() if k not in before]
+    changed = [f"{k}={now[k]} (trained with {before[k]})" for k in now if k in before
+               and now[k] != before[k]]  # fmt: skip
+    dropped = [f"{k}={v}" for k, v in before.items() if k not in now]
+    if added or changed or dropped:
         raise LowresError(
             f"Resuming {path} with other settings than it was trained with (added: "
-            f"{added or 'none'}; missing: {dropped or 'none'}); a resumed run must continue "
-            f"the same run. Resume it as it was with `lowres train --resume {path}`, or start "
-            "a new run in another folder."
+            f"{', '.join(added) or 'none'}; changed: {', '.join(changed) or 'none'}; missing: "
+            f"{', '.join(dropped) or 'none'}); a resumed run must continue the same run. "
+            f"Resume it as it was with `lowres train --resume {path}` (no other overrides), "
+            "or start a new run in another folder."
         )
 
 
-def _check_resumable(run_dir: str) -> None:
-    """``--resume`` on a folder without a checkpoint would silently start from step 0."""
+def _check_resumable(run_dir: str, given: list[str]) -> bool:
+    """Whether there is anything to resume: a finished run has nothing left (False); a
+    folder without a checkpoint would silently start from step 0 (refused)."""
     path = Path(run_dir)
-    if (path / "metrics.json").is_file() or not (path / ".hydra" / "overrides.yaml").is_file():
-        return  # finished (nothing to do) or not a run folder (_resume_overrides says so)
+    elsewhere = [
+        o for o in given if o.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    if elsewhere:
+        raise LowresError(
+            f"--resume {run_dir} continues the run in its own folder, so {elsewhere[0]} "
+            "cannot apply. Resume without it, or copy the folder there first and resume "
+            "the copy: `lowres train --resume COPY`."
+        )
+    if not (path / ".hydra" / "overrides.yaml").is_file():
+        return True  # not a run folder: _resume_overrides says so
+    if (path / "metrics.json").is_file():
+        return False
     if not any((path / "trainer").glob("checkpoint-*")):
         raise LowresError(
             f"--resume {run_dir}: the run has no resumable checkpoint (no "
@@ -466,6 +515,7 @@ def _check_resumable(run_dir: str) -> None:
             "trainer.save_steps=N. Start it again in a new folder (the same command without "
             "--resume and hydra.run.dir), with trainer.save_steps set to make it resumable."
         )
+    return True
 
 
 def _check_evaluate_overrides(overrides: list[str]) -> None:

@@ -7,6 +7,7 @@ kilobytes; restoring requires every saved name to exist in the model with the sa
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -137,4 +138,14 @@ def checkpoint_problem(folder: Path) -> str | None:
         load_file(str(folder / TRAINABLE_FILE))
     except (SafetensorError, OSError, ValueError) as err:
         return f"{TRAINABLE_FILE} is damaged ({err})"
+    # torch.save writes zip archives; reading every member against its CRC finds a file cut
+    # short or changed without unpickling it.
+    for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("rng_state*.pth")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            return f"{path.name} is damaged ({err})"
+        if bad is not None:
+            return f"{path.name} is damaged (its member {bad} fails its checksum)"
     return None

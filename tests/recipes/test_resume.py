@@ -140,17 +140,19 @@ def test_resumed_at_the_last_step_with_a_constant_rate_trains_no_step_more(tmp_p
     _assert_identical(_outcome(tmp_path / "run"), _outcome(tmp_path / "whole"), 4)
 
 
+@pytest.mark.parametrize("damaged", ["trainable.safetensors", "optimizer.pt", "rng_state.pth"])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
-    tmp_path, kill_at, uninterrupted, capsys
+    tmp_path, kill_at, uninterrupted, capsys, damaged
 ):
     run_dir = tmp_path / "run"
     kill_at(7)  # checkpoints 4 and 6 are kept (save_total_limit=2)
     with pytest.raises(Killed):
         run_lowres("train", *ALIGNED, f"hydra.run.dir={run_dir}")
-    latest = run_dir / "trainer" / "checkpoint-6" / "trainable.safetensors"
-    latest.write_bytes(latest.read_bytes()[:50])  # cut short, as by a full disk
+    latest = run_dir / "trainer" / "checkpoint-6" / damaged
+    latest.write_bytes(latest.read_bytes()[:-60])  # cut short, as by a full disk
     run_lowres("train", "--resume", str(run_dir))
-    assert "not resuming from" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"not resuming from {run_dir / 'trainer'}/checkpoint-6: {damaged} is damaged" in err
     _assert_identical(_outcome(run_dir), uninterrupted, 4)
 
 

@@ -63,8 +63,41 @@ def test_evaluate_into_the_checkpoint_folder_is_refused_before_writing(finished_
 def test_resume_with_other_settings_is_refused(finished_run, capsys):
     before = _digest(finished_run)
     assert _exit_code("train", "--resume", str(finished_run), "prompt.length=5") == 2
-    assert "added: ['prompt.length=5']" in capsys.readouterr().err
+    assert "(added: prompt.length=5; changed: none; missing: none)" in capsys.readouterr().err
+    assert _exit_code("train", "--resume", str(finished_run), "trainer.progress=true") == 2
+    err = capsys.readouterr().err
+    assert "changed: trainer.progress=true (trained with false)" in err
     assert _digest(finished_run) == before
+
+
+def test_resume_of_a_finished_run_says_nothing_was_done(finished_run, capsys):
+    before = _digest(finished_run)
+    # Repeating one of the run's own settings is no change.
+    run_lowres("train", "--resume", str(finished_run), "backbone=tiny-bert")
+    captured = capsys.readouterr()
+    assert "the run finished already" in captured.err and "nothing was done" in captured.err
+    assert "Traceback" not in captured.err
+    assert _digest(finished_run) == before
+
+
+def test_resume_into_another_folder_is_refused(finished_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    code = _exit_code("train", "--resume", str(finished_run), f"hydra.run.dir={other}")
+    assert code == 2
+    assert f"hydra.run.dir={other} cannot apply" in capsys.readouterr().err
+    assert not other.exists()
+    code = _exit_code("sweep", "--resume", str(tmp_path), f"hydra.sweep.dir={other}")
+    assert code == 2
+    assert "hydra.sweep.dir cannot apply" in capsys.readouterr().err
+
+
+def test_evaluate_without_a_checkpoint_names_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code("evaluate") == 2
+    assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
+    assert _exit_code("evaluate", "checkpoint=") == 2
+    assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_new_run_over_an_unfinished_run_is_refused(tmp_path, capsys):
