@@ -28,6 +28,7 @@ from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
 from lowres.runfolder import (
     LOCK_FILE,
     FolderLock,
+    RunFolder,
     claim_new_folder,
     clear_folder,
     ensure_folder,
@@ -506,7 +507,7 @@ def _check_resumable(run_dir: str, given: list[str]) -> bool:
         )
     if not (path / ".hydra" / "overrides.yaml").is_file():
         return True  # not a run folder: _resume_overrides says so
-    if (path / "metrics.json").is_file():
+    if RunFolder.finished_at(path):
         return False
     if not any((path / "trainer").glob("checkpoint-*")):
         raise LowresError(

@@ -105,12 +105,20 @@ class RunFolder:
         return cls(output_dir)
 
     def finished(self) -> bool:
-        return (self.path / METRICS_FILE).is_file()
+        return self.finished_at(self.path)
 
     @staticmethod
     def finished_at(path: str | Path) -> bool:
-        """Whether ``path`` holds a finished run, without creating the folder."""
-        return (Path(path) / METRICS_FILE).is_file()
+        """Whether ``path`` holds a finished run, without creating the folder.
+
+        A run is finished when its metrics.json is complete: one cut short or damaged (a
+        full disk, a copy that did not finish) marks a run to train again, not one to skip.
+        """
+        try:
+            data = json.loads((Path(path) / METRICS_FILE).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(data, dict) and {"task", "per_language", "average"} <= data.keys()
 
     def metrics(self) -> RunMetrics:
         return read_metrics(self.path)
