@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import SMOKE, run_lowres
+from safetensors.torch import load_file, save_file
 
 from lowres.errors import LowresError
 from lowres.runfolder import LOCK_FILE, FolderLock, RunFolder, claim_new_folder
@@ -344,3 +345,23 @@ def test_a_user_error_before_training_does_not_block_the_corrected_command(
     assert list(given.iterdir()) == []  # the user's empty folder stays, empty
     run_lowres("train", *SMOKE, "prompt=deep", f"hydra.run.dir={run_dir}")
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_evaluate_refuses_weights_that_are_not_the_runs_own(finished_run, tmp_path, capsys):
+    """Same names and shapes (as another backbone's weights can have), other values: only
+    the manifest's hash tells them apart."""
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    weights = copy / "checkpoint" / "trainable.safetensors"
+    manifest = json.loads((copy / "checkpoint" / "manifest.json").read_text())
+    assert (
+        manifest["sha256"]["trainable.safetensors"]
+        == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
+    state = load_file(weights)
+    save_file({name: value + 0.5 for name, value in state.items()}, weights)
+    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "holds other weights than the run trained" in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists()
