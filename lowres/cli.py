@@ -24,6 +24,7 @@ from rich.text import Text
 
 from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
+from lowres.files import inside
 from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
 from lowres.runfolder import (
     LOCK_FILE,
@@ -168,6 +169,23 @@ def _check_method(overrides: list[str]) -> None:
             )
 
 
+def _check_option_names(overrides: list[str]) -> None:
+    """A config group's option is a name inside the group's folder: ``+method=../../x``
+    must not load a YAML file from elsewhere."""
+    groups = set(config_groups())
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key not in groups or not value:
+            continue
+        if value.startswith(("/", "~")) or not inside(config_dir() / key, f"{value}.yaml"):
+            raise LowresError(
+                f"{key}={value}: a {key} option is a preset's name (one of "
+                f"{', '.join(config_groups()[key])}), not a path, and it may not lead out of "
+                f"the {key}/ folder. A preset of your own goes in DIR/{key}/NAME.yaml, with "
+                f"hydra.searchpath=[file://DIR] and {key}=NAME on the command line."
+            )
+
+
 def _has_task(overrides: list[str]) -> bool:
     return any(o.startswith(("+task=", "++task=")) for o in overrides)
 
@@ -258,6 +276,7 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
             return
         if verb == "sweep":
             overrides = _normalize_grid(overrides)
+        _check_option_names(overrides)
         _check_method(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
@@ -269,6 +288,7 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     else:
         # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
         overrides = _normalize_task(overrides)
+        _check_option_names(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not wants_help and not any(
             _key(o) == "checkpoint" and o.partition("=")[2].strip() for o in overrides
@@ -386,6 +406,7 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
         # `lowres evaluate` of the run from another folder would not find the files.
         extra.append(f"data.root={Path(root).expanduser().resolve()}")
     if not explicit:
+        _check_default_folder(verb, cfg, path)
         claimed = claim_new_folder(path)
         lock = FolderLock(claimed).acquire()
         return _Folder(
@@ -413,6 +434,23 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
         keep_saved_config=keep_saved_config,
         extra=extra,
         fresh=fresh,
+    )
+
+
+def _check_default_folder(verb: str, cfg, path: Path) -> None:
+    """The default folder is built from names in the config (task.name, backbone.name); one
+    holding ``..`` must not place the run outside outputs/."""
+    if path.resolve().is_relative_to(OUTPUTS_ROOT.resolve()):
+        return
+    names = {"task.name": cfg.get("task", {}).get("name"), "backbone.name": None}
+    if verb != "evaluate":
+        names["backbone.name"] = cfg.get("backbone", {}).get("name")
+    culprits = [f"{k}={v}" for k, v in names.items() if v and ".." in Path(str(v)).parts]
+    named = " and ".join(culprits) or "a name in hydra.run.dir's default"
+    raise LowresError(
+        f"The run folder {path} lies outside {OUTPUTS_ROOT}/: {named} leads out of it. The "
+        "default folder is outputs/<task.name>/<backbone.name>/<date>; give a name without "
+        "'..' (or an absolute path), or choose the folder with hydra.run.dir=DIR."
     )
 
 

@@ -37,3 +37,10 @@ def write_atomic(target: str | Path, data: str | bytes) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def inside(root: str | Path, relative: str | Path) -> bool:
+    """Whether ``root / relative`` stays inside ``root`` once ``..`` and links resolve: a
+    name from the config (a preset, a backbone name) must not reach another folder."""
+    root = Path(root).resolve()
+    return (root / relative).resolve().is_relative_to(root)

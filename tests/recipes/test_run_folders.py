@@ -365,3 +365,31 @@ def test_evaluate_refuses_weights_that_are_not_the_runs_own(finished_run, tmp_pa
     err = capsys.readouterr().err
     assert "holds other weights than the run trained" in err and "Traceback" not in err
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_preset_name_cannot_load_a_file_outside_the_config_folders(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.yaml").write_text("# @package _global_\ntrainer:\n  lr: 0.5\n")
+    # Up to / from any config folder, then down to the file.
+    escape = "/".join([".."] * 40) + str(elsewhere / "x")
+    for verb, option in (("train", f"+method={escape}"), ("evaluate", f"prompt={escape}")):
+        extra = ["checkpoint=x"] if verb == "evaluate" else SMOKE
+        code = _exit_code(verb, *extra, option, f"hydra.run.dir={tmp_path / 'run'}")
+        assert code == 2
+        assert "not a path, and it may not lead out of" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    sweep = [*SMOKE, f"sweep.methods=[{escape}]", f"hydra.sweep.dir={tmp_path / 's'}"]
+    assert _exit_code("sweep", *sweep) == 2
+    assert "no method/" in capsys.readouterr().err
+
+
+def test_a_backbone_name_cannot_place_the_run_outside_outputs(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code = _exit_code("train", *SMOKE, "backbone.name=../../../elsewhere")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lies outside outputs/: backbone.name=../../../elsewhere leads out of it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
