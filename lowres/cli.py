@@ -25,7 +25,7 @@ from rich.text import Text
 from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
 from lowres.files import inside
-from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
+from lowres.launchers import check_launcher, end_with_dispatcher, pin_gpu_for_sweep_job
 from lowres.runfolder import (
     LOCK_FILE,
     FolderLock,
@@ -33,6 +33,7 @@ from lowres.runfolder import (
     claim_new_folder,
     clear_folder,
     ensure_folder,
+    held_locks,
     holds_run,
     produced_outputs,
     refuse_links,
@@ -484,6 +485,18 @@ def _check_folder(verb: str, cfg, path: Path, overrides: list[str]) -> bool:
             f"hydra.sweep.dir={path} is a finished training run's folder, not a sweep folder; "
             "choose another hydra.sweep.dir."
         )
+    if verb == "sweep":
+        busy = held_locks(path / "runs")  # the sweep folder's own lock is this command's
+        if busy:
+            pids = ", ".join(sorted(set(busy.values())))
+            names = ", ".join(str(folder.relative_to(path)) for folder in list(busy)[:3])
+            raise LowresError(
+                f"Runs of the sweep {path} are still being trained by process(es) {pids} "
+                f"({names}{', ...' if len(busy) > 3 else ''}): workers left by a sweep that "
+                "was killed, or another sweep command. Two writers in one run would mix its "
+                f"results. Wait for them to finish or stop them (kill {pids.split(',')[0]}), "
+                "then resume."
+            )
     foreign = unexpected_entries(path)
     if foreign and not holds_run(path):
         key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
@@ -579,6 +592,7 @@ def _train_job(cfg) -> float | None:
     from lowres.recipes.train import train  # torch + transformers: only for this verb
 
     with user_errors():
+        end_with_dispatcher()
         pin_gpu_for_sweep_job()
         metrics = train(cfg)
     return metrics.average.get("f1")

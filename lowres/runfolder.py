@@ -271,6 +271,24 @@ class FolderLock:
             self._handle = None
 
 
+def held_locks(folder: str | Path) -> dict[Path, str]:
+    """The run folders below ``folder`` whose lock a live process holds, and its pid."""
+    held: dict[Path, str] = {}
+    if not Path(folder).is_dir():
+        return held
+    for path in sorted(Path(folder).rglob(LOCK_FILE)):
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(descriptor, encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held[path.parent] = handle.read().strip() or "unknown"
+    return held
+
+
 def _link_message(link: Path, folder: Path) -> str:
     return (
         f"{link} is a symbolic link (to {os.readlink(link)}); lowres never follows links "

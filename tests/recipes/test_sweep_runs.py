@@ -426,3 +426,31 @@ def test_resume_retrains_a_run_whose_metrics_file_is_damaged(tmp_path, damage):
     again = json.loads(metrics.read_text())
     assert again["per_language"] == whole["per_language"]
     assert again["train_loss"] == whole["train_loss"]
+
+
+def test_resume_is_refused_while_a_process_still_trains_one_of_its_runs(tmp_path, capsys):
+    sweep_dir = tmp_path / "s"
+    run_lowres("sweep", *TINY, "sweep.k=[2]", "sweep.seeds=[1]", "sweep.languages=[de]",
+               f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    (run,) = finished_runs(sweep_dir)
+    (run / "metrics.json").unlink()  # unfinished, as while a worker of a killed sweep trains it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from lowres.runfolder import FolderLock\n"
+         "held = FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as exit_info:
+            run_lowres("sweep", "--resume", str(sweep_dir))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"still being trained by process(es) {holder.pid}" in err
+        assert not (run / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_lowres("sweep", "--resume", str(sweep_dir))
+    assert (run / "metrics.json").is_file()
