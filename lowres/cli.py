@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -24,7 +25,7 @@ from rich.text import Text
 
 from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
-from lowres.files import inside
+from lowres.files import DISK_ERRORS, disk_error, inside
 from lowres.launchers import check_launcher, end_with_dispatcher, pin_gpu_for_sweep_job
 from lowres.runfolder import (
     LOCK_FILE,
@@ -104,11 +105,29 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except LowresError as err:
-        # The message is shown verbatim: user text such as sweep.languages=[de,es] or
-        # context[answer_start:...] must not be read as rich markup and vanish.
-        message = Text.assemble(("error:", "bold red"), " ", str(err))
-        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
+        _print_error(str(err))
         sys.exit(2)
+    except Exception as err:
+        # A full or read-only disk is the machine's state, not a bug: name the file and
+        # the fix. What was written before stays (a resumable run resumes from it).
+        code = disk_error(err)
+        if code is None:
+            raise
+        where = getattr(err, "filename", None) or "a file"
+        _print_error(
+            f"Cannot write {where}: {os.strerror(code)} (errno {code}). {DISK_ERRORS[code]} "
+            "(hydra.run.dir=DIR, hydra.sweep.dir=DIR, lowres convert --out DIR); files "
+            "written before are kept, so `lowres train --resume RUN` continues a run from "
+            "its last checkpoint and `lowres sweep --resume SWEEP` skips finished runs."
+        )
+        sys.exit(2)
+
+
+def _print_error(text: str) -> None:
+    # The message is shown verbatim: user text such as sweep.languages=[de,es] or
+    # context[answer_start:...] must not be read as rich markup and vanish.
+    message = Text.assemble(("error:", "bold red"), " ", text)
+    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
 
 
 def _normalize_task(overrides: list[str]) -> list[str]:
@@ -679,10 +698,18 @@ def _convert(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    if args.out:
-        folder = me5_small.convert_to(args.out, args.weights)
-    else:
-        folder = me5_small.ensure_converted(args.weights)
+    try:
+        if args.out:
+            folder = me5_small.convert_to(args.out, args.weights)
+        else:
+            folder = me5_small.ensure_converted(args.weights)
+    except Exception as err:
+        code = disk_error(err)
+        if code is None or getattr(err, "filename", None):
+            raise
+        # safetensors and tokenizers write through their own code and name no file.
+        target = args.out or "the cache folder"
+        raise OSError(code, os.strerror(code), f"{target} (the converted model)") from err
     print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
 
 

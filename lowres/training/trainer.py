@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +209,13 @@ class LowresTrainer(Trainer):
                     }
                 ),
             )
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except RuntimeError as err:
+            converted = _disk_error_of(err, folder)
+            if converted is err:
+                raise
+            raise converted from err
 
     def _take_loss_before(self) -> None:
         if self._loss_before is not None:
@@ -264,3 +272,19 @@ def _logged_loss_sum(logged: list[dict]) -> float:
         total += row["loss"] * (row["step"] - last)
         last = row["step"]
     return total
+
+
+def _disk_error_of(err: RuntimeError, folder: Path) -> BaseException:
+    """torch.save's error for a write that failed, as the OSError it stands for when the
+    disk is full or read-only ("unexpected pos ..." names neither), else ``err`` itself."""
+    if "unexpected pos" not in str(err) and "write failed" not in str(err):
+        return err
+    try:
+        disk = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return err
+    if disk.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+    if disk.f_bavail * disk.f_frsize < 64 * 2**20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+    return err

@@ -4,12 +4,16 @@ bit-identical to the uninterrupted run, alignment loss on; the same inside a swe
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import SMOKE, run_lowres
+from helpers import REPO, SMOKE, run_lowres
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -208,3 +212,58 @@ def test_a_sweep_killed_after_a_runs_last_checkpoint_records_its_real_train_loss
     reference = _outcome(whole / run.relative_to(killed))
     assert reference["train_loss"] > 1.0  # the resumed sweep run used to record 0.0
     _assert_identical(_outcome(run), reference, 8)
+
+
+# Every step checkpointed and logged (a resumed loss sum then adds up in the same order);
+# no feature cache, so every run reaches the same kill points in the same order.
+KILL_ANYWHERE = [*ALIGNED, "trainer.max_steps=4", "trainer.save_steps=1",
+                 "trainer.logging_steps=1", "data.cache_dir="]  # fmt: skip
+# The kill points are drawn from this seed; a failure names it and the point, and
+# LOWRES_KILL_SEED=N reruns with other points.
+KILL_SEED = int(os.environ.get("LOWRES_KILL_SEED", "29"))
+
+
+def _train_killed_at(point: int, events: Path, run_dir: Path) -> subprocess.Popen:
+    """``lowres train`` in a process of its own, SIGKILLed at kill point ``point`` (0:
+    never); tests/killpoints.py says what the points are. Its output goes to EVENTS.log."""
+    command = [sys.executable, str(REPO / "tests" / "killpoints.py"), str(events), str(point),
+               "train", *KILL_ANYWHERE, f"hydra.run.dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(events.with_suffix(".log"), "w") as log:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log(events: Path) -> str:
+    return events.with_suffix(".log").read_text()[-3000:]
+
+
+def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path):
+    """kill -9 during a training step, during evaluation, half-way through a checkpoint
+    file and just before a file is moved into place; each run resumed ends as the
+    uninterrupted one."""
+    events = tmp_path / "points.txt"
+    whole = _train_killed_at(0, events, tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, _log(events)
+    points = [line.split(" ", 2) for line in events.read_text().splitlines()]
+    # Resumable once checkpoint-1 is complete: its trainer_state.json is written last.
+    first = next(int(n) for n, kind, what in points if what == "checkpoint-1/trainer_state.json")
+    rng = random.Random(KILL_SEED)
+    chosen = [
+        rng.choice([p for p in points if int(p[0]) > first and p[1] == kind])
+        for kind in ("train", "eval", "checkpoint-write", "replace")
+    ]
+    # The killed runs side by side: each pays the imports of a process of its own.
+    killed = {
+        tuple(point): _train_killed_at(int(point[0]), tmp_path / f"points-{n}.txt",
+                                       tmp_path / f"killed-{point[0]}")
+        for n, point in enumerate(chosen)
+    }  # fmt: skip
+    reference = _outcome(tmp_path / "whole")
+    for (number, kind, what), process in killed.items():
+        where = f"seed {KILL_SEED}, kill point {number} ({kind} {what})"
+        run_dir = tmp_path / f"killed-{number}"
+        log = tmp_path / f"points-{chosen.index([number, kind, what])}.txt"
+        assert process.wait(timeout=300) == -signal.SIGKILL, (where, _log(log))
+        assert not (run_dir / "metrics.json").exists(), where
+        run_lowres("train", "--resume", str(run_dir))
+        _assert_identical(_outcome(run_dir), reference, where)
