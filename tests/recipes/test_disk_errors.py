@@ -134,3 +134,4 @@ def test_convert_onto_a_full_disk(small_disk, capsys):
     err = capsys.readouterr().err
     assert f"Cannot write {out}" in err and "No space left on device (errno 28)" in err
     assert "Traceback" not in err
+    assert not out.exists()  # converted into a temporary folder: nothing half-converted
