@@ -517,7 +517,8 @@ def _check_folder(verb: str, cfg, path: Path, overrides: list[str]) -> bool:
                 "then resume."
             )
     foreign = unexpected_entries(path)
-    if foreign and not holds_run(path):
+    a_sweep = verb == "sweep" and (path / "sweep.json").is_file()
+    if foreign and not holds_run(path) and not a_sweep:
         key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise LowresError(
