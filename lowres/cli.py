@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,15 +28,23 @@ from rich.text import Text
 
 from lowres.distributed import rank_overrides, world_size
 from lowres.errors import ConfigError, LowresError
-from lowres.launchers import check_launcher, pin_gpu_for_sweep_job
+from lowres.files import DISK_ERRORS, disk_error, inside
+from lowres.launchers import check_launcher, end_with_dispatcher, pin_gpu_for_sweep_job
 from lowres.registry import METRICS
 from lowres.runfolder import (
+    LOCK_FILE,
     FolderLock,
+    RunFolder,
     claim_new_folder,
+    clear_folder,
     ensure_folder,
+    held_locks,
     holds_run,
+    produced_outputs,
+    refuse_links,
     remove_empty_parents,
     remove_if_scaffolding,
+    unexpected_entries,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas
 from lowres.sweeps.search import (
@@ -116,11 +125,29 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except LowresError as err:
-        # The message is shown verbatim: user text such as sweep.languages=[de,es] or
-        # context[answer_start:...] must not be read as rich markup and vanish.
-        message = Text.assemble(("error:", "bold red"), " ", str(err))
-        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
+        _print_error(str(err))
         sys.exit(2)
+    except Exception as err:
+        # A full or read-only disk is the machine's state, not a bug: name the file and
+        # the fix. What was written before stays (a resumable run resumes from it).
+        code = disk_error(err)
+        if code is None:
+            raise
+        where = getattr(err, "filename", None) or "a file"
+        _print_error(
+            f"Cannot write {where}: {os.strerror(code)} (errno {code}). {DISK_ERRORS[code]} "
+            "(hydra.run.dir=DIR, hydra.sweep.dir=DIR, lowres convert --out DIR); files "
+            "written before are kept, so `lowres train --resume RUN` continues a run from "
+            "its last checkpoint and `lowres sweep --resume SWEEP` skips finished runs."
+        )
+        sys.exit(2)
+
+
+def _print_error(text: str) -> None:
+    # The message is shown verbatim: user text such as sweep.languages=[de,es] or
+    # context[answer_start:...] must not be read as rich markup and vanish.
+    message = Text.assemble(("error:", "bold red"), " ", text)
+    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
 
 
 def _normalize_task(overrides: list[str]) -> list[str]:
@@ -179,6 +206,23 @@ def _check_method(overrides: list[str]) -> None:
                 f"{', '.join(str(f) for f in folders)}; the method presets are "
                 f"{', '.join(options)}. A preset of your own goes in DIR/method/NAME.yaml, "
                 "with hydra.searchpath=[file://DIR] on the command line."
+            )
+
+
+def _check_option_names(overrides: list[str]) -> None:
+    """A config group's option is a name inside the group's folder: ``+method=../../x``
+    must not load a YAML file from elsewhere."""
+    groups = set(config_groups())
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key not in groups or not value:
+            continue
+        if value.startswith(("/", "~")) or not inside(config_dir() / key, f"{value}.yaml"):
+            raise LowresError(
+                f"{key}={value}: a {key} option is a preset's name (one of "
+                f"{', '.join(config_groups()[key])}), not a path, and it may not lead out of "
+                f"the {key}/ folder. A preset of your own goes in DIR/{key}/NAME.yaml, with "
+                f"hydra.searchpath=[file://DIR] and {key}=NAME on the command line."
             )
 
 
@@ -243,20 +287,36 @@ def _resume_overrides(
 
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     register_schemas()
-    resuming = None
+    resuming, finished = None, False
     if verb in ("train", "sweep"):
         if "--resume" in overrides:
             at = overrides.index("--resume")
             if at + 1 >= len(overrides):
                 raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
             resuming = overrides[at + 1]
-            if verb == "train":
-                _check_resumable(resuming)
             given = [*overrides[:at], *overrides[at + 2 :]]
+            finished = verb == "train" and not _check_resumable(resuming, given)
+            if verb == "sweep" and any(_key(o) == "hydra.sweep.dir" for o in given):
+                raise LowresError(
+                    f"--resume {resuming} continues the sweep in its own folder, so "
+                    "hydra.sweep.dir cannot apply. Resume without it."
+                )
             overrides = [*given, *_resume_overrides(resuming, verb, given)]
         overrides = _absolute_paths(_normalize_task(overrides))
+        if resuming and finished:
+            # Other settings are refused as for an unfinished run; the same ones find
+            # nothing left to do, and say so instead of exiting 0 in silence.
+            _check_same_overrides(Path(resuming), overrides)
+            print(
+                f"lowres train --resume {resuming}: the run finished already "
+                f"({Path(resuming) / 'metrics.json'}); nothing was done.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if verb == "sweep":
             overrides = _normalize_grid(overrides)
+        _check_option_names(overrides)
         _check_method(overrides)
         wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
         if not _has_task(overrides) and not wants_help:
@@ -268,6 +328,16 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     else:
         # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
         overrides = _normalize_task(overrides)
+        _check_option_names(overrides)
+        wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
+        if not wants_help and not any(
+            _key(o) == "checkpoint" and o.partition("=")[2].strip() for o in overrides
+        ):
+            raise LowresError(
+                "lowres evaluate needs checkpoint=RUN_DIR: the folder `lowres train` wrote "
+                "(it prints its path), e.g. `lowres evaluate "
+                "checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00`."
+            )
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
@@ -293,11 +363,19 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
         app()
         return
     print(f"lowres {verb}: run folder {folder.path}", flush=True)
-    succeeded = False
+    succeeded, user_error = False, False
     try:
         app()
         succeeded = True
+    except SystemExit as exit_info:
+        user_error = exit_info.code == 2
+        raise
     finally:
+        # A new run stopped by a user error before training produced anything (a device
+        # it cannot have, a prompt layer the backbone lacks) leaves nothing that would
+        # block the corrected command in the same folder.
+        if user_error and folder.fresh and not produced_outputs(folder.path):
+            clear_folder(folder.path, keep=LOCK_FILE)
         folder.lock.release()
         # A command that failed before producing anything leaves no junk folder, nor the
         # empty task/backbone folders above a default one.
@@ -310,15 +388,24 @@ class _Folder:
     """The folder a train/evaluate/sweep command writes, chosen and locked before Hydra runs."""
 
     def __init__(
-        self, path: Path, key: str, *, created: bool, keep_saved_config: bool, extra: list[str]
+        self,
+        path: Path,
+        key: str,
+        lock: FolderLock,
+        *,
+        created: bool,
+        keep_saved_config: bool,
+        extra: list[str],
+        fresh: bool = False,
     ) -> None:
-        self.path, self.created = path, created
+        self.path, self.created, self.lock = path, created, lock
+        # A new run in a new or empty folder: all it holds is this command's own.
+        self.fresh = fresh
         self.overrides = [f"{key}={path}", *extra]
         if keep_saved_config:
             # A resumed run already holds the config it was trained with; Hydra must not
             # rewrite .hydra/ (it would replace a finished run's config before any check).
             self.overrides.append("hydra.output_subdir=null")
-        self.lock = FolderLock(path).acquire()
 
 
 def _compose(verb: str, overrides: list[str]):
@@ -371,8 +458,57 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
         # `lowres evaluate` of the run from another folder would not find the files.
         extra.append(f"data.root={Path(root).expanduser().resolve()}")
     if not explicit:
+        _check_default_folder(verb, cfg, path)
         claimed = claim_new_folder(path)
-        return _Folder(claimed, key, created=True, keep_saved_config=False, extra=extra)
+        lock = FolderLock(claimed).acquire()
+        return _Folder(
+            claimed, key, lock, created=True, keep_saved_config=False, extra=extra, fresh=True
+        )
+    created = not path.exists()
+    folder = ensure_folder(path)
+    # Locked before it is checked: a check without the lock could pass while another
+    # process finishes a run there, and Hydra would then rewrite that run's .hydra/.
+    lock = FolderLock(folder).acquire()
+    try:
+        refuse_links(folder)
+        keep_saved_config = _check_folder(verb, cfg, folder, overrides)
+    except BaseException:
+        lock.release()
+        if created:
+            remove_if_scaffolding(folder)
+        raise
+    fresh = verb == "train" and not cfg.resume
+    return _Folder(
+        folder,
+        key,
+        lock,
+        created=created,
+        keep_saved_config=keep_saved_config,
+        extra=extra,
+        fresh=fresh,
+    )
+
+
+def _check_default_folder(verb: str, cfg, path: Path) -> None:
+    """The default folder is built from names in the config (task.name, backbone.name); one
+    holding ``..`` must not place the run outside outputs/."""
+    if path.resolve().is_relative_to(OUTPUTS_ROOT.resolve()):
+        return
+    names = {"task.name": cfg.get("task", {}).get("name"), "backbone.name": None}
+    if verb != "evaluate":
+        names["backbone.name"] = cfg.get("backbone", {}).get("name")
+    culprits = [f"{k}={v}" for k, v in names.items() if v and ".." in Path(str(v)).parts]
+    named = " and ".join(culprits) or "a name in hydra.run.dir's default"
+    raise LowresError(
+        f"The run folder {path} lies outside {OUTPUTS_ROOT}/: {named} leads out of it. The "
+        "default folder is outputs/<task.name>/<backbone.name>/<date>; give a name without "
+        "'..' (or an absolute path), or choose the folder with hydra.run.dir=DIR."
+    )
+
+
+def _check_folder(verb: str, cfg, path: Path, overrides: list[str]) -> bool:
+    """Refuse a given run folder this command must not write into (called under its lock);
+    whether the folder's saved config is kept (a resumed run)."""
     keep_saved_config = False
     if verb == "train" and not cfg.resume and holds_run(path):
         if (path / "metrics.json").is_file():
@@ -400,10 +536,29 @@ def _prepare_folder(verb: str, overrides: list[str]) -> _Folder | None:
             f"hydra.sweep.dir={path} is a finished training run's folder, not a sweep folder; "
             "choose another hydra.sweep.dir."
         )
-    created = not path.exists()
-    return _Folder(
-        ensure_folder(path), key, created=created, keep_saved_config=keep_saved_config, extra=extra
-    )
+    if verb == "sweep":
+        busy = held_locks(path / "runs")  # the sweep folder's own lock is this command's
+        if busy:
+            pids = ", ".join(sorted(set(busy.values())))
+            names = ", ".join(str(folder.relative_to(path)) for folder in list(busy)[:3])
+            raise LowresError(
+                f"Runs of the sweep {path} are still being trained by process(es) {pids} "
+                f"({names}{', ...' if len(busy) > 3 else ''}): workers left by a sweep that "
+                "was killed, or another sweep command. Two writers in one run would mix its "
+                f"results. Wait for them to finish or stop them (kill {pids.split(',')[0]}), "
+                "then resume."
+            )
+    foreign = unexpected_entries(path)
+    a_sweep = verb == "sweep" and (path / "sweep.json").is_file()
+    if foreign and not holds_run(path) and not a_sweep:
+        key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise LowresError(
+            f"{key}={path} is a folder of other files ({shown}), not a lowres run; lowres "
+            "writes a new run only into a new or empty folder, so that none of them is "
+            f"overwritten. Choose another {key} (a folder that does not exist yet)."
+        )
+    return keep_saved_config
 
 
 def _task_overrides(overrides: list[str]) -> list[str]:
@@ -413,25 +568,50 @@ def _task_overrides(overrides: list[str]) -> list[str]:
     )
 
 
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """Override key -> value, the last one winning as in Hydra (``+``/``~`` prefixes kept
+    apart from the key, so ``+task=x`` and ``task=x`` name the same setting)."""
+    settings = {}
+    for override in _task_overrides(overrides):
+        key, _, value = override.partition("=")
+        settings[key.lstrip("+")] = value
+    return settings
+
+
 def _check_same_overrides(path: Path, overrides: list[str]) -> None:
     saved = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-    before, now = _task_overrides(saved), _task_overrides(overrides)
-    if before != now:
-        added = [o for o in now if o not in before]
-        dropped = [o for o in before if o not in now]
+    before, now = _settings(saved), _settings(overrides)
+    added = [f"{k}={v}" for k, v in now.items() if k not in before]
+    changed = [f"{k}={now[k]} (trained with {before[k]})" for k in now if k in before
+               and now[k] != before[k]]  # fmt: skip
+    dropped = [f"{k}={v}" for k, v in before.items() if k not in now]
+    if added or changed or dropped:
         raise LowresError(
             f"Resuming {path} with other settings than it was trained with (added: "
-            f"{added or 'none'}; missing: {dropped or 'none'}); a resumed run must continue "
-            f"the same run. Resume it as it was with `lowres train --resume {path}`, or start "
-            "a new run in another folder."
+            f"{', '.join(added) or 'none'}; changed: {', '.join(changed) or 'none'}; missing: "
+            f"{', '.join(dropped) or 'none'}); a resumed run must continue the same run. "
+            f"Resume it as it was with `lowres train --resume {path}` (no other overrides), "
+            "or start a new run in another folder."
         )
 
 
-def _check_resumable(run_dir: str) -> None:
-    """``--resume`` on a folder without a checkpoint would silently start from step 0."""
+def _check_resumable(run_dir: str, given: list[str]) -> bool:
+    """Whether there is anything to resume: a finished run has nothing left (False); a
+    folder without a checkpoint would silently start from step 0 (refused)."""
     path = Path(run_dir)
-    if (path / "metrics.json").is_file() or not (path / ".hydra" / "overrides.yaml").is_file():
-        return  # finished (nothing to do) or not a run folder (_resume_overrides says so)
+    elsewhere = [
+        o for o in given if o.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    if elsewhere:
+        raise LowresError(
+            f"--resume {run_dir} continues the run in its own folder, so {elsewhere[0]} "
+            "cannot apply. Resume without it, or copy the folder there first and resume "
+            "the copy: `lowres train --resume COPY`."
+        )
+    if not (path / ".hydra" / "overrides.yaml").is_file():
+        return True  # not a run folder: _resume_overrides says so
+    if RunFolder.finished_at(path):
+        return False
     if not any((path / "trainer").glob("checkpoint-*")):
         raise LowresError(
             f"--resume {run_dir}: the run has no resumable checkpoint (no "
@@ -439,6 +619,7 @@ def _check_resumable(run_dir: str) -> None:
             "trainer.save_steps=N. Start it again in a new folder (the same command without "
             "--resume and hydra.run.dir), with trainer.save_steps set to make it resumable."
         )
+    return True
 
 
 def _check_evaluate_overrides(overrides: list[str]) -> None:
@@ -491,6 +672,7 @@ def _train_job(cfg) -> float | None:
     from lowres.recipes.train import train  # torch + transformers: only for this verb
 
     with user_errors():
+        end_with_dispatcher()
         pin_gpu_for_sweep_job()
         metrics = train(cfg)
     if _searching():
@@ -596,10 +778,18 @@ def _convert(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    if args.out:
-        folder = me5_small.convert_to(args.out, args.weights)
-    else:
-        folder = me5_small.ensure_converted(args.weights)
+    try:
+        if args.out:
+            folder = me5_small.convert_to(args.out, args.weights)
+        else:
+            folder = me5_small.ensure_converted(args.weights)
+    except Exception as err:
+        code = disk_error(err)
+        if code is None or getattr(err, "filename", None):
+            raise
+        # safetensors and tokenizers write through their own code and name no file.
+        target = args.out or "the cache folder"
+        raise OSError(code, os.strerror(code), f"{target} (the converted model)") from err
     print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
 
 

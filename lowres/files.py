@@ -7,6 +7,7 @@ meant to be read by the people who share the machine, as any file the process wr
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -33,7 +34,42 @@ def write_atomic(target: str | Path, data: str | bytes) -> Path:
             os.fsync(out.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        if err.filename is None:  # a failed write names no file; say which one it was
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+# The errors of a disk that cannot take what a command writes, and what to do about each.
+DISK_ERRORS = {
+    errno.ENOSPC: "Free space there, or choose a folder on another disk",
+    errno.EDQUOT: "Free space within your quota, or choose a folder on another disk",
+    errno.EROFS: "Choose a folder on a writable file system (or remount this one read-write)",
+}
+
+
+def disk_error(err: BaseException) -> int | None:
+    """The errno of a full or read-only disk behind ``err``, or None for anything else.
+
+    Libraries that write through their own code report these in their messages only
+    (safetensors: "os error 28"; torch: "strerror: Read-only file system").
+    """
+    if isinstance(err, OSError):
+        return err.errno if err.errno in DISK_ERRORS else None
+    text = str(err)
+    for code in DISK_ERRORS:
+        if f"os error {code})" in text or os.strerror(code) in text:
+            return code
+    return None
+
+
+def inside(root: str | Path, relative: str | Path) -> bool:
+    """Whether ``root / relative`` stays inside ``root`` once ``..`` and links resolve: a
+    name from the config (a preset, a backbone name) must not reach another folder."""
+    root = Path(root).resolve()
+    return (root / relative).resolve().is_relative_to(root)

@@ -13,11 +13,14 @@ of jobs instead, the same way Hydra's basic sweeper does with each batch.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,13 +123,42 @@ def pin_gpu_per_worker(lock_dir: Path, gpus: list[str] | None = None) -> str | N
 
 def pin_gpu_for_sweep_job() -> str | None:
     """In a joblib sweep job, pin one GPU (see ``pin_gpu_per_worker``); else do nothing."""
-    if not HydraConfig.initialized():
+    if not _in_joblib_job():
         return None
+    return pin_gpu_per_worker(Path(HydraConfig.get().sweep.dir) / ".gpu-slots")
+
+
+def _in_joblib_job() -> bool:
+    if not HydraConfig.initialized():
+        return False
     hydra_cfg = HydraConfig.get()
     target = str(hydra_cfg.launcher.get("_target_", ""))
-    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in target.lower():
-        return None
-    return pin_gpu_per_worker(Path(hydra_cfg.sweep.dir) / ".gpu-slots")
+    return hydra_cfg.mode == RunMode.MULTIRUN and "joblib" in target.lower()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> bool:
+    """Have the kernel kill this process when its parent dies (Linux); False elsewhere.
+
+    joblib's workers outlive a sweep killed with SIGKILL (nothing runs to stop them) and
+    would go on training its runs beside the sweep's resume.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if parent == 1 or os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+def end_with_dispatcher() -> bool:
+    """In a joblib sweep job: the worker dies with the sweep that started it."""
+    return _in_joblib_job() and die_with_parent()
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"

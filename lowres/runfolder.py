@@ -7,10 +7,12 @@ it (``lowres report`` reads runs that way), so its fields are named in one place
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +105,20 @@ class RunFolder:
         return cls(output_dir)
 
     def finished(self) -> bool:
-        return (self.path / METRICS_FILE).is_file()
+        return self.finished_at(self.path)
 
     @staticmethod
     def finished_at(path: str | Path) -> bool:
-        """Whether ``path`` holds a finished run, without creating the folder."""
-        return (Path(path) / METRICS_FILE).is_file()
+        """Whether ``path`` holds a finished run, without creating the folder.
+
+        A run is finished when its metrics.json is complete: one cut short or damaged (a
+        full disk, a copy that did not finish) marks a run to train again, not one to skip.
+        """
+        try:
+            data = json.loads((Path(path) / METRICS_FILE).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(data, dict) and {"task", "per_language", "average"} <= data.keys()
 
     def metrics(self) -> RunMetrics:
         return read_metrics(self.path)
@@ -121,12 +131,14 @@ class RunFolder:
         target = self.path / relative
         if not self.writes:
             return target
+        check_inside(self.path, target)
         return write_atomic(target, json.dumps(data, ensure_ascii=False, indent=2))
 
     def write_jsonl(self, relative: str, rows: list[dict[str, Any]]) -> Path:
         target = self.path / relative
         if not self.writes:
             return target
+        check_inside(self.path, target)
         return write_atomic(target, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -200,18 +212,31 @@ class FolderLock:
         self._handle = None
 
     def acquire(self) -> FolderLock:
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+        # A holder that releases removes the file; one opened just before that removal is
+        # locked by nobody else, so the lock only counts while the path still names it.
+        for _ in range(100):
+            handle = self._open()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise LowresError(
+                    f"Another lowres process (pid {holder}) is writing into {self.folder}; two "
+                    "writers in one run folder would mix their results. Wait for it to finish, "
+                    "or choose another hydra.run.dir."
+                ) from None
+            try:
+                current = os.lstat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(handle.fileno()).st_ino:
+                break
             handle.close()
-            raise LowresError(
-                f"Another lowres process (pid {holder}) is writing into {self.folder}; two "
-                "writers in one run folder would mix their results. Wait for it to finish, "
-                "or choose another hydra.run.dir."
-            ) from None
+        else:
+            raise LowresError(f"The lock file {self.path} keeps changing; is another process "
+                              "removing it? Choose another hydra.run.dir.")  # fmt: skip
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -219,12 +244,113 @@ class FolderLock:
         self._handle = handle
         return self
 
+    def _open(self):
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            descriptor = os.open(self.path, flags, 0o666)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise LowresError(_link_message(self.path, self.folder)) from None
+            raise LowresError(
+                f"The lock file {self.path} cannot be opened ({err.strerror or err}); expected "
+                "a writable run folder. Choose another hydra.run.dir (or hydra.sweep.dir)."
+            ) from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise LowresError(
+                f"{self.path} is not a regular file; lowres keeps its lock there. Remove it, or "
+                "choose another hydra.run.dir."
+            )
+        return os.fdopen(descriptor, "r+", encoding="utf-8")
+
     def release(self) -> None:
         if self._handle is not None:
             self.path.unlink(missing_ok=True)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def held_locks(folder: str | Path) -> dict[Path, str]:
+    """The run folders below ``folder`` whose lock a live process holds, and its pid."""
+    held: dict[Path, str] = {}
+    if not Path(folder).is_dir():
+        return held
+    for path in sorted(Path(folder).rglob(LOCK_FILE)):
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(descriptor, encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held[path.parent] = handle.read().strip() or "unknown"
+    return held
+
+
+def _link_message(link: Path, folder: Path) -> str:
+    return (
+        f"{link} is a symbolic link (to {os.readlink(link)}); lowres never follows links "
+        f"inside a run folder, since writing through one would change files outside "
+        f"{folder}. Remove the link (copy what it points to instead), or choose another "
+        "run folder."
+    )
+
+
+def refuse_links(folder: str | Path) -> None:
+    """Refuse a run folder with a symbolic link anywhere inside: lowres writes none, and
+    writing through one (predictions/, the lock file) would change files elsewhere."""
+    folder = Path(folder)
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if os.path.islink(os.path.join(parent, name)):
+                raise LowresError(_link_message(Path(parent) / name, folder))
+
+
+def check_inside(folder: str | Path, target: str | Path) -> None:
+    """Refuse to write ``target`` when a folder between ``folder`` and it, or the target
+    itself, is a symbolic link."""
+    folder, target = Path(folder), Path(target)
+    current = folder
+    for part in target.relative_to(folder).parts:
+        current = current / part
+        if current.is_symlink():
+            raise LowresError(_link_message(current, folder))
+
+
+# What lowres writes into a run before training has produced anything of value: a run that
+# fails with a user error at that point is removed, so the corrected command can reuse its
+# folder. Anything else in it (a checkpoint, predictions, metrics) is kept.
+TRAINED_OUTPUTS = ("metrics.json", "checkpoint", "predictions", "train_log.jsonl")
+
+
+def produced_outputs(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return any((folder / name).exists() for name in TRAINED_OUTPUTS) or any(
+        (folder / "trainer").glob("checkpoint-*")
+    )
+
+
+def unexpected_entries(folder: str | Path) -> list[str]:
+    """What a folder holds besides a killed command's scaffolding (its lock, its log)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        e.name for e in folder.iterdir() if e.name not in SCAFFOLDING and e.suffix != ".log"
+    )
+
+
+def clear_folder(folder: str | Path, keep: str) -> None:
+    """Remove everything in ``folder`` but the entry ``keep`` (the lock still held)."""
+    for entry in Path(folder).iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def remove_if_scaffolding(folder: str | Path) -> bool:

@@ -32,6 +32,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lowres.errors import ConfigError, LowresError
+from lowres.files import inside
 from lowres.runfolder import RunFolder
 from lowres.schema import config_dir
 
@@ -101,7 +102,7 @@ def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
     """``method/NAME.yaml`` in the first config folder that has it, as Hydra picks it."""
     folders = method_dirs(config_dirs)
     for folder in folders:
-        if (folder / f"{method}.yaml").is_file():
+        if inside(folder, f"{method}.yaml") and (folder / f"{method}.yaml").is_file():
             return folder / f"{method}.yaml"
     options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
     searched = ", ".join(str(f) for f in folders)

@@ -27,10 +27,15 @@ from rich.text import Text
 
 from lowres.backbones import resolve_local, reuse_backbones
 from lowres.builders import build_task
-from lowres.errors import ConfigError
-from lowres.launchers import chosen_launcher, launch_jobs, pin_gpu_for_sweep_job
+from lowres.errors import ConfigError, LowresError
+from lowres.launchers import (
+    chosen_launcher,
+    end_with_dispatcher,
+    launch_jobs,
+    pin_gpu_for_sweep_job,
+)
 from lowres.recipes.train import quiet_libraries, train
-from lowres.runfolder import RunFolder, RunMetrics
+from lowres.runfolder import FolderLock, RunFolder, RunMetrics, ensure_folder
 from lowres.schema import RunConfig, validate
 from lowres.sweeps.plan import (
     ERROR_FILE,
@@ -65,6 +70,18 @@ def run_one(
     raised: one broken run must not stop the sweep.
     """
     started = time.perf_counter()
+    try:
+        # One writer per run: a worker of a killed sweep may still be training this one.
+        lock = FolderLock(ensure_folder(run_dir)).acquire()
+    except LowresError as err:
+        return {"status": "failed", "error": str(err)}
+    try:
+        return _run_locked(run_dir, overrides, make_config, train, started)
+    finally:
+        lock.release()
+
+
+def _run_locked(run_dir, overrides, make_config, train, started) -> dict[str, Any]:
     try:
         cfg = make_config()
         # An interrupted run continues from its last checkpoint instead of training from
@@ -154,6 +171,7 @@ class LauncherJob:
 
     def __call__(self, composed) -> dict[str, Any]:
         hydra_cfg = HydraConfig.get()
+        end_with_dispatcher()
         pin_gpu_for_sweep_job()
         quiet_libraries()
         run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -6,7 +6,9 @@ kilobytes; restoring requires every saved name to exist in the model with the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ def save_trainable(model, directory: str | Path, manifest: dict[str, Any] | None
     info = {
         "parameters": {name: list(t.shape) for name, t in state.items()},
         "count": int(sum(t.numel() for t in state.values())),
+        # The weights this run trained: same-shape weights from elsewhere are refused.
+        "sha256": {TRAINABLE_FILE: hashlib.sha256(data).hexdigest()},
         **(manifest or {}),
     }
     write_atomic(directory / MANIFEST_FILE, json.dumps(info, indent=2))
@@ -76,6 +80,26 @@ def check_backbone(directory: str | Path, backbone: dict[str, Any]) -> None:
         )
 
 
+def digest_problem(directory: str | Path) -> str | None:
+    """How trainable.safetensors differs from the hash its manifest recorded, or None
+    (also for checkpoints written before manifests recorded one)."""
+    directory = Path(directory)
+    try:
+        recorded = json.loads((directory / MANIFEST_FILE).read_text()).get("sha256", {})
+    except (OSError, ValueError):
+        return None
+    expected = recorded.get(TRAINABLE_FILE) if isinstance(recorded, dict) else None
+    if not expected:
+        return None
+    actual = hashlib.sha256((directory / TRAINABLE_FILE).read_bytes()).hexdigest()
+    if actual == expected:
+        return None
+    return (
+        f"{TRAINABLE_FILE} has sha256 {actual[:12]}..., not the {expected[:12]}... "
+        f"its {MANIFEST_FILE} recorded when the run saved it"
+    )
+
+
 def load_trainable(model, directory: str | Path, backbone: dict[str, Any] | None = None) -> None:
     """Restore trainable parameters; every saved name must exist and match in shape, and the
     manifest's backbone (when ``backbone`` is given) must be this one."""
@@ -89,6 +113,13 @@ def load_trainable(model, directory: str | Path, backbone: dict[str, Any] | None
     if backbone is not None:
         check_backbone(directory, backbone)
     state = read_trainable(path)
+    changed = digest_problem(directory)
+    if changed:
+        raise LowresError(
+            f"The checkpoint {directory} holds other weights than the run trained: {changed}. "
+            "The file was replaced or changed after training (weights copied from another "
+            "run or backbone?). Restore the run's own file, or train the run again."
+        )
     own = dict(model.named_parameters())
     unknown = [n for n in state if n not in own]
     mismatched = [n for n in state if n in own and tuple(own[n].shape) != tuple(state[n].shape)]
@@ -137,4 +168,17 @@ def checkpoint_problem(folder: Path) -> str | None:
         load_file(str(folder / TRAINABLE_FILE))
     except (SafetensorError, OSError, ValueError) as err:
         return f"{TRAINABLE_FILE} is damaged ({err})"
+    changed = digest_problem(folder)
+    if changed:
+        return changed
+    # torch.save writes zip archives; reading every member against its CRC finds a file cut
+    # short or changed without unpickling it.
+    for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("rng_state*.pth")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            return f"{path.name} is damaged ({err})"
+        if bad is not None:
+            return f"{path.name} is damaged (its member {bad} fails its checksum)"
     return None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from lowres.files import write_atomic
+
 
 class TrainClock(TrainerCallback):
     """Training wall time summed over the segments of a resumed run.
@@ -44,6 +46,7 @@ class TrainClock(TrainerCallback):
         if args.should_save:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                (folder / self.FILE).write_text(
-                    json.dumps({"train_seconds": round(self.seconds(), 3)})
+                # Atomic: a run killed while writing it must still resume.
+                write_atomic(
+                    folder / self.FILE, json.dumps({"train_seconds": round(self.seconds(), 3)})
                 )

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,10 @@ class LowresTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "train_loss" in logs:
+            # The Trainer's closing figure covers only this call's steps; a resumed run's
+            # log must say what an uninterrupted run's says.
+            logs["train_loss"] = self.run_loss()
         if "loss" in logs and self._count:
             sums, count = dict(self._sums), self._count
             if self.args.world_size > 1:
@@ -195,18 +201,36 @@ class LowresTrainer(Trainer):
                     }
                 ),
             )
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except RuntimeError as err:
+            converted = _disk_error_of(err, folder)
+            if converted is err:
+                raise
+            raise converted from err
 
-    def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+    def _take_loss_before(self) -> None:
         if self._loss_before is not None:
             # The Trainer restarts its loss sum at 0 on resume; start it where the checkpoint
             # left it, so train_loss covers the whole run, summed in the same order.
             self._total_loss_scalar += self._loss_before
             self._loss_before = None
+
+    def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+        self._take_loss_before()
         return super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.global_step >= self.state.max_steps:
+            # Resumed from the checkpoint of the last step: nothing is left to train. The
+            # Trainer checks for the end only after a step, so it would train one step more.
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     def run_loss(self) -> float:
         """The mean training loss over every step of the run, resumed stretches included."""
+        self._take_loss_before()  # a run resumed at its last step logs no step to take it
         return self._total_loss_scalar / max(self.state.global_step, 1)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -240,3 +264,19 @@ def _logged_loss_sum(logged: list[dict]) -> float:
         total += row["loss"] * (row["step"] - last)
         last = row["step"]
     return total
+
+
+def _disk_error_of(err: RuntimeError, folder: Path) -> BaseException:
+    """torch.save's error for a write that failed, as the OSError it stands for when the
+    disk is full or read-only ("unexpected pos ..." names neither), else ``err`` itself."""
+    if "unexpected pos" not in str(err) and "write failed" not in str(err):
+        return err
+    try:
+        disk = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return err
+    if disk.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+    if disk.f_bavail * disk.f_frsize < 64 * 2**20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+    return err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import subprocess
@@ -140,6 +141,14 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     state_file = run_dir / "trainer" / "checkpoint-2" / "trainable.safetensors"
     state = load_file(state_file)
     save_file({k: v + 1.0 for k, v in state.items()}, state_file)
+    # A checkpoint that holds these weights: its manifest records their hash (a file that
+    # does not match is refused, tests/recipes/test_run_folders.py).
+    manifest_file = state_file.with_name("manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["sha256"]["trainable.safetensors"] = hashlib.sha256(
+        state_file.read_bytes()
+    ).hexdigest()
+    manifest_file.write_text(json.dumps(manifest))
     run_cli("train", "--resume", str(run_dir))
     shifted = load_file(run_dir / "checkpoint" / "trainable.safetensors")
     assert not torch.allclose(

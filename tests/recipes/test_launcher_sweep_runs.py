@@ -156,9 +156,15 @@ def test_a_killed_launcher_sweep_resumes_through_the_same_launcher(tmp_path):
     while not finished_runs(sweep_dir) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "the sweep ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
+    workers = _children(process.pid)
+    assert workers, "no joblib worker found"
+    # Only the dispatcher is killed: its workers used to go on training its runs.
+    os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    time.sleep(0.5)  # let the killed workers' last writes (if any) land
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "orphan workers outlived the sweep"
     done_before = finished_runs(sweep_dir)
     assert 1 <= len(done_before) < 3
     stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in done_before}
@@ -186,3 +192,25 @@ def test_a_sweep_on_a_missing_launcher_plugin_names_the_pip_command(monkeypatch,
     err = " ".join(capsys.readouterr().err.split())
     assert "hydra/launcher=local_gpus runs through Hydra's joblib launcher plugin" in err
     assert "pip install hydra-joblib-launcher" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

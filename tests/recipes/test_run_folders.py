@@ -12,9 +12,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import SMOKE, run_lowres
+from safetensors.torch import load_file, save_file
 
-from lowres.runfolder import LOCK_FILE, FolderLock, claim_new_folder
+from lowres.errors import LowresError
+from lowres.runfolder import LOCK_FILE, FolderLock, RunFolder, claim_new_folder
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a user error only without a GPU")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -59,8 +64,41 @@ def test_evaluate_into_the_checkpoint_folder_is_refused_before_writing(finished_
 def test_resume_with_other_settings_is_refused(finished_run, capsys):
     before = _digest(finished_run)
     assert _exit_code("train", "--resume", str(finished_run), "prompt.length=5") == 2
-    assert "added: ['prompt.length=5']" in capsys.readouterr().err
+    assert "(added: prompt.length=5; changed: none; missing: none)" in capsys.readouterr().err
+    assert _exit_code("train", "--resume", str(finished_run), "trainer.progress=true") == 2
+    err = capsys.readouterr().err
+    assert "changed: trainer.progress=true (trained with false)" in err
     assert _digest(finished_run) == before
+
+
+def test_resume_of_a_finished_run_says_nothing_was_done(finished_run, capsys):
+    before = _digest(finished_run)
+    # Repeating one of the run's own settings is no change.
+    run_lowres("train", "--resume", str(finished_run), "backbone=tiny-bert")
+    captured = capsys.readouterr()
+    assert "the run finished already" in captured.err and "nothing was done" in captured.err
+    assert "Traceback" not in captured.err
+    assert _digest(finished_run) == before
+
+
+def test_resume_into_another_folder_is_refused(finished_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    code = _exit_code("train", "--resume", str(finished_run), f"hydra.run.dir={other}")
+    assert code == 2
+    assert f"hydra.run.dir={other} cannot apply" in capsys.readouterr().err
+    assert not other.exists()
+    code = _exit_code("sweep", "--resume", str(tmp_path), f"hydra.sweep.dir={other}")
+    assert code == 2
+    assert "hydra.sweep.dir cannot apply" in capsys.readouterr().err
+
+
+def test_evaluate_without_a_checkpoint_names_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code("evaluate") == 2
+    assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
+    assert _exit_code("evaluate", "checkpoint=") == 2
+    assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_new_run_over_an_unfinished_run_is_refused(tmp_path, capsys):
@@ -208,3 +246,150 @@ def test_a_relative_data_root_is_saved_absolute(tmp_path, monkeypatch, shared_da
     monkeypatch.chdir(tmp_path)
     run_lowres("evaluate", f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_a_run_that_finishes_between_the_check_and_the_lock_keeps_its_config(
+    finished_run, tmp_path, monkeypatch, capsys
+):
+    """The folder is checked under its lock: a run that finished there while this command
+    was starting is refused before Hydra writes .hydra/ (it used to rewrite the config)."""
+    run_dir = tmp_path / "run"
+    real_acquire = FolderLock.acquire
+
+    def finish_first(lock):
+        # Another process ran the whole run in this folder just before the lock was taken.
+        shutil.copytree(finished_run, lock.folder, dirs_exist_ok=True)
+        return real_acquire(lock)
+
+    monkeypatch.setattr(FolderLock, "acquire", finish_first)
+    assert _exit_code("train", *SMOKE, "trainer.seed=7", f"hydra.run.dir={run_dir}") == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert _digest(run_dir) == _digest(finished_run)
+
+
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "predictions" / "en.json").write_text('{"mine": 1}')
+    (folder / "train_log.jsonl").write_text("my notes\n")
+    before = _digest(folder)
+    assert _exit_code("train", *SMOKE, f"hydra.run.dir={folder}") == 2
+    err = capsys.readouterr().err
+    assert f"hydra.run.dir={folder} is a folder of other files (predictions, train_log" in err
+    assert _digest(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["predictions", "train_log.jsonl"]
+    assert _exit_code("evaluate", "checkpoint=x", f"hydra.run.dir={folder}") == 2
+    assert _digest(folder) == before
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_kept(tmp_path, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).symlink_to(precious)
+    assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert precious.read_text() == "keep me\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]
+
+
+def test_a_symlinked_predictions_folder_is_refused_and_its_target_kept(
+    finished_run, tmp_path, capsys
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "en.json").write_text("theirs")
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    shutil.rmtree(copy / "predictions")
+    (copy / "predictions").symlink_to(elsewhere, target_is_directory=True)
+    (copy / "metrics.json").unlink()
+    # --resume of the copy (an unfinished run now) and evaluate into a linked folder.
+    code = _exit_code("train", *SMOKE, "resume=true", f"hydra.run.dir={copy}")
+    assert code == 2
+    assert f"{copy / 'predictions'} is a symbolic link" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["en.json"]
+    assert (elsewhere / "en.json").read_text() == "theirs"
+
+
+def test_run_files_are_never_written_through_a_link(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = RunFolder(tmp_path / "run")
+    (run.path / "predictions").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LowresError, match="is a symbolic link"):
+        run.write_json("predictions/en.json", {"q1": "a"})
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("wrong", "needle"),
+    [
+        ("prompt.layers=[0,99]", "prompt.layers"),
+        ("prompt.length=100000", "does not fit the backbone's 512 positions"),
+        pytest.param("trainer.device=cuda", "cuda", marks=NO_GPU),
+        pytest.param("trainer.precision=fp16", "needs a CUDA device", marks=NO_GPU),
+    ],
+)
+def test_a_user_error_before_training_does_not_block_the_corrected_command(
+    tmp_path, wrong, needle, capsys
+):
+    run_dir = tmp_path / "run"
+    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={run_dir}") == 2
+    assert needle in capsys.readouterr().err
+    assert not run_dir.exists()
+    given = tmp_path / "given"
+    given.mkdir()
+    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={given}") == 2
+    assert list(given.iterdir()) == []  # the user's empty folder stays, empty
+    run_lowres("train", *SMOKE, "prompt=deep", f"hydra.run.dir={run_dir}")
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_evaluate_refuses_weights_that_are_not_the_runs_own(finished_run, tmp_path, capsys):
+    """Same names and shapes (as another backbone's weights can have), other values: only
+    the manifest's hash tells them apart."""
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    weights = copy / "checkpoint" / "trainable.safetensors"
+    manifest = json.loads((copy / "checkpoint" / "manifest.json").read_text())
+    assert (
+        manifest["sha256"]["trainable.safetensors"]
+        == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
+    state = load_file(weights)
+    save_file({name: value + 0.5 for name, value in state.items()}, weights)
+    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "holds other weights than the run trained" in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_preset_name_cannot_load_a_file_outside_the_config_folders(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.yaml").write_text("# @package _global_\ntrainer:\n  lr: 0.5\n")
+    # Up to / from any config folder, then down to the file.
+    escape = "/".join([".."] * 40) + str(elsewhere / "x")
+    for verb, option in (("train", f"+method={escape}"), ("evaluate", f"prompt={escape}")):
+        extra = ["checkpoint=x"] if verb == "evaluate" else SMOKE
+        code = _exit_code(verb, *extra, option, f"hydra.run.dir={tmp_path / 'run'}")
+        assert code == 2
+        assert "not a path, and it may not lead out of" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    sweep = [*SMOKE, f"sweep.methods=[{escape}]", f"hydra.sweep.dir={tmp_path / 's'}"]
+    assert _exit_code("sweep", *sweep) == 2
+    assert "no method/" in capsys.readouterr().err
+
+
+def test_a_backbone_name_cannot_place_the_run_outside_outputs(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code = _exit_code("train", *SMOKE, "backbone.name=../../../elsewhere")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lies outside outputs/: backbone.name=../../../elsewhere leads out of it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]

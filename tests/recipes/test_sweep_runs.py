@@ -408,3 +408,49 @@ def test_a_grid_key_that_is_not_a_config_key_is_refused(tmp_path):
     assert "sweep.grid holds 'prompt.lenght', which is not a config key or group" in error
     assert "Did you mean prompt.length" in error
     assert not (tmp_path / "s" / "runs").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object"])
+def test_resume_retrains_a_run_whose_metrics_file_is_damaged(tmp_path, damage):
+    sweep_dir = tmp_path / "s"
+    args = [*TINY, "sweep.k=[2]", "sweep.seeds=[1,2]", "sweep.languages=[de]"]
+    run_lowres("sweep", *args, f"hydra.sweep.dir={sweep_dir}")
+    damaged, intact = sorted(finished_runs(sweep_dir))
+    metrics = damaged / "metrics.json"
+    whole = json.loads(metrics.read_text())
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) // 2] if damage == "truncated" else "[1, 2]")
+    run_lowres("sweep", "--resume", str(sweep_dir))
+    summary = json.loads((sweep_dir / "sweep.json").read_text())["summary"]
+    assert (summary["skipped"], summary["finished"]) == (1, 1)
+    again = json.loads(metrics.read_text())
+    assert again["per_language"] == whole["per_language"]
+    assert again["train_loss"] == whole["train_loss"]
+
+
+def test_resume_is_refused_while_a_process_still_trains_one_of_its_runs(tmp_path, capsys):
+    sweep_dir = tmp_path / "s"
+    run_lowres("sweep", *TINY, "sweep.k=[2]", "sweep.seeds=[1]", "sweep.languages=[de]",
+               f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    (run,) = finished_runs(sweep_dir)
+    (run / "metrics.json").unlink()  # unfinished, as while a worker of a killed sweep trains it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from lowres.runfolder import FolderLock\n"
+         "held = FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as exit_info:
+            run_lowres("sweep", "--resume", str(sweep_dir))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"still being trained by process(es) {holder.pid}" in err
+        assert not (run / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_lowres("sweep", "--resume", str(sweep_dir))
+    assert (run / "metrics.json").is_file()

@@ -19,7 +19,8 @@ def finished_source(tmp_path):
     """A source run folder as sweep.stage1_from accepts it: metrics.json and checkpoint/."""
     source = tmp_path / "source"
     (source / "checkpoint").mkdir(parents=True)
-    (source / "metrics.json").write_text("{}")
+    # The fields every finished run's metrics.json has (a damaged one is no finished run).
+    (source / "metrics.json").write_text('{"task": "xquad", "per_language": {}, "average": {}}')
     return source
 
 
