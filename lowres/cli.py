@@ -33,7 +33,7 @@ from lowres.runfolder import (
     remove_empty_parents,
     remove_if_scaffolding,
 )
-from lowres.schema import check_override_keys, config_dir, register_schemas
+from lowres.schema import check_override_keys, config_dir, register_schemas, validate
 
 HYDRA_VERBS = {
     "train": "Train prompts/heads/adapters on a task and evaluate every eval language.",
@@ -298,6 +298,10 @@ def _compose(verb: str, overrides: list[str]):
             cfg = hydra.compose(config_name=verb, overrides=overrides, return_hydra_config=True)
             key = "sweep" if verb == "sweep" else "run"
             folder = str(cfg.hydra[key].dir)
+            if verb != "evaluate":
+                # Every value checked before a folder exists (evaluate checks the
+                # checkpoint's saved config, which it reads later).
+                validate(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         missing = re.search(r"Could not find '([^'/]+)/([^']+)'", str(err))
         if missing and missing.group(1) in config_groups():
