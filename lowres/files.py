@@ -84,3 +84,22 @@ def read_json(path: str | Path, expected: str, fix: str) -> Any:
             f"{path} is not usable JSON: it holds an integer of more than "
             f"{sys.get_int_max_str_digits()} digits. Expected {expected}; {fix}"
         ) from None
+
+
+def not_utf8_error(path: str | Path, expected: str, fix: str) -> DataFormatError:
+    """The error for a text file that is not UTF-8, naming the first bad byte and its line.
+
+    Readers that stream a file only learn that some chunk failed; the file is read again
+    here, once, to find where.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        data[start:].decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        where = f" (byte {offset}, line {line}, cannot be decoded)"
+    return DataFormatError(f"{path} is not UTF-8 text{where}. Expected {expected} in UTF-8; {fix}")

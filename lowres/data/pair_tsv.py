@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowres.errors import DataFormatError, LowresError
+from lowres.files import not_utf8_error
 
 NEEDED = ("sentence1", "sentence2", "label")
 DEFAULT_COLUMNS = {"id": "id", "sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}
@@ -81,6 +82,9 @@ def read_pair_tsv(
                         "label": label,
                     }
                 )
+        except UnicodeDecodeError:
+            expected = f"a TSV file with a header naming {', '.join(names[n] for n in NEEDED)}"
+            raise not_utf8_error(path, expected, "re-download the file.") from None
         except csv.Error as exc:
             raise DataFormatError(
                 f"{path}, line {reader.line_num}: the TSV quoting is broken ({exc}). Expected a "

@@ -86,7 +86,14 @@ def read_squad_json(
                         "answers": answers,
                     }
                 )
-    if records and len(unanswered) == len(records):
+    if not records:
+        # Said here, by name: later steps would only see an empty pool or evaluation set.
+        where = "its data list is empty" if not doc["data"] else "no article has a question"
+        raise DataFormatError(
+            f"{path} holds no questions ({where}). Expected {_LAYOUT} with at least one "
+            f"question; re-download or re-copy the file."
+        )
+    if len(unanswered) == len(records):
         raise DataFormatError(
             f"{path} is unlabeled: none of its {len(records)} questions has a gold answer "
             f"(every 'answers' list is empty or holds only empty texts). Expected {_LAYOUT} "
