@@ -30,10 +30,11 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
 from lowres.runfolder import RunFolder
-from lowres.schema import config_dir
+from lowres.schema import config_dir, validate
 
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
@@ -182,6 +183,30 @@ def check_grid_keys(
                 "align.weight or prompt.length, or groups such as freeze or backbone "
                 "(`lowres train +task=xquad --cfg job` prints them all)."
             )
+        for value in values:
+            _check_grid_value(config, key, value)
+
+
+def _check_grid_value(config: Any, key: str, value: Any) -> None:
+    """One grid value, typed and range-checked with the schema as its run will be, so a
+    bad one is refused at plan time and not by its runs, one by one, after others ran.
+
+    Only what the value itself breaks is refused here: a combination with a method preset
+    that the composed config lacks is its run's to check.
+    """
+    point = config.copy()
+    try:
+        OmegaConf.update(point, key, value, merge=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(
+            f"sweep.grid gives {key} the value {value!r}, which it cannot take: "
+            f"{str(err).splitlines()[0]}. Fix that value in sweep.grid."
+        ) from None
+    try:
+        validate(point)
+    except ConfigError as err:
+        if key in str(err):
+            raise ConfigError(f"sweep.grid gives {key} the value {value!r}: {err}") from None
 
 
 def check_keys(grid: dict[str, list[Any]], stage1: Sequence[str], stage2: Sequence[str]) -> None:
