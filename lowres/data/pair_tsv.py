@@ -37,7 +37,7 @@ def read_pair_tsv(
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", strict=True)
         try:
-            header = next(reader, None)
+            header = next((row for row in reader if row), None)  # blank lines skipped
             if header is None:
                 raise DataFormatError(
                     f"{path} is empty. Expected a TSV file with a header row naming the columns "

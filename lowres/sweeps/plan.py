@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
+from lowres.files import read_json
 from lowres.runfolder import RunFolder
 from lowres.schema import config_dir, validate
 
@@ -471,9 +471,6 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
             "folder); it is not a lowres sweep folder. Give the folder `lowres sweep` or "
             "`lowres train -m` wrote (its hydra.sweep.dir), or run the sweep first."
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise LowresError(
-            f"{path} is not valid JSON ({err}); rerun the sweep to rewrite it."
-        ) from err
+    return read_json(
+        path, f"the {SWEEP_FILE} `lowres sweep` writes", "rerun the sweep to rewrite it."
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO, run_lowres
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lowres.data.pair_tsv import read_pair_tsv
@@ -169,6 +169,7 @@ def test_the_pawsx_reader_returns_rows_or_names_the_file(scratch, content):
 
 @FAST
 @given(content=hostile_tsv(PAWSX_BYTES))
+@example(content=b"\n")  # a blank first line used to raise IndexError
 def test_the_pair_tsv_reader_returns_rows_or_names_the_file(scratch, content):
     path = scratch / "pairs.tsv"
     path.write_bytes(content)
