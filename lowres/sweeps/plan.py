@@ -31,7 +31,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lowres.errors import ConfigError, LowresError
+from lowres.errors import ConfigError, DataFormatError, LowresError
 from lowres.files import read_json
 from lowres.runfolder import RunFolder
 from lowres.schema import config_dir, validate
@@ -471,6 +471,50 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
             "folder); it is not a lowres sweep folder. Give the folder `lowres sweep` or "
             "`lowres train -m` wrote (its hydra.sweep.dir), or run the sweep first."
         )
-    return read_json(
+    data = read_json(
         path, f"the {SWEEP_FILE} `lowres sweep` writes", "rerun the sweep to rewrite it."
     )
+    _check_sweep_record(path, data)
+    return data
+
+
+# What lowres report reads of sweep.json, and the type each must have.
+_SWEEP_TYPES = {"task": str, "planned": int, "sweep": dict, "runs": list}
+_RUN_TYPES = {
+    "name": str, "method": str, "schedule": str, "grid": dict, "k": int, "seed": int,
+    "stage": int,
+}  # fmt: skip
+
+
+def _check_sweep_record(path: Path, data: Any) -> None:
+    """A hand-edited or damaged sweep.json is named with the key at fault, not a KeyError."""
+
+    def wrong(where: str, what: str) -> DataFormatError:
+        return DataFormatError(
+            f"{path}: {where} {what}. Expected the {SWEEP_FILE} `lowres sweep` writes; rerun "
+            "the sweep to rewrite it."
+        )
+
+    if not isinstance(data, dict):
+        raise wrong("the file", f"holds a JSON {type(data).__name__}, not an object")
+    if "runs" not in data:
+        raise wrong("the file", "has no 'runs' list")
+    for key, kind in _SWEEP_TYPES.items():
+        if key in data and not _is(data[key], kind):
+            raise wrong(repr(key), f"is {data[key]!r:.60}, not a {kind.__name__}")
+    design = data.get("sweep", {})
+    for key in ("k", "schedules"):
+        if key in design and not isinstance(design[key], list):
+            raise wrong(f"'sweep.{key}'", f"is {design[key]!r:.60}, not a list")
+    for number, run in enumerate(data["runs"]):
+        if not isinstance(run, dict):
+            raise wrong(f"runs[{number}]", f"is {run!r:.60}, not an object")
+        for key, kind in _RUN_TYPES.items():
+            if not _is(run.get(key), kind):
+                raise wrong(
+                    f"runs[{number}].{key}", f"is {run.get(key)!r:.60}, not a {kind.__name__}"
+                )
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))

@@ -227,15 +227,19 @@ def _sweep(folder: Path) -> Path:
 
 
 @FAST
-@given(content=st.data())
-def test_lowres_report_exits_0_or_2_naming_the_metrics_file(scratch, content):
+@given(content=st.data(), which=st.sampled_from(["metrics.json", "sweep.json"]))
+def test_lowres_report_exits_0_or_2_naming_the_file(scratch, content, which):
     metrics = _sweep(scratch / "sweep")
-    valid = metrics.read_bytes()
-    metrics.write_bytes(content.draw(hostile_json(valid, json.loads(valid))))
+    damaged = metrics if which == "metrics.json" else scratch / "sweep" / "sweep.json"
+    valid = damaged.read_bytes()
+    damaged.write_bytes(content.draw(hostile_json(valid, json.loads(valid))))
     code, err = _lowres("report", str(scratch / "sweep"), "--out", str(scratch / "report"))
     assert code in (0, 2) and "Traceback" not in err
     if code == 2:
-        assert _one_line(str(metrics)) in _one_line(err), err
+        # A sweep.json that parses but lists no runs is named by its folder ("holds no
+        # finished runs yet").
+        named = damaged if which == "metrics.json" else damaged.parent
+        assert _one_line(str(named)) in _one_line(err), err
 
 
 @pytest.mark.parametrize(
