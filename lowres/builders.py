@@ -410,7 +410,7 @@ def method_record(cfg: DictConfig, learning_rate: float) -> dict[str, Any]:
         "align_weight": cfg.align.weight,
         "adapter": cfg.adapter.kind,
         "lr": learning_rate,
-        "prompt_lr": cfg.prompt.lr if cfg.prompt.lr is not None else None,
+        "prompt_lr": cfg.prompt.lr,  # null: the prompt trains at "lr" (0 is refused)
     }
 
 

@@ -13,9 +13,13 @@ everything its output depends on:
 Nothing is ever looked up by file name or date, so a stale entry cannot be hit; old
 entries are simply never read again (delete the folder to reclaim the space).
 
-Entries are pickles written by this module; point ``data.cache_dir`` only at a folder you
-trust. An unwritable or unusable folder never fails a run: the first failure is reported
-with a warning and the run continues without the cache.
+Entries are JSON, which loading cannot turn into code (pickle could: anyone able to write
+into a shared cache folder could run code in every later run). Each entry starts with a
+header line that records its kind and the SHA-256 of the payload; an entry that is
+truncated, altered or of the wrong shape is recomputed, with a warning, and rewritten.
+Folders are created private to the user (0o700) and entries are written 0o600. An unwritable
+or unusable folder never fails a run: the first failure is reported with a warning and the
+run continues without the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import hashlib
 import inspect
 import json
 import os
-import pickle
 import tempfile
 import time
 import warnings
@@ -35,7 +38,12 @@ from typing import Any
 from lowres.distributed import is_main_process
 from lowres.training.progress import with_heartbeat
 
-FORMAT_VERSION = 2  # bump when the stored layout or the features change (2: question cap)
+# Bump when the stored layout or the features change (2: question cap; 3: JSON, not pickle).
+FORMAT_VERSION = 3
+MAGIC = "lowres-features"
+# What each kind of entry must decode to: train features are a dict of columns; eval
+# features are (columns, per-window bookkeeping), stored as a two-item JSON list.
+KINDS = ("train", "eval")
 
 
 class FeatureCacheWarning(UserWarning):
@@ -163,52 +171,69 @@ class FeatureCache:
             if self.directory is None or self._disabled_reason:
                 return compute(records, tokenizer)
             path = self._path(self.key(kind, task, records, tokenizer))
-            stored = self._load(path)
+            stored = self._load(path, kind)
             if stored is not None:
                 self.hits += 1
                 return stored
             value = compute(records, tokenizer)
             self.misses += 1
             if not self.read_only:
-                self._store(path, value)
+                self._store(path, value, kind)
             return value
         finally:
             self.seconds += time.perf_counter() - started
             self.cpu_seconds += time.process_time() - cpu_started
 
     def _path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.pkl"
+        return self.directory / key[:2] / f"{key}.json"
 
-    def _load(self, path: Path):
+    def _load(self, path: Path, kind: str):
         collecting = gc.isenabled()
         # Features are millions of small lists; the cyclic collector would walk them again
         # and again while they load, for nothing (they hold no cycles).
         gc.disable()
         try:
-            with path.open("rb") as handle:
-                return pickle.load(handle)
+            data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None  # not cached yet (a folder that cannot exist is reported on store)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as err:
-            # A truncated or foreign file: recompute and overwrite it rather than fail.
-            warnings.warn(
-                f"feature cache entry {path} is unreadable ({err}); recomputing it.",
-                FeatureCacheWarning,
-                stacklevel=4,
-            )
-            return None
+        except OSError as err:
+            return self._unusable(path, f"unreadable: {err}")
+        try:
+            return decode_entry(data, kind)
+        except ValueError as err:
+            # Truncated, altered, foreign or of another shape: recompute and overwrite it.
+            return self._unusable(path, str(err))
         finally:
             if collecting:
                 gc.enable()
 
-    def _store(self, path: Path, value) -> None:
+    @staticmethod
+    def _unusable(path: Path, why: str) -> None:
+        warnings.warn(
+            f"feature cache entry {path} is not a valid entry ({why}); recomputing it.",
+            FeatureCacheWarning,
+            stacklevel=5,
+        )
+
+    def _store(self, path: Path, value, kind: str) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             # Write then rename, so concurrent runs of a sweep never read half a file.
+            # mkstemp creates the file 0o600.
             handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(handle, "wb") as out:
-                pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(encode_entry(value, kind))
             os.replace(temporary, path)
+        except (TypeError, ValueError) as err:
+            # Features hold plain lists of numbers and strings; anything else is not stored
+            # rather than stored in a form that loads differently.
+            os.unlink(temporary)
+            warnings.warn(
+                f"{kind} features of task {path.stem[:8]}... are not plain JSON ({err}); they "
+                "are not cached.",
+                FeatureCacheWarning,
+                stacklevel=4,
+            )
         except OSError as err:
             self._disabled_reason = f"{type(err).__name__}: {err}"
             warnings.warn(
@@ -219,3 +244,65 @@ class FeatureCache:
                 FeatureCacheWarning,
                 stacklevel=4,
             )
+
+
+def make_private_dirs(folder: Path) -> None:
+    """``mkdir -p`` whose new folders are the user's alone (0o700); existing ones are kept
+    as they are (a folder the user made shared stays shared)."""
+    missing = []
+    for parent in (folder, *folder.parents):
+        if parent.exists():  # a file there fails the mkdir below, as NotADirectoryError
+            break
+        missing.append(parent)
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=0o700)
+        except FileExistsError:
+            if not new.is_dir():
+                raise
+
+
+def encode_entry(value, kind: str) -> bytes:
+    """A header line (magic, version, kind, payload SHA-256 and size), then JSON."""
+    if kind == "eval":
+        value = list(value)
+    payload = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = payload.encode("utf-8")
+    header = {
+        "format": MAGIC,
+        "version": FORMAT_VERSION,
+        "kind": kind,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "bytes": len(body),
+    }
+    return json.dumps(header).encode("ascii") + b"\n" + body
+
+
+def decode_entry(data: bytes, kind: str):
+    """The value :func:`encode_entry` stored; ValueError for anything else."""
+    line, newline, body = data.partition(b"\n")
+    try:
+        header = json.loads(line) if newline else None
+    except (ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != MAGIC:
+        raise ValueError("no lowres feature-cache header")
+    if header.get("version") != FORMAT_VERSION or header.get("kind") != kind:
+        raise ValueError(
+            f"a version {header.get('version')} {header.get('kind')!r} entry where a version "
+            f"{FORMAT_VERSION} {kind!r} one belongs"
+        )
+    if len(body) != header.get("bytes"):
+        raise ValueError(f"{len(body)} payload bytes where {header.get('bytes')} were written")
+    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
+        raise ValueError("the payload does not match the SHA-256 recorded when it was written")
+    value = json.loads(body)
+    if kind == "train" and isinstance(value, dict) and _columns(value):
+        return value
+    if kind == "eval" and isinstance(value, list) and len(value) == 2 and _columns(value[0]):
+        return value[0], value[1]
+    raise ValueError(f"the payload is not {kind} features")
+
+
+def _columns(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, list) for v in value.values())

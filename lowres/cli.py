@@ -46,7 +46,7 @@ from lowres.runfolder import (
     remove_if_scaffolding,
     unexpected_entries,
 )
-from lowres.schema import check_override_keys, config_dir, register_schemas
+from lowres.schema import check_override_keys, config_dir, register_schemas, validate
 from lowres.sweeps.search import (
     OPTUNA,
     is_search,
@@ -417,6 +417,10 @@ def _compose(verb: str, overrides: list[str]):
             cfg = hydra.compose(config_name=verb, overrides=overrides, return_hydra_config=True)
             key = "sweep" if verb == "sweep" else "run"
             folder = str(cfg.hydra[key].dir)
+            if verb != "evaluate":
+                # Every value checked before a folder exists (evaluate checks the
+                # checkpoint's saved config, which it reads later).
+                validate(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         missing = re.search(r"Could not find '([^'/]+)/([^']+)'", str(err))
         if missing and missing.group(1) in config_groups():

@@ -46,10 +46,14 @@ def evaluate_languages(
     predictions: dict[str, dict] = {}
     for lang, records in evaluation.items():
         if not records:
-            raise LowresError(
-                f"No {lang} records are left to evaluate on; lower data.pool_fraction or "
-                "raise data.max_eval_examples."
+            fraction = task.settings.pool_fraction
+            cause = (
+                f"data.pool_fraction={fraction} held them all out as the target pool; lower it"
+                if fraction > 0
+                else "the task's data for it holds none (data_files.json names the files "
+                "read); check that file"
             )
+            raise LowresError(f"No {lang} records are left to evaluate on: {cause}.")
         predictions[lang] = task.predict(trainer, records, tokenizer, cache)
         per_language[lang] = task.score(predictions[lang], records, lang)
     keys = [k for k in next(iter(per_language.values())) if k != "n"]

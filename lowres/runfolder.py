@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
 import stat
@@ -20,8 +21,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from lowres.distributed import is_main_process
-from lowres.errors import LowresError
-from lowres.files import write_atomic
+from lowres.errors import DataFormatError, LowresError
+from lowres.files import read_json, write_atomic
 
 METRICS_FILE = "metrics.json"
 
@@ -143,8 +144,65 @@ class RunFolder:
 
 
 def read_metrics(run_dir: str | Path) -> RunMetrics:
-    """The metrics of a finished run folder."""
-    return RunMetrics.from_json(json.loads((Path(run_dir) / METRICS_FILE).read_text()))
+    """The metrics of a finished run folder; a damaged or hand-edited file is a
+    DataFormatError naming the file and the key."""
+    path = Path(run_dir) / METRICS_FILE
+    fix = "rerun that run (delete its folder, or its metrics.json, first)."
+    data = read_json(path, "the metrics.json a lowres run writes", fix)
+    where = f"{path}: expected the metrics.json a lowres run writes; {fix}"
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path} holds a JSON {type(data).__name__}, not an object. {where}")
+    for key, check, what in _METRICS_TYPES:
+        if key not in data:
+            if key in _METRICS_REQUIRED:
+                raise DataFormatError(f"{path} has no {key!r}. {where}")
+            continue
+        value = data[key]
+        if not check(value):
+            raise DataFormatError(
+                f"{path}: {key!r} is {value!r:.80} ({type(value).__name__}); it must be {what}. "
+                f"{where}"
+            )
+    return RunMetrics.from_json(data)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _scores(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(v) for v in value.values())
+
+
+# The fields RunMetrics has no default for.
+_METRICS_REQUIRED = (
+    "task", "backbone", "per_language", "average", "trainable_parameters",
+    "total_parameters", "eval_runtime_s",
+)  # fmt: skip
+_METRICS_TYPES = (
+    ("task", lambda v: isinstance(v, str), "a task name"),
+    ("backbone", lambda v: isinstance(v, str), "a backbone name"),
+    (
+        "per_language",
+        lambda v: isinstance(v, dict) and all(_scores(s) for s in v.values()),
+        "an object of languages, each an object of finite numbers such as f1",
+    ),
+    ("average", _scores, "an object of finite numbers such as f1"),
+    ("method", lambda v: v is None or isinstance(v, dict), "an object"),
+    ("selection", lambda v: v is None or isinstance(v, dict), "an object"),
+    ("k", lambda v: v is None or _int(v), "an integer"),
+    ("seed", lambda v: v is None or _int(v), "an integer"),
+    ("trainable_parameters", _int, "an integer"),
+    ("total_parameters", _int, "an integer"),
+    # A diverged run's loss is NaN, and its metrics are still worth reporting.
+    ("train_loss", lambda v: v is None or isinstance(v, float | int), "a number"),
+    ("train_runtime_s", lambda v: v is None or _number(v), "a finite number"),
+    ("eval_runtime_s", _number, "a finite number"),
+)
 
 
 LOCK_FILE = ".lowres.lock"

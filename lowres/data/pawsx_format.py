@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lowres.errors import DataFormatError, LowresError
+from lowres.files import not_utf8_error
 
 HEADER = ["id", "sentence1", "sentence2", "label"]
 NOT_TRANSLATED = "NS"
@@ -71,6 +72,8 @@ def read_pawsx_tsv(path: str | Path) -> tuple[list[dict], int]:
                     skipped += 1
                     continue
                 rows.append(row)
+        except UnicodeDecodeError:
+            raise not_utf8_error(path, _LAYOUTS, "re-download the file.") from None
         except csv.Error as exc:
             raise DataFormatError(
                 f"{path}, line {reader.line_num}: the TSV quoting is broken ({exc}). Expected "

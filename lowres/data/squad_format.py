@@ -8,11 +8,11 @@ hand-edited file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lowres.errors import DataFormatError, LowresError
+from lowres.files import read_json
 
 _LAYOUT = 'a SQuAD v1.1 document {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}'
 
@@ -32,29 +32,7 @@ def read_squad_json(
             f"SQuAD-format file {path} does not exist. Expected {_LAYOUT}; check the path "
             f"(or data.root) points at the downloaded file."
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(
-            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded). Expected "
-            f"{_LAYOUT} in UTF-8; re-download the file."
-        ) from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # A decode error at the very end of the text means the document stops mid-way,
-        # which in practice is an interrupted download or copy.
-        truncated = exc.pos >= len(text.rstrip())
-        hint = (
-            " The file ends before the JSON is complete, so it is probably truncated."
-            if truncated
-            else ""
-        )
-        raise DataFormatError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
-            f"(character {exc.pos} of {len(text)}).{hint} Expected {_LAYOUT}; re-download or "
-            f"re-copy the file."
-        ) from exc
+    doc = read_json(path, _LAYOUT, "re-download or re-copy the file.")
 
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataFormatError(
@@ -110,7 +88,14 @@ def read_squad_json(
                         "answers": answers,
                     }
                 )
-    if records and blanked == len(records):
+    if not records:
+        # Said here, by name: later steps would only see an empty pool or evaluation set.
+        where = "its data list is empty" if not doc["data"] else "no article has a question"
+        raise DataFormatError(
+            f"{path} holds no questions ({where}). Expected {_LAYOUT} with at least one "
+            f"question; re-download or re-copy the file."
+        )
+    if blanked == len(records):
         raise DataFormatError(
             f"{path} has its answers blanked: each of its {len(records)} questions has answer "
             f'entries, but every answer text is "". XTREME\'s download script blanks the answers '
@@ -119,7 +104,7 @@ def read_squad_json(
             f"tydiqa-goldp-v1.1-train.json) from the TyDiQA release, unpacked under data.root/"
             f"tydiqa/, which the tydiqa preset reads as they are."
         )
-    if records and len(unanswered) == len(records):
+    if len(unanswered) == len(records):
         raise DataFormatError(
             f"{path} is unlabeled: none of its {len(records)} questions has a gold answer "
             f"(every 'answers' list is empty or holds only empty texts). Expected {_LAYOUT} "
@@ -234,8 +219,8 @@ def _answers(path: Path, where: str, qa: dict, context: str, validate_spans: boo
             raise DataFormatError(
                 f"{path}: {at} has text {text!r} at answer_start {start}, but the context "
                 f"there reads {found!r} ({hint}). Expected context[answer_start:answer_start + "
-                f"len(text)] to equal the answer text; fix answer_start, or read the file with "
-                f"validate_spans=False to keep the spans as they are."
+                f"len(text)] to equal the answer text (training reads the answer at "
+                f"answer_start); fix answer_start in the file."
             )
         texts.append(text)
         starts.append(start)

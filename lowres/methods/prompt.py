@@ -308,7 +308,7 @@ class PromptedModel(nn.Module):
         groups = [
             {"params": decay, "weight_decay": weight_decay, "lr": lr},
             {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            {"params": prompt, "weight_decay": 0.0, "lr": prompt_lr or lr},
+            {"params": prompt, "weight_decay": 0.0, "lr": lr if prompt_lr is None else prompt_lr},
         ]
         return [g for g in groups if g["params"]]
 

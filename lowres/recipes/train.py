@@ -160,6 +160,13 @@ def training_data(cfg: DictConfig, task: Task, run: RunFolder) -> tuple[Split, P
     run.write_json("data_files.json", task.data_record())
     # Before the backbone loads: an empty training set is a config problem, found cheaply.
     if trains(cfg.trainer) and not split.train:
+        if cfg.data.source_pool:
+            raise ConfigError(
+                f"Nothing to train on: the {cfg.data.source_language} source pool "
+                f"(data.source_split={cfg.data.source_split}) holds no records and no "
+                f"target-language records were added (data.k={cfg.data.k}). Check the source "
+                "files (data_files.json names them), or choose another data.source_split."
+            )
         raise ConfigError(
             "Nothing to train on: the source pool is off (data.source_pool=false) and no "
             f"target-language records were added (data.k={cfg.data.k}, pseudo.kind="

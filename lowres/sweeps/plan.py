@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lowres.errors import ConfigError, LowresError
-from lowres.files import inside
+from lowres.errors import ConfigError, DataFormatError, LowresError
+from lowres.files import inside, read_json
 from lowres.runfolder import RunFolder
-from lowres.schema import config_dir
+from lowres.schema import config_dir, validate
 
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
@@ -183,6 +183,30 @@ def check_grid_keys(
                 "align.weight or prompt.length, or groups such as freeze or backbone "
                 "(`lowres train +task=xquad --cfg job` prints them all)."
             )
+        for value in values:
+            _check_grid_value(config, key, value)
+
+
+def _check_grid_value(config: Any, key: str, value: Any) -> None:
+    """One grid value, typed and range-checked with the schema as its run will be, so a
+    bad one is refused at plan time and not by its runs, one by one, after others ran.
+
+    Only what the value itself breaks is refused here: a combination with a method preset
+    that the composed config lacks is its run's to check.
+    """
+    point = config.copy()
+    try:
+        OmegaConf.update(point, key, value, merge=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(
+            f"sweep.grid gives {key} the value {value!r}, which it cannot take: "
+            f"{str(err).splitlines()[0]}. Fix that value in sweep.grid."
+        ) from None
+    try:
+        validate(point)
+    except ConfigError as err:
+        if key in str(err):
+            raise ConfigError(f"sweep.grid gives {key} the value {value!r}: {err}") from None
 
 
 def check_keys(grid: dict[str, list[Any]], stage1: Sequence[str], stage2: Sequence[str]) -> None:
@@ -447,9 +471,50 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
             "folder); it is not a lowres sweep folder. Give the folder `lowres sweep` or "
             "`lowres train -m` wrote (its hydra.sweep.dir), or run the sweep first."
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise LowresError(
-            f"{path} is not valid JSON ({err}); rerun the sweep to rewrite it."
-        ) from err
+    data = read_json(
+        path, f"the {SWEEP_FILE} `lowres sweep` writes", "rerun the sweep to rewrite it."
+    )
+    _check_sweep_record(path, data)
+    return data
+
+
+# What lowres report reads of sweep.json, and the type each must have.
+_SWEEP_TYPES = {"task": str, "planned": int, "sweep": dict, "runs": list}
+_RUN_TYPES = {
+    "name": str, "method": str, "schedule": str, "grid": dict, "k": int, "seed": int,
+    "stage": int,
+}  # fmt: skip
+
+
+def _check_sweep_record(path: Path, data: Any) -> None:
+    """A hand-edited or damaged sweep.json is named with the key at fault, not a KeyError."""
+
+    def wrong(where: str, what: str) -> DataFormatError:
+        return DataFormatError(
+            f"{path}: {where} {what}. Expected the {SWEEP_FILE} `lowres sweep` writes; rerun "
+            "the sweep to rewrite it."
+        )
+
+    if not isinstance(data, dict):
+        raise wrong("the file", f"holds a JSON {type(data).__name__}, not an object")
+    if "runs" not in data:
+        raise wrong("the file", "has no 'runs' list")
+    for key, kind in _SWEEP_TYPES.items():
+        if key in data and not _is(data[key], kind):
+            raise wrong(repr(key), f"is {data[key]!r:.60}, not a {kind.__name__}")
+    design = data.get("sweep", {})
+    for key in ("k", "schedules"):
+        if key in design and not isinstance(design[key], list):
+            raise wrong(f"'sweep.{key}'", f"is {design[key]!r:.60}, not a list")
+    for number, run in enumerate(data["runs"]):
+        if not isinstance(run, dict):
+            raise wrong(f"runs[{number}]", f"is {run!r:.60}, not an object")
+        for key, kind in _RUN_TYPES.items():
+            if not _is(run.get(key), kind):
+                raise wrong(
+                    f"runs[{number}].{key}", f"is {run.get(key)!r:.60}, not a {kind.__name__}"
+                )
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lowres.errors import LowresError
+from lowres.files import read_json
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
 from lowres.sweeps.plots import (
@@ -188,7 +189,10 @@ def collect(sweep_dirs: list[Path]) -> dict[str, Any]:
         if not metrics_file.is_file():
             error_file = run_dir / ERROR_FILE
             if error_file.is_file():
-                failed[run["name"]] = json.loads(error_file.read_text()).get("error", "failed")
+                error = read_json(error_file, "the error record of a failed run", "rerun it.")
+                failed[run["name"]] = (
+                    str(error.get("error", "failed")) if isinstance(error, dict) else "failed"
+                )
             else:
                 missing.append(run["name"])
             continue

@@ -117,7 +117,7 @@ def eval_features(
             {
                 "record": enc["overflow_to_sample_mapping"][i],
                 "offsets": [
-                    tuple(o) if sequence_ids[t] == 1 else None for t, o in enumerate(offsets)
+                    list(o) if sequence_ids[t] == 1 else None for t, o in enumerate(offsets)
                 ],
             }
         )

@@ -36,7 +36,8 @@ def _quick_writer(calls: list[str], fail: bool = False):
         if fail:
             raise KeyboardInterrupt  # as if the run were stopped mid-conversion
         files = {"config.json": 2}
-        manifest = {"source": {"sha256": sha256}, "files": files}
+        hashes = {"config.json": file_sha256(out / "config.json")}
+        manifest = {"source": {"sha256": sha256}, "files": files, "sha256": hashes}
         (out / MANIFEST).write_text(json.dumps(manifest))
 
     return write
@@ -51,6 +52,7 @@ def _exited_pid() -> int:
 def test_an_interrupted_conversion_leaves_nothing_a_later_run_trusts(tmp_path, monkeypatch):
     weights = tmp_path / "e5.bin"
     weights.write_bytes(b"E5S1 pretend weights")
+    monkeypatch.setattr(me5_small, "BUNDLED_SHA256", file_sha256(weights))  # a stand-in file
     cache = tmp_path / "cache"
     calls: list[str] = []
     monkeypatch.setattr(me5_small, "write_model_folder", _quick_writer(calls, fail=True))

@@ -17,7 +17,8 @@ def _rows() -> list[dict[str, str]]:
     lines = [line for line in TABLE.read_text().splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip().strip("|").split("|")]
     rows = []
-    for line in lines[2:]:
+    # Later sections repeat the header and its | --- | line; they are not rows.
+    for line in (line for line in lines[2:] if line not in lines[:2]):
         # No cell holds a "|" of its own, so the pipes are the column borders.
         cells = [cell.strip() for cell in line.strip()[1:-1].split("|")]
         assert len(cells) == len(header), line

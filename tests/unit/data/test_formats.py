@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,7 @@ def test_squad_misaligned_answer_start(tmp_path):
     assert "mini.json" in message and "question id 'q7'" in message
     assert "'France' at answer_start 20" in message and "reads ' of Fr'" in message
     assert "occur at character 24" in message
+    assert "validate_spans" not in message  # no key sets it; the fix is in the file
     records = read_squad_json(path, validate_spans=False)
     assert records[0]["answers"]["answer_start"] == [20]
 
@@ -422,3 +424,43 @@ def test_hub_script_dataset_becomes_hub_error(offline_hub, monkeypatch):
     monkeypatch.setattr(offline_hub, "load_dataset", refuse_script)
     with pytest.raises(HubError, match="'facebook/mlqa'.*only as a loading script"):
         hub.load_hub_split("facebook/mlqa", "mlqa-translate-train.de", "train")
+
+
+@pytest.mark.parametrize(
+    ("doc", "why"),
+    [({"data": []}, "its data list is empty"), ({"data": [{"paragraphs": []}]}, "no article")],
+)
+def test_a_squad_file_without_questions_is_named(tmp_path, doc, why):
+    """It used to surface later as an empty pool ("lower data.pool_fraction", "the source
+    pool is off"), which named neither the file nor the cause."""
+    path = _write_json(tmp_path, doc, name="xquad.de.json")
+    with pytest.raises(DataFormatError, match=f"xquad.de.json holds no questions \\({why}"):
+        read_squad_json(path)
+
+
+def test_a_byte_order_mark_is_read_like_the_file_without_it(tmp_path):
+    plain = _write_json(tmp_path, _squad_doc(_qa()))
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_squad_json(marked) == read_squad_json(plain)
+
+
+def _random_tsv(tmp_path):
+    """A good first row, then 2 MB of random bytes (a 50 MB file behaves the same)."""
+    import random
+
+    noise = random.Random(0).randbytes(2_000_000)
+    path = tmp_path / "random.tsv"
+    path.write_bytes(b"id\tsentence1\tsentence2\tlabel\n1\ta\tb\t0\n\xff" + noise)
+    return path
+
+
+def test_random_bytes_in_a_tsv_name_the_file_byte_and_line(tmp_path):
+    from lowres.data.pair_tsv import read_pair_tsv
+
+    path = _random_tsv(tmp_path)
+    where = f"{path} is not UTF-8 text (byte 37, line 3, cannot be decoded)"
+    with pytest.raises(DataFormatError, match=re.escape(where)):
+        read_pawsx_tsv(path)
+    with pytest.raises(DataFormatError, match=re.escape(where)):
+        read_pair_tsv(path, columns={}, num_labels=2)

@@ -131,3 +131,16 @@ def test_dropout_is_off_only_inside_a_fully_frozen_backbone():
     assert rates(method(tiny(), freeze="none", backbone_dropout=False)) == {0.0}
     lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query"]}
     assert 0.1 in rates(method(tiny(), adapter="lora", prompt_length=0, adapter_options=lora))
+
+
+def test_prompt_lr_null_follows_the_weights_rate_and_a_given_one_is_used():
+    """metrics.json records prompt_lr as given; null means the prompt trains at "lr"."""
+
+    def prompt_rate(prompt_lr):
+        model = method(tiny(), prompt_layers="all")
+        groups = model.param_groups(lr=0.5, weight_decay=0.0, prompt_lr=prompt_lr)
+        prompts = {id(model.prompt), id(model.deep_prompts)}
+        return {g["lr"] for g in groups if any(id(p) in prompts for p in g["params"])}
+
+    assert prompt_rate(None) == {0.5}
+    assert prompt_rate(0.03) == {0.03}

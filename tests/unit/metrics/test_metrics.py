@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -331,7 +332,7 @@ def test_score_qa_unknown_metric(tmp_path: Path, squad_file: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("{not json", "not valid UTF-8 JSON"),
+        ("{not json", "is not valid JSON"),
         ('[{"id": "q1", "prediction_text": "cat"}]', "holds a JSON list"),
         ('"cat"', "holds a JSON str"),
         ('{"q1": ["cat"]}', "'q1'.*expected the answer text as a string"),
@@ -394,7 +395,7 @@ def test_score_accuracy_bad_label(tmp_path: Path, pawsx_file: Path, value: objec
 def test_score_accuracy_bad_predictions_file(tmp_path: Path, pawsx_file: Path, content: str):
     preds = tmp_path / "p.json"
     preds.write_text(content, encoding="utf-8")
-    with pytest.raises(DataFormatError, match="expected a JSON object"):
+    with pytest.raises(DataFormatError, match="[Ee]xpected a JSON object"):
         score_accuracy(pawsx_file, preds)
 
 
@@ -419,3 +420,32 @@ def test_score_accuracy_real_files(tmp_path: Path, shared_data: Path, relpath: s
         "accuracy": pytest.approx(100 * (len(rows) - wrong) / len(rows)),
         "n": len(rows),
     }
+
+
+_HOSTILE_JSON = {
+    "random bytes": (bytes(range(256)) * 40, "is not UTF-8 text (byte 128"),
+    "nested 200,000 deep": (b"[" * 200_000 + b"]" * 200_000, "nest deeper than"),
+    "a 5000-digit integer": (b'{"q1": ' + b"9" * 5000 + b"}", "an integer of more than"),
+    "truncated": (b'{"q1": "ca', "probably truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_JSON))
+@pytest.mark.parametrize("which", ["data", "predictions"])
+def test_score_names_an_unreadable_json_file(tmp_path: Path, squad_file: Path, case, which):
+    content, needle = _HOSTILE_JSON[case]
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    preds = _write_json(tmp_path / "p.json", {"q1": "cat"})
+    data, predictions = (bad, preds) if which == "data" else (squad_file, bad)
+    with pytest.raises(DataFormatError, match=re.escape(needle)) as info:
+        score_qa(data, predictions, "squad", None)
+    assert str(info.value).startswith(str(bad))
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path, squad_file: Path) -> None:
+    preds = tmp_path / "p.json"
+    preds.write_bytes(b"\xef\xbb\xbf" + json.dumps({"q1": "cat"}).encode())
+    data = tmp_path / "data.json"
+    data.write_bytes(b"\xef\xbb\xbf" + squad_file.read_bytes())
+    assert score_qa(data, preds, "squad", None) == score_qa(squad_file, preds, "squad", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pytest
@@ -240,18 +241,38 @@ def test_report_plots_the_gxlt_matrix_and_labels_pseudo_runs(tmp_path):
     assert avg["mean"] == pytest.approx((50.0 + 55.0) / 2)  # per-seed averages 50 and 55
 
 
-def test_grid_keys_are_config_keys_or_groups():
-    from omegaconf import OmegaConf
+def _sweep_config():
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="sweep", overrides=["+task=xquad", "backbone=tiny-bert"])
 
-    from lowres.schema import SweepRunConfig
+
+def test_grid_keys_are_config_keys_or_groups():
     from lowres.sweeps.plan import check_grid_keys
 
-    config = OmegaConf.structured(SweepRunConfig)
+    config = _sweep_config()
     check_grid_keys({"align.weight": [0, 0.1], "freeze": ["none", "bitfit"]}, config)
     with pytest.raises(ConfigError, match=r"'prompt.lenght'.*Did you mean prompt.length"):
         check_grid_keys({"prompt.lenght": [5]}, config)
     with pytest.raises(ConfigError, match="group freeze over nonee, which it does not have"):
         check_grid_keys({"freeze": ["nonee"]}, config)
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"prompt.length": [5, "five"]}, "gives prompt.length the value 'five', which it cannot"),
+        ({"trainer.lr": [1e-3, float("nan")]}, "trainer.lr=nan is not a finite number"),
+        ({"prompt.length": [-1]}, "prompt.length=-1 is out of range"),
+        ({"data.max_train_examples": [0, -1]}, "data.max_train_examples=-1 is out of range"),
+    ],
+)
+def test_grid_values_are_checked_with_the_schema_at_plan_time(grid, message):
+    """They used to be planned, then fail run by run."""
+    from lowres.sweeps.plan import check_grid_keys
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_grid_keys(grid, _sweep_config())
+    check_grid_keys({"prompt.length": [5, 10], "trainer.lr": [1e-3, 1e-2]}, _sweep_config())
 
 
 def test_user_method_presets_come_from_their_config_folder(tmp_path):

@@ -299,3 +299,36 @@ def test_the_report_corrects_the_declared_family_and_labels_the_rest_exploratory
     assert "| primary | full | prompt_align | 0 | avg | 3 |" in text
     assert "no (Holm)" in text and "| exploratory | full | prompt_align | 0 | de |" in text
     assert "the intervals vary seeds (each seed: its own k-shot sample" in text
+
+
+def _set_average_f1(text):
+    data = json.loads(text)
+    data["average"]["f1"] = "high"
+    return json.dumps(data)
+
+
+def _drop_average(text):
+    data = json.loads(text)
+    del data["average"]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda text: text[: len(text) // 2], "probably truncated"),
+        (lambda text: "\x00\x01garbage" + text, "is not valid JSON"),
+        (_set_average_f1, "'average' is {'f1': 'high'}"),
+        (_drop_average, "has no 'average'"),
+        (lambda text: "[]", "holds a JSON list"),
+    ],
+)
+def test_report_names_a_damaged_metrics_file(lambda_sweep, capsys, damage, needle):
+    metrics = sorted(lambda_sweep.glob("runs/full/**/metrics.json"))[0]
+    metrics.write_text(damage(metrics.read_text()))
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres("report", str(lambda_sweep))
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2
+    assert str(metrics) in err
+    assert needle in err and "Traceback" not in err
