@@ -318,7 +318,8 @@ def test_report_refuses_folders_that_are_not_sweeps(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = lowres_subprocess("report", str(tmp_path / "empty"))
     assert empty.returncode == 2 and "not a lowres sweep folder" in empty.stderr
-    (tmp_path / "empty" / "sweep.json").write_text(json.dumps({"runs": [{"name": "a/b"}]}))
+    planned = {"name": "a/b", "method": "a", "schedule": "joint", "grid": {}, "k": 0, "seed": 1}
+    (tmp_path / "empty" / "sweep.json").write_text(json.dumps({"runs": [{**planned, "stage": 1}]}))
     unfinished = lowres_subprocess("report", str(tmp_path / "empty"))
     assert unfinished.returncode == 2 and "holds no finished runs yet" in unfinished.stderr
 

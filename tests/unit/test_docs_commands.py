@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
 from lowres import cli
@@ -162,8 +163,13 @@ def expand_multirun(overrides: list[str]) -> list[list[str]]:
     choices = []
     for override, text in zip(parsed, overrides, strict=True):
         if override.is_sweep_override():
-            key = text.split("=", 1)[0]
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+            key = override.get_key_element()
+            sweep = override.value()
+            if isinstance(sweep, IntervalSweep):  # an Optuna search space: both of its ends
+                values = [sweep.start, sweep.end]
+            else:
+                values = list(override.sweep_string_iterator())
+            choices.append([f"{key}={value}" for value in values])
         else:
             choices.append([text])
     runs = max(len(values) for values in choices)
@@ -231,6 +237,13 @@ def check_command(command: Command, places: dict[str, Path]) -> None:
 
             patch.setattr(me5_small, "convert_to", lambda *a: calls.append(a) or Path("x"))
             patch.setattr(me5_small, "ensure_converted", lambda *a: calls.append(a) or Path("x"))
+        elif verb == "study":  # the spec is loaded and checked for real; no step runs
+            from lowres.sweeps import study
+
+            state = {"steps": [], "waiting_for_search": [], "done": 0, "planned": 0}
+            patch.setattr(study, "run_study", lambda *a, **k: calls.append(a) or 0)
+            patch.setattr(study, "status", lambda *a: calls.append(a) or state)
+            patch.setattr(study, "report", lambda *a: calls.append(a))
         elif verb == "score":
             patch.setattr("lowres.score.score_qa", lambda *a: calls.append(a) or {})
             patch.setattr("lowres.score.score_accuracy", lambda *a: calls.append(a) or {})

@@ -30,7 +30,9 @@ def finished_run(run_dir: Path, score: float = 50.0) -> Path:
     (run_dir / "predictions").mkdir()
     (run_dir / "predictions" / "en.json").write_text('{"q1": "an answer"}')
     (run_dir / "train_log.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
-    (run_dir / "metrics.json").write_text(json.dumps({"per_language": {"en": {"f1": score}}}))
+    # The fields every finished run's metrics.json has (a damaged one is no finished run).
+    metrics = {"task": "xquad", "per_language": {"en": {"f1": score}}, "average": {"f1": score}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 
 
