@@ -646,8 +646,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
         "--lora-targets",
-        help="LoRA target modules, comma-separated (default: the method's; decoders: "
-        "q_proj,v_proj)",
+        help="LoRA target modules of every method, comma-separated (default: each method's, "
+        "as lowres train chooses them)",
     )
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -666,17 +666,11 @@ def main() -> None:
         parser.exit(
             2, f"bench.py: unknown backbone {args.backbone!r}; choose from {', '.join(names)}.\n"
         )
-    family = backbone_family(args.backbone)
-    # Decoder rows name their targets (they differ from the encoders' query/value); the
-    # backbone config's lora_targets is what lowres train uses too.
-    lora_targets = args.lora_targets.split(",") if args.lora_targets else None
-    if lora_targets is None and family == "decoder":
-        lora_targets = list(backbone_config(args.backbone).get("lora_targets", []))
     opts = {
         "backbone": args.backbone,
-        "family": family,
+        "family": backbone_family(args.backbone),
         "methods": methods,
-        "lora_targets": lora_targets,
+        "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
         "device": args.device,
         "precisions": args.precisions.split(","),
         "batch": args.batch,
