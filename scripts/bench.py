@@ -172,7 +172,7 @@ def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, 
     """
     from lowres.training.trainer import EpochSeededLengthGroupedSampler
 
-    features = {p: tasks[p].train_features(records, tokenizer) for p in PADDINGS}
+    features = {p: task.train_features(records, tokenizer) for p, task in tasks.items()}
     lengths = [len(ids) for ids in features["longest"]["input_ids"]]
     order = list(EpochSeededLengthGroupedSampler(opts["batch"], lengths=lengths, seed=1))
     groups = [order[i : i + opts["batch"]] for i in range(0, len(order), opts["batch"])]
@@ -332,11 +332,15 @@ def _measure(opts: dict) -> list[dict]:
     variants = []  # (length, padding, precision, batches)
     tasks = {}  # length -> padding -> task
     for length in opts["lengths"]:
-        tasks[length] = {p: _task(compose_config(opts, first.name, length, p)) for p in PADDINGS}
+        tasks[length] = {
+            # longest always: its rows' lengths form the length-grouped batches
+            p: _task(compose_config(opts, first.name, length, p))
+            for p in {"longest", *opts["paddings"]}
+        }
         pool = tasks[length]["longest"].source_pool()
         records = pool[: opts["batch"] * (opts["warmup"] + opts["steps"]) * 8]
         batches = _batches(tasks[length], records, first.tokenizer, opts, collate)
-        for padding in PADDINGS:
+        for padding in opts["paddings"]:
             for precision in precisions:
                 variants.append((length, padding, precision, batches[padding]))
     if cuda:
@@ -382,11 +386,11 @@ def _measure(opts: dict) -> list[dict]:
             )
         by_key = {(r["length"], r["padding"], r["precision"]): r for r in rows}
         for r in rows:
-            padded = by_key[(r["length"], "max_length", r["precision"])]
-            r["speedup_vs_padded"] = padded["step_s"] / r["step_s"]
+            padded = by_key.get((r["length"], "max_length", r["precision"]))
+            r["speedup_vs_padded"] = padded["step_s"] / r["step_s"] if padded else None
             fp32 = by_key.get((r["length"], r["padding"], "fp32"))
             r["speedup_vs_fp32"] = fp32["step_s"] / r["step_s"] if fp32 else None
-        primary = by_key[(opts["lengths"][0], "longest", precisions[0])]
+        primary = by_key[(opts["lengths"][0], opts["paddings"][0], precisions[0])]
         results.append(
             {
                 "method": method.name,
@@ -534,9 +538,10 @@ def markdown(opts: dict, env: dict, results: list[dict], command: str, marker: s
     for r in results:
         for v in r["variants"]:
             vs_fp32 = f"{v['speedup_vs_fp32']:.2f}x" if v["speedup_vs_fp32"] else "n/a"
+            vs_padded = f"{v['speedup_vs_padded']:.2f}x" if v["speedup_vs_padded"] else "n/a"
             lines.append(
                 f"| {r['method']} | {v['length']} | {v['padding']} | "
-                f"{v['precision']} | {v['step_s']:.3f} | {v['speedup_vs_padded']:.2f}x | "
+                f"{v['precision']} | {v['step_s']:.3f} | {vs_padded} | "
                 f"{vs_fp32} | {_share(v['optimizer_share'])} | "
                 f"{_share(v['alignment_share'])} | {v['real_tokens_per_s']:.0f} | "
                 f"{100 * v['padding_share']:.0f} % | "
@@ -626,6 +631,12 @@ def main() -> None:
         help="evaluation batch (default: 32; decoders: the backbone's generation_batch_size)",
     )
     parser.add_argument("--lengths", default="384,256", help="window lengths, comma-separated")
+    parser.add_argument(
+        "--paddings",
+        default=",".join(PADDINGS),
+        help="longest (each batch to its own longest row, as lowres trains) and/or max_length "
+        "(every row to the window length), comma-separated",
+    )
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
@@ -677,6 +688,7 @@ def main() -> None:
         "eval_batch": args.eval_batch or 32,
         "eval_batch_given": args.eval_batch is not None,
         "lengths": [int(n) for n in args.lengths.split(",")],
+        "paddings": [p for p in PADDINGS if p in args.paddings.split(",")],
         "steps": args.steps,
         "warmup": args.warmup,
         "eval_examples": args.eval_examples,
