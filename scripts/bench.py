@@ -1,32 +1,42 @@
 """Training and evaluation throughput per method, padded and unpadded, against the machine's limit.
 
     python scripts/bench.py --data-root ../shared/data     # minilm, CPU -> docs/benchmarks.md
+    python scripts/bench.py --backbone me5-small --methods full,lora_all_linear,prompt_align
     python scripts/bench.py --backbone tiny-bert --steps 2 --lengths 64 --out /tmp/bench.md
     python scripts/bench.py --backbone minilm --device cuda --precisions bf16
 
-The backbone is any config name in configs/backbone/; the model is built by
-``lowres.builders.build_model`` exactly as ``lowres train`` builds it, and every step is
-the Trainer's: lowres's loss (``LowresTrainer.compute_loss``), the model's optimizer groups
-(``create_optimizer``), the collator that pads each batch, autocast for bf16. Each method
-runs in a fresh process, so its peak memory is its own. Inside that process:
+The backbone is any config name in configs/backbone/, the methods any presets in
+configs/method/ (``+method=NAME``, composed as ``lowres train`` composes them); the model is
+built by ``lowres.builders.build_model`` exactly as ``lowres train`` builds it, and every
+step is the Trainer's: the model's loss plus, for a method with the alignment loss, the
+weighted ``AlignmentObjective.loss`` on the next parallel batch (the two parts
+``LowresTrainer.compute_loss`` sums), the model's optimizer groups (``create_optimizer``),
+the collator that pads each batch, autocast for bf16. All methods live in one process and
+take their steps in turn, so a busy machine slows them alike and their ratios stay fair:
 
 * **the limit**: sustained matrix-product throughput (a square matmul repeated for about a
   second) in fp32 and, where the CPU (avx512_bf16/AMX) or GPU has it, bf16, with the threads
   the steps use;
 * **training**: real source-pool windows (SQuAD v1.1 minus XQuAD under ``--data-root``, else
   the shipped sample), in the length-grouped batches ``lowres train`` forms, spread over the
-  epoch. Every combination of ``--lengths`` x padding (``longest``: each batch to its own
-  longest row; ``max_length``: every row to the window length, as before dynamic padding) x
-  ``--precisions`` trains on the same windows, one step of each in turn (interleaved), so a
-  busy machine slows them alike and their ratios stay fair;
-* **evaluation**: ``trainer.predict`` on ``--eval-examples`` English XQuAD questions'
-  windows, sorted by length as ``lowres train`` evaluates them, padded and unpadded;
+  epoch. Every method x ``--lengths`` x padding (``longest``: each batch to its own longest
+  row; ``max_length``: every row to the window length, as before dynamic padding) x
+  ``--precisions`` trains on the same windows, one step of each in turn (interleaved). Each
+  step is timed in parts: the optimizer (``optimizer_share``: step and zeroing of the
+  gradients) and, for alignment methods, the alignment pass (``alignment_share``: its
+  forward and backward on the parallel batch, ``align.batch_size`` pairs);
+* **evaluation**: ``trainer.predict`` on ``--eval-examples`` XQuAD questions per language of
+  ``--eval-languages``, sorted by length as ``lowres train`` evaluates them, in each
+  precision, interleaved language by language (bf16 as ``lowres train`` runs it: the
+  Trainer's autocast);
 * **FLOPs** (:mod:`lowres.methods.flops`): model FLOPs per real token (forward 2N, training
   6N for full fine-tuning and 4N for a frozen backbone under a prompt, plus attention over
-  real positions), and the achieved share of the measured matmul peak;
+  real positions; an alignment method's parallel rows count as trained tokens), and the
+  achieved share of the measured matmul peak;
 * decoder backbones (``family: decoder``, e.g. tiny-llama) train on prompt + answer rows and
   evaluate by batched greedy generation (examples are questions there);
-* peak memory: host = peak resident set of the process; device = CUDA's max allocated.
+* peak memory: host = peak resident set of the process (all methods together); device =
+  CUDA's max allocated.
 
 ``--out`` gets (or has replaced) one section per backbone x device, so CPU and GPU results
 live side by side in docs/benchmarks.md.
@@ -36,8 +46,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
-import multiprocessing as mp
 import os
 import random
 import re
@@ -48,13 +58,11 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = {
-    "full": ("full fine-tuning", ["freeze=none", "prompt=none"]),
-    "prompt_input": ("soft prompt (input)", ["freeze=backbone", "prompt=input"]),
-    "prompt_deep": ("deep prompt (all layers)", ["freeze=backbone", "prompt=deep"]),
-    "lora": ("LoRA (r=8)", ["freeze=backbone", "prompt=none", "adapter=lora"]),
-}
+DEFAULT_METHODS = "full,input_prompt,deep_prompt,lora"
 PADDINGS = ("longest", "max_length")
+# XQuAD's languages besides English: the alignment methods' parallel pairs and the
+# evaluation languages by default.
+XQUAD_TARGETS = ("ar", "de", "el", "es", "hi", "ru", "th", "tr", "vi", "zh")
 
 
 def backbone_config(name: str):
@@ -69,24 +77,26 @@ def backbone_family(name: str) -> str:
     return backbone_config(name).get("family", "encoder")
 
 
-def method_label(method: str, opts: dict) -> str:
-    label = METHODS[method][0]
-    if method == "lora" and opts.get("lora_targets"):
-        label = f"{label[:-1]}, {'+'.join(opts['lora_targets'])})"
-    return label
+def method_names() -> list[str]:
+    from lowres.schema import config_dir
+
+    return sorted(p.stem for p in (config_dir() / "method").glob("*.yaml"))
 
 
-def compose_config(opts: dict, method: str, length: int, padding: str):
+def compose_config(
+    opts: dict, method: str, length: int, padding: str, languages: list[str] | None = None
+):
+    """``lowres train +task=xquad +method=METHOD`` with the bench's workload."""
     from hydra import compose, initialize_config_dir
 
-    from lowres.schema import config_dir, register_schemas
+    from lowres.schema import alignment_on, config_dir, register_schemas
 
     register_schemas()
     data = ["data=local", f"data.root={opts['data_root']}"] if opts["data_root"] else []
     overrides = [
         "+task=xquad",
+        f"+method={method}",
         f"backbone={opts['backbone']}",
-        *METHODS[method][1],
         *data,
         f"trainer.device={opts['device']}",
         f"trainer.batch_size={opts['batch']}",
@@ -97,36 +107,23 @@ def compose_config(opts: dict, method: str, length: int, padding: str):
         f"task.stride={min(128, length // 4)}",
         f"task.max_question_length={min(64, length // 4)}",
         "data.cache_dir=",
-        "data.eval_languages=[en]",
+        f"data.eval_languages=[{','.join(languages or ['en'])}]",
         f"data.max_eval_examples={opts['eval_examples']}",
     ]
-    if method == "lora" and opts.get("lora_targets"):
+    if opts.get("lora_targets"):
         overrides.append(f"adapter.target_modules=[{','.join(opts['lora_targets'])}]")
     if opts.get("family") == "decoder" and opts.get("eval_batch_given"):
         overrides.append(f"backbone.generation_batch_size={opts['eval_batch']}")
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-def _result_or_exit(method: str, process, queue):
-    """The child's result; a child killed before answering (OOM killer, a CUDA abort)
-    would otherwise leave this process waiting on the queue forever."""
-    import queue as queues
-
-    while True:
-        try:
-            return queue.get(timeout=5)
-        except queues.Empty:
-            if not process.is_alive():
-                sys.exit(f"{method}: the benchmark process died (exit code {process.exitcode}).")
-
-
-def measure(method: str, opts: dict, queue) -> None:
-    """One method in this (fresh) process; puts a result dict or an error string."""
-    try:
-        queue.put(_measure(method, opts))
-    except Exception as err:  # reported by the parent with the method's name
-        queue.put(f"{type(err).__name__}: {err}")
+        cfg = compose("train", overrides=overrides)
+        if alignment_on(cfg.align) and not cfg.align.parallel_file:
+            # The parallel pairs come from the target pools of XQuAD's other languages.
+            targets = ",".join(opts["align_languages"])
+            extra = [f"align.target_languages=[{targets}]"]
+            if cfg.data.pool_fraction <= 0:
+                extra.append("data.pool_fraction=0.2")
+            cfg = compose("train", overrides=[*overrides, *extra])
+    return cfg
 
 
 def matmul_peak(device, dtype_name: str, seconds: float = 1.0) -> float:
@@ -175,7 +172,7 @@ def _batches(tasks: dict, records, tokenizer, opts: dict, collate) -> dict[str, 
     """
     from lowres.training.trainer import EpochSeededLengthGroupedSampler
 
-    features = {p: tasks[p].train_features(records, tokenizer) for p in PADDINGS}
+    features = {p: task.train_features(records, tokenizer) for p, task in tasks.items()}
     lengths = [len(ids) for ids in features["longest"]["input_ids"]]
     order = list(EpochSeededLengthGroupedSampler(opts["batch"], lengths=lengths, seed=1))
     groups = [order[i : i + opts["batch"]] for i in range(0, len(order), opts["batch"])]
@@ -198,39 +195,132 @@ def _task(cfg):
     return build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
 
 
-def _measure(method: str, opts: dict) -> dict:
+def _autocast(device, precision: str):
     import torch
 
-    from lowres.builders import build_model, build_trainer, training_arguments
-    from lowres.methods.build import parameter_report
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Method:
+    """One method's model, trainer, optimizer and alignment batches, built as lowres train does."""
+
+    def __init__(self, name: str, opts: dict) -> None:
+        from lowres.builders import build_alignment, build_model, build_trainer, training_arguments
+        from lowres.methods.build import parameter_report
+        from lowres.schema import alignment_languages, resolved_lr, validate
+        from lowres.training.progress import RichProgress
+
+        self.name = name
+        self.opts = opts
+        cfg = compose_config(opts, name, max(opts["lengths"]), "longest")
+        validate(cfg)
+        self.cfg = cfg
+        self.model, self.tokenizer = build_model(
+            cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+        )
+        self.report = parameter_report(self.model)
+        self.learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
+        self.args = training_arguments(
+            cfg.trainer,
+            Path(tempfile.mkdtemp(prefix="lowres-bench-")),
+            task_kind=cfg.task.kind,
+            learning_rate=self.learning_rate,
+        )
+        self.device = self.args.device
+        alignment = None
+        languages = alignment_languages(cfg.align, list(cfg.data.eval_languages))
+        if languages or cfg.align.parallel_file:
+            task = _task(cfg)
+            split = task.split(align_languages=languages, align_source=cfg.align.source_language)
+            alignment = build_alignment(
+                cfg.align,
+                task,
+                split.parallel,
+                self.tokenizer,
+                seed=cfg.trainer.seed,
+                pad_to_multiple_of=8 if self.device.type == "cuda" else None,
+            )
+        self.trainer = build_trainer(
+            self.model,
+            self.tokenizer,
+            self.args,
+            progress=RichProgress(bars=False),
+            prompt_lr=cfg.prompt.lr,
+            alignment=alignment,
+        )
+        self.model.to(self.device)
+        self.optimizer = self.trainer.create_optimizer()
+        self.alignment = alignment
+        steps = opts["warmup"] + opts["steps"]
+        # One parallel batch per step index: every variant of a step aligns the same pairs.
+        drawn = alignment.batches() if alignment else None
+        self.align_batches = [next(drawn) for _ in range(steps)] if drawn else []
+
+    def step(self, batch: dict, step: int, precision: str, sync) -> dict[str, float]:
+        """One training step; seconds of the whole, the alignment pass and the optimizer."""
+        device = self.device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        sync()
+        started = time.perf_counter()
+        self.model.train()
+        with _autocast(device, precision):
+            loss = self.model(**batch)["loss"]
+        loss.backward()
+        align_s = 0.0
+        if self.alignment is not None:
+            # loss = task + weight * align: the parts' gradients add up, so the alignment
+            # pass can run its own backward and be timed apart.
+            sync()
+            align_started = time.perf_counter()
+            source, target = (
+                {k: v.to(device) for k, v in side.items()} for side in self.align_batches[step]
+            )
+            with _autocast(device, precision):
+                align = self.alignment.loss(self.model, source, target)
+            (self.alignment.weight * align).backward()
+            sync()
+            align_s = time.perf_counter() - align_started
+        sync()
+        optimizer_started = time.perf_counter()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        sync()
+        ended = time.perf_counter()
+        return {
+            "step_s": ended - started,
+            "alignment_s": align_s,
+            "optimizer_s": ended - optimizer_started,
+        }
+
+    def alignment_lengths(self, steps: range) -> list[int]:
+        """Real tokens of each parallel row of these steps (source and target sides)."""
+        if not self.align_batches:
+            return []
+        return [
+            int(n)
+            for index in steps
+            for side in self.align_batches[index]
+            for n in side["attention_mask"].sum(dim=1).tolist()
+        ]
+
+
+def _measure(opts: dict) -> list[dict]:
+    import torch
+
     from lowres.methods.flops import step_flops
     from lowres.recipes.train import quiet_libraries
-    from lowres.schema import resolved_lr, validate
-    from lowres.training.progress import RichProgress
     from lowres.training.trainer import PaddingCollator
 
     quiet_libraries()
-    longest_window = max(opts["lengths"])
-    cfg = compose_config(opts, method, longest_window, "longest")
-    validate(cfg)
-    model, tokenizer = build_model(
-        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
-    )
-    report = parameter_report(model)
-    args = training_arguments(
-        cfg.trainer,
-        Path(tempfile.mkdtemp(prefix="lowres-bench-")),
-        task_kind=cfg.task.kind,
-        learning_rate=resolved_lr(cfg.trainer.lr, cfg.freeze.strategy),
-    )
-    device = args.device
+    methods = [Method(name, opts) for name in opts["methods"]]
+    first = methods[0]
+    device = first.device
     cuda = device.type == "cuda"
-    progress = RichProgress(bars=False)
-    trainer = build_trainer(model, tokenizer, args, progress=progress, prompt_lr=cfg.prompt.lr)
-    model.to(device)
-    optimizer = trainer.create_optimizer()
-    collate = PaddingCollator(tokenizer, 8 if cuda else None)
-    decoder = cfg.backbone.family == "decoder"
+    collate = PaddingCollator(first.tokenizer, 8 if cuda else None)
+    decoder = first.cfg.backbone.family == "decoder"
     precisions = precisions_available(device, opts["precisions"])
     peaks = {name: matmul_peak(device, name) for name in precisions}
 
@@ -238,124 +328,149 @@ def _measure(method: str, opts: dict) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    def autocast(precision: str):
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-
-    def train_step(batch: dict, precision: str) -> float:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        sync()
-        started = time.perf_counter()
-        model.train()
-        with autocast(precision):
-            loss = trainer.compute_loss(model, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync()
-        return time.perf_counter() - started
-
+    # The windows depend on the tokenizer and the task only, the same for every method.
     variants = []  # (length, padding, precision, batches)
     tasks = {}  # length -> padding -> task
     for length in opts["lengths"]:
-        tasks[length] = {p: _task(compose_config(opts, method, length, p)) for p in PADDINGS}
+        tasks[length] = {
+            # longest always: its rows' lengths form the length-grouped batches
+            p: _task(compose_config(opts, first.name, length, p))
+            for p in {"longest", *opts["paddings"]}
+        }
         pool = tasks[length]["longest"].source_pool()
         records = pool[: opts["batch"] * (opts["warmup"] + opts["steps"]) * 8]
-        batches = _batches(tasks[length], records, tokenizer, opts, collate)
-        for padding in PADDINGS:
+        batches = _batches(tasks[length], records, first.tokenizer, opts, collate)
+        for padding in opts["paddings"]:
             for precision in precisions:
                 variants.append((length, padding, precision, batches[padding]))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times: list[list[float]] = [[] for _ in variants]
+    times = {(m.name, i): [] for m in methods for i in range(len(variants))}
     for step in range(opts["warmup"] + opts["steps"]):
         for index, (_, _, precision, batches) in enumerate(variants):
-            seconds = train_step(batches[step], precision)
-            if step >= opts["warmup"]:
-                times[index].append(seconds)
-    rows = []
-    for (length, padding, precision, batches), seconds in zip(variants, times, strict=True):
-        timed = batches[opts["warmup"] :]
-        real = [int(n) for b in timed for n in b["attention_mask"].sum(dim=1).tolist()]
-        computed = sum(b["attention_mask"].numel() for b in timed)
-        flops = step_flops(model, real, causal=decoder)
-        step_s = statistics.median(seconds)
-        total_s = sum(seconds)
-        rows.append(
+            for method in methods:  # round-robin: each method's step right after the other's
+                seconds = method.step(batches[step], step, precision, sync)
+                if step >= opts["warmup"]:
+                    times[(method.name, index)].append(seconds)
+    timed_steps = range(opts["warmup"], opts["warmup"] + opts["steps"])
+    evaluation = _evaluate(methods, opts, precisions, decoder, sync)
+    results = []
+    for method in methods:
+        rows = []
+        for index, (length, padding, precision, batches) in enumerate(variants):
+            parts = times[(method.name, index)]
+            timed = batches[opts["warmup"] :]
+            real = [int(n) for b in timed for n in b["attention_mask"].sum(dim=1).tolist()]
+            computed = sum(b["attention_mask"].numel() for b in timed)
+            aligned = method.alignment_lengths(timed_steps)
+            flops = step_flops(method.model, real + aligned, causal=decoder)
+            seconds = [p["step_s"] for p in parts]
+            total_s = sum(seconds)
+            rows.append(
+                {
+                    "length": length,
+                    "padding": padding,
+                    "precision": precision,
+                    "step_s": statistics.median(seconds),
+                    "optimizer_share": sum(p["optimizer_s"] for p in parts) / total_s,
+                    "alignment_share": sum(p["alignment_s"] for p in parts) / total_s
+                    if method.alignment
+                    else None,
+                    "real_tokens_per_s": sum(real) / total_s,
+                    "alignment_tokens_per_step": sum(aligned) / len(parts),
+                    "padding_share": 1 - sum(real) / computed,
+                    "flops_per_real_token": flops.train / sum(real + aligned),
+                    "achieved_flops": flops.train / total_s,
+                    "peak_share": flops.train / total_s / peaks[precision],
+                }
+            )
+        by_key = {(r["length"], r["padding"], r["precision"]): r for r in rows}
+        for r in rows:
+            padded = by_key.get((r["length"], "max_length", r["precision"]))
+            r["speedup_vs_padded"] = padded["step_s"] / r["step_s"] if padded else None
+            fp32 = by_key.get((r["length"], r["padding"], "fp32"))
+            r["speedup_vs_fp32"] = fp32["step_s"] / r["step_s"] if fp32 else None
+        primary = by_key[(opts["lengths"][0], opts["paddings"][0], precisions[0])]
+        results.append(
             {
-                "length": length,
-                "padding": padding,
-                "precision": precision,
-                "step_s": step_s,
-                "real_tokens_per_s": sum(real) / total_s,
-                "padding_share": 1 - sum(real) / computed,
-                "flops_per_real_token": flops.train / sum(real),
-                "achieved_flops": flops.train / total_s,
-                "peak_share": flops.train / total_s / peaks[precision],
+                "method": method.name,
+                "trainable": method.report["trainable_parameters"],
+                "total": method.report["total_parameters"],
+                "family": "decoder" if decoder else "encoder",
+                "alignment_pairs": method.alignment.batch_size if method.alignment else 0,
+                "step_s": primary["step_s"],
+                "train_examples_per_s": opts["batch"] / primary["step_s"],
+                "train_tokens_per_s": primary["real_tokens_per_s"],
+                "variants": rows,
+                "peak_flops": peaks,
+                **evaluation[method.name],
+                "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+                "device": str(device),
+                "torch_threads": torch.get_num_threads(),
+                "tf32": method.args.tf32,
             }
         )
-    by_key = {(r["length"], r["padding"], r["precision"]): r for r in rows}
-    for r in rows:
-        padded = by_key[(r["length"], "max_length", r["precision"])]
-        r["speedup_vs_padded"] = padded["step_s"] / r["step_s"]
-    evaluation = _evaluate(trainer, tasks[opts["lengths"][0]], tokenizer, opts, decoder, sync)
-    primary = by_key[(opts["lengths"][0], "longest", precisions[0])]
-    return {
-        "method": method,
-        "trainable": report["trainable_parameters"],
-        "total": report["total_parameters"],
-        "family": "decoder" if decoder else "encoder",
-        "step_s": primary["step_s"],
-        "train_examples_per_s": opts["batch"] / primary["step_s"],
-        "train_tokens_per_s": primary["real_tokens_per_s"],
-        "variants": rows,
-        "peak_flops": peaks,
-        **evaluation,
-        "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "tf32": args.tf32,
-    }
+    return results
 
 
-def _evaluate(trainer, tasks: dict, tokenizer, opts: dict, decoder: bool, sync) -> dict:
-    """Evaluation examples/s: unpadded and padded windows (encoders), generation (decoders)."""
-    task = tasks["longest"]
-    records = task.evaluation_records("en")
-    if decoder:
-        trainer.model.eval()
-        task.predict(trainer, records[: task.batch_size], tokenizer)  # warm-up
-        sync()
-        started = time.perf_counter()
-        predicted = task.predict(trainer, records, tokenizer)
-        sync()
-        seconds = time.perf_counter() - started
-        return {
-            "eval_examples": len(records),
-            "eval_examples_per_s": len(records) / seconds,
-            "eval_batch": task.batch_size,
-            "max_new_tokens": task.max_answer_length,
-            "nonempty_answers": sum(bool(a) for a in predicted.values()),
+def _eval_trainer(method: Method, precision: str):
+    """A trainer that evaluates in ``precision`` as ``lowres train`` would, on its own copy of
+    the model: the Trainer's accelerator wraps the model's forward in autocast for bf16."""
+    from lowres.builders import build_trainer, training_arguments
+    from lowres.training.progress import RichProgress
+
+    cfg = copy.deepcopy(method.cfg)
+    cfg.trainer.precision = precision
+    args = training_arguments(
+        cfg.trainer,
+        Path(tempfile.mkdtemp(prefix="lowres-bench-")),
+        task_kind=cfg.task.kind,
+        learning_rate=method.learning_rate,
+    )
+    model = copy.deepcopy(method.model)
+    return build_trainer(model, method.tokenizer, args, progress=RichProgress(bars=False))
+
+
+def _evaluate(methods: list, opts: dict, precisions: list[str], decoder: bool, sync) -> dict:
+    """Evaluation examples/s per method and precision, interleaved language by language
+    (encoders: windows of ``--eval-examples`` questions per language; decoders: questions
+    answered by generation, English)."""
+    results = {}
+    for method in methods:
+        languages = ["en"] if decoder else opts["eval_languages"]
+        cfg = compose_config(opts, method.name, opts["lengths"][0], "longest", languages)
+        task = _task(cfg)
+        trainers = {p: _eval_trainer(method, p) for p in precisions}
+        seconds = dict.fromkeys(precisions, 0.0)
+        examples = 0
+        for language in languages:
+            records = task.evaluation_records(language)
+            if decoder:
+                examples += len(records)
+            else:
+                examples += len(task.eval_features(records, method.tokenizer)[1])
+            run = task.predict if decoder else task.model_outputs
+            warm_up = records[: task.batch_size] if decoder else records[:2]
+            for precision, trainer in trainers.items():
+                trainer.model.eval()
+                run(trainer, warm_up, method.tokenizer)
+                sync()
+                started = time.perf_counter()
+                run(trainer, records, method.tokenizer)
+                sync()
+                seconds[precision] += time.perf_counter() - started
+        rates = {p: examples / s for p, s in seconds.items()}
+        results[method.name] = {
+            "eval_examples": examples,
+            "eval_languages": languages,
+            "eval_examples_per_s": rates[precisions[0]],
+            "eval_examples_per_s_by_precision": rates,
+            "eval_batch": task.batch_size if decoder else opts["eval_batch"],
+            "max_new_tokens": task.max_answer_length if decoder else None,
         }
-    windows = len(task.eval_features(records, tokenizer)[1])
-    task.model_outputs(trainer, records[:2], tokenizer)  # warm-up
-    rates = {}
-    for padding in PADDINGS:
-        sync()
-        started = time.perf_counter()
-        tasks[padding].model_outputs(trainer, records, tokenizer)
-        sync()
-        rates[padding] = windows / (time.perf_counter() - started)
-    return {
-        "eval_examples": windows,
-        "eval_examples_per_s": rates["longest"],
-        "eval_examples_per_s_padded": rates["max_length"],
-        "eval_batch": opts["eval_batch"],
-        "max_new_tokens": None,
-    }
+        del trainers
+    return results
 
 
 def environment_line(device: str, dtype: str) -> dict:
@@ -370,17 +485,22 @@ def environment_line(device: str, dtype: str) -> dict:
     return env
 
 
+def _share(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
 def markdown(opts: dict, env: dict, results: list[dict], command: str, marker: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     on_gpu = env["device"].startswith("cuda")
     first = results[0]
+    precisions = list(first["peak_flops"])
     peaks = ", ".join(
-        f"{name} {statistics.median(r['peak_flops'][name] for r in results) / 1e9:,.0f} GFLOP/s"
-        for name in first["peak_flops"]
+        f"{name} {first['peak_flops'][name] / 1e9:,.0f} GFLOP/s" for name in precisions
     )
+    device_peak = f"{first['device_peak_mb']:.0f} MB" if on_gpu else "n/a"
     lines = [
         f"<!-- bench: {marker} -->",
-        f"### {opts['backbone']} · {env['device_name']} · {' and '.join(first['peak_flops'])}",
+        f"### {opts['backbone']} · {env['device_name']} · {' and '.join(precisions)}",
         "",
         "```bash",
         command,
@@ -391,34 +511,40 @@ def markdown(opts: dict, env: dict, results: list[dict], command: str, marker: s
         f"- Device: {env['device_name']} ({env['device']}), "
         f"TF32 matmul {'on' if first['tf32'] else 'off'}",
         f"- Libraries: {versions}",
-        f"- Matmul peak measured in the same processes (median over methods): {peaks}",
-        workload(opts, first),
+        f"- Matmul peak measured in the same process: {peaks}",
+        f"- Peak memory of the process (all methods): host {first['host_peak_mb']:.0f} MB, "
+        f"device {device_peak}",
+        workload(opts, results),
         "",
-        "| method | trainable params | step (s) | real train tokens/s | eval examples/s "
-        "| eval examples/s, padded | host peak (MB) | device peak (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | trainable params | step (s) | optimizer share | alignment share "
+        "| real train tokens/s | " + " | ".join(f"eval examples/s, {p}" for p in precisions) + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(precisions),
     ]
     for r in results:
-        device_peak = f"{r['device_peak_mb']:.0f}" if on_gpu else "n/a"
-        padded_eval = r.get("eval_examples_per_s_padded")
+        primary = r["variants"][0]
+        evals = " | ".join(f"{r['eval_examples_per_s_by_precision'][p]:.2f}" for p in precisions)
         lines.append(
-            f"| {method_label(r['method'], opts)} | {r['trainable']:,} | {r['step_s']:.3f} | "
-            f"{r['train_tokens_per_s']:.0f} | {r['eval_examples_per_s']:.2f} | "
-            f"{f'{padded_eval:.2f}' if padded_eval else 'n/a'} | {r['host_peak_mb']:.0f} | "
-            f"{device_peak} |"
+            f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | "
+            f"{_share(primary['optimizer_share'])} | {_share(primary['alignment_share'])} | "
+            f"{r['train_tokens_per_s']:.0f} | {evals} |"
         )
     lines += [
         "",
-        "| method | length | padding | precision | step (s) | vs padded | real tokens/s "
-        "| padding share | GFLOP / real token | achieved GFLOP/s | share of matmul peak |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | length | padding | precision | step (s) | vs padded | vs fp32 "
+        "| optimizer share | alignment share | real tokens/s | padding share "
+        "| GFLOP / real token | achieved GFLOP/s | share of matmul peak |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for v in r["variants"]:
+            vs_fp32 = f"{v['speedup_vs_fp32']:.2f}x" if v["speedup_vs_fp32"] else "n/a"
+            vs_padded = f"{v['speedup_vs_padded']:.2f}x" if v["speedup_vs_padded"] else "n/a"
             lines.append(
-                f"| {method_label(r['method'], opts)} | {v['length']} | {v['padding']} | "
-                f"{v['precision']} | {v['step_s']:.3f} | {v['speedup_vs_padded']:.2f}x | "
-                f"{v['real_tokens_per_s']:.0f} | {100 * v['padding_share']:.0f} % | "
+                f"| {r['method']} | {v['length']} | {v['padding']} | "
+                f"{v['precision']} | {v['step_s']:.3f} | {vs_padded} | "
+                f"{vs_fp32} | {_share(v['optimizer_share'])} | "
+                f"{_share(v['alignment_share'])} | {v['real_tokens_per_s']:.0f} | "
+                f"{100 * v['padding_share']:.0f} % | "
                 f"{v['flops_per_real_token'] / 1e9:.4g} | {v['achieved_flops'] / 1e9:.1f} | "
                 f"{100 * v['peak_share']:.0f} % |"
             )
@@ -426,10 +552,11 @@ def markdown(opts: dict, env: dict, results: list[dict], command: str, marker: s
     return "\n".join(lines) + "\n"
 
 
-def workload(opts: dict, first: dict) -> str:
+def workload(opts: dict, results: list[dict]) -> str:
+    first = results[0]
     timing = (
-        f"median of {opts['steps']} interleaved steps per variant after {opts['warmup']} "
-        "warm-up steps"
+        f"median of {opts['steps']} steps per method and variant, methods and variants "
+        f"interleaved, after {opts['warmup']} warm-up steps"
     )
     source = (
         f"SQuAD v1.1 dev minus XQuAD from {opts['data_root']}"
@@ -446,10 +573,17 @@ def workload(opts: dict, first: dict) -> str:
             f"{first['max_new_tokens']} new tokens) on {n} English questions, generation batch "
             f"{first['eval_batch']}"
         )
+    aligned = [r for r in results if r["alignment_pairs"]]
+    pairs = (
+        f"; alignment methods add {aligned[0]['alignment_pairs']} parallel pairs a step"
+        if aligned
+        else ""
+    )
     return (
         f"- Workload: {source}, windows of {lengths} tokens in length-grouped batches of "
-        f"{opts['batch']} spread over the epoch, {timing}; evaluation on {n} English XQuAD "
-        f"windows (first length), eval batch {opts['eval_batch']}"
+        f"{opts['batch']} spread over the epoch{pairs}, {timing}; evaluation on {n} XQuAD "
+        f"windows of {opts['eval_examples']} questions in each of "
+        f"{', '.join(first['eval_languages'])} (first length), eval batch {opts['eval_batch']}"
     )
 
 
@@ -484,7 +618,12 @@ def main() -> None:
         help="comma-separated; those the device lacks natively are left out (bf16 on a CPU "
         "without avx512_bf16/AMX, fp16 on a CPU)",
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help="method presets from configs/method/, comma-separated (e.g. full, "
+        "full_frozen_embeddings, lora_all_linear, deep_prompt, prompt_align)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
         "--eval-batch",
@@ -492,9 +631,22 @@ def main() -> None:
         help="evaluation batch (default: 32; decoders: the backbone's generation_batch_size)",
     )
     parser.add_argument("--lengths", default="384,256", help="window lengths, comma-separated")
+    parser.add_argument(
+        "--paddings",
+        default=",".join(PADDINGS),
+        help="longest (each batch to its own longest row, as lowres trains) and/or max_length "
+        "(every row to the window length), comma-separated",
+    )
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--eval-examples", type=int, default=48, help="English questions")
+    parser.add_argument(
+        "--eval-examples", type=int, default=16, help="XQuAD questions per evaluation language"
+    )
+    parser.add_argument(
+        "--eval-languages",
+        default="en," + ",".join(XQUAD_TARGETS),
+        help="XQuAD languages evaluated, comma-separated (decoders: English only)",
+    )
     parser.add_argument(
         "--data-root",
         default=default_data_root(),
@@ -505,52 +657,48 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
         "--lora-targets",
-        help="LoRA target modules, comma-separated (default: adapter/lora.yaml's; decoders: "
-        "q_proj,v_proj)",
+        help="LoRA target modules of every method, comma-separated (default: each method's, "
+        "as lowres train chooses them)",
     )
     args = parser.parse_args()
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        sys.exit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        parser.exit(
+            2,
+            f"bench.py: --methods names {', '.join(unknown)}, which configs/method/ does not "
+            f"have; choose presets from {', '.join(known)}.\n",
+        )
     from lowres.schema import config_dir
 
     if not (config_dir() / "backbone" / f"{args.backbone}.yaml").is_file():
         names = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
-        sys.exit(f"unknown backbone {args.backbone!r}; choose from {', '.join(names)}")
-    family = backbone_family(args.backbone)
-    # Decoder rows name their targets (they differ from the encoders' query/value); the
-    # backbone config's lora_targets is what lowres train uses too.
-    lora_targets = args.lora_targets.split(",") if args.lora_targets else None
-    if lora_targets is None and family == "decoder":
-        lora_targets = list(backbone_config(args.backbone).get("lora_targets", []))
+        parser.exit(
+            2, f"bench.py: unknown backbone {args.backbone!r}; choose from {', '.join(names)}.\n"
+        )
     opts = {
         "backbone": args.backbone,
-        "family": family,
-        "lora_targets": lora_targets,
+        "family": backbone_family(args.backbone),
+        "methods": methods,
+        "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
         "device": args.device,
         "precisions": args.precisions.split(","),
         "batch": args.batch,
         "eval_batch": args.eval_batch or 32,
         "eval_batch_given": args.eval_batch is not None,
         "lengths": [int(n) for n in args.lengths.split(",")],
+        "paddings": [p for p in PADDINGS if p in args.paddings.split(",")],
         "steps": args.steps,
         "warmup": args.warmup,
         "eval_examples": args.eval_examples,
+        "eval_languages": args.eval_languages.split(","),
+        "align_languages": list(XQUAD_TARGETS),
         "data_root": args.data_root,
     }
-    context = mp.get_context("spawn")
-    results = []
-    for method in methods:
-        queue = context.Queue()
-        process = context.Process(target=measure, args=(method, opts, queue))
-        process.start()
-        result = _result_or_exit(method, process, queue)
-        process.join()
-        if isinstance(result, str):
-            sys.exit(f"{method}: {result}")
+    results = _measure(opts)
+    for result in results:
         print(json.dumps(result), flush=True)
-        results.append(result)
     precisions = "+".join(results[0]["peak_flops"])
     env = environment_line(results[0]["device"], precisions)
     marker = f"{args.backbone} {env['device']} {precisions}"

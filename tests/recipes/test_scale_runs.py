@@ -231,7 +231,7 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
         "--backbone",
         "tiny-bert",
         "--methods",
-        "full,prompt_deep",
+        "full,deep_prompt",
         "--steps",
         "1",
         "--warmup",
@@ -258,15 +258,15 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
     assert text.count("<!-- bench: tiny-bert cpu fp32 -->") == 1
-    assert "| full fine-tuning | 129,666 |" in text and "| deep prompt (all layers) |" in text
-    assert "| full fine-tuning | 256 | longest | fp32 |" in text
-    assert "| full fine-tuning | 256 | max_length | fp32 | " in text
+    assert "| full | 129,666 |" in text and "| deep_prompt |" in text
+    assert "| full | 256 | longest | fp32 |" in text
+    assert "| full | 256 | max_length | fp32 | " in text
     import torch
 
     assert f"torch {torch.__version__}" in text
     results = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
     assert results["full"]["trainable"] == results["full"]["total"]
-    assert results["prompt_deep"]["trainable"] < results["full"]["trainable"]
+    assert results["deep_prompt"]["trainable"] < results["full"]["trainable"]
     for r in results.values():
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert r["train_tokens_per_s"] > r["train_examples_per_s"]  # many tokens per window

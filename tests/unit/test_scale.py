@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import queue
 import sys
 import warnings
 
@@ -20,27 +19,6 @@ def _task(**params):
     base |= {"stride": 32, "max_question_length": 32, "n_best": 20, "max_answer_length": 30}
     base |= {"num_labels": 2, "question_languages": [], "split": "dev"}
     return create_task("xquad", settings, **(base | params))
-
-
-class _InlineProcesses:
-    """bench.py's spawn context, running each method's body in this process instead.
-
-    A fresh interpreter per method re-imports torch, transformers and lowres (about 10 s
-    each on the shared CI cores); only the host-peak column depends on the isolation, and
-    the slow tiny-bert test above covers the spawned path.
-    """
-
-    Queue = queue.SimpleQueue
-
-    class Process:
-        def __init__(self, target, args):
-            self.target, self.args = target, args
-
-        def start(self):
-            self.target(*self.args)
-
-        def join(self):
-            pass
 
 
 def test_rank_zero_gives_up_on_ranks_that_never_read_the_run_time(monkeypatch):
@@ -260,7 +238,6 @@ def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_
     spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(bench.mp, "get_context", lambda _: _InlineProcesses())
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nhand-written notes stay\n")
     argv = ["bench.py", "--backbone", "tiny-llama", "--steps", "1", "--warmup", "1"]
@@ -273,16 +250,15 @@ def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_
     assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
     assert text.count("<!-- bench: tiny-llama cpu fp32 -->") == 1
     assert "batched greedy generation (KV cache, at most 30 new tokens) on 4 English" in text
-    for label in ("full fine-tuning", "soft prompt (input)", "deep prompt (all layers)"):
-        assert f"| {label} |" in text
-    # Llama's projections, not the encoders' query/value, which tiny-llama does not have.
-    assert "| LoRA (r=8, q_proj+v_proj) |" in text
+    for method in ("full", "input_prompt", "deep_prompt", "lora"):  # the presets' own names
+        assert f"| {method} |" in text
     results = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
-    assert list(results) == ["full", "prompt_input", "prompt_deep", "lora"]
+    assert list(results) == ["full", "input_prompt", "deep_prompt", "lora"]
     assert results["full"]["trainable"] == results["full"]["total"]
     # tiny-llama: hidden 64, 2 layers, v_proj 64 -> 32 (2 KV heads of 16); prompt.length 20.
-    assert results["prompt_input"]["trainable"] == 20 * 64
-    assert results["prompt_deep"]["trainable"] == 2 * 20 * 64
+    assert results["input_prompt"]["trainable"] == 20 * 64
+    assert results["deep_prompt"]["trainable"] == 2 * 20 * 64
+    # Llama's projections (the backbone's lora_targets), not the encoders' query/value.
     assert results["lora"]["trainable"] == 2 * 8 * ((64 + 64) + (64 + 32))
     for r in results.values():
         assert r["family"] == "decoder" and r["eval_examples"] == 4  # questions, not windows
@@ -290,3 +266,38 @@ def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert r["train_tokens_per_s"] > r["train_examples_per_s"]
         assert r["device_peak_mb"] is None
+
+
+def test_bench_script_times_presets_interleaved_with_optimizer_and_alignment_shares(
+    tmp_path, monkeypatch, capsys
+):
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["bench.py", "--backbone", "tiny-bert", "--steps", "2", "--warmup", "1"]
+    argv += ["--lengths", "64", "--precisions", "fp32", "--data-root", ""]
+    argv += ["--eval-examples", "2", "--eval-languages", "en,de", "--out", str(tmp_path / "b.md")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,no_such_method"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    assert "no_such_method, which configs/method/ does not have" in capsys.readouterr().err
+
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,prompt_align"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--json", str(tmp_path / "bench.json")])
+    bench.main()
+    results = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+    assert list(results) == ["full", "prompt_align"]
+    full, aligned = results["full"], results["prompt_align"]
+    assert aligned["alignment_pairs"] == 4  # prompt_align's align.batch_size
+    assert full["eval_languages"] == ["en", "de"]
+    for variant in full["variants"]:
+        assert 0 < variant["optimizer_share"] < 1 and variant["alignment_share"] is None
+        assert variant["alignment_tokens_per_step"] == 0
+    for variant in aligned["variants"]:
+        assert 0 < variant["optimizer_share"] + variant["alignment_share"] < 1
+        assert variant["alignment_share"] > 0
+        assert variant["alignment_tokens_per_step"] > 4  # both sides' real tokens
+    text = (tmp_path / "b.md").read_text()
+    assert "| prompt_align | 64 | longest | fp32 |" in text
+    assert "alignment methods add 4 parallel pairs a step" in text

@@ -136,3 +136,50 @@ def test_report_to_tensorboard_needs_the_package(tmp_path, monkeypatch):
         TrainerConfig(device="cpu"), tmp_path, task_kind="extractive_qa", learning_rate=1e-3
     )
     assert args.report_to in ([], ["none"], "none")
+
+
+def test_the_fused_adamw_updates_as_the_per_tensor_loop_did(tmp_path):
+    """Full fine-tuning with a prompt group: the trainer's fused AdamW and torch's per-tensor
+    AdamW (the optimizer before) make the same updates, step after step, from the same
+    gradients. (Recomputing gradients from each model would let rounding differences grow
+    where Adam divides a gradient near its eps by itself.)"""
+    import copy
+
+    model = _model(freeze="none")
+    reference = copy.deepcopy(model)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-3
+    )
+    fused = LowresTrainer(model=model, args=args, prompt_lr=0.01).create_optimizer()
+    assert fused.defaults["fused"] is True  # the slow path would leave it None
+    looped = torch.optim.AdamW(
+        reference.param_groups(lr=1e-3, weight_decay=0.0, prompt_lr=0.01),
+        lr=1e-3,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        foreach=False,
+    )
+    pairs = list(zip(model.parameters(), reference.parameters(), strict=True))
+    generator = torch.Generator().manual_seed(1)
+    reference.eval()  # no dropout
+    for _ in range(4):
+        ids = torch.randint(5, 100, (3, 12), generator=generator)
+        batch = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "start_positions": torch.randint(0, 12, (3,), generator=generator),
+            "end_positions": torch.randint(0, 12, (3,), generator=generator),
+        }
+        reference(**batch)["loss"].backward()
+        for param, twin in pairs:
+            param.grad = None if twin.grad is None else twin.grad.clone()
+        fused.step()
+        looped.step()
+        fused.zero_grad(set_to_none=True)
+        looped.zero_grad(set_to_none=True)
+    trained = dict(reference.named_parameters())
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param, trained[name], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(trained["prompt"], start["prompt"])
+    assert not torch.equal(trained["model.qa_outputs.weight"], start["model.qa_outputs.weight"])
