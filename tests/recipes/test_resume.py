@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, SMOKE, run_lowres
+from helpers import REPO, SMOKE, on_next_training_run, run_lowres
 from safetensors.torch import load_file
 from transformers import TrainerCallback
-
-import lowres.recipes.train as train_recipe
 
 # Alignment on (the iterator that used to restart on resume), checkpoints every 2 steps.
 ALIGNED_TRAINING = [
@@ -56,16 +54,7 @@ def kill_at(monkeypatch):
     that step's checkpoint is written)."""
 
     def arm(step: int, after_save: bool = False) -> None:
-        original = train_recipe.build_trainer
-
-        def build_trainer(*args, **kwargs):
-            trainer = original(*args, **kwargs)
-            if kwargs.get("train_dataset") is not None:
-                trainer.add_callback(_KillAt(step, after_save))
-                monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
-            return trainer
-
-        monkeypatch.setattr(train_recipe, "build_trainer", build_trainer)
+        on_next_training_run(monkeypatch, _KillAt(step, after_save))
 
     return arm
 

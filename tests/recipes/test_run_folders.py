@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SMOKE, run_lowres
+from helpers import SMOKE, lowres_exit_code, run_lowres
 from safetensors.torch import load_file, save_file
 
 from lowres.errors import LowresError
@@ -31,12 +31,6 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def _exit_code(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        run_lowres(*args)
-    return exit_info.value.code
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
@@ -46,7 +40,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_retraining_into_a_finished_run_changes_none_of_its_files(finished_run, capsys):
     before = _digest(finished_run)
-    code = _exit_code("train", *SMOKE, "prompt.length=5", f"hydra.run.dir={finished_run}")
+    code = lowres_exit_code("train", *SMOKE, "prompt.length=5", f"hydra.run.dir={finished_run}")
     assert code == 2
     assert "already holds a finished run" in capsys.readouterr().err
     # Hydra used to rewrite .hydra/config.yaml and overrides.yaml before the refusal.
@@ -55,7 +49,9 @@ def test_retraining_into_a_finished_run_changes_none_of_its_files(finished_run, 
 
 def test_evaluate_into_the_checkpoint_folder_is_refused_before_writing(finished_run, capsys):
     before = _digest(finished_run)
-    code = _exit_code("evaluate", f"checkpoint={finished_run}", f"hydra.run.dir={finished_run}")
+    code = lowres_exit_code(
+        "evaluate", f"checkpoint={finished_run}", f"hydra.run.dir={finished_run}"
+    )
     assert code == 2
     assert "never into a trained run's" in capsys.readouterr().err
     assert _digest(finished_run) == before
@@ -63,9 +59,9 @@ def test_evaluate_into_the_checkpoint_folder_is_refused_before_writing(finished_
 
 def test_resume_with_other_settings_is_refused(finished_run, capsys):
     before = _digest(finished_run)
-    assert _exit_code("train", "--resume", str(finished_run), "prompt.length=5") == 2
+    assert lowres_exit_code("train", "--resume", str(finished_run), "prompt.length=5") == 2
     assert "(added: prompt.length=5; changed: none; missing: none)" in capsys.readouterr().err
-    assert _exit_code("train", "--resume", str(finished_run), "trainer.progress=true") == 2
+    assert lowres_exit_code("train", "--resume", str(finished_run), "trainer.progress=true") == 2
     err = capsys.readouterr().err
     assert "changed: trainer.progress=true (trained with false)" in err
     assert _digest(finished_run) == before
@@ -83,20 +79,20 @@ def test_resume_of_a_finished_run_says_nothing_was_done(finished_run, capsys):
 
 def test_resume_into_another_folder_is_refused(finished_run, tmp_path, capsys):
     other = tmp_path / "other"
-    code = _exit_code("train", "--resume", str(finished_run), f"hydra.run.dir={other}")
+    code = lowres_exit_code("train", "--resume", str(finished_run), f"hydra.run.dir={other}")
     assert code == 2
     assert f"hydra.run.dir={other} cannot apply" in capsys.readouterr().err
     assert not other.exists()
-    code = _exit_code("sweep", "--resume", str(tmp_path), f"hydra.sweep.dir={other}")
+    code = lowres_exit_code("sweep", "--resume", str(tmp_path), f"hydra.sweep.dir={other}")
     assert code == 2
     assert "hydra.sweep.dir cannot apply" in capsys.readouterr().err
 
 
 def test_evaluate_without_a_checkpoint_names_the_setting(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert _exit_code("evaluate") == 2
+    assert lowres_exit_code("evaluate") == 2
     assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
-    assert _exit_code("evaluate", "checkpoint=") == 2
+    assert lowres_exit_code("evaluate", "checkpoint=") == 2
     assert "lowres evaluate needs checkpoint=RUN_DIR" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -105,7 +101,7 @@ def test_a_new_run_over_an_unfinished_run_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("interrupted: true\n")
-    assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    assert lowres_exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
     assert "lowres train --resume" in capsys.readouterr().err
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "interrupted: true\n"
 
@@ -115,7 +111,7 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- +task=xquad\n")
-    assert _exit_code("train", "--resume", str(run_dir)) == 2
+    assert lowres_exit_code("train", "--resume", str(run_dir)) == 2
     assert "no resumable checkpoint" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
 
@@ -157,7 +153,7 @@ def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
     run_dir.mkdir()
     lock = FolderLock(run_dir).acquire()
     try:
-        assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+        assert lowres_exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
     finally:
         lock.release()
     err = capsys.readouterr().err
@@ -167,15 +163,15 @@ def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
 
 def test_failed_commands_leave_no_junk_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _exit_code("train", *SMOKE, "freeze.strategy=nope") == 2
-    assert _exit_code("evaluate", f"checkpoint={tmp_path / 'missing'}") == 2
+    assert lowres_exit_code("train", *SMOKE, "freeze.strategy=nope") == 2
+    assert lowres_exit_code("evaluate", f"checkpoint={tmp_path / 'missing'}") == 2
     # Not even the empty task/backbone folders above the default run folder.
     assert list((tmp_path / "outputs").iterdir()) == []
 
 
 def test_config_errors_exit_2_like_every_user_error(capsys):
     """Hydra's own errors used to exit 1, lowres's 2."""
-    assert _exit_code("train", "+task=xquad", "backbone=nope") == 2
+    assert lowres_exit_code("train", "+task=xquad", "backbone=nope") == 2
     err = capsys.readouterr().err
     assert "backbone=nope is not a backbone option" in err and "tiny-bert" in err
     assert "backbone_schema" not in err and "Traceback" not in err
@@ -191,7 +187,7 @@ def test_config_errors_exit_2_like_every_user_error(capsys):
     ],
 )
 def test_silently_ignored_or_crashing_overrides_are_refused(tmp_path, args, needle, capsys):
-    assert _exit_code(*args, f"hydra.run.dir={tmp_path / 'run'}") == 2
+    assert lowres_exit_code(*args, f"hydra.run.dir={tmp_path / 'run'}") == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
@@ -211,7 +207,7 @@ def _umask() -> int:
 
 def test_evaluate_refuses_a_checkpoint_of_another_backbone(finished_run, tmp_path, capsys):
     """tiny-bert's trainable shapes fit tiny-xlmr; the manifest says what it was trained on."""
-    code = _exit_code(
+    code = lowres_exit_code(
         "evaluate",
         f"checkpoint={finished_run}",
         "backbone.name=tiny-xlmr",
@@ -229,7 +225,7 @@ def test_evaluate_names_a_truncated_checkpoint(finished_run, tmp_path, capsys):
     shutil.copytree(finished_run, copy)
     weights = copy / "checkpoint" / "trainable.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    code = lowres_exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert code == 2
     err = capsys.readouterr().err
     assert f"The checkpoint file {weights} is damaged" in err and "Traceback" not in err
@@ -262,7 +258,7 @@ def test_a_run_that_finishes_between_the_check_and_the_lock_keeps_its_config(
         return real_acquire(lock)
 
     monkeypatch.setattr(FolderLock, "acquire", finish_first)
-    assert _exit_code("train", *SMOKE, "trainer.seed=7", f"hydra.run.dir={run_dir}") == 2
+    assert lowres_exit_code("train", *SMOKE, "trainer.seed=7", f"hydra.run.dir={run_dir}") == 2
     assert "already holds a finished run" in capsys.readouterr().err
     assert _digest(run_dir) == _digest(finished_run)
 
@@ -273,12 +269,12 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, capsys)
     (folder / "predictions" / "en.json").write_text('{"mine": 1}')
     (folder / "train_log.jsonl").write_text("my notes\n")
     before = _digest(folder)
-    assert _exit_code("train", *SMOKE, f"hydra.run.dir={folder}") == 2
+    assert lowres_exit_code("train", *SMOKE, f"hydra.run.dir={folder}") == 2
     err = capsys.readouterr().err
     assert f"hydra.run.dir={folder} is a folder of other files (predictions, train_log" in err
     assert _digest(folder) == before
     assert sorted(p.name for p in folder.iterdir()) == ["predictions", "train_log.jsonl"]
-    assert _exit_code("evaluate", "checkpoint=x", f"hydra.run.dir={folder}") == 2
+    assert lowres_exit_code("evaluate", "checkpoint=x", f"hydra.run.dir={folder}") == 2
     assert _digest(folder) == before
 
 
@@ -288,7 +284,7 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_kept(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / LOCK_FILE).symlink_to(precious)
-    assert _exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
+    assert lowres_exit_code("train", *SMOKE, f"hydra.run.dir={run_dir}") == 2
     assert "is a symbolic link" in capsys.readouterr().err
     assert precious.read_text() == "keep me\n"
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]
@@ -306,7 +302,7 @@ def test_a_symlinked_predictions_folder_is_refused_and_its_target_kept(
     (copy / "predictions").symlink_to(elsewhere, target_is_directory=True)
     (copy / "metrics.json").unlink()
     # --resume of the copy (an unfinished run now) and evaluate into a linked folder.
-    code = _exit_code("train", *SMOKE, "resume=true", f"hydra.run.dir={copy}")
+    code = lowres_exit_code("train", *SMOKE, "resume=true", f"hydra.run.dir={copy}")
     assert code == 2
     assert f"{copy / 'predictions'} is a symbolic link" in capsys.readouterr().err
     assert [p.name for p in elsewhere.iterdir()] == ["en.json"]
@@ -336,12 +332,12 @@ def test_a_user_error_before_training_does_not_block_the_corrected_command(
     tmp_path, wrong, needle, capsys
 ):
     run_dir = tmp_path / "run"
-    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={run_dir}") == 2
+    assert lowres_exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={run_dir}") == 2
     assert needle in capsys.readouterr().err
     assert not run_dir.exists()
     given = tmp_path / "given"
     given.mkdir()
-    assert _exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={given}") == 2
+    assert lowres_exit_code("train", *SMOKE, "prompt=deep", wrong, f"hydra.run.dir={given}") == 2
     assert list(given.iterdir()) == []  # the user's empty folder stays, empty
     run_lowres("train", *SMOKE, "prompt=deep", f"hydra.run.dir={run_dir}")
     assert (run_dir / "metrics.json").is_file()
@@ -360,7 +356,7 @@ def test_evaluate_refuses_weights_that_are_not_the_runs_own(finished_run, tmp_pa
     )
     state = load_file(weights)
     save_file({name: value + 0.5 for name, value in state.items()}, weights)
-    code = _exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
+    code = lowres_exit_code("evaluate", f"checkpoint={copy}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert code == 2
     err = capsys.readouterr().err
     assert "holds other weights than the run trained" in err and "Traceback" not in err
@@ -375,12 +371,12 @@ def test_a_preset_name_cannot_load_a_file_outside_the_config_folders(tmp_path, c
     escape = "/".join([".."] * 40) + str(elsewhere / "x")
     for verb, option in (("train", f"+method={escape}"), ("evaluate", f"prompt={escape}")):
         extra = ["checkpoint=x"] if verb == "evaluate" else SMOKE
-        code = _exit_code(verb, *extra, option, f"hydra.run.dir={tmp_path / 'run'}")
+        code = lowres_exit_code(verb, *extra, option, f"hydra.run.dir={tmp_path / 'run'}")
         assert code == 2
         assert "not a path, and it may not lead out of" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     sweep = [*SMOKE, f"sweep.methods=[{escape}]", f"hydra.sweep.dir={tmp_path / 's'}"]
-    assert _exit_code("sweep", *sweep) == 2
+    assert lowres_exit_code("sweep", *sweep) == 2
     assert "no method/" in capsys.readouterr().err
 
 
@@ -388,7 +384,7 @@ def test_a_backbone_name_cannot_place_the_run_outside_outputs(tmp_path, monkeypa
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    code = _exit_code("train", *SMOKE, "backbone.name=../../../elsewhere")
+    code = lowres_exit_code("train", *SMOKE, "backbone.name=../../../elsewhere")
     assert code == 2
     err = capsys.readouterr().err
     assert "lies outside outputs/: backbone.name=../../../elsewhere leads out of it" in err
