@@ -162,22 +162,26 @@ def plan(spec: StudySpec) -> list[Step]:
         f"+task={spec.source.task}",
         f"data.eval_languages=[{','.join(spec.source.languages)}]",
     ]
+
+    def search_step(name: str, overrides: list[str], space: list[str], needs: str = "") -> Step:
+        """An Optuna search scored on source dev, with the study's trial budget."""
+        return Step(
+            name, "search",
+            ["train", "-m", "hydra/sweeper=optuna", *overrides,
+             f"data.source_dev_articles={spec.source.dev_articles}",
+             f"data.source_dev_examples={spec.source.dev_examples}", *space,
+             f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+             f"hydra.sweep.dir={work / name}"],
+            needs=needs,
+        )  # fmt: skip
+
     steps = []
     for method, m in spec.methods.items():
         preset = f"+method={m.preset or method}"
         name = f"search/{method}"
         space = [f"{key}={value}" for key, value in sorted(m.space.items())]
-        steps.append(
-            Step(
-                name, "search",
-                ["train", "-m", "hydra/sweeper=optuna", *source, preset, *base,
-                 *spec.source.overrides, *m.overrides, *space,
-                 f"data.source_dev_articles={spec.source.dev_articles}",
-                 f"data.source_dev_examples={spec.source.dev_examples}",
-                 f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
-                 f"hydra.sweep.dir={work / name}"],
-            )
-        )  # fmt: skip
+        run = [*source, preset, *base, *spec.source.overrides, *m.overrides]
+        steps.append(search_step(name, run, space))
         chosen = _chosen(results, method)
         if chosen is None:
             continue
@@ -209,20 +213,9 @@ def plan(spec: StudySpec) -> list[Step]:
             first = f"source/{method}/seed{spec.source_seeds[0]}"
             name = f"stage2search/{method}"
             space = [f"{key}={value}" for key, value in sorted(m.stage2_space.items())]
-            steps.append(
-                Step(
-                    name, "search",
-                    ["train", "-m", "hydra/sweeper=optuna", *source, preset, *base,
-                     *spec.source.overrides, *m.overrides, *chosen, *spec.stage2,
-                     f"init_from={work / first}", "data.source_pool=false",
-                     f"data.k={spec.stage2_search_k}",
-                     f"data.source_dev_articles={spec.source.dev_articles}",
-                     f"data.source_dev_examples={spec.source.dev_examples}", *space,
-                     f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
-                     f"hydra.sweep.dir={work / name}"],
-                    needs=first,
-                )
-            )  # fmt: skip
+            stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
+                      "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
+            steps.append(search_step(name, [*run, *stage2], space, needs=first))
             stage2_chosen = _chosen(results, method, "stage2search")
         if stage2_chosen is None:
             continue
