@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -797,19 +796,8 @@ def _convert(argv: list[str]) -> None:
     print(json.dumps({"folder": str(folder), "seconds": round(time.perf_counter() - started, 1)}))
 
 
-def _run_step(argv: list[str]) -> None:
-    """One study step as its own ``lowres`` process (a long study frees memory per step)."""
-    result = subprocess.run([sys.executable, "-m", "lowres", *argv], check=False)
-    if result.returncode:
-        raise LowresError(
-            f"The study step `lowres {' '.join(argv)}` failed (exit {result.returncode}); its "
-            "output is above. Fix the cause and run `lowres study run` again: finished steps "
-            "are skipped."
-        )
-
-
 def _study(argv: list[str]) -> None:
-    from lowres.sweeps import study  # no torch: the steps run as their own processes
+    from lowres.sweeps import study, study_runner  # no torch: steps run as their own processes
 
     parser = argparse.ArgumentParser(
         prog="lowres study",
@@ -819,12 +807,26 @@ def _study(argv: list[str]) -> None:
     parser.add_argument("action", choices=["run", "status", "report"])
     parser.add_argument("spec", type=Path, help="the study spec, e.g. configs/study/v2.yaml")
     parser.add_argument("--limit", type=int, default=0, help="run: at most this many steps")
+    parser.add_argument("--jobs", type=int, default=1, help="run: steps at once (cores shared)")
+    parser.add_argument(
+        "--commit", action="store_true", help="run: git-commit each step and trial as it is kept"
+    )
     parser.add_argument("--commands", action="store_true", help="status: each step's command")
     args = parser.parse_args(argv)
     spec = study.load_spec(args.spec)
     if args.action == "run":
-        ran = study.run_study(spec, _run_step, limit=args.limit)
-        print(f"lowres study: {ran} step(s) ran; results in {spec.results} (commit them)")
+        if args.jobs < 1:
+            raise LowresError(f"lowres study run --jobs {args.jobs}: give 1 or more.")
+        ran = study_runner.run_study(
+            spec,
+            study_runner.process_launcher(args.jobs),
+            jobs=args.jobs,
+            limit=args.limit,
+            commit=study_runner.git_committer() if args.commit else None,
+            describe=study_runner.describe_machine,
+        )
+        kept = "committed" if args.commit else "commit them"
+        print(f"lowres study: {ran} step(s) finished; results in {spec.results} ({kept})")
     elif args.action == "status":
         state = study.status(spec)
         for step in state["steps"]:

@@ -125,8 +125,14 @@ def search_objective(extras: dict[str, Any]) -> float:
     return float(dev[dev["main_score"]])
 
 
+def _overrides_file(run_dir: Path) -> Path:
+    """A trial's overrides: Hydra's file in a run folder, or its copy in kept results."""
+    hydra_file = run_dir / ".hydra" / "overrides.yaml"
+    return hydra_file if hydra_file.is_file() else run_dir / "overrides.yaml"
+
+
 def _trial_params(run_dir: Path, keys: list[str]) -> dict[str, Any]:
-    saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    saved = yaml.safe_load(_overrides_file(run_dir).read_text()) or []
     values = {}
     for override in saved:
         key, _, value = override.lstrip("+").partition("=")
@@ -151,7 +157,7 @@ def collect_search(search_dir: str | Path) -> dict[str, Any]:
     ):
         metrics_file = run_dir / "metrics.json"
         trial: dict[str, Any] = {"number": int(run_dir.name), "run_dir": run_dir.name}
-        if (run_dir / ".hydra" / "overrides.yaml").is_file():
+        if _overrides_file(run_dir).is_file():
             trial["params"] = _trial_params(run_dir, keys)
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
@@ -174,6 +180,8 @@ def collect_search(search_dir: str | Path) -> dict[str, Any]:
         "direction": "maximize",
         "n_trials": plan["n_trials"],
         "sampler": {"name": "TPE", "seed": plan["seed"]},
+        # a search resumed from kept trials: each part's first trial and sampler seed
+        **({"parts": plan["parts"]} if "parts" in plan else {}),
         "source_dev": {
             k: plan[k] for k in ("source_language", "source_dev_articles", "source_dev_examples")
         },

@@ -15,20 +15,20 @@ languages, and the pre-registered comparisons. The study is planned into steps:
    source seed s, stage-2 seed t (nested in s).
 
 A step is done when its results are under ``results`` (``results/study_v2/<step>/``):
-metrics, predictions, training log and overrides, never weights. The command writes them
-there and commits nothing; whatever is committed is what a fresh clone resumes from. A
-step that needs a source model's weights finds them under ``work``; on a machine without
-them the source step is run again there first (same command, same seed). ``report``
-rebuilds every table from ``results`` alone, without training.
+metrics, predictions, training log, overrides and provenance, never weights; a search's
+trials are kept one by one as they finish. Running the steps is
+:mod:`lowres.sweeps.study_runner`'s; whatever is committed is what a fresh clone resumes
+from (``--commit`` commits each step and trial as it is kept). A step that needs a source
+model's weights finds them under ``work``; on a machine without them the source step is
+run again there first (same command, same seed). ``report`` rebuilds every table from
+``results`` alone, without training.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
 from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
-
-KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json")
-SEARCH_KEPT = ("search.json", "search_plan.json", "optimization_results.yaml")
 
 
 @dataclass
@@ -243,64 +240,6 @@ def plan(spec: StudySpec) -> list[Step]:
 def done(spec: StudySpec, step: Step) -> bool:
     kept = "search.json" if step.kind == "search" else "metrics.json"
     return (Path(spec.results) / step.name / kept).is_file()
-
-
-def _keep(spec: StudySpec, step: Step) -> None:
-    """Copy a finished step's results (never weights) from work/ into results/."""
-    source, target = Path(spec.work) / step.name, Path(spec.results) / step.name
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    if step.kind == "search":
-        for name in SEARCH_KEPT:
-            if (source / name).is_file():
-                shutil.copy2(source / name, target / name)
-        for trial in (p for p in source.iterdir() if p.is_dir() and p.name.isdigit()):
-            if (trial / "metrics.json").is_file():
-                (target / trial.name).mkdir()
-                shutil.copy2(trial / "metrics.json", target / trial.name / "metrics.json")
-                shutil.copy2(
-                    trial / ".hydra" / "overrides.yaml", target / trial.name / "overrides.yaml"
-                )
-        return
-    for name in KEPT:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    if (source / "predictions").is_dir():
-        shutil.copytree(source / "predictions", target / "predictions")
-    if (source / ".hydra" / "overrides.yaml").is_file():
-        shutil.copy2(source / ".hydra" / "overrides.yaml", target / "overrides.yaml")
-
-
-Runner = Callable[[list[str]], None]
-
-
-def run_study(
-    spec: StudySpec, runner: Runner, *, limit: int = 0, echo: Callable[[str], None] = print
-) -> int:
-    """Run every step not in results/ (at most ``limit`` when > 0); returns how many ran.
-
-    Planned again after each search step, so the source steps appear once a choice exists.
-    """
-    ran = 0
-    by_name: dict[str, Step] = {}
-    while True:
-        steps = plan(spec)
-        by_name = {s.name: s for s in steps}
-        todo = [s for s in steps if not done(spec, s)]
-        if not todo or (limit and ran >= limit):
-            return ran
-        step = todo[0]
-        if step.needs and not (Path(spec.work) / step.needs / "checkpoint").is_dir():
-            needed = by_name[step.needs]
-            echo(f"study: {step.needs}: weights not under {spec.work}; training it again there")
-            shutil.rmtree(Path(spec.work) / needed.name, ignore_errors=True)
-            runner(needed.argv)
-        shutil.rmtree(Path(spec.work) / step.name, ignore_errors=True)  # an unfinished try
-        echo(f"study: {step.name}: lowres {' '.join(step.argv)}")
-        runner(step.argv)
-        _keep(spec, step)
-        ran += 1
 
 
 def status(spec: StudySpec) -> dict[str, Any]:

@@ -11,14 +11,14 @@ import pytest
 import yaml
 from helpers import run_lowres
 
-from lowres.sweeps import study
+from lowres.sweeps import study, study_runner
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the search extra")
 
 RELEASE = Path(__file__).resolve().parents[1] / "fixtures" / "tydiqa_release"
 
 
-def tiny_spec(tmp_path: Path, methods=("full",), seeds=(1,)) -> Path:
+def tiny_spec(tmp_path: Path, methods=("full",), seeds=(1,), trials=1) -> Path:
     space = {"trainer.lr": "tag(log,interval(1e-4,1e-2))"}
     spec = {
         "name": "tiny",
@@ -27,7 +27,7 @@ def tiny_spec(tmp_path: Path, methods=("full",), seeds=(1,)) -> Path:
         "backbone": "tiny-bert",
         "common": ["trainer=smoke", "trainer.progress=false", "data=local", f"data.root={RELEASE}"],
         "methods": {m: {"space": space} for m in methods},
-        "trials": 1,
+        "trials": trials,
         "source": {"task": "tydiqa", "languages": ["en"], "dev_articles": 2},
         "source_seeds": list(seeds),
         "stage2_seeds": [1],
@@ -47,16 +47,40 @@ def tiny_spec(tmp_path: Path, methods=("full",), seeds=(1,)) -> Path:
     return path
 
 
+class Finished:
+    """A step run to its end in this process (the tests' launcher): its exit code."""
+
+    def __init__(self, argv: list[str]):
+        try:
+            run_lowres(*argv)
+            self.code = 0
+        except SystemExit as exit_info:
+            self.code = exit_info.code
+
+    def poll(self) -> int:
+        return self.code
+
+
+def in_process(ran: list[str]):
+    def launch(argv: list[str]) -> Finished:
+        # the step's folder: hydra.run.dir, or a search part's hydra.sweep.dir
+        folder = next(a for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")))
+        ran.append(folder.split("=", 1)[1])
+        return Finished(argv)
+
+    return launch
+
+
+def run_study(spec, ran, **options) -> int:
+    return study_runner.run_study(spec, in_process(ran), echo=lambda _: None, poll_s=0, **options)
+
+
 def test_a_study_runs_resumes_from_its_results_and_reports_without_training(tmp_path):
     spec = study.load_spec(tiny_spec(tmp_path))
-    ran: list[str] = []
-
-    def runner(argv: list[str]) -> None:
-        ran.append(argv[-1].split("=", 1)[1])  # the step's hydra.run.dir / hydra.sweep.dir
-        run_lowres(*argv)
+    ran: list[str] = []  # the folders of the steps launched, in order
 
     # Stopped after two steps: the search and the source run are kept in results/.
-    assert study.run_study(spec, runner, limit=2, echo=lambda _: None) == 2
+    assert run_study(spec, ran, limit=2) == 2
     state = study.status(spec)
     assert [s["name"] for s in state["steps"] if s["done"]] == ["search/full", "source/full/seed1"]
     search = json.loads((tmp_path / "results" / "search" / "full" / "search.json").read_text())
@@ -71,14 +95,14 @@ def test_a_study_runs_resumes_from_its_results_and_reports_without_training(tmp_
     # zero-shot evaluation that needs its weights.
     shutil.rmtree(tmp_path / "work")
     ran.clear()
-    assert study.run_study(spec, runner, echo=lambda _: None) == 2
+    assert run_study(spec, ran) == 2
     assert [Path(r).relative_to(tmp_path / "work").as_posix() for r in ran] == [
         "source/full/seed1", "zeroshot/tydiqa/full/seed1", "fewshot/tydiqa/sw/full/seed1/k2/s1",
     ]  # fmt: skip
     state = study.status(spec)
     assert state["done"] == state["planned"] == 4
     assert not (tmp_path / "results" / "source" / "full" / "seed1" / "checkpoint").exists()
-    assert study.run_study(spec, runner, echo=lambda _: None) == 0  # nothing left
+    assert run_study(spec, ran) == 0  # nothing left
 
     # The report from results alone.
     shutil.rmtree(tmp_path / "work")
@@ -108,3 +132,40 @@ def test_study_status_and_a_bad_spec_through_the_cli(tmp_path, capsys):
         run_lowres("study", "status", str(path))
     assert exit_info.value.code == 2
     assert "primary comparison ['full', 'lora', 0, 'tydiqa'] names lora" in capsys.readouterr().err
+
+
+def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
+    spec = study.load_spec(tiny_spec(tmp_path, trials=3))
+    ran: list[str] = []
+    assert run_study(spec, ran, limit=1) == 1
+    results = tmp_path / "results" / "search" / "full"
+    whole = json.loads((results / "search.json").read_text())
+    assert [t["number"] for t in whole["trials"]] == [0, 1, 2]
+    for trial in (0, 1, 2):  # each kept with its command's provenance
+        provenance = json.loads((results / str(trial) / "provenance.json").read_text())
+        assert provenance["step"] == "search/full" and provenance["part_trial"] == trial
+
+    # A new machine whose last commit held trial 0 only: trials 1 and 2 run again, as a
+    # second part told trial 0 first, its sampler seeded past the first part's.
+    first = (results / "0" / "metrics.json").read_bytes()
+    for stale in ("1", "2", "search.json"):
+        path = results / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(tmp_path / "work")
+    ran.clear()
+    assert run_study(spec, ran, limit=1) == 1
+    assert ran == [str(tmp_path / "work" / "search" / "full" / "part1")]
+    part = tmp_path / "work" / "search" / "full" / "part1"
+    told = yaml.safe_load((part / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert told["sweeper"]["n_trials"] == 2 and told["sweeper"]["sampler"]["seed"] == 1
+    assert told["sweeper"]["storage"].endswith("optuna-part1.db")
+    import optuna
+
+    storage = told["sweeper"]["storage"]
+    trials = optuna.load_study(study_name=told["sweeper"]["study_name"], storage=storage).trials
+    assert len(trials) == 3 and trials[0].value == whole["trials"][0]["value"]  # told first
+    resumed = json.loads((results / "search.json").read_text())
+    assert [t["number"] for t in resumed["trials"]] == [0, 1, 2]
+    assert resumed["trials"][0] == whole["trials"][0]
+    assert (results / "0" / "metrics.json").read_bytes() == first
+    assert [(p["first_trial"], p["sampler_seed"]) for p in resumed["parts"]] == [(0, 0), (1, 1)]

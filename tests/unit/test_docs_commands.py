@@ -238,10 +238,10 @@ def check_command(command: Command, places: dict[str, Path]) -> None:
             patch.setattr(me5_small, "convert_to", lambda *a: calls.append(a) or Path("x"))
             patch.setattr(me5_small, "ensure_converted", lambda *a: calls.append(a) or Path("x"))
         elif verb == "study":  # the spec is loaded and checked for real; no step runs
-            from lowres.sweeps import study
+            from lowres.sweeps import study, study_runner
 
             state = {"steps": [], "waiting_for_search": [], "done": 0, "planned": 0}
-            patch.setattr(study, "run_study", lambda *a, **k: calls.append(a) or 0)
+            patch.setattr(study_runner, "run_study", lambda *a, **k: calls.append(a) or 0)
             patch.setattr(study, "status", lambda *a: calls.append(a) or state)
             patch.setattr(study, "report", lambda *a: calls.append(a))
         elif verb == "score":

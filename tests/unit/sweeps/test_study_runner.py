@@ -1,0 +1,162 @@
+"""``lowres study run``'s scheduler on fake steps (no training): steps at once, a step that
+waits for its source model, a failure, trials kept while a search runs, commits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lowres.errors import LowresError
+from lowres.sweeps import study, study_runner
+
+
+def write_spec(tmp_path, **changes):
+    spec = {
+        "name": "fake",
+        "results": str(tmp_path / "results"),
+        "work": str(tmp_path / "work"),
+        "methods": {"full": {}, "lora": {}},
+        "trials": 2,
+        "source_seeds": [1],
+        "stage2_seeds": [1],
+        "k": [8],
+        "tasks": {"tydiqa": {"zero_shot": ["sw"]}},
+        **changes,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return study.load_spec(path)
+
+
+def folder_of(argv: list[str]) -> Path:
+    key = next(a for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")))
+    return Path(key.split("=", 1)[1])
+
+
+class FakeJob:
+    """A step that takes ``polls`` polls; a search writes one trial per poll."""
+
+    def __init__(self, argv, log, polls=2, code=0):
+        self.argv, self.log, self.left, self.code = argv, log, polls, code
+        self.folder = folder_of(argv)
+        self.trials = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def poll(self):
+        self.log.append(("poll", self.folder.name))
+        if "-m" in self.argv:
+            self._trial()
+        self.left -= 1
+        if self.left > 0:
+            return None
+        if self.code == 0 and "-m" not in self.argv:
+            (self.folder / "checkpoint").mkdir()
+            scores = {"sw": {"f1": 50.0, "exact_match": 40.0, "n": 10}}
+            (self.folder / "metrics.json").write_text(json.dumps({"per_language": scores}))
+        return self.code
+
+    def _trial(self):
+        wanted = int(next(a for a in self.argv if a.startswith("search.trials=")).split("=")[1])
+        if self.trials >= wanted:
+            return
+        plan = {"space": {"trainer.lr": "x"}, "n_trials": wanted, "seed": 0}
+        plan |= {"source_language": "en", "source_dev_articles": 5, "source_dev_examples": 0}
+        (self.folder / "search_plan.json").write_text(json.dumps(plan))
+        trial = self.folder / str(self.trials)
+        (trial / ".hydra").mkdir(parents=True)
+        (trial / ".hydra" / "overrides.yaml").write_text(
+            f"- trainer.lr={0.001 * (self.trials + 1)}\n"
+        )
+        dev = {"main_score": "f1", "f1": 60.0 + self.trials, "n": 5}
+        (trial / "metrics.json").write_text(json.dumps({"source_dev": dev}))
+        self.trials += 1
+
+
+def launcher(log, fail=()):
+    def launch(argv):
+        name = str(folder_of(argv))
+        log.append(("start", name))
+        return FakeJob(argv, log, code=1 if any(f in name for f in fail) else 0)
+
+    return launch
+
+
+def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search(tmp_path):
+    spec = write_spec(tmp_path)
+    log, said = [], []
+    kept = []
+    finished = study_runner.run_study(
+        spec, launcher(log), jobs=2, poll_s=0, echo=said.append,
+        commit=lambda paths, message: kept.append(message),
+    )  # fmt: skip
+    starts = [entry[1] for entry in log if entry[0] == "start"]
+    work = tmp_path / "work"
+    # both searches start before either ends; each method's source run after its search
+    assert starts[:2] == [str(work / "search/full/part0"), str(work / "search/lora/part0")]
+    assert log.index(("start", str(work / "source/full/seed1"))) > 2
+    assert finished == 6  # 2 searches, 2 source runs, 2 zero-shot evaluations
+    results = tmp_path / "results"
+    assert study_runner.kept_trials(results / "search/full") == [0, 1]
+    chosen = json.loads((results / "search/full/search.json").read_text())["best"]
+    assert chosen["params"] == {"trainer.lr": 0.002} and chosen["value"] == 61.0
+    # every trial and step committed as it was kept, trials first
+    assert kept[:2] == ["fake: search/full trial 0", "fake: search/lora trial 0"]
+    assert "fake: search/full" in kept and "fake: zeroshot/tydiqa/lora/seed1" in kept
+    assert len(kept) == 4 + 6
+    provenance = json.loads((results / "zeroshot/tydiqa/full/seed1/provenance.json").read_text())
+    assert provenance["command"][:2] == ["lowres", "evaluate"] and provenance["wall_s"] >= 0
+
+
+def test_a_failed_step_stops_new_starts_lets_the_others_finish_and_names_itself(tmp_path):
+    spec = write_spec(tmp_path)
+    log = []
+    with pytest.raises(LowresError, match=r"search/lora .* failed \(exit 1\)"):
+        study_runner.run_study(
+            spec, launcher(log, fail=("search/lora",)), jobs=2, poll_s=0, echo=lambda _: None
+        )
+    starts = [entry[1] for entry in log if entry[0] == "start"]
+    assert len(starts) == 2  # nothing started after the failure
+    results = tmp_path / "results"
+    assert (results / "search/full/search.json").is_file()  # the other search was kept whole
+    assert study_runner.kept_trials(results / "search/lora") == [0, 1]  # its trials too
+
+
+def test_a_committed_source_run_without_weights_here_is_trained_again_not_kept(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}})
+    study_runner.run_study(spec, launcher([]), poll_s=0, echo=lambda _: None)
+    source = tmp_path / "results/source/full/seed1/metrics.json"
+    before = source.read_bytes()
+    for path in (tmp_path / "results/zeroshot").rglob("*"):
+        if path.name == "metrics.json":
+            path.unlink()
+    (tmp_path / "work" / "source" / "full" / "seed1" / "checkpoint").rmdir()
+    log, said = [], []
+    assert study_runner.run_study(spec, launcher(log), poll_s=0, echo=said.append) == 1
+    starts = [Path(entry[1]).relative_to(tmp_path / "work").as_posix() for entry in log
+              if entry[0] == "start"]  # fmt: skip
+    assert starts == ["source/full/seed1", "zeroshot/tydiqa/full/seed1"]
+    assert any("weights not under" in line for line in said)
+    assert source.read_bytes() == before  # the committed results are not replaced
+
+
+def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], check=True)
+    (tmp_path / "other.txt").write_text("staged, not a result\n")
+    subprocess.run(["git", "add", "other.txt"], check=True)
+    kept = tmp_path / "results" / "search" / "full" / "0"
+    kept.mkdir(parents=True)
+    (kept / "metrics.json").write_text("{}")
+    said = []
+    study_runner.git_committer(said.append)([kept], "fake: search/full trial 0")
+    shown = subprocess.run(["git", "show", "--name-only", "--format=%s"], capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    assert shown[-1] == "results/search/full/0/metrics.json" and "other.txt" not in shown
+    assert said == []
+    study_runner.git_committer(said.append)([tmp_path / "missing"], "nothing")
+    assert said and "could not commit" in said[0]
