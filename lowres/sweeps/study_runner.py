@@ -69,20 +69,24 @@ def kept_trials(folder: Path) -> list[int]:
     )
 
 
+def _parsed(argv: list[str]) -> list[tuple[str, Any]]:
+    """A command's overrides (its words after the verb and ``-m``) read by Hydra's parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    return list(zip(words, OverridesParser.create().parse_overrides(words), strict=True))
+
+
 def _argv_with(argv: list[str], **values: str) -> list[str]:
     """``argv`` with each ``key=value`` replaced (keys given with ``.`` as ``__``)."""
     keys = {key.replace("__", "."): value for key, value in values.items()}
-    out = [a for a in argv if a.split("=", 1)[0] not in keys]
-    return [*out, *(f"{key}={value}" for key, value in keys.items())]
+    replaced = {text for text, o in _parsed(argv) if o.get_key_element().lstrip("+~") in keys}
+    return [*(a for a in argv if a not in replaced), *(f"{k}={v}" for k, v in keys.items())]
 
 
 def _space(argv: list[str]) -> list[str]:
     """The sweep overrides of a search command (its space)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    plain = [a for a in argv[1:] if "=" in a]
-    parsed = OverridesParser.create().parse_overrides(plain)
-    return [text for p, text in zip(parsed, plain, strict=True) if p.is_sweep_override()]
+    return [text for text, override in _parsed(argv) if override.is_sweep_override()]
 
 
 def _storage_with_kept_trials(

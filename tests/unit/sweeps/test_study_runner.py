@@ -160,3 +160,29 @@ def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     assert said == []
     study_runner.git_committer(said.append)([tmp_path / "missing"], "nothing")
     assert said and "could not commit" in said[0]
+
+
+def test_steps_run_stage_by_stage_and_seed_by_seed_in_the_spec_method_order(tmp_path):
+    spec = write_spec(tmp_path, source_seeds=[1, 2])
+    for method in ("full", "lora"):  # both searches have chosen
+        folder = tmp_path / "results" / "search" / method
+        folder.mkdir(parents=True)
+        best = {"params": {"trainer.lr": 1e-4}, "value": 1.0, "number": 0}
+        (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    names = [s.name for s in study_runner._order(study.plan(spec))]
+    assert names == [
+        "search/full", "search/lora",
+        "source/full/seed1", "source/lora/seed1", "source/full/seed2", "source/lora/seed2",
+        "zeroshot/tydiqa/full/seed1", "zeroshot/tydiqa/lora/seed1",
+        "zeroshot/tydiqa/full/seed2", "zeroshot/tydiqa/lora/seed2",
+    ]  # fmt: skip
+
+
+def test_a_search_part_replaces_the_folder_budget_and_seed_through_hydras_parser(tmp_path):
+    spec = write_spec(tmp_path)
+    step = study.plan(spec)[0]
+    argv = study_runner._search_argv(spec, step, first_trial=0)
+    assert argv.count(f"hydra.sweep.dir={tmp_path / 'work' / 'search/full/part0'}") == 1
+    assert "search.trials=2" in argv and "search.seed=0" in argv
+    assert not any(a.startswith("hydra.sweeper.storage=") for a in argv)  # a fresh search
+    assert len(argv) == len(step.argv)  # replaced, not added
