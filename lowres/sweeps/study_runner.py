@@ -16,6 +16,7 @@ which seed, is recorded in ``search_plan.json``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -226,8 +227,11 @@ def _keep_run(spec: StudySpec, running: Running) -> Path:
     for name in KEPT:
         if name != "metrics.json" and (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    if (source / "predictions").is_dir():
-        shutil.copytree(source / "predictions", target / "predictions")
+    if (source / "predictions").is_dir():  # gzipped: results/ stays light (docs/results)
+        (target / "predictions").mkdir()
+        for file in sorted((source / "predictions").iterdir()):
+            packed = gzip.compress(file.read_bytes(), compresslevel=9, mtime=0)
+            (target / "predictions" / f"{file.name}.gz").write_bytes(packed)
     if (source / ".hydra" / "overrides.yaml").is_file():
         shutil.copy2(source / ".hydra" / "overrides.yaml", target / "overrides.yaml")
     _write_provenance(target, running)

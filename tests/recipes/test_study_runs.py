@@ -3,6 +3,7 @@ resume from results alone (on a "new machine" without the weights), report witho
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_a_study_runs_resumes_from_its_results_and_reports_without_training(tmp_
     state = study.status(spec)
     assert state["done"] == state["planned"] == 4
     assert not (tmp_path / "results" / "source" / "full" / "seed1" / "checkpoint").exists()
+    kept = tmp_path / "results" / "zeroshot" / "tydiqa" / "full" / "seed1" / "predictions"
+    fresh = tmp_path / "work" / "zeroshot" / "tydiqa" / "full" / "seed1" / "predictions"
+    assert sorted(p.name for p in kept.iterdir()) == ["ar.json.gz", "sw.json.gz"]  # gzipped
+    assert gzip.decompress((kept / "sw.json.gz").read_bytes()) == (fresh / "sw.json").read_bytes()
     assert run_study(spec, ran) == 0  # nothing left
 
     # The report from results alone.
