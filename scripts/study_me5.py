@@ -1,6 +1,6 @@
 """The me5-small study (v1) rebuilt from its committed results: tables, plots, pooled reports.
 
-    python scripts/study_me5.py report     # from results/study_me5/runs/, without training
+    python scripts/study_me5.py report [--data-root DIR]   # from results/study_me5/runs/
 
 The study ran step by step (one ``lowres train``, ``evaluate`` or ``sweep`` command each) and
 every finished step's results (metrics, gzipped predictions, training logs, overrides; never
@@ -8,14 +8,19 @@ weights) are committed in ``results/study_me5/runs/<step>/``; each step's comman
 ``overrides.yaml`` (a sweep's in its ``sweep.json``). Its verdicts, and where study v2
 supersedes them: docs/results/study_me5.md. New studies are specs run by ``lowres study
 run|status|report SPEC`` (lowres/sweeps/study.py, docs/study.md); this script only remakes
-what v1's page shows from what git holds.
+what v1's page shows from what git holds, without training. With the benchmark data
+(``--data-root``, default ``$LOWRES_DATA`` or ``../shared/data``) it also writes
+``question_bootstrap.md``: the zero-shot differences with 95 % intervals over the test
+questions, from the committed predictions scored again.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lowres.errors import LowresError  # noqa: E402
 from lowres.sweeps.plots import REFERENCE_STYLE  # noqa: E402
 from lowres.sweeps.report import write_report  # noqa: E402
+from lowres.sweeps.stats import BOOTSTRAP_RESAMPLES, bootstrap_mean, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path("results/study_me5")
@@ -74,10 +80,109 @@ def stage2_steps() -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True)
-    sub.add_parser("report", help="the tables and plots of results/study_me5/, from runs/")
-    parser.parse_args(argv)
+    report = sub.add_parser("report", help="the tables and plots of results/study_me5/")
+    report.add_argument(
+        "--data-root",
+        default=os.environ.get("LOWRES_DATA", "../shared/data"),
+        help="the benchmark data, for the intervals over test questions",
+    )
+    args = parser.parse_args(argv)
+    data_root = Path(args.data_root).resolve()
     os.chdir(REPO)
     cmd_report()
+    if (data_root / "xquad").is_dir() and (data_root / "mlqa").is_dir():
+        out = RESULTS / "question_bootstrap.md"
+        out.write_text(question_bootstrap(data_root))
+        print(f"study: zero-shot differences over test questions in {out}")
+    else:
+        print(f"study: no XQuAD and MLQA under {data_root}: question_bootstrap.md not rebuilt")
+
+
+# -- zero-shot intervals over the test questions ----------------------------------------------
+# Each comparison of the page's verdict on (a): the two presets of the paper's method and plain
+# LoRA on the same layers, against full fine-tuning and against each other.
+ZERO_SHOT_PAIRS = [
+    ("prompt_align_all_linear", "full"),
+    ("lora_all_linear", "full"),
+    ("prompt_align_all_linear", "lora_all_linear"),
+    ("prompt_align", "full"),
+    ("prompt_align", "lora"),
+]
+
+
+def _scorer(task: str, data_root: Path):
+    """Each question's F1 under ``task``'s official metric, against ``data_root``."""
+    from hydra import compose, initialize_config_dir
+
+    from lowres.recipes.rescore import question_scorer
+    from lowres.schema import config_dir, register_schemas
+
+    register_schemas()
+    overrides = [f"+task={task}", "backbone=me5-small", "data=local", f"data.root={data_root}"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return question_scorer(compose(config_name="train", overrides=overrides))
+
+
+def question_scores(task: str, method: str, languages: list[str], score) -> dict[str, dict]:
+    """Language -> question -> F1 of a committed zero-shot run, scored again from its
+    predictions; each language's mean and count must be the committed ones."""
+    run = RESULTS / "runs" / f"{task}-{method}"
+    committed = json.loads((run / "metrics.json").read_text())["per_language"]
+    out = {}
+    for lang in languages:
+        with gzip.open(run / "predictions" / f"{lang}.json.gz", "rt", encoding="utf-8") as f:
+            scores = score(lang, json.load(f))
+        mean, kept = statistics.fmean(scores.values()), committed[lang]
+        if len(scores) != kept["n"] or abs(mean - kept["f1"]) > 1e-6:
+            raise LowresError(
+                f"{run}: {lang} scores {mean:.4f} F1 over {len(scores)} questions against "
+                f"this data, but {kept['f1']:.4f} over {kept['n']} was committed; give "
+                "--data-root the data the study was scored on."
+            )
+        out[lang] = scores
+    return out
+
+
+def question_bootstrap(data_root: Path) -> str:
+    """The zero-shot table of (a) and its differences, each with the 95 % interval of a
+    paired bootstrap over the test questions (languages drawn apart, weighed equally)."""
+    lines = [
+        "Zero-shot F1 averaged over the target languages (all but English), with 95 % intervals",
+        "over the **test questions**: a bootstrap of "
+        f"{BOOTSTRAP_RESAMPLES:,} resamples (seed 0) of each",
+        "language's questions, drawn apart, the languages weighed equally; a difference is",
+        "paired by question. Each question's F1 is scored again from the committed predictions",
+        "(`runs/<task>-<method>/predictions/`) with the official metric; each language's mean is",
+        "the committed score. One source model per method (seed 42): these intervals vary the",
+        "questions, not the training seed, which this study did not vary.",
+        "",
+    ]
+    for task, languages in (("xquad", XQUAD), ("mlqa", MLQA)):
+        targets = [lang for lang in languages if lang != "en"]
+        score = _scorer(task, data_root)
+        methods = sorted({m for pair in ZERO_SHOT_PAIRS for m in pair})
+        scores = {m: question_scores(task, m, targets, score) for m in methods}
+        questions = sum(len(scores["full"][lang]) for lang in targets)
+        lines += [
+            f"### {task}: {len(targets)} target languages, {questions:,} questions",
+            "",
+            "| method or difference | F1 | 95 % interval over questions |",
+            "|---|---:|---:|",
+        ]
+        for method in methods:
+            row = bootstrap_mean([list(scores[method][lang].values()) for lang in targets])
+            lines.append(
+                f"| {LABELS.get(method, method)} | {row['mean']:.2f} | "
+                f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] |"
+            )
+        for a, b in ZERO_SHOT_PAIRS:
+            row = paired_bootstrap(scores[a], scores[b])
+            lines.append(
+                f"| {LABELS.get(a, a)} − {LABELS.get(b, b)} | {row['mean']:+.2f} | "
+                f"[{row['ci95_low']:+.2f}, {row['ci95_high']:+.2f}] |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 # -- report ----------------------------------------------------------------------------------

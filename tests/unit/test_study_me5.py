@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lowres.errors import LowresError
 from lowres.runfolder import RunFolder, RunMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,9 +21,11 @@ COMMITTED = REPO / "results" / "study_me5"
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    """The study's results folder in tmp_path (the report writes there)."""
+    """The study's results folder in tmp_path (the report writes there); no benchmark data,
+    so no intervals over test questions (the hand-made runs have no predictions)."""
     monkeypatch.setattr(study_me5, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(study_me5, "REPO", tmp_path)
+    monkeypatch.setenv("LOWRES_DATA", str(tmp_path / "no-data"))
 
 
 def test_the_zero_shot_tables_rebuilt_from_the_committed_runs_are_the_committed_ones(
@@ -315,3 +318,27 @@ def test_report_sets_the_paper_method_against_each_stage2_baseline_that_ran(stud
         if (c["a"], c["b"], c["language"]) == (lora, full, "de")
     }
     assert against_full == {8: -3.0, 128: -13.0}
+
+
+def test_each_question_is_scored_again_to_the_committed_score(shared_data, monkeypatch):
+    monkeypatch.setattr(study_me5, "RESULTS", COMMITTED)
+    score = study_me5._scorer("mlqa", shared_data)
+    scores = study_me5.question_scores("mlqa", "full", ["hi"], score)["hi"]
+    committed = json.loads((COMMITTED / "runs" / "mlqa-full" / "metrics.json").read_text())
+    assert len(scores) == committed["per_language"]["hi"]["n"] == 507
+    mean = sum(scores.values()) / len(scores)
+    assert mean == pytest.approx(committed["per_language"]["hi"]["f1"], abs=1e-9)
+    # The shipped sample is not the data the study scored: refused, not averaged.
+    sample = REPO / "lowres" / "resources" / "sample"
+    with pytest.raises(LowresError, match="not mlqa hi questions under data.root"):
+        study_me5.question_scores("mlqa", "full", ["hi"], study_me5._scorer("mlqa", sample))
+
+
+@pytest.mark.slow
+def test_the_question_intervals_rebuilt_are_the_committed_ones(shared_data, monkeypatch):
+    monkeypatch.setattr(study_me5, "RESULTS", COMMITTED)
+    committed = (COMMITTED / "question_bootstrap.md").read_text()
+    assert study_me5.question_bootstrap(shared_data) == committed
+    assert "| prompt_align (LoRA on every linear layer) − full | +1.31 | [+0.65, +1.98] |" in (
+        committed
+    )
