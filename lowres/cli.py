@@ -812,6 +812,11 @@ def _study(argv: list[str]) -> None:
         "--commit", action="store_true", help="run: git-commit each step and trial as it is kept"
     )
     parser.add_argument("--commands", action="store_true", help="status: each step's command")
+    parser.add_argument(
+        "--no-questions",
+        action="store_true",
+        help="report: leave out the intervals over test questions (they read the data)",
+    )
     args = parser.parse_args(argv)
     spec = study.load_spec(args.spec)
     if args.action == "run":
@@ -842,8 +847,25 @@ def _study(argv: list[str]) -> None:
             )
         )
     else:
-        study.report(spec)
+        study.report(spec, scorer=None if args.no_questions else _question_scorer(spec))
         print(f"lowres study: report in {Path(spec.results) / 'report'}")
+
+
+def _question_scorer(spec):
+    """Each question's score from a study run's kept predictions, against the data the spec's
+    common overrides name (data.root): for the report's intervals over test questions."""
+    from lowres.recipes.rescore import question_scorer
+
+    register_schemas()
+    scorers = {}
+
+    def score(task: str, lang: str, predictions: dict) -> dict[str, float]:
+        if task not in scorers:
+            cfg, _ = _compose("train", [f"+task={task}", f"backbone={spec.backbone}", *spec.common])
+            scorers[task] = question_scorer(cfg)
+        return scorers[task](lang, predictions)
+
+    return score
 
 
 def main(argv: list[str] | None = None) -> None:

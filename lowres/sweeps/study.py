@@ -323,17 +323,141 @@ def _averages(spec, table) -> dict[tuple[str, str, int], dict[int, float]]:
     return out
 
 
-def _cell(values: dict[int, float]) -> str:
+# (task, language, predictions) -> each question's main score (lowres.recipes.rescore)
+QuestionScorer = Callable[[str, str, dict[str, Any]], dict[str, float]]
+
+
+def _predictions(run: Path, lang: str) -> dict[str, Any] | None:
+    """A run's kept predictions for ``lang`` (``predictions/<lang>.json``, or gzipped)."""
+    import gzip
+
+    for path in (run / "predictions" / f"{lang}.json", run / "predictions" / f"{lang}.json.gz"):
+        if path.is_file():
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+                return json.load(f)
+    return None
+
+
+def _rescored(run: Path, task: str, lang: str, scorer: QuestionScorer) -> dict[str, float] | None:
+    """Each question's F1 from the run's predictions; their mean must be the run's own F1."""
+    predictions = _predictions(run, lang)
+    if predictions is None:
+        return None
+    scores = scorer(task, lang, predictions)
+    kept = _metrics(run)["per_language"][lang]
+    mean = statistics.fmean(scores.values()) if scores else float("nan")
+    if len(scores) != kept["n"] or not abs(mean - kept["f1"]) <= 1e-6 * max(1.0, kept["f1"]):
+        raise LowresError(
+            f"{run}: its {lang} predictions score {mean:.4f} F1 over {len(scores)} questions "
+            f"when scored again, but the run recorded {kept['f1']:.4f} over {kept['n']}: the "
+            "data under data.root is not what the run was scored on. Point the spec's "
+            "data.root at that data, or report without the question intervals "
+            "(lowres study report --no-questions)."
+        )
+    return scores
+
+
+def _shared_mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per question, the mean over runs, on the questions every run scored."""
+    shared = set.intersection(*(set(r) for r in runs))
+    return {q: statistics.fmean(r[q] for r in runs) for q in sorted(shared)}
+
+
+def _question_table(spec: StudySpec, scorer: QuestionScorer) -> dict[tuple, dict[int, dict]]:
+    """(task, method, k, language) -> source seed -> question -> F1, as :func:`_score_table`
+    (few-shot: each question's F1 averaged over the stage-2 seeds first)."""
+    results = Path(spec.results)
+    table: dict[tuple, dict[int, dict[str, float]]] = defaultdict(dict)
+    for method in spec.methods:
+        for seed in spec.source_seeds:
+            for task, t in spec.tasks.items():
+                folder = results / "zeroshot" / task / method / f"seed{seed}"
+                if (folder / "metrics.json").is_file():
+                    for lang in _metrics(folder)["per_language"]:
+                        scores = _rescored(folder, task, lang, scorer)
+                        if scores:
+                            table[task, method, 0, lang][seed] = scores
+                for lang in t.few_shot:
+                    for k in spec.k:
+                        runs = []
+                        for s2 in spec.stage2_seeds:
+                            run = results / "fewshot" / task / lang / method / f"seed{seed}"
+                            run = run / f"k{k}" / f"s{s2}"
+                            if (run / "metrics.json").is_file():
+                                runs.append(_rescored(run, task, lang, scorer))
+                        if len(runs) == len(spec.stage2_seeds) and all(runs):
+                            table[task, method, k, lang][seed] = _shared_mean(runs)
+    return table
+
+
+def _by_language(
+    spec: StudySpec, questions: dict, task: str, method: str, k: int, seeds: list[int]
+) -> dict[str, dict[str, float]] | None:
+    """Target language -> question -> F1 averaged over ``seeds`` (the source models of the
+    seed-interval beside it); None where a language or seed has no rescored predictions."""
+    out = {}
+    for lang in _targets(spec, task, k):
+        per_seed = questions.get((task, method, k, lang), {})
+        if not seeds or any(seed not in per_seed for seed in seeds):
+            return None
+        out[lang] = _shared_mean([per_seed[seed] for seed in seeds])
+    return out
+
+
+def _question_interval(per_question: dict[str, dict[str, float]] | None, resamples: int):
+    from lowres.sweeps.stats import bootstrap_mean
+
+    if not per_question:
+        return None
+    return bootstrap_mean([list(scores.values()) for scores in per_question.values()], resamples)
+
+
+def _cell(values: dict[int, float], questions: dict[str, Any] | None = None) -> str:
     row = summary(list(values.values()))
-    if row["ci95_low"] is None:
-        return f"{row['mean']:.1f} (1 seed)"
-    return f"{row['mean']:.1f} [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+    text = (
+        f"{row['mean']:.1f} (1 seed)"
+        if row["ci95_low"] is None
+        else f"{row['mean']:.1f} [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+    )
+    if questions:
+        text += f" q[{questions['ci95_low']:.1f}, {questions['ci95_high']:.1f}]"
+    return text
 
 
-def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
-    """Tables and the Holm-corrected primary comparisons, from results/ alone."""
+def report(
+    spec: StudySpec,
+    out: Path | None = None,
+    scorer: QuestionScorer | None = None,
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Tables and the Holm-corrected primary comparisons, from results/ alone.
+
+    With ``scorer`` (each question's score from a run's kept predictions), every cell and
+    primary comparison also gets a 95 % interval over the test questions: a bootstrap of
+    ``resamples`` (seeded), the source models fixed, languages resampled apart.
+    """
+    from lowres.sweeps.stats import paired_bootstrap
+
     table, questions = _score_table(spec)
     averages = _averages(spec, table)
+    by_question = _question_table(spec, scorer) if scorer else {}
+
+    def seeds_of(task: str, method: str, k: int) -> list[int]:
+        return sorted(averages.get((task, method, k), {}))
+
+    def cell_questions(task, method, k, lang):
+        per_seed = by_question.get((task, method, k, lang), {})
+        seeds = sorted(table.get((task, method, k, lang), {}))
+        if not seeds or any(seed not in per_seed for seed in seeds):
+            return None
+        return _question_interval(
+            {lang: _shared_mean([per_seed[seed] for seed in seeds])}, resamples
+        )
+
+    def average_questions(task, method, k):
+        found = _by_language(spec, by_question, task, method, k, seeds_of(task, method, k))
+        return _question_interval(found, resamples)
+
     nested = len(spec.stage2_seeds)
     lines = [f"# {spec.name}: report", "", spec.description.strip(), ""]
     lines.append(
@@ -347,6 +471,17 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
         + "; it does not vary the test questions. n: questions scored per language."
     )
     lines.append("")
+    if scorer:
+        lines += [
+            f"q[low, high]: the {CONFIDENCE:.0%} interval over the test questions, beside it: "
+            f"a bootstrap of {resamples:,} resamples (seed 0) of the questions each cell was "
+            "scored on, each question's F1 scored again from the committed predictions and "
+            "averaged over the source seeds (and stage-2 seeds) first, so the models stay "
+            "fixed and only the questions vary; a target average resamples each language "
+            "apart. Neither interval varies both.",
+            "",
+        ]
+    cell_records: dict[tuple, dict[str, Any] | None] = {}
     for task in spec.tasks:
         for k in [0, *spec.k]:
             langs = _languages(spec, task, k)
@@ -358,23 +493,37 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
             lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
             lines.append("|---|" + "---:|" * (len(langs) + 2))
             for method in rows:
-                cells = [
-                    _cell(table[task, method, k, lang]) if (task, method, k, lang) in table else "–"
-                    for lang in langs
-                ]
+                cells = []
+                for lang in langs:
+                    if (task, method, k, lang) not in table:
+                        cells.append("–")
+                        continue
+                    interval = cell_questions(task, method, k, lang)
+                    cell_records[task, method, k, lang] = interval
+                    cells.append(_cell(table[task, method, k, lang], interval))
                 avg = averages.get((task, method, k))
                 seeds = len(avg) if avg else 0
+                interval = average_questions(task, method, k) if avg else None
+                cell_records[task, method, k, "average"] = interval
                 lines.append(
                     f"| {method} | "
                     + " | ".join(cells)
-                    + f" | {_cell(avg) if avg else '–'} | {seeds} |"
+                    + f" | {_cell(avg, interval) if avg else '–'} | {seeds} |"
                 )
             lines.append("")
     comparisons = []
     for a, b, k, task in spec.primary:
         first, second = averages.get((task, a, k)), averages.get((task, b, k))
         result = paired(first, second) if first and second else None
-        comparisons.append({"a": a, "b": b, "k": k, "task": task, **(result or {"n": 0})})
+        row = {"a": a, "b": b, "k": k, "task": task, **(result or {"n": 0})}
+        if result and by_question:
+            seeds = result["seeds"]
+            row["questions"] = paired_bootstrap(
+                _by_language(spec, by_question, task, a, k, seeds) or {},
+                _by_language(spec, by_question, task, b, k, seeds) or {},
+                resamples=resamples,
+            )
+        comparisons.append(row)
     tested = [c for c in comparisons if c.get("p") is not None]
     for c, p in zip(tested, holm([c["p"] for c in tested]), strict=True):
         c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
@@ -383,24 +532,32 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
         "",
         f"A − B of the language-averaged F1, paired over source seeds; family of "
         f"{len(spec.primary)} (Holm over the {len(tested)} with at least two seeds). Every "
-        "other difference in these tables is exploratory.",
+        "other difference in these tables is exploratory. *95 % CI, source seeds*: the "
+        "t-interval of the paired differences, which varies the source seed (the p-values "
+        "and Holm's test are on it). *95 % CI, questions*: the paired bootstrap over the "
+        "test questions (each question's A − B, the same source seeds' models, fixed), "
+        "which varies the questions; it is shown, not tested.",
         "",
-        "| A | B | k | task | seeds | mean A − B | 95 % CI | p | Holm p | verdict |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| A | B | k | task | seeds | mean A − B | 95 % CI, source seeds "
+        "| 95 % CI, questions | p | Holm p | verdict |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in comparisons:
+        q = c.get("questions")
+        by_questions = f"[{q['ci95_low']:+.2f}, {q['ci95_high']:+.2f}]" if q else "–"
         if c.get("p") is None:
+            done = "" if not c["n"] else f"{c['mean_difference']:+.2f} | – | {by_questions} | "
             lines.append(
-                f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
-                + "– | " * 5
-                + "not run |"
+                f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | {done}"
+                + "– | " * (2 if done else 5)
+                + ("one seed: not tested |" if done else "not run |")
             )
             continue
         verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
         lines.append(
             f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
             f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
-            f"{c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
+            f"{by_questions} | {c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
         )
     lines.append("")
     searches = []
@@ -423,15 +580,21 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
     record = {
         "cells": [
             {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
-             **summary(list(v.values()))}
+             **summary(list(v.values())), "questions": cell_records.get((t, m, k, lang))}
             for (t, m, k, lang), v in sorted(table.items())
         ],
         "averages": [
-            {"task": t, "method": m, "k": k, "per_source_seed": v}
+            {"task": t, "method": m, "k": k, "per_source_seed": v,
+             "questions": cell_records.get((t, m, k, "average"))}
             for (t, m, k), v in sorted(averages.items())
         ],
         "primary": comparisons,
         "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
+        "questions_interval_varies": (
+            f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
+            "F1 from the kept predictions, averaged over the source (and stage-2) seeds first; "
+            "languages resampled apart" if scorer else None
+        ),
     }  # fmt: skip
     record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
     (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

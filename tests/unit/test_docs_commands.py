@@ -243,7 +243,7 @@ def check_command(command: Command, places: dict[str, Path]) -> None:
             state = {"steps": [], "waiting_for_search": [], "done": 0, "planned": 0}
             patch.setattr(study_runner, "run_study", lambda *a, **k: calls.append(a) or 0)
             patch.setattr(study, "status", lambda *a: calls.append(a) or state)
-            patch.setattr(study, "report", lambda *a: calls.append(a))
+            patch.setattr(study, "report", lambda *a, **k: calls.append(a))
         elif verb == "score":
             patch.setattr("lowres.score.score_qa", lambda *a: calls.append(a) or {})
             patch.setattr("lowres.score.score_accuracy", lambda *a: calls.append(a) or {})
