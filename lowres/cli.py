@@ -836,6 +836,8 @@ def _study(argv: list[str]) -> None:
         state = study.status(spec)
         for step in state["steps"]:
             line = f"{'done' if step['done'] else 'todo'}  {step['name']}"
+            if step["trials_kept"] is not None and not step["done"]:
+                line += f"  ({step['trials_kept']} of {spec.trials} trials kept)"
             print(line + (f"\n      lowres {' '.join(step['argv'])}" if args.commands else ""))
         waiting = state["waiting_for_search"]
         print(

@@ -252,8 +252,19 @@ def status(spec: StudySpec) -> dict[str, Any]:
         for m, method in spec.methods.items()
         if method.stage2_space and _chosen(results, m, "stage2search") is None
     ]
+
+    def trials(step: Step) -> int | None:
+        """A search's kept trials (a stopped search goes on from them)."""
+        if step.kind != "search":
+            return None
+        folder = results / step.name
+        return sum(1 for p in folder.glob("[0-9]*") if (p / "metrics.json").is_file())
+
     return {
-        "steps": [{"name": s.name, "done": done(spec, s), "argv": s.argv} for s in steps],
+        "steps": [
+            {"name": s.name, "done": done(spec, s), "argv": s.argv, "trials_kept": trials(s)}
+            for s in steps
+        ],
         "done": sum(done(spec, s) for s in steps),
         "planned": len(steps),
         "waiting_for_search": waiting,

@@ -157,6 +157,9 @@ def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
         path = results / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.rmtree(tmp_path / "work")
+    assert study.status(spec)["steps"][0] == {
+        "name": "search/full", "done": False, "argv": study.plan(spec)[0].argv, "trials_kept": 1
+    }  # fmt: skip
     ran.clear()
     assert run_study(spec, ran, limit=1) == 1
     assert ran == [str(tmp_path / "work" / "search" / "full" / "part1")]
