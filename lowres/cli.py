@@ -287,57 +287,13 @@ def _resume_overrides(
 
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     register_schemas()
-    resuming, finished = None, False
     if verb in ("train", "sweep"):
-        if "--resume" in overrides:
-            at = overrides.index("--resume")
-            if at + 1 >= len(overrides):
-                raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
-            resuming = overrides[at + 1]
-            given = [*overrides[:at], *overrides[at + 2 :]]
-            finished = verb == "train" and not _check_resumable(resuming, given)
-            if verb == "sweep" and any(_key(o) == "hydra.sweep.dir" for o in given):
-                raise LowresError(
-                    f"--resume {resuming} continues the sweep in its own folder, so "
-                    "hydra.sweep.dir cannot apply. Resume without it."
-                )
-            overrides = [*given, *_resume_overrides(resuming, verb, given)]
-        overrides = _absolute_paths(_normalize_task(overrides))
-        if resuming and finished:
-            # Other settings are refused as for an unfinished run; the same ones find
-            # nothing left to do, and say so instead of exiting 0 in silence.
-            _check_same_overrides(Path(resuming), overrides)
-            print(
-                f"lowres train --resume {resuming}: the run finished already "
-                f"({Path(resuming) / 'metrics.json'}); nothing was done.",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        if verb == "sweep":
-            overrides = _normalize_grid(overrides)
-        _check_option_names(overrides)
-        _check_method(overrides)
-        wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
-        if not _has_task(overrides) and not wants_help:
-            raise LowresError(
-                f"lowres {verb} needs a task; choose one of "
-                f"{', '.join(config_groups()['task'])}, e.g. `lowres {verb} +task=xquad`."
-            )
+        overrides = _train_or_sweep_overrides(verb, overrides)
+        if overrides is None:
+            return  # a finished run resumed: nothing to do
         job = _train_job if verb == "train" else _sweep_job
     else:
-        # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
-        overrides = _normalize_task(overrides)
-        _check_option_names(overrides)
-        wants_help = any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
-        if not wants_help and not any(
-            _key(o) == "checkpoint" and o.partition("=")[2].strip() for o in overrides
-        ):
-            raise LowresError(
-                "lowres evaluate needs checkpoint=RUN_DIR: the folder `lowres train` wrote "
-                "(it prints its path), e.g. `lowres evaluate "
-                "checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00`."
-            )
+        overrides = _evaluate_overrides(overrides)
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
@@ -362,6 +318,72 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     if folder is None:
         app()
         return
+    _run_in_folder(verb, app, folder)
+
+
+def _wants_help(overrides: list[str]) -> bool:
+    return any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
+
+
+def _train_or_sweep_overrides(verb: str, overrides: list[str]) -> list[str] | None:
+    """The overrides of a train or sweep command (``--resume DIR`` expanded into the run's
+    own), checked; None when it resumes a finished run, which leaves nothing to do."""
+    resuming, finished = None, False
+    if "--resume" in overrides:
+        at = overrides.index("--resume")
+        if at + 1 >= len(overrides):
+            raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
+        resuming = overrides[at + 1]
+        given = [*overrides[:at], *overrides[at + 2 :]]
+        finished = verb == "train" and not _check_resumable(resuming, given)
+        if verb == "sweep" and any(_key(o) == "hydra.sweep.dir" for o in given):
+            raise LowresError(
+                f"--resume {resuming} continues the sweep in its own folder, so "
+                "hydra.sweep.dir cannot apply. Resume without it."
+            )
+        overrides = [*given, *_resume_overrides(resuming, verb, given)]
+    overrides = _absolute_paths(_normalize_task(overrides))
+    if resuming and finished:
+        # Other settings are refused as for an unfinished run; the same ones find
+        # nothing left to do, and say so instead of exiting 0 in silence.
+        _check_same_overrides(Path(resuming), overrides)
+        print(
+            f"lowres train --resume {resuming}: the run finished already "
+            f"({Path(resuming) / 'metrics.json'}); nothing was done.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    if verb == "sweep":
+        overrides = _normalize_grid(overrides)
+    _check_option_names(overrides)
+    _check_method(overrides)
+    if not _has_task(overrides) and not _wants_help(overrides):
+        raise LowresError(
+            f"lowres {verb} needs a task; choose one of "
+            f"{', '.join(config_groups()['task'])}, e.g. `lowres {verb} +task=xquad`."
+        )
+    return overrides
+
+
+def _evaluate_overrides(overrides: list[str]) -> list[str]:
+    # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
+    overrides = _normalize_task(overrides)
+    _check_option_names(overrides)
+    if not _wants_help(overrides) and not any(
+        _key(o) == "checkpoint" and o.partition("=")[2].strip() for o in overrides
+    ):
+        raise LowresError(
+            "lowres evaluate needs checkpoint=RUN_DIR: the folder `lowres train` wrote "
+            "(it prints its path), e.g. `lowres evaluate "
+            "checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00`."
+        )
+    return overrides
+
+
+def _run_in_folder(verb: str, app, folder: _Folder) -> None:
+    """Run the Hydra app in the folder chosen and locked for it; release the lock after,
+    and leave no folder behind when the command failed before producing anything."""
     print(f"lowres {verb}: run folder {folder.path}", flush=True)
     succeeded, user_error = False, False
     try:

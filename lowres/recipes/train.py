@@ -250,26 +250,8 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
     run.write_json(
         "environment.json", environment(args.device, precision_of(args), cfg.backbone.dtype)
     )
-    selection = None
-    if split.selection:
-        dev = {cfg.data.source_language: split.selection}
-
-        def dev_score() -> float:
-            evaluation = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)
-            return evaluation.average[task.main_score]
-
-        selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
-        trainer.add_callback(selection)
-    if cfg.align.distance_every > 0 and (alignment_on(cfg.align) or cfg.align.report_distance):
-
-        def distances() -> dict[str, float]:
-            measured = held_out_distances(cfg, model, tokenizer, task, cfg.align.distance_pairs)
-            values = {f"held_out_distance_{k}": v["cosine_distance"] for k, v in measured.items()}
-            if values:
-                values["held_out_distance"] = sum(values.values()) / len(values)
-            return values
-
-        trainer.add_callback(PeriodicMeasure(distances, cfg.align.distance_every))
+    selection = _select_checkpoints(cfg, trainer, task, split, tokenizer, cache)
+    _measure_distances(cfg, trainer, model, tokenizer, task)
     resume_from = resume_point(run.path / "trainer") if cfg.resume else None
     clock = TrainClock(resume_from)
     trainer.add_callback(clock)
@@ -295,6 +277,40 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
         counted_from_step=clock.counted_from_step,
         selection=selection,
     )
+
+
+def _select_checkpoints(
+    cfg: DictConfig, trainer, task: Task, split: Split, tokenizer, cache
+) -> CheckpointSelection | None:
+    """The checkpoint selection on source-language dev, when the split holds a dev set."""
+    if not split.selection:
+        return None
+    dev = {cfg.data.source_language: split.selection}
+
+    def dev_score() -> float:
+        evaluation = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)
+        return evaluation.average[task.main_score]
+
+    selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
+    trainer.add_callback(selection)
+    return selection
+
+
+def _measure_distances(cfg: DictConfig, trainer, model, tokenizer, task: Task) -> None:
+    """The held-out parallel distance, logged every align.distance_every steps when asked."""
+    if not (
+        cfg.align.distance_every > 0 and (alignment_on(cfg.align) or cfg.align.report_distance)
+    ):
+        return
+
+    def distances() -> dict[str, float]:
+        measured = held_out_distances(cfg, model, tokenizer, task, cfg.align.distance_pairs)
+        values = {f"held_out_distance_{k}": v["cosine_distance"] for k, v in measured.items()}
+        if values:
+            values["held_out_distance"] = sum(values.values()) / len(values)
+        return values
+
+    trainer.add_callback(PeriodicMeasure(distances, cfg.align.distance_every))
 
 
 def resume_point(trainer_dir: Path) -> str | None:

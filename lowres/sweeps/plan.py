@@ -267,21 +267,7 @@ def plan_sweep(
     ``stage1_from`` maps a method to a finished source-trained run: its two-stage k-shot runs
     start from that run (no stage-1 run is planned), and its k = 0 point evaluates it as is.
     """
-    if not k_values or not seeds or not languages:
-        raise ConfigError(
-            "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
-            "at least one value, e.g. sweep.k=[0,8] sweep.seeds=[1,2] sweep.languages=[de,es]."
-        )
-    for schedule in schedules:
-        if schedule not in SCHEDULES:
-            raise ConfigError(
-                f"sweep.schedules holds {schedule!r}; expected joint and/or two_stage, e.g. "
-                "sweep.schedules=[joint,two_stage]."
-            )
-    if any(k < 0 for k in k_values):
-        raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
+    _check_lists(k_values, seeds, languages, methods, schedules)
     check_keys(grid, stage1, stage2)
     stage1_from = dict(stage1_from or {})
     check_stage1_from(stage1_from, methods, schedules, grid)
@@ -328,30 +314,77 @@ def plan_sweep(
                         **common,
                     )
                 )
-            for k in k_values:
-                if k == 0:
-                    if schedule == "joint":
-                        overrides = [*seeded, every_language]
-                        plan.runs.append(zero_shot(folder, languages, overrides, common))
-                    continue
-                for lang in languages:
-                    overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
-                    extra: dict[str, Any] = {}
-                    if schedule == "two_stage":
-                        stage1_dir = given or (sweep_dir / "runs" / stage1_name).resolve()
-                        overrides += [*stage2, f"init_from={stage1_dir}", "data.source_pool=false"]
-                        extra = {"stage": 2, "depends_on": "" if given else stage1_name}
-                    plan.runs.append(
-                        PlannedRun(
-                            name=f"{folder}/k{k}_{lang}_seed{seed}",
-                            k=k,
-                            languages=[lang],
-                            overrides=overrides,
-                            **common,
-                            **extra,
-                        )
-                    )
+            # A two-stage k-shot run starts from its stage-1 run (or the given one).
+            start = ""
+            if schedule == "two_stage":
+                start = given or str((sweep_dir / "runs" / stage1_name).resolve())
+            depends_on = "" if given else stage1_name
+            plan.runs += _kshot_runs(
+                folder, k_values, languages, seeded, common, stage2, start, depends_on
+            )
     return plan
+
+
+def _check_lists(
+    k_values: Sequence[int],
+    seeds: Sequence[int],
+    languages: Sequence[str],
+    methods: Sequence[str],
+    schedules: Sequence[str],
+) -> None:
+    if not k_values or not seeds or not languages:
+        raise ConfigError(
+            "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
+            "at least one value, e.g. sweep.k=[0,8] sweep.seeds=[1,2] sweep.languages=[de,es]."
+        )
+    for schedule in schedules:
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"sweep.schedules holds {schedule!r}; expected joint and/or two_stage, e.g. "
+                "sweep.schedules=[joint,two_stage]."
+            )
+    if any(k < 0 for k in k_values):
+        raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
+
+
+def _kshot_runs(
+    folder: str,
+    k_values: Sequence[int],
+    languages: Sequence[str],
+    seeded: list[str],
+    common: dict[str, Any],
+    stage2: Sequence[str],
+    start: str,
+    depends_on: str,
+) -> list[PlannedRun]:
+    """The runs of one (method, grid point, schedule, seed) per k: joint k = 0 on every
+    language at once, each k > 0 per language (two-stage: from ``start``)."""
+    runs = []
+    for k in k_values:
+        if k == 0:
+            if common["schedule"] == "joint":
+                every_language = f"data.eval_languages={_format(list(languages))}"
+                runs.append(zero_shot(folder, languages, [*seeded, every_language], common))
+            continue
+        for lang in languages:
+            overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
+            extra: dict[str, Any] = {}
+            if common["schedule"] == "two_stage":
+                overrides += [*stage2, f"init_from={start}", "data.source_pool=false"]
+                extra = {"stage": 2, "depends_on": depends_on}
+            runs.append(
+                PlannedRun(
+                    name=f"{folder}/k{k}_{lang}_seed{common['seed']}",
+                    k=k,
+                    languages=[lang],
+                    overrides=overrides,
+                    **common,
+                    **extra,
+                )
+            )
+    return runs
 
 
 def zero_shot(
