@@ -11,14 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
-import transformers
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.text import Text
 from transformers import set_seed
 
-from lowres.backbones import resolve_local
 from lowres.builders import (
     build_alignment,
     build_model,
@@ -36,10 +33,11 @@ from lowres.environment import environment
 from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import Evaluation, evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import parameter_report
+from lowres.recipes.preflight import start_up
 from lowres.recipes.pseudo import PseudoData, add_pseudo_data
 from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
+from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains
 from lowres.tasks import Split, Task
 from lowres.tasks.base import article_of
 from lowres.training.checkpoints import intact_checkpoint, save_trainable
@@ -50,21 +48,11 @@ from lowres.training.selection import CheckpointSelection
 from lowres.training.trainer import LowresTrainer, feature_dataset
 
 
-def quiet_libraries() -> None:
-    """Keep the terminal for our progress and tables; library chatter goes to the log level."""
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-
 def start(cfg: DictConfig, output_dir: str | Path | None) -> RunFolder:
     """Checks at start: a task, valid values, a run folder that holds no finished run."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
-    resolve_local(cfg.backbone)
-    validate(cfg)
-    quiet_libraries()
+    start_up(cfg)
     run = RunFolder.for_job(output_dir)
     if run.finished() and not cfg.resume:
         raise LowresError(

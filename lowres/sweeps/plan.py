@@ -465,26 +465,6 @@ def plan_from_spec(
     )
 
 
-def check_pools(task, k_values: Sequence[int], languages: Sequence[str]) -> None:
-    """Fail before any run when a k is larger than a language's target pool."""
-    largest = max(k_values)
-    if largest == 0:
-        return
-    if task.settings.pool_fraction <= 0:
-        raise ConfigError(
-            f"sweep.k holds {largest} but data.pool_fraction=0, so no target-language examples "
-            "are held out for k-shot training. Set data.pool_fraction (e.g. 0.2)."
-        )
-    for lang in languages:
-        size = len(task.target_pool(lang))
-        if largest > size:
-            raise ConfigError(
-                f"sweep.k holds {largest}, but the {lang} target pool of task {task.name} has "
-                f"{size} examples at data.pool_fraction={task.settings.pool_fraction}; lower "
-                "sweep.k or raise data.pool_fraction."
-            )
-
-
 def write_plan(sweep_dir: Path, plan: SweepPlan, extra: dict[str, Any]) -> None:
     RunFolder(sweep_dir).write_json(
         SWEEP_FILE, {**extra, "runs": [asdict(run) for run in plan.runs]}

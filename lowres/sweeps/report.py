@@ -37,6 +37,7 @@ from rich.table import Table
 
 from lowres.errors import LowresError
 from lowres.files import read_json
+from lowres.recipes.scores import main_score
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
 from lowres.sweeps.plots import (
@@ -47,7 +48,6 @@ from lowres.sweeps.plots import (
     plot_training_curves,
 )
 from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
-from lowres.tasks import TASKS
 
 AVERAGE = "avg"
 # What one seed of a sweep changes: its intervals vary this, nothing else.
@@ -81,15 +81,6 @@ def method_label(
     if pseudo.get("kind", "none") != "none":
         label += f" +pseudo:{pseudo['kind']}"
     return label
-
-
-def main_score(metrics: RunMetrics) -> str:
-    """The score a run is ranked by: its task's, or (a task read from files, which has no
-    entry in TASKS) f1 for QA scores and accuracy for classification."""
-    if metrics.task in TASKS:
-        return TASKS[metrics.task].main_score
-    first = next(iter(metrics.per_language.values()), {})
-    return "f1" if "f1" in first else "accuracy"
 
 
 def _plain_override(override: str) -> tuple[str, str]:
@@ -250,7 +241,7 @@ class _Collected:
         schedules: list[str],
         task: str,
     ) -> None:
-        name = main_score(metrics)
+        name = main_score(metrics.task, metrics.per_language)
         self.metric_names.add(name)
         label = method_label(run, schedules, metrics)
         untrained = metrics.train_steps == 0 and not metrics.init_from
