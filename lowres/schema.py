@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
+from lowres.overrides import read_all as read_overrides
 from lowres.registry import (
     ADAPTERS,
     ALIGNMENT_LOSSES,
@@ -305,25 +304,20 @@ def check_override_keys(overrides: list[str]) -> None:
     holds for a new top-level key (``+lr=1``, ``++trainr.lr=1``). Config groups (``+task=``,
     ``+method=``, ``+experiment=``, ``hydra/launcher=``) are choices, not keys. And the
     schemas stored as ``<group>_schema`` options are building blocks, not choices.
-    Overrides are read with Hydra's own parser; one it cannot parse is left to Hydra,
-    whose message names the syntax error.
+    Overrides are read with Hydra's own parser (lowres.overrides); one it cannot parse is
+    left to Hydra, whose message names the syntax error.
     """
     nested = {**GROUP_SCHEMAS, "sweep": SweepConfig, "search": SearchConfig}
     top_keys = [f.name for f in dataclasses.fields(SweepRunConfig)]
     groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
     every_key = _valid_keys(SweepRunConfig)
-    parser = OverridesParser.create()
-    for override in overrides:
-        if override.startswith("-") or "=" not in override:
+    for setting in read_overrides(overrides):
+        if "=" not in setting.text:
             continue
-        try:
-            parsed = parser.parse_override(override)
-        except HydraException:
-            continue
-        key = parsed.key_or_group
+        override, key = setting.text, setting.key
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
-        value = parsed.value()
+        value = setting.value()
         if key in nested and isinstance(value, str) and value.strip().endswith("_schema"):
             options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
             raise ConfigError(

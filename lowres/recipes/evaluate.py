@@ -17,6 +17,7 @@ from lowres.cache import FeatureCache
 from lowres.errors import LowresError
 from lowres.evaluation import evaluate_languages
 from lowres.methods.build import parameter_report
+from lowres.overrides import key_of
 from lowres.recipes.preflight import start_up
 from lowres.recipes.train import record
 from lowres.runfolder import RunFolder, RunMetrics
@@ -69,7 +70,7 @@ def switch_task(saved: DictConfig, task: DictConfig, run_dir: Path, overrides: l
             + f"; {task.name} is of kind {task.kind}, which that head cannot answer. Evaluate "
             f"it on a task of its kind ({', '.join(same)}), or train a run on {task.name}."
         )
-    given = {o.split("=", 1)[0] for o in overrides}
+    given = {key_of(o) for o in overrides}
     switched = OmegaConf.merge(OmegaConf.structured(TaskConfig), task)
     for key in WINDOW_KEYS:
         if f"task.{key}" not in given:

@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, DataFormatError, LowresError
 from lowres.files import inside, read_json
+from lowres.overrides import key_of
 from lowres.runfolder import RunFolder
 from lowres.schema import config_dir, validate
 
@@ -67,10 +68,6 @@ class SweepPlan:
     runs: list[PlannedRun] = field(default_factory=list)
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _format(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(str, value)) + "]"
@@ -98,13 +95,26 @@ def method_dirs(config_dirs: Sequence[Path] = ()) -> list[Path]:
     return [*(Path(d) / "method" for d in config_dirs), config_dir() / "method"]
 
 
-def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
+def find_method(method: str, config_dirs: Sequence[Path] = ()) -> Path | None:
     """``method/NAME.yaml`` in the first config folder that has it, as Hydra picks it."""
-    folders = method_dirs(config_dirs)
-    for folder in folders:
+    for folder in method_dirs(config_dirs):
         if inside(folder, f"{method}.yaml") and (folder / f"{method}.yaml").is_file():
             return folder / f"{method}.yaml"
-    options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    return None
+
+
+def method_names(config_dirs: Sequence[Path] = ()) -> list[str]:
+    """Every method preset's name, the user's and lowres's."""
+    return sorted({p.stem for folder in method_dirs(config_dirs) for p in folder.glob("*.yaml")})
+
+
+def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
+    """:func:`find_method`, or a ConfigError naming the presets there are."""
+    found = find_method(method, config_dirs)
+    if found is not None:
+        return found
+    folders = method_dirs(config_dirs)
+    options = method_names(config_dirs)
     searched = ", ".join(str(f) for f in folders)
     raise ConfigError(
         f"sweep.methods names {method!r}, but no method/{method}.yaml is in the config "
@@ -221,14 +231,14 @@ def check_keys(grid: dict[str, list[Any]], stage1: Sequence[str], stage2: Sequen
         ("sweep.stage2", stage2),
     ]:
         for override in overrides:
-            if _key(override) in SWEPT_BY_SWEEP:
+            if key_of(override) in SWEPT_BY_SWEEP:
                 raise ConfigError(
-                    f"{where} sets {_key(override)}, which the sweep itself varies "
+                    f"{where} sets {key_of(override)}, which the sweep itself varies "
                     "(sweep.k, sweep.seeds, sweep.languages, schedules); remove it there and "
                     "use the sweep.* list instead."
                 )
     for where, overrides in [("sweep.stage1", stage1), ("sweep.stage2", stage2)]:
-        both = sorted({_key(o) for o in overrides} & set(grid))
+        both = sorted({key_of(o) for o in overrides} & set(grid))
         if both:
             # The stage's override comes after the grid's, so every grid point would run
             # with the stage's value and the sweep would report one setting under many labels.

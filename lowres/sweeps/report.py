@@ -37,6 +37,7 @@ from rich.table import Table
 
 from lowres.errors import LowresError
 from lowres.files import read_json
+from lowres.overrides import read as read_override
 from lowres.recipes.scores import main_score
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
@@ -84,8 +85,8 @@ def method_label(
 
 
 def _plain_override(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
+    setting = read_override(override)
+    return setting.key, setting.value_text
 
 
 def multirun_sweep(folder: Path) -> dict[str, Any]:

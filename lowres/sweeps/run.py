@@ -32,6 +32,7 @@ from lowres.launchers import (
     launch_jobs,
     pin_gpu_for_sweep_job,
 )
+from lowres.overrides import key_of
 from lowres.recipes.preflight import backbones_reused, check_pools, quiet_libraries, start_up
 from lowres.recipes.train import train
 from lowres.runfolder import FolderLock, RunFolder, RunMetrics, ensure_folder
@@ -40,7 +41,6 @@ from lowres.sweeps.plan import (
     ERROR_FILE,
     PlannedRun,
     SweepPlan,
-    _key,
     grid_replaces,
     plan_from_spec,
     user_config_dirs,
@@ -286,7 +286,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     start_up(cfg)
     hydra_cfg = HydraConfig.get()
     sweep_dir = Path(sweep_dir or hydra_cfg.sweep.dir)
-    base = [o for o in hydra_cfg.overrides.task if not _key(o).startswith("sweep")]
+    base = [o for o in hydra_cfg.overrides.task if not key_of(o).startswith("sweep")]
     # The user's config folders (their own method presets) must reach every run's compose.
     searchpath = list(hydra_cfg.searchpath)
     if searchpath:

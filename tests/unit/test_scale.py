@@ -146,7 +146,7 @@ def test_run_names_pass_through_hydra_overrides_quoted():
 def test_sweep_resume_replays_the_recorded_launcher_unless_another_is_given(tmp_path):
     import yaml
 
-    from lowres.cli import _resume_overrides
+    from lowres.runfolder import resume_overrides
 
     hydra_dir = tmp_path / ".hydra"
     hydra_dir.mkdir()
@@ -156,14 +156,14 @@ def test_sweep_resume_replays_the_recorded_launcher_unless_another_is_given(tmp_
         yaml.safe_dump({"hydra": {"overrides": {"hydra": recorded, "task": []}}})
     )
     folder = f"hydra.sweep.dir={tmp_path.resolve()}"
-    assert _resume_overrides(str(tmp_path), "sweep", []) == [
+    assert resume_overrides(str(tmp_path), "sweep", []) == [
         "+task=xquad", "sweep.k=[0,2]", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
         folder,
     ]  # fmt: skip
     # A setting given again wins; another launcher drops the old one's settings.
     given = ["hydra.launcher.partition=debug"]
-    assert "hydra.launcher.partition=gpu" not in _resume_overrides(str(tmp_path), "sweep", given)
-    assert _resume_overrides(str(tmp_path), "sweep", ["hydra/launcher=local_gpus"]) == [
+    assert "hydra.launcher.partition=gpu" not in resume_overrides(str(tmp_path), "sweep", given)
+    assert resume_overrides(str(tmp_path), "sweep", ["hydra/launcher=local_gpus"]) == [
         "+task=xquad", "sweep.k=[0,2]", folder
     ]  # fmt: skip
 
