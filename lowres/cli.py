@@ -40,7 +40,7 @@ from lowres.runfolder import (
     resume_overrides,
 )
 from lowres.schema import check_override_keys, config_dir, register_schemas, validate
-from lowres.sweeps.plan import find_method, method_dirs, method_names, user_config_dirs
+from lowres.sweeps.plan import has_method, method_dirs, method_names, user_config_dirs
 from lowres.sweeps.search import (
     OPTUNA,
     is_search,
@@ -192,7 +192,7 @@ def _check_method(overrides: list[str]) -> None:
     config_dirs = user_config_dirs([str(entry) for entry in searchpath or []])
     folders = method_dirs(config_dirs)
     for name in names:
-        if find_method(name, config_dirs) is None:
+        if not has_method(name, config_dirs):
             options = method_names(config_dirs)
             raise LowresError(
                 f"method={name}: no method/{name}.yaml in "

@@ -21,13 +21,18 @@ Schedules:
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.core.default_element import ConfigDefault, GroupDefault
+from hydra.core.object_type import ObjectType
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -35,7 +40,7 @@ from lowres.errors import ConfigError, DataFormatError, LowresError
 from lowres.files import inside, read_json
 from lowres.overrides import key_of
 from lowres.runfolder import RunFolder
-from lowres.schema import config_dir, validate
+from lowres.schema import config_dir, register_schemas, trains, validate
 
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
@@ -91,66 +96,87 @@ def user_config_dirs(searchpath: Sequence[str]) -> list[Path]:
 
 
 def method_dirs(config_dirs: Sequence[Path] = ()) -> list[Path]:
-    """Where method presets are looked up: the user's config folders first, then lowres's."""
-    return [*(Path(d) / "method" for d in config_dirs), config_dir() / "method"]
+    """The method folders a preset is looked up in, for messages: lowres's, then the user's."""
+    return [config_dir() / "method", *(Path(d) / "method" for d in config_dirs)]
 
 
-def find_method(method: str, config_dirs: Sequence[Path] = ()) -> Path | None:
-    """``method/NAME.yaml`` in the first config folder that has it, as Hydra picks it."""
-    for folder in method_dirs(config_dirs):
-        if inside(folder, f"{method}.yaml") and (folder / f"{method}.yaml").is_file():
-            return folder / f"{method}.yaml"
-    return None
+# Method presets are read the way Hydra reads them for a run: through its config repository
+# over lowres's configs and the user's folders (hydra.searchpath), in Hydra's order. The
+# loader is Hydra's own (hydra._internal: hydra-core is pinned below 1.4 in pyproject.toml).
+
+
+@functools.cache
+def _loader() -> ConfigLoaderImpl:
+    register_schemas()
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(config_dir())))
+
+
+def _searchpath(config_dirs: Sequence[Path]) -> list[str]:
+    if not config_dirs:
+        return []
+    return [f"hydra.searchpath=[{','.join(f'file://{Path(d)}' for d in config_dirs)}]"]
+
+
+@functools.cache
+def _repository(config_dirs: tuple[Path, ...]):
+    _, repository = _loader()._parse_overrides_and_create_caching_repo(
+        None, _searchpath(config_dirs)
+    )
+    return repository
+
+
+def has_method(method: str, config_dirs: Sequence[Path] = ()) -> bool:
+    """Whether ``method/NAME`` is a preset Hydra finds (a name, not a path)."""
+    if not inside(config_dir() / "method", f"{method}.yaml") or "/" in method:
+        return False
+    return _repository(tuple(config_dirs)).config_exists(f"method/{method}")
 
 
 def method_names(config_dirs: Sequence[Path] = ()) -> list[str]:
-    """Every method preset's name, the user's and lowres's."""
-    return sorted({p.stem for folder in method_dirs(config_dirs) for p in folder.glob("*.yaml")})
+    """Every method preset's name, lowres's and the user's."""
+    return sorted(_repository(tuple(config_dirs)).get_group_options("method", ObjectType.CONFIG))
 
 
-def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
-    """:func:`find_method`, or a ConfigError naming the presets there are."""
-    found = find_method(method, config_dirs)
-    if found is not None:
-        return found
-    folders = method_dirs(config_dirs)
-    options = method_names(config_dirs)
-    searched = ", ".join(str(f) for f in folders)
+def check_method(method: str, config_dirs: Sequence[Path] = ()) -> None:
+    """A ConfigError naming the presets there are, unless ``method`` is one of them."""
+    if has_method(method, config_dirs):
+        return
+    searched = ", ".join(str(f) for f in method_dirs(config_dirs))
     raise ConfigError(
         f"sweep.methods names {method!r}, but no method/{method}.yaml is in the config "
-        f"folders ({searched}); the methods are {', '.join(options)}. A preset of your own "
-        "goes in DIR/method/NAME.yaml, with hydra.searchpath=[file://DIR] on the command line."
+        f"folders ({searched}); the methods are {', '.join(method_names(config_dirs))}. A "
+        "preset of your own goes in DIR/method/NAME.yaml, with hydra.searchpath=[file://DIR] "
+        "on the command line."
     )
 
 
 def method_keys(method: str, config_dirs: Sequence[Path] = ()) -> set[str]:
-    """The config keys and groups a ``method/NAME.yaml`` preset sets."""
-    path = method_file(method, config_dirs)
-    content = yaml.safe_load(path.read_text()) or {}
+    """The config keys and groups a ``method/NAME`` preset sets, as Hydra loads it."""
+    check_method(method, config_dirs)
+    loaded = _repository(tuple(config_dirs)).load_config(f"method/{method}")
     keys = set()
-    for entry in content.pop("defaults", []):
-        if isinstance(entry, dict):
-            keys |= {k.removeprefix("override ").strip("/ ") for k in entry}
-        elif entry != "_self_":
+    for entry in loaded.defaults_list or []:
+        if isinstance(entry, GroupDefault):
+            keys.add(entry.group.strip("/ "))
+        elif isinstance(entry, ConfigDefault) and not entry.is_self():
             # A preset that extends another method preset sets everything that one sets too.
-            keys |= method_keys(entry, config_dirs)
+            keys |= method_keys(entry.path, config_dirs)
+    return keys | set(_leaf_keys(OmegaConf.to_container(loaded.config, resolve=False)))
 
-    def flatten(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flatten(value, f"{prefix}{key}.")
-            else:
-                keys.add(f"{prefix}{key}")
 
-    flatten(content, "")
-    return keys
+@functools.cache
+def _evaluates_only(method: str, config_dirs: tuple[Path, ...]) -> bool:
+    composed = _loader().load_configuration(
+        "train", [f"+method={method}", *_searchpath(config_dirs)], RunMode.RUN
+    )
+    return not trains(composed.trainer)
 
 
 def evaluates_only(method: str, config_dirs: Sequence[Path] = ()) -> bool:
-    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``)."""
-    content = yaml.safe_load(method_file(method, config_dirs).read_text()) or {}
-    trainer = content.get("trainer") or {}
-    return trainer.get("epochs") == 0 and (trainer.get("max_steps") or -1) <= 0
+    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``): the
+    run config composed with it does not train."""
+    check_method(method, config_dirs)
+    return _evaluates_only(method, tuple(config_dirs))
 
 
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
