@@ -11,7 +11,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,28 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.text import Text
 
-from lowres.distributed import rank_overrides, world_size
-from lowres.errors import ConfigError, LowresError
-from lowres.files import DISK_ERRORS, disk_error, inside
+from lowres.commandline import (
+    compose,
+    config_groups,
+    evaluate_overrides,
+    prepare_folder,
+    train_or_sweep_overrides,
+)
+from lowres.distributed import rank_overrides
+from lowres.errors import LowresError
+from lowres.files import DISK_ERRORS, disk_error
 from lowres.launchers import check_launcher, end_with_dispatcher, pin_gpu_for_sweep_job
-from lowres.overrides import key_of
-from lowres.overrides import read as read_override
 from lowres.overrides import read_all as read_overrides
 from lowres.registry import METRICS
-from lowres.runfolder import (
-    ClaimedFolder,
-    check_resumable,
-    check_same_overrides,
-    claim_run_folder,
-    resume_overrides,
-)
-from lowres.schema import check_override_keys, config_dir, register_schemas, validate
-from lowres.sweeps.plan import has_method, method_dirs, method_names, user_config_dirs
+from lowres.runfolder import ClaimedFolder
+from lowres.schema import config_dir, register_schemas
 from lowres.sweeps.search import (
     OPTUNA,
     is_search,
@@ -66,16 +61,6 @@ OTHER_VERBS = {
     "study": "A study from its spec, resumable from its committed results: "
     "lowres study run|status|report configs/study/v2.yaml.",
 }
-
-
-def config_groups() -> dict[str, list[str]]:
-    root = config_dir()
-    return {
-        group.name: sorted(p.stem for p in group.glob("*.yaml"))
-        for group in sorted(root.iterdir())
-        # configs/study/ holds study specs (lowres study), not a config group
-        if group.is_dir() and group.name != "study" and any(group.glob("*.yaml"))
-    }
 
 
 def _usage() -> str:
@@ -141,97 +126,15 @@ def _print_error(text: str) -> None:
     Console(stderr=True, soft_wrap=True).print(message, highlight=False)
 
 
-def _normalize_task(overrides: list[str]) -> list[str]:
-    # `task` is not in the defaults list (a run must name one), so Hydra needs `+task=`;
-    # accept the plain form too because it is what people type first.
-    return [f"+{o}" if _plain(o, "task") else o for o in overrides]
-
-
-def _plain(token: str, *keys: str) -> bool:
-    """Whether ``token`` sets one of ``keys`` with a plain (unprefixed) override."""
-    setting = read_override(token)
-    return setting is not None and setting.prefix == "" and setting.key in keys
-
-
-# Keys holding a path that the saved config must still find from another folder.
-PATH_KEYS = ("data.root", "align.parallel_file", "init_from", "pseudo.teacher")
-
-
-def _absolute_paths(overrides: list[str]) -> list[str]:
-    """Relative paths made absolute: .hydra/config.yaml keeps them, and `lowres evaluate`
-    or `--resume` run from another folder must read the same files."""
-    out = []
-    for override in overrides:
-        setting = read_override(override)
-        if setting and setting.prefix in ("", "+", "++") and setting.key in PATH_KEYS:
-            value = setting.value_text
-            if value and not value.startswith(("/", "$", "'", '"')):
-                override = f"{setting.prefix}{setting.key}={Path(value).expanduser().resolve()}"
-        out.append(override)
-    return out
-
-
-# Sweep settings that are dicts keyed by the user's own names.
-_OPEN_DICTS = ("sweep.grid", "sweep.stage1_from")
-
-
-def _normalize_grid(overrides: list[str]) -> list[str]:
-    # sweep.grid (config keys -> values) and sweep.stage1_from (methods -> run folders) are
-    # dicts of new keys, which a plain override may not add to a struct config; `++` adds
-    # them and, like a plain override, replaces a key's value when a preset already sets it.
-    return [f"++{o}" if _plain(o, *_OPEN_DICTS) else o for o in overrides]
-
-
-def _check_method(overrides: list[str]) -> None:
-    """``+method=NAME`` must name a preset in lowres's configs or the user's search path."""
-    settings = read_overrides(overrides)
-    names = [s.value_text for s in settings if s.key == "method" and s.prefix in ("", "+")]
-    if not names:
-        return
-    searchpath = next((s.value() for s in settings if s.key == "hydra.searchpath"), [])
-    config_dirs = user_config_dirs([str(entry) for entry in searchpath or []])
-    folders = method_dirs(config_dirs)
-    for name in names:
-        if not has_method(name, config_dirs):
-            options = method_names(config_dirs)
-            raise LowresError(
-                f"method={name}: no method/{name}.yaml in "
-                f"{', '.join(str(f) for f in folders)}; the method presets are "
-                f"{', '.join(options)}. A preset of your own goes in DIR/method/NAME.yaml, "
-                "with hydra.searchpath=[file://DIR] on the command line."
-            )
-
-
-def _check_option_names(overrides: list[str]) -> None:
-    """A config group's option is a name inside the group's folder: ``+method=../../x``
-    must not load a YAML file from elsewhere."""
-    groups = set(config_groups())
-    for setting in read_overrides(overrides):
-        key, value = setting.key, setting.value_text
-        if key not in groups or not value:
-            continue
-        if value.startswith(("/", "~")) or not inside(config_dir() / key, f"{value}.yaml"):
-            raise LowresError(
-                f"{key}={value}: a {key} option is a preset's name (one of "
-                f"{', '.join(config_groups()[key])}), not a path, and it may not lead out of "
-                f"the {key}/ folder. A preset of your own goes in DIR/{key}/NAME.yaml, with "
-                f"hydra.searchpath=[file://DIR] and {key}=NAME on the command line."
-            )
-
-
-def _has_task(overrides: list[str]) -> bool:
-    return any(s.key == "task" and s.prefix in ("+", "++") for s in read_overrides(overrides))
-
-
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     register_schemas()
     if verb in ("train", "sweep"):
-        overrides = _train_or_sweep_overrides(verb, overrides)
+        overrides = train_or_sweep_overrides(verb, overrides)
         if overrides is None:
             return  # a finished run resumed: nothing to do
         job = _train_job if verb == "train" else _sweep_job
     else:
-        overrides = _evaluate_overrides(overrides)
+        overrides = evaluate_overrides(overrides)
         job = _evaluate_job
 
     check_launcher(overrides, config_dir())
@@ -239,7 +142,7 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     if verb == "train" and is_search(overrides):
         search_dir, extra = _prepare_search(overrides)
         overrides = [*overrides, *extra]
-    folder = _prepare_folder(verb, overrides)
+    folder = prepare_folder(verb, overrides)
     if folder is not None:
         overrides = [*overrides, *folder.overrides]
     overrides = [*overrides, *rank_overrides(config_dir() / f"{verb}.yaml", overrides)]
@@ -259,66 +162,6 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     _run_in_folder(verb, app, folder)
 
 
-def _wants_help(overrides: list[str]) -> bool:
-    return any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides)
-
-
-def _train_or_sweep_overrides(verb: str, overrides: list[str]) -> list[str] | None:
-    """The overrides of a train or sweep command (``--resume DIR`` expanded into the run's
-    own), checked; None when it resumes a finished run, which leaves nothing to do."""
-    resuming, finished = None, False
-    if "--resume" in overrides:
-        at = overrides.index("--resume")
-        if at + 1 >= len(overrides):
-            raise LowresError(f"--resume needs a folder: lowres {verb} --resume DIR")
-        resuming = overrides[at + 1]
-        given = [*overrides[:at], *overrides[at + 2 :]]
-        finished = verb == "train" and not check_resumable(resuming, given)
-        if verb == "sweep" and any(key_of(o) == "hydra.sweep.dir" for o in given):
-            raise LowresError(
-                f"--resume {resuming} continues the sweep in its own folder, so "
-                "hydra.sweep.dir cannot apply. Resume without it."
-            )
-        overrides = [*given, *resume_overrides(resuming, verb, given)]
-    overrides = _absolute_paths(_normalize_task(overrides))
-    if resuming and finished:
-        # Other settings are refused as for an unfinished run; the same ones find
-        # nothing left to do, and say so instead of exiting 0 in silence.
-        check_same_overrides(Path(resuming), overrides)
-        print(
-            f"lowres train --resume {resuming}: the run finished already "
-            f"({Path(resuming) / 'metrics.json'}); nothing was done.",
-            file=sys.stderr,
-            flush=True,
-        )
-        return None
-    if verb == "sweep":
-        overrides = _normalize_grid(overrides)
-    _check_option_names(overrides)
-    _check_method(overrides)
-    if not _has_task(overrides) and not _wants_help(overrides):
-        raise LowresError(
-            f"lowres {verb} needs a task; choose one of "
-            f"{', '.join(config_groups()['task'])}, e.g. `lowres {verb} +task=xquad`."
-        )
-    return overrides
-
-
-def _evaluate_overrides(overrides: list[str]) -> list[str]:
-    # evaluate: task=NAME evaluates the checkpoint on another task (same as +task=NAME).
-    overrides = _normalize_task(overrides)
-    _check_option_names(overrides)
-    if not _wants_help(overrides) and not any(
-        s.key == "checkpoint" and s.value_text.strip() for s in read_overrides(overrides)
-    ):
-        raise LowresError(
-            "lowres evaluate needs checkpoint=RUN_DIR: the folder `lowres train` wrote "
-            "(it prints its path), e.g. `lowres evaluate "
-            "checkpoint=outputs/xquad/me5-small/2026-01-01_10-00-00`."
-        )
-    return overrides
-
-
 def _run_in_folder(verb: str, app, folder: ClaimedFolder) -> None:
     """Run the Hydra app in the folder chosen and locked for it."""
     print(f"lowres {verb}: run folder {folder.path}", flush=True)
@@ -334,77 +177,6 @@ def _run_in_folder(verb: str, app, folder: ClaimedFolder) -> None:
     print(f"lowres {verb}: done, run folder {folder.path}", flush=True)
 
 
-def _compose(verb: str, overrides: list[str]):
-    """The command's config as Hydra will compose it, with the hydra node; user errors as
-    LowresError (exit 2), before Hydra creates or writes anything."""
-    check_override_keys(overrides)
-    try:
-        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra.compose(config_name=verb, overrides=overrides, return_hydra_config=True)
-            key = "sweep" if verb == "sweep" else "run"
-            folder = str(cfg.hydra[key].dir)
-            if verb != "evaluate":
-                # Every value checked before a folder exists (evaluate checks the
-                # checkpoint's saved config, which it reads later).
-                validate(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        missing = re.search(r"Could not find '([^'/]+)/([^']+)'", str(err))
-        if missing and missing.group(1) in config_groups():
-            group, name = missing.groups()
-            raise ConfigError(
-                f"{group}={name} is not a {group} option; choose one of "
-                f"{', '.join(config_groups()[group])} (configs/{group}/)."
-            ) from None
-        cause = f" {err.__cause__}" if isinstance(err.__cause__, OmegaConfBaseException) else ""
-        raise ConfigError(
-            f"The command line does not compose into a lowres {verb} config: "
-            f"{' '.join(str(err).split())}{' '.join(cause.split())} "
-            "See `lowres --help` for the config groups and their options."
-        ) from None
-    return cfg, folder
-
-
-def _prepare_folder(verb: str, overrides: list[str]) -> ClaimedFolder | None:
-    """The run folder, chosen, checked, created and locked before Hydra writes into it
-    (:func:`lowres.runfolder.claim_run_folder`).
-
-    Hydra's own modes (--cfg, --help, -m) and data-parallel ranks (rank 0 picks the folder
-    for all of them) keep Hydra's behaviour.
-    """
-    if world_size() > 1 or any(o.startswith("-") for o in overrides):
-        return None
-    if verb == "evaluate":
-        _check_evaluate_overrides(overrides)
-    cfg, folder = _compose(verb, overrides)
-    key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
-    explicit = any(s.key == key and "~" not in s.prefix for s in read_overrides(overrides))
-    extra = []
-    root = cfg.get("data", {}).get("root") if verb != "evaluate" else None
-    if root and not Path(root).is_absolute():
-        # A relative data.root (the data=local default is one) would be saved as such, and
-        # `lowres evaluate` of the run from another folder would not find the files.
-        extra.append(f"data.root={Path(root).expanduser().resolve()}")
-    return claim_run_folder(verb, cfg, Path(folder), overrides, explicit=explicit, extra=extra)
-
-
-def _check_evaluate_overrides(overrides: list[str]) -> None:
-    """``lowres evaluate`` rebuilds the model from the run's saved config; a different
-    backbone, prompt or method (a config group) cannot load its trained parameters."""
-    # task=NAME is the one group evaluate takes: a checkpoint answers another task of its
-    # kind (an XQuAD run on MLQA); recipes/evaluate.py checks that the head fits.
-    groups = set(config_groups()) - {"task"}
-    for override in overrides:
-        key = key_of(override)
-        if key in groups:
-            raise LowresError(
-                f"lowres evaluate does not take {override}: it rebuilds the model from the "
-                "checkpoint run's saved config (.hydra/config.yaml), config groups included "
-                "(task=NAME is the one exception: another task of the same kind). "
-                "Override single keys instead, e.g. data.eval_languages=[de,es] or "
-                "trainer.eval_batch_size=64; to evaluate another model, train it first."
-            )
-
-
 def _prepare_search(overrides: list[str]) -> tuple[Path, list[str]]:
     """A search's checks and settings, before any trial: its folder, the added overrides."""
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
@@ -416,7 +188,7 @@ def _prepare_search(overrides: list[str]) -> tuple[Path, list[str]]:
     settings = read_overrides(plain)
     swept = {s.key: s.value_text for s in settings if s.sweep}
     fixed = [s.text for s in settings if not s.sweep]
-    cfg, _ = _compose("train", fixed)
+    cfg, _ = compose("train", fixed)
     extra, folder, plan = plan_search(cfg, plain, swept)
     start_search(folder, plan)
     return folder, extra

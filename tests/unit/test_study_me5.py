@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lowres.cli import _normalize_grid
+from lowres.commandline import normalize_grid
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import check_override_keys, config_dir, register_schemas, validate
 from lowres.sweeps.plan import plan_from_spec
@@ -44,7 +44,7 @@ def test_every_step_composes_and_validates(step, tmp_path):
     if verb == "evaluate":
         assert overrides[0] == f"checkpoint={where[step.needs[0]]}"
         return
-    overrides = _normalize_grid(overrides)
+    overrides = normalize_grid(overrides)
     check_override_keys(overrides)
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train" if verb == "train" else "sweep", overrides=overrides)
