@@ -235,9 +235,7 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
         prompt_lr=cfg.prompt.lr,
         alignment=alignment,
     )
-    run.write_json(
-        "environment.json", environment(args.device, precision_of(args), cfg.backbone.dtype)
-    )
+    run.write_json("environment.json", environment(args.device, args.precision, cfg.backbone.dtype))
     selection = _select_checkpoints(cfg, trainer, task, split, tokenizer, cache)
     _measure_distances(cfg, trainer, model, tokenizer, task)
     resume_from = resume_point(run.path / "trainer") if cfg.resume else None
@@ -318,11 +316,6 @@ def resume_point(trainer_dir: Path) -> str | None:
             "without --resume and hydra.run.dir)."
         )
     return str(found) if found else None
-
-
-def precision_of(args) -> str:
-    """The autocast precision the training arguments run (trainer.precision=auto resolved)."""
-    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
 
 
 def held_out_distances(

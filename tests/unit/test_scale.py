@@ -229,9 +229,10 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch)
         )
 
     monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
-    assert args().bf16 and not args().fp16
+    assert args().bf16 and not args().fp16 and args().precision == "bf16"
     monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())
-    assert not args().bf16 and not args().fp16  # fp32, and no error where bf16 is missing
+    # fp32, and no error where bf16 is missing
+    assert not args().bf16 and not args().fp16 and args().precision == "fp32"
 
 
 def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_path, monkeypatch):
