@@ -133,7 +133,7 @@ def build_model(
     )
     if backbone.family == "decoder":
         check_decoder_method(backbone.name, task, model, loaded.tokenizer)
-    elif task.kind == "extractive_qa" and task.max_length > model.max_text_positions():
+    elif task.kind == "extractive_qa" and not model.fits(task.max_length):
         raise ConfigError(
             f"task.max_length={task.max_length} plus prompt.length={prompt.length} "
             f"exceeds backbone {backbone.name}'s "

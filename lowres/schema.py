@@ -479,7 +479,7 @@ def _check_align(cfg: Any) -> None:
         )
     _at_least("align.temperature", cfg.align.temperature, 1e-6)
     decoder = cfg.backbone.family == "decoder"
-    if decoder and (alignment_on(cfg.align) or cfg.align.report_distance):
+    if decoder and measures_distance(cfg.align):
         name = cfg.backbone.name
         if cfg.align.kind == "kl" and alignment_on(cfg.align):
             raise ConfigError(
@@ -644,6 +644,12 @@ def _check_task_fits(cfg: Any) -> None:
 def alignment_on(align: Any) -> bool:
     """Whether the alignment loss trains: a positive weight (lambda)."""
     return align.weight > 0
+
+
+def measures_distance(align: Any) -> bool:
+    """Whether a run measures the source-target distance of parallel inputs: when the
+    alignment loss trains, or when asked to (align.report_distance) without it."""
+    return alignment_on(align) or bool(align.report_distance)
 
 
 def trains(trainer: Any) -> bool:

@@ -37,7 +37,7 @@ from lowres.recipes.preflight import start_up
 from lowres.recipes.pseudo import PseudoData, add_pseudo_data
 from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains
+from lowres.schema import alignment_languages, measures_distance, resolved_lr, trains
 from lowres.tasks import Split, Task
 from lowres.tasks.base import article_of
 from lowres.training.checkpoints import intact_checkpoint, save_trainable
@@ -284,9 +284,7 @@ def _select_checkpoints(
 
 def _measure_distances(cfg: DictConfig, trainer, model, tokenizer, task: Task) -> None:
     """The held-out parallel distance, logged every align.distance_every steps when asked."""
-    if not (
-        cfg.align.distance_every > 0 and (alignment_on(cfg.align) or cfg.align.report_distance)
-    ):
+    if not (cfg.align.distance_every > 0 and measures_distance(cfg.align)):
         return
 
     def distances() -> dict[str, float]:
@@ -322,7 +320,7 @@ def held_out_distances(
     cfg: DictConfig, model, tokenizer, task: Task, max_pairs: int = 0
 ) -> dict | None:
     """Held-out parallel distances, when alignment trains or they are asked for."""
-    if not (alignment_on(cfg.align) or cfg.align.report_distance):
+    if not measures_distance(cfg.align):
         return None
     return parallel_distance(
         model,
