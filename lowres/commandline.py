@@ -1,7 +1,8 @@
 """The command line of ``lowres train``, ``evaluate`` and ``sweep`` made into the overrides
 Hydra composes: normalised (``task=`` as ``+task=``, relative paths made absolute), checked
-(a task, preset names, ``--resume``), composed once before the run folder is chosen, and
-the run folder claimed (:mod:`lowres.runfolder`).
+(a task, preset names, ``--resume``), composed as Hydra will compose it so that every value
+is checked before the run folder is chosen, and the run folder claimed
+(:mod:`lowres.runfolder`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The run folder: where a run's config, metrics, predictions and checkpoint live.
+"""The run folder: where a run's config, metrics, predictions and checkpoint live, and its
+life: claimed and locked before Hydra writes into it, checked (a finished run, another run's
+files, a resume with other settings than it was trained with), released.
 
 ``metrics.json`` is written from one typed record, :class:`RunMetrics`, and read back into
 it (``lowres report`` reads runs that way), so its fields are named in one place.
