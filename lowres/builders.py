@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def build_model(
     )
     if backbone.family == "decoder":
         check_decoder_method(backbone.name, task, model, loaded.tokenizer)
-    elif task.kind == "extractive_qa" and task.max_length > model.max_text_positions():
+    elif task.kind == "extractive_qa" and not model.fits(task.max_length):
         raise ConfigError(
             f"task.max_length={task.max_length} plus prompt.length={prompt.length} "
             f"exceeds backbone {backbone.name}'s "
@@ -182,6 +183,15 @@ def planned_steps(trainer: TrainerConfig, windows: int, processes: int = 1) -> t
     return total, int(trainer.warmup_ratio * total)
 
 
+@dataclass
+class RunTrainingArguments(TrainingArguments):
+    """The Trainer's arguments, with the autocast precision the run resolved (``auto`` made
+    bf16, fp16 or fp32) kept as one string: the bf16/fp16 flags are derived from it, and
+    environment.json records it."""
+
+    precision: str = field(default="fp32", metadata={"help": "bf16, fp16 or fp32"})
+
+
 def training_arguments(
     trainer: TrainerConfig,
     output_dir: Path,
@@ -189,7 +199,7 @@ def training_arguments(
     task_kind: str,
     learning_rate: float,
     train_windows: int = 0,
-) -> TrainingArguments:
+) -> RunTrainingArguments:
     """The Trainer's arguments; with ``train_windows`` (a run that trains), its step count and
     warm-up fixed here (:func:`planned_steps`) rather than left to the Trainer."""
     device = trainer.device
@@ -226,8 +236,9 @@ def training_arguments(
     max_steps, warmup = trainer.max_steps, trainer.warmup_ratio
     if train_windows:
         max_steps, warmup = planned_steps(trainer, train_windows, world_size())
-    return TrainingArguments(
+    return RunTrainingArguments(
         output_dir=str(output_dir),
+        precision=precision,
         learning_rate=learning_rate,
         num_train_epochs=trainer.epochs,
         max_steps=max_steps,

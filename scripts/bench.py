@@ -311,7 +311,7 @@ def _measure(opts: dict) -> list[dict]:
     import torch
 
     from lowres.methods.flops import step_flops
-    from lowres.recipes.train import quiet_libraries
+    from lowres.recipes.preflight import quiet_libraries
     from lowres.training.trainer import PaddingCollator
 
     quiet_libraries()
