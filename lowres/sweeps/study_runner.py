@@ -169,7 +169,9 @@ def _keep_new_trials(spec: StudySpec, running: Running, commit: Committer | None
         shutil.copy2(trial / ".hydra" / "overrides.yaml", folder / "overrides.yaml")
         if (trial / "train_log.jsonl").is_file():
             shutil.copy2(trial / "train_log.jsonl", folder / "train_log.jsonl")
-        _write_provenance(folder, running, part_trial=int(trial.name))
+        # a trial starts when Hydra writes its config, not when its part (search) started
+        started = (trial / ".hydra" / "config.yaml").stat().st_mtime
+        _write_provenance(folder, running, started=started, part_trial=int(trial.name))
         shutil.copy2(trial / "metrics.json", folder / "metrics.json")  # last: marks it kept
         new.append(number)
         if commit:
@@ -239,15 +241,17 @@ def _keep_run(spec: StudySpec, running: Running) -> Path:
     return target
 
 
-def _write_provenance(folder: Path, running: Running, **extra: Any) -> None:
-    finished = time.time()
+def _write_provenance(
+    folder: Path, running: Running, started: float | None = None, **extra: Any
+) -> None:
+    finished, started = time.time(), started or running.started
     record = {
         "step": running.step.name,
         "command": ["lowres", *running.argv],
         **running.provenance,
-        "started_utc": _utc(running.started),
+        "started_utc": _utc(started),
         "finished_utc": _utc(finished),
-        "wall_s": round(finished - running.started, 1),
+        "wall_s": round(finished - started, 1),
         **extra,
     }
     (folder / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -416,11 +420,11 @@ def process_launcher(jobs: int) -> Launcher:
     import subprocess
     import sys
 
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    # set here, not only for the children, so that each step's provenance records it
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
 
     def launch(argv: list[str]) -> Job:
-        return subprocess.Popen([sys.executable, "-m", "lowres", *argv], env=env)
+        return subprocess.Popen([sys.executable, "-m", "lowres", *argv])
 
     return launch
 

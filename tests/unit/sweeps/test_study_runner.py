@@ -68,6 +68,7 @@ class FakeJob:
         (self.folder / "search_plan.json").write_text(json.dumps(plan))
         trial = self.folder / str(self.trials)
         (trial / ".hydra").mkdir(parents=True)
+        (trial / ".hydra" / "config.yaml").write_text("{}\n")  # written when a trial starts
         (trial / ".hydra" / "overrides.yaml").write_text(
             f"- trainer.lr={0.001 * (self.trials + 1)}\n"
         )
@@ -186,3 +187,14 @@ def test_a_search_part_replaces_the_folder_budget_and_seed_through_hydras_parser
     assert "search.trials=2" in argv and "search.seed=0" in argv
     assert not any(a.startswith("hydra.sweeper.storage=") for a in argv)  # a fresh search
     assert len(argv) == len(step.argv)  # replaced, not added
+
+
+def test_the_process_launcher_shares_the_cores_and_provenance_records_it(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # records the real value, restored after
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    study_runner.process_launcher(jobs=2)
+    assert study_runner.describe_machine()["omp_num_threads"] == "4"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
+    study_runner.process_launcher(jobs=2)
+    assert study_runner.describe_machine()["omp_num_threads"] == "3"
