@@ -7,7 +7,7 @@ import json
 import statistics
 
 import pytest
-import yaml
+from helpers import write_study_spec
 
 from lowres.errors import LowresError
 from lowres.sweeps import study
@@ -16,21 +16,7 @@ from lowres.sweeps.stats import bootstrap_mean, paired_bootstrap
 QUESTIONS = {"sw": ["s1", "s2", "s3", "s4"], "te": ["t1", "t2", "t3"]}
 
 
-def spec_in(tmp_path):
-    spec = {
-        "name": "hand",
-        "results": str(tmp_path / "results"),
-        "work": str(tmp_path / "work"),
-        "methods": {"full": {}, "prompt_align": {}},
-        "source_seeds": [1, 2, 3],
-        "stage2_seeds": [1, 2],
-        "k": [8],
-        "tasks": {"tydiqa": {"zero_shot": ["sw", "te"], "few_shot": ["sw"]}},
-        "primary": [["prompt_align", "full", 0, "tydiqa"], ["prompt_align", "full", 8, "tydiqa"]],
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return study.load_spec(path)
+spec_in = write_study_spec
 
 
 def put(folder, scores: dict[str, dict[str, float]], gzipped: bool = False) -> None:

@@ -8,28 +8,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import write_study_spec
 
 from lowres.errors import LowresError
 from lowres.sweeps import study, study_runner
 
 
 def write_spec(tmp_path, **changes):
-    spec = {
-        "name": "fake",
-        "results": str(tmp_path / "results"),
-        "work": str(tmp_path / "work"),
-        "methods": {"full": {}, "lora": {}},
-        "trials": 2,
-        "source_seeds": [1],
-        "stage2_seeds": [1],
-        "k": [8],
-        "tasks": {"tydiqa": {"zero_shot": ["sw"]}},
-        **changes,
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return study.load_spec(path)
+    """Two methods searched with 2 trials each, one source seed, one zero-shot language."""
+    fake = {"name": "fake", "methods": {"full": {}, "lora": {}}, "trials": 2, "primary": []}
+    fake |= {"source_seeds": [1], "stage2_seeds": [1], "tasks": {"tydiqa": {"zero_shot": ["sw"]}}}
+    return write_study_spec(tmp_path, **{**fake, **changes})
 
 
 def folder_of(argv: list[str]) -> Path:
