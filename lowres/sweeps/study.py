@@ -26,10 +26,11 @@ run again there first (same command, same seed). ``report`` rebuilds every table
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,87 +155,136 @@ def _chosen(results: Path, method: str, stage: str = "search") -> list[str] | No
 def plan(spec: StudySpec) -> list[Step]:
     """Every step, in the order they run. Steps after a search are planned once its choice
     is in results/ (before that, ``status`` counts them as waiting for it)."""
+    steps = []
+    for method, m in spec.methods.items():
+        steps += _method_steps(spec, method, m)
+    return steps
+
+
+def _method_steps(spec: StudySpec, method: str, m: MethodSpec) -> list[Step]:
+    """One method's steps: its search; once that has chosen, each source seed's training and
+    zero-shot evaluations, then stage 2's own search (with a ``stage2_space``); once stage 2
+    has its choice, the few-shot runs."""
     results, work = Path(spec.results), Path(spec.work)
-    base = [f"backbone={spec.backbone}", *spec.common]
-    source = [
+    preset = f"+method={m.preset or method}"
+    run = [
+        *_source_task(spec),
+        preset,
+        *_base_overrides(spec),
+        *spec.source.overrides,
+        *m.overrides,
+    ]
+    steps = [_search_step(spec, f"search/{method}", run, _sweeps(m.space))]
+    chosen = _chosen(results, method)
+    if chosen is None:
+        return steps
+    for seed in spec.source_seeds:
+        steps += _source_steps(spec, method, seed, [*run, *chosen])
+    stage2_chosen: list[str] | None = []
+    if m.stage2_space:
+        first = f"source/{method}/seed{spec.source_seeds[0]}"
+        stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
+                  "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
+        name = f"stage2search/{method}"
+        steps.append(_search_step(spec, name, [*run, *stage2], _sweeps(m.stage2_space), first))
+        stage2_chosen = _chosen(results, method, "stage2search")
+    if stage2_chosen is None:
+        return steps
+    fixed = [*m.overrides, *chosen]
+    for seed in spec.source_seeds:
+        steps += _fewshot_steps(spec, method, seed, preset, fixed, stage2_chosen)
+    return steps
+
+
+def _base_overrides(spec: StudySpec) -> list[str]:
+    """The overrides every training run starts with: the backbone and the spec's common ones."""
+    return [f"backbone={spec.backbone}", *spec.common]
+
+
+def _source_task(spec: StudySpec) -> list[str]:
+    """The source task and the languages it is evaluated on after training."""
+    return [
         f"+task={spec.source.task}",
         f"data.eval_languages=[{','.join(spec.source.languages)}]",
     ]
 
-    def search_step(name: str, overrides: list[str], space: list[str], needs: str = "") -> Step:
-        """An Optuna search scored on source dev, with the study's trial budget."""
-        return Step(
-            name, "search",
-            ["train", "-m", "hydra/sweeper=optuna", *overrides,
-             f"data.source_dev_articles={spec.source.dev_articles}",
-             f"data.source_dev_examples={spec.source.dev_examples}", *space,
-             f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
-             f"hydra.sweep.dir={work / name}"],
-            needs=needs,
-        )  # fmt: skip
 
-    steps = []
-    for method, m in spec.methods.items():
-        preset = f"+method={m.preset or method}"
-        name = f"search/{method}"
-        space = [f"{key}={value}" for key, value in sorted(m.space.items())]
-        run = [*source, preset, *base, *spec.source.overrides, *m.overrides]
-        steps.append(search_step(name, run, space))
-        chosen = _chosen(results, method)
-        if chosen is None:
-            continue
-        for seed in spec.source_seeds:
-            source_step = f"source/{method}/seed{seed}"
+def _sweeps(space: dict[str, str]) -> list[str]:
+    """A search space as Hydra sweep overrides, sorted by key so that the argv is stable."""
+    return [f"{key}={value}" for key, value in sorted(space.items())]
+
+
+def _search_step(
+    spec: StudySpec, name: str, overrides: list[str], space: list[str], needs: str = ""
+) -> Step:
+    """An Optuna search scored on source dev, with the study's trial budget."""
+    work = Path(spec.work)
+    return Step(
+        name, "search",
+        ["train", "-m", "hydra/sweeper=optuna", *overrides,
+         f"data.source_dev_articles={spec.source.dev_articles}",
+         f"data.source_dev_examples={spec.source.dev_examples}", *space,
+         f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+         f"hydra.sweep.dir={work / name}"],
+        needs=needs,
+    )  # fmt: skip
+
+
+def _source_steps(spec: StudySpec, method: str, seed: int, run: list[str]) -> list[Step]:
+    """Source seed ``seed``'s training with the search's choice (``run`` holds both), then
+    each task's zero-shot evaluation of that model."""
+    work = Path(spec.work)
+    source_step = f"source/{method}/seed{seed}"
+    steps = [
+        Step(
+            source_step, "source",
+            ["train", *run, f"data.source_dev_articles={spec.source.dev_articles}",
+             f"data.source_dev_examples={spec.source.dev_examples}",
+             f"trainer.seed={seed}", f"hydra.run.dir={work / source_step}"],
+        )
+    ]  # fmt: skip
+    for task, t in spec.tasks.items():
+        if t.zero_shot:
+            name = f"zeroshot/{task}/{method}/seed{seed}"
             steps.append(
                 Step(
-                    source_step, "source",
-                    ["train", *source, preset, *base, *spec.source.overrides, *m.overrides,
-                     *chosen, f"data.source_dev_articles={spec.source.dev_articles}",
-                     f"data.source_dev_examples={spec.source.dev_examples}",
-                     f"trainer.seed={seed}", f"hydra.run.dir={work / source_step}"],
+                    name, "zeroshot",
+                    ["evaluate", f"checkpoint={work / source_step}", f"task={task}",
+                     f"data.eval_languages=[{','.join(t.zero_shot)}]", *t.overrides,
+                     *spec.evaluate, f"hydra.run.dir={work / name}"],
+                    needs=source_step,
                 )
             )  # fmt: skip
-            for task, t in spec.tasks.items():
-                if t.zero_shot:
-                    name = f"zeroshot/{task}/{method}/seed{seed}"
-                    steps.append(
-                        Step(
-                            name, "zeroshot",
-                            ["evaluate", f"checkpoint={work / source_step}", f"task={task}",
-                             f"data.eval_languages=[{','.join(t.zero_shot)}]", *t.overrides,
-                             *spec.evaluate, f"hydra.run.dir={work / name}"],
-                            needs=source_step,
-                        )
-                    )  # fmt: skip
-        stage2_chosen: list[str] | None = []
-        if m.stage2_space:
-            first = f"source/{method}/seed{spec.source_seeds[0]}"
-            name = f"stage2search/{method}"
-            space = [f"{key}={value}" for key, value in sorted(m.stage2_space.items())]
-            stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
-                      "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
-            steps.append(search_step(name, [*run, *stage2], space, needs=first))
-            stage2_chosen = _chosen(results, method, "stage2search")
-        if stage2_chosen is None:
-            continue
-        for seed in spec.source_seeds:
-            source_step = f"source/{method}/seed{seed}"
-            for task, t in spec.tasks.items():
-                for lang in t.few_shot:
-                    for k in spec.k:
-                        for s2 in spec.stage2_seeds:
-                            name = f"fewshot/{task}/{lang}/{method}/seed{seed}/k{k}/s{s2}"
-                            steps.append(
-                                Step(
-                                    name, "fewshot",
-                                    ["train", f"+task={task}", preset, *base, *m.overrides,
-                                     *chosen, *t.overrides, *spec.stage2, *stage2_chosen,
-                                     f"init_from={work / source_step}", "data.source_pool=false",
-                                     f"data.eval_languages=[{lang}]", f"data.k={k}",
-                                     f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
-                                    needs=source_step,
-                                )
-                            )  # fmt: skip
+    return steps
+
+
+def _fewshot_steps(
+    spec: StudySpec,
+    method: str,
+    seed: int,
+    preset: str,
+    fixed: list[str],
+    stage2_chosen: list[str],
+) -> list[Step]:
+    """Stage 2 on top of source seed ``seed``: each task's few-shot languages, every k and
+    stage-2 seed (``fixed``: the method's own overrides and its source search's choice)."""
+    work = Path(spec.work)
+    source_step = f"source/{method}/seed{seed}"
+    steps = []
+    for task, t in spec.tasks.items():
+        for lang, k, s2 in itertools.product(t.few_shot, spec.k, spec.stage2_seeds):
+            name = f"fewshot/{task}/{lang}/{method}/seed{seed}/k{k}/s{s2}"
+            steps.append(
+                Step(
+                    name, "fewshot",
+                    ["train", f"+task={task}", preset, *_base_overrides(spec), *fixed,
+                     *t.overrides, *spec.stage2, *stage2_chosen,
+                     f"init_from={work / source_step}", "data.source_pool=false",
+                     f"data.eval_languages=[{lang}]", f"data.k={k}",
+                     f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
+                    needs=source_step,
+                )
+            )  # fmt: skip
     return steps
 
 
@@ -448,28 +498,87 @@ def report(
     primary comparison also gets a 95 % interval over the test questions: a bootstrap of
     ``resamples`` (seeded), the source models fixed, languages resampled apart.
     """
-    from lowres.sweeps.stats import paired_bootstrap
-
     table, questions = _score_table(spec)
     averages = _averages(spec, table)
     by_question = _question_table(spec, scorer) if scorer else {}
+    intervals = _question_intervals(spec, table, averages, by_question, resamples)
+    comparisons = _primary(spec, averages, by_question, resamples)
+    lines = [
+        *_preamble(spec, scorer is not None, resamples),
+        *_table_lines(spec, table, questions, averages, intervals),
+        *_primary_lines(spec, comparisons),
+        *_search_lines(spec),
+    ]
+    out = out or Path(spec.results) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    record = {
+        "cells": [
+            {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
+             **summary(list(v.values())), "questions": intervals.get((t, m, k, lang))}
+            for (t, m, k, lang), v in sorted(table.items())
+        ],
+        "averages": [
+            {"task": t, "method": m, "k": k, "per_source_seed": v,
+             "questions": intervals.get((t, m, k, "average"))}
+            for (t, m, k), v in sorted(averages.items())
+        ],
+        "primary": comparisons,
+        "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
+        "questions_interval_varies": (
+            f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
+            "F1 from the kept predictions, averaged over the source (and stage-2) seeds first; "
+            "languages resampled apart" if scorer else None
+        ),
+    }  # fmt: skip
+    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
+    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
 
-    def seeds_of(task: str, method: str, k: int) -> list[int]:
-        return sorted(averages.get((task, method, k), {}))
 
-    def cell_questions(task, method, k, lang):
-        per_seed = by_question.get((task, method, k, lang), {})
-        seeds = sorted(table.get((task, method, k, lang), {}))
-        if not seeds or any(seed not in per_seed for seed in seeds):
-            return None
-        return _question_interval(
-            {lang: _shared_mean([per_seed[seed] for seed in seeds])}, resamples
-        )
+def _shown_tables(spec: StudySpec, table: dict) -> Iterator[tuple[str, int, list[str], list[str]]]:
+    """Each table the report shows, in order: (task, k, its languages, the methods with a
+    score in it); a (task, k) no method has a score for is left out."""
+    for task in spec.tasks:
+        for k in [0, *spec.k]:
+            langs = _languages(spec, task, k)
+            rows = [m for m in spec.methods if any((task, m, k, lang) in table for lang in langs)]
+            if rows:
+                yield task, k, langs, rows
 
-    def average_questions(task, method, k):
-        found = _by_language(spec, by_question, task, method, k, seeds_of(task, method, k))
-        return _question_interval(found, resamples)
 
+def _question_intervals(
+    spec: StudySpec, table: dict, averages: dict, by_question: dict, resamples: int
+) -> dict[tuple, dict[str, Any] | None]:
+    """(task, method, k, language or "average") -> the interval over the test questions of
+    each cell the tables show; None where a seed of the cell has no rescored predictions."""
+    intervals: dict[tuple, dict[str, Any] | None] = {}
+    for task, k, langs, rows in _shown_tables(spec, table):
+        for method in rows:
+            for lang in langs:
+                if (task, method, k, lang) in table:
+                    seeds = sorted(table[task, method, k, lang])
+                    per_seed = by_question.get((task, method, k, lang), {})
+                    interval = _cell_questions(per_seed, lang, seeds, resamples)
+                    intervals[task, method, k, lang] = interval
+            avg = averages.get((task, method, k))
+            found = _by_language(spec, by_question, task, method, k, sorted(avg)) if avg else None
+            intervals[task, method, k, "average"] = _question_interval(found, resamples)
+    return intervals
+
+
+def _cell_questions(
+    per_seed: dict[int, dict[str, float]], lang: str, seeds: list[int], resamples: int
+) -> dict[str, Any] | None:
+    """One language's interval over its questions, each averaged over the cell's source
+    seeds first; None unless every one of them has rescored predictions."""
+    if not seeds or any(seed not in per_seed for seed in seeds):
+        return None
+    return _question_interval({lang: _shared_mean([per_seed[seed] for seed in seeds])}, resamples)
+
+
+def _preamble(spec: StudySpec, rescored: bool, resamples: int) -> list[str]:
+    """The title, the description and what each kind of interval varies."""
     nested = len(spec.stage2_seeds)
     lines = [f"# {spec.name}: report", "", spec.description.strip(), ""]
     lines.append(
@@ -483,7 +592,7 @@ def report(
         + "; it does not vary the test questions. n: questions scored per language."
     )
     lines.append("")
-    if scorer:
+    if rescored:
         lines += [
             f"q[low, high]: the {CONFIDENCE:.0%} interval over the test questions, beside it: "
             f"a bootstrap of {resamples:,} resamples (seed 0) of the questions each cell was "
@@ -493,36 +602,41 @@ def report(
             "apart. Neither interval varies both.",
             "",
         ]
-    cell_records: dict[tuple, dict[str, Any] | None] = {}
-    for task in spec.tasks:
-        for k in [0, *spec.k]:
-            langs = _languages(spec, task, k)
-            rows = [m for m in spec.methods if any((task, m, k, lang) in table for lang in langs)]
-            if not rows:
-                continue
-            lines += [f"## {task}, k = {k}", ""]
-            header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
-            lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
-            lines.append("|---|" + "---:|" * (len(langs) + 2))
-            for method in rows:
-                cells = []
-                for lang in langs:
-                    if (task, method, k, lang) not in table:
-                        cells.append("–")
-                        continue
-                    interval = cell_questions(task, method, k, lang)
-                    cell_records[task, method, k, lang] = interval
-                    cells.append(_cell(table[task, method, k, lang], interval))
-                avg = averages.get((task, method, k))
-                seeds = len(avg) if avg else 0
-                interval = average_questions(task, method, k) if avg else None
-                cell_records[task, method, k, "average"] = interval
-                lines.append(
-                    f"| {method} | "
-                    + " | ".join(cells)
-                    + f" | {_cell(avg, interval) if avg else '–'} | {seeds} |"
-                )
-            lines.append("")
+    return lines
+
+
+def _table_lines(
+    spec: StudySpec, table: dict, questions: dict, averages: dict, intervals: dict
+) -> list[str]:
+    """A table per task and k: a row per method, a cell per language, the target average."""
+    lines = []
+    for task, k, langs, rows in _shown_tables(spec, table):
+        lines += [f"## {task}, k = {k}", ""]
+        header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
+        lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
+        lines.append("|---|" + "---:|" * (len(langs) + 2))
+        for method in rows:
+            cells = [
+                _cell(table[task, method, k, lang], intervals[task, method, k, lang])
+                if (task, method, k, lang) in table
+                else "–"
+                for lang in langs
+            ]
+            avg = averages.get((task, method, k))
+            seeds = len(avg) if avg else 0
+            average = _cell(avg, intervals[task, method, k, "average"]) if avg else "–"
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {average} | {seeds} |")
+        lines.append("")
+    return lines
+
+
+def _primary(
+    spec: StudySpec, averages: dict, by_question: dict, resamples: int
+) -> list[dict[str, Any]]:
+    """The pre-registered comparisons, paired over source seeds (and, with rescored
+    predictions, over the questions), Holm-corrected over those with at least two seeds."""
+    from lowres.sweeps.stats import paired_bootstrap
+
     comparisons = []
     for a, b, k, task in spec.primary:
         first, second = averages.get((task, a, k)), averages.get((task, b, k))
@@ -539,7 +653,13 @@ def report(
     tested = [c for c in comparisons if c.get("p") is not None]
     for c, p in zip(tested, holm([c["p"] for c in tested]), strict=True):
         c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
-    lines += [
+    return comparisons
+
+
+def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[str]:
+    """The primary comparisons' section: what each interval varies, then a row each."""
+    tested = [c for c in comparisons if c.get("p") is not None]
+    lines = [
         "## Primary comparisons (pre-registered; Holm over the family)",
         "",
         f"A − B of the language-averaged F1, paired over source seeds; family of "
@@ -554,24 +674,32 @@ def report(
         "| 95 % CI, questions | p | Holm p | verdict |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for c in comparisons:
-        q = c.get("questions")
-        by_questions = f"[{q['ci95_low']:+.2f}, {q['ci95_high']:+.2f}]" if q else "–"
-        if c.get("p") is None:
-            done = "" if not c["n"] else f"{c['mean_difference']:+.2f} | – | {by_questions} | "
-            lines.append(
-                f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | {done}"
-                + "– | " * (2 if done else 5)
-                + ("one seed: not tested |" if done else "not run |")
-            )
-            continue
-        verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
-        lines.append(
-            f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
-            f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
-            f"{by_questions} | {c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
-        )
+    lines += [_comparison_row(c) for c in comparisons]
     lines.append("")
+    return lines
+
+
+def _comparison_row(c: dict[str, Any]) -> str:
+    """One comparison's row; one not run or with one seed says so instead of a test."""
+    q = c.get("questions")
+    by_questions = f"[{q['ci95_low']:+.2f}, {q['ci95_high']:+.2f}]" if q else "–"
+    if c.get("p") is None:
+        done = "" if not c["n"] else f"{c['mean_difference']:+.2f} | – | {by_questions} | "
+        return (
+            f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | {done}"
+            + "– | " * (2 if done else 5)
+            + ("one seed: not tested |" if done else "not run |")
+        )
+    verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
+    return (
+        f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
+        f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
+        f"{by_questions} | {c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
+    )
+
+
+def _search_lines(spec: StudySpec) -> list[str]:
+    """The searches' section: each finished search's trials, choice and source dev F1."""
     searches = []
     for method in spec.methods:
         record = Path(spec.results) / "search" / method / "search.json"
@@ -582,35 +710,11 @@ def report(
                 f"| {method} | {len(data['trials'])} | {best.get('params')} | "
                 f"{best.get('value', float('nan')):.2f} |"
             )
-    if searches:
-        lines += ["## Searches (source dev, held out by article)", "",
-                  "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
-                  *searches, ""]  # fmt: skip
-    out = out or Path(spec.results) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    record = {
-        "cells": [
-            {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
-             **summary(list(v.values())), "questions": cell_records.get((t, m, k, lang))}
-            for (t, m, k, lang), v in sorted(table.items())
-        ],
-        "averages": [
-            {"task": t, "method": m, "k": k, "per_source_seed": v,
-             "questions": cell_records.get((t, m, k, "average"))}
-            for (t, m, k), v in sorted(averages.items())
-        ],
-        "primary": comparisons,
-        "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
-        "questions_interval_varies": (
-            f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
-            "F1 from the kept predictions, averaged over the source (and stage-2) seeds first; "
-            "languages resampled apart" if scorer else None
-        ),
-    }  # fmt: skip
-    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
-    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return record
+    if not searches:
+        return []
+    return ["## Searches (source dev, held out by article)", "",
+            "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
+            *searches, ""]  # fmt: skip
 
 
 def plot_averages(spec: StudySpec, averages: dict, out: Path) -> list[Path]:
