@@ -328,32 +328,42 @@ def _metrics(path: Path) -> dict[str, Any]:
     return json.loads((path / "metrics.json").read_text())
 
 
-def _score_table(spec: StudySpec) -> tuple[dict[tuple, dict[int, float]], dict[tuple, int]]:
-    """(task, method, k, language) -> source seed -> F1 (stage-2 seeds averaged within it),
-    and (task, language) -> questions scored."""
+def _kept_runs(spec: StudySpec):
+    """Every kept evaluation the report reads, in one walk of results/ (the one place that
+    knows its layout): ``(task, method, seed, 0, None, [zero-shot folder])`` for a model's
+    zero-shot run (all its languages), ``(task, method, seed, k, lang, [stage-2 folders])``
+    for a few-shot cell with every one of its nested stage-2 seeds kept."""
     results = Path(spec.results)
-    table: dict[tuple, dict[int, float]] = defaultdict(dict)
-    questions: dict[tuple, int] = {}
     for method in spec.methods:
         for seed in spec.source_seeds:
             for task, t in spec.tasks.items():
                 folder = results / "zeroshot" / task / method / f"seed{seed}"
                 if (folder / "metrics.json").is_file():
-                    for lang, scores in _metrics(folder)["per_language"].items():
-                        table[task, method, 0, lang][seed] = scores["f1"]
-                        questions[task, lang] = scores["n"]
+                    yield task, method, seed, 0, None, [folder]
                 for lang in t.few_shot:
                     for k in spec.k:
-                        values = []
-                        for s2 in spec.stage2_seeds:
-                            run = results / "fewshot" / task / lang / method / f"seed{seed}"
-                            run = run / f"k{k}" / f"s{s2}"
-                            if (run / "metrics.json").is_file():
-                                scores = _metrics(run)["per_language"][lang]
-                                values.append(scores["f1"])
-                                questions[task, lang] = scores["n"]
-                        if len(values) == len(spec.stage2_seeds):
-                            table[task, method, k, lang][seed] = statistics.fmean(values)
+                        cell = results / "fewshot" / task / lang / method / f"seed{seed}" / f"k{k}"
+                        runs = [cell / f"s{s2}" for s2 in spec.stage2_seeds]
+                        kept = [run for run in runs if (run / "metrics.json").is_file()]
+                        yield task, method, seed, k, lang, kept
+
+
+def _score_table(spec: StudySpec) -> tuple[dict[tuple, dict[int, float]], dict[tuple, int]]:
+    """(task, method, k, language) -> source seed -> F1 (stage-2 seeds averaged within it),
+    and (task, language) -> questions scored."""
+    table: dict[tuple, dict[int, float]] = defaultdict(dict)
+    questions: dict[tuple, int] = {}
+    for task, method, seed, k, lang, runs in _kept_runs(spec):
+        if not k:
+            for language, scores in _metrics(runs[0])["per_language"].items():
+                table[task, method, 0, language][seed] = scores["f1"]
+                questions[task, language] = scores["n"]
+            continue
+        scores = [_metrics(run)["per_language"][lang] for run in runs]
+        if scores:
+            questions[task, lang] = scores[-1]["n"]
+        if len(scores) == len(spec.stage2_seeds):
+            table[task, method, k, lang][seed] = statistics.fmean(s["f1"] for s in scores)
     return table, questions
 
 
@@ -428,27 +438,17 @@ def _shared_mean(runs: list[dict[str, float]]) -> dict[str, float]:
 def _question_table(spec: StudySpec, scorer: QuestionScorer) -> dict[tuple, dict[int, dict]]:
     """(task, method, k, language) -> source seed -> question -> F1, as :func:`_score_table`
     (few-shot: each question's F1 averaged over the stage-2 seeds first)."""
-    results = Path(spec.results)
     table: dict[tuple, dict[int, dict[str, float]]] = defaultdict(dict)
-    for method in spec.methods:
-        for seed in spec.source_seeds:
-            for task, t in spec.tasks.items():
-                folder = results / "zeroshot" / task / method / f"seed{seed}"
-                if (folder / "metrics.json").is_file():
-                    for lang in _metrics(folder)["per_language"]:
-                        scores = _rescored(folder, task, lang, scorer)
-                        if scores:
-                            table[task, method, 0, lang][seed] = scores
-                for lang in t.few_shot:
-                    for k in spec.k:
-                        runs = []
-                        for s2 in spec.stage2_seeds:
-                            run = results / "fewshot" / task / lang / method / f"seed{seed}"
-                            run = run / f"k{k}" / f"s{s2}"
-                            if (run / "metrics.json").is_file():
-                                runs.append(_rescored(run, task, lang, scorer))
-                        if len(runs) == len(spec.stage2_seeds) and all(runs):
-                            table[task, method, k, lang][seed] = _shared_mean(runs)
+    for task, method, seed, k, lang, runs in _kept_runs(spec):
+        if not k:
+            for language in _metrics(runs[0])["per_language"]:
+                scores = _rescored(runs[0], task, language, scorer)
+                if scores:
+                    table[task, method, 0, language][seed] = scores
+            continue
+        rescored = [_rescored(run, task, lang, scorer) for run in runs]
+        if len(rescored) == len(spec.stage2_seeds) and all(rescored):
+            table[task, method, k, lang][seed] = _shared_mean(rescored)
     return table
 
 
