@@ -338,6 +338,9 @@ def _study(argv: list[str]) -> None:
     parser.add_argument("--limit", type=int, default=0, help="run: at most this many steps")
     parser.add_argument("--jobs", type=int, default=1, help="run: steps at once (cores shared)")
     parser.add_argument(
+        "--retries", type=int, default=2, help="run: restarts of a step killed by a signal"
+    )
+    parser.add_argument(
         "--commit", action="store_true", help="run: git-commit each step and trial as it is kept"
     )
     parser.add_argument("--commands", action="store_true", help="status: each step's command")
@@ -356,6 +359,7 @@ def _study(argv: list[str]) -> None:
             study_runner.process_launcher(args.jobs),
             jobs=args.jobs,
             limit=args.limit,
+            retries=args.retries,
             commit=study_runner.git_committer() if args.commit else None,
             describe=study_runner.describe_machine,
         )

@@ -16,6 +16,7 @@ which seed, is recorded in ``search_plan.json``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -45,6 +46,13 @@ class Job(Protocol):
 Launcher = Callable[[list[str]], Job]  # starts ``lowres ARGV``
 Committer = Callable[[list[Path], str], None]  # commits these paths with this message
 Describer = Callable[[], dict[str, Any]]  # the code and machine a step runs on
+
+
+class _Ended:
+    """A step with nothing left to run (a search whose every trial is kept)."""
+
+    def poll(self) -> int:
+        return 0
 
 
 @dataclass
@@ -317,6 +325,7 @@ def run_study(
     *,
     jobs: int = 1,
     limit: int = 0,
+    retries: int = 2,
     echo: Callable[[str], None] = print,
     commit: Committer | None = None,
     describe: Describer = dict,
@@ -324,40 +333,93 @@ def run_study(
 ) -> int:
     """Run the steps without results, up to ``jobs`` at once (at most ``limit`` when > 0);
     returns how many finished. The plan is made again after each finished step, so the
-    steps after a search appear once its choice is kept."""
-    running: dict[str, Running] = {}
+    steps after a search appear once its choice is kept. A step killed by a signal (the
+    out-of-memory killer, say) starts again from what is kept, up to ``retries`` times; a
+    step that fails with an error stops new starts."""
+    with _study_lock(spec):
+        running: dict[str, Running] = {}
+        kills: dict[str, int] = {}
+        finished, failure = 0, None
+        while True:
+            done_now, failed = _collect(spec, running, kills, retries, commit, echo)
+            finished, failure = finished + done_now, failure or failed
+            steps = plan(spec)
+            while failure is None and len(running) < jobs and not (limit and finished >= limit):
+                found = _next(spec, steps, set(running))
+                if found is None:
+                    break
+                step, keep = found
+                running[step.name] = _start(spec, step, keep, launch, describe, echo)
+                if not keep:
+                    echo(f"study: {step.name}: weights not under {spec.work}; training it again")
+            if not running:
+                break
+            time.sleep(poll_s)
+    if failure:
+        raise failure
+    return finished
+
+
+def _collect(
+    spec: StudySpec,
+    running: dict[str, Running],
+    kills: dict[str, int],
+    retries: int,
+    commit: Committer | None,
+    echo: Callable[[str], None],
+) -> tuple[int, LowresError | None]:
+    """Keep what the running steps have finished: new search trials, ended steps. Returns
+    how many steps finished and the first failure."""
     finished, failure = 0, None
-    while True:
-        for name, state in list(running.items()):
-            code = state.job.poll()  # before keeping: a trial written just before the end
-            if state.step.kind == "search" and state.keep:
-                for number in _keep_new_trials(spec, state, commit):
-                    echo(f"study: {name}: trial {number} kept")
-            if code is None:
-                continue
-            del running[name]
-            if code:
-                failure = failure or _failed(state, code)
-                continue
+    for name, state in list(running.items()):
+        code = state.job.poll()  # before keeping: a trial written just before the end
+        if state.step.kind == "search" and state.keep:
+            for number in _keep_new_trials(spec, state, commit):
+                echo(f"study: {name}: trial {number} kept")
+        if code is None:
+            continue
+        del running[name]
+        if code < 0 and kills.get(name, 0) < retries:  # killed by a signal, not failed
+            kills[name] = kills.get(name, 0) + 1
+            echo(
+                f"study: {name}: killed by signal {-code} (the out-of-memory killer, or a "
+                f"stop); started again from what is kept (retry {kills[name]} of {retries})"
+            )
+        elif code:
+            failure = failure or _failed(state, code)
+        else:
             try:
                 finished += _finish(spec, state, commit, echo)
             except LowresError as err:
                 failure = failure or err
-        steps = plan(spec)
-        while failure is None and len(running) < jobs and not (limit and finished >= limit):
-            found = _next(spec, steps, set(running))
-            if found is None:
-                break
-            step, keep = found
-            running[step.name] = _start(spec, step, keep, launch, describe, echo)
-            if not keep:
-                echo(f"study: {step.name}: weights not under {spec.work}; training it again there")
-        if not running:
-            break
-        time.sleep(poll_s)
-    if failure:
-        raise failure
-    return finished
+    return finished, failure
+
+
+@contextlib.contextmanager
+def _study_lock(spec: StudySpec):
+    """One ``lowres study run`` per work folder: a second would restart the first one's
+    steps in the same folders."""
+    import fcntl
+    import os
+
+    work = Path(spec.work)
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".study.lock", "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise LowresError(
+                f"Another `lowres study run` ({holder}) is running the study in {work}; two "
+                "would run the same steps in the same folders. Wait for it to end, or stop "
+                "it (its kept trials and steps stay kept) and run again."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"PID {os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def _failed(state: Running, code: int) -> LowresError:
@@ -373,6 +435,9 @@ def _start(
 ) -> Running:
     shutil.rmtree(Path(spec.work) / step.name, ignore_errors=True)  # an unfinished try
     first = len(kept_trials(Path(spec.results) / step.name)) if step.kind == "search" else 0
+    if step.kind == "search" and first >= spec.trials:  # stopped after its last trial
+        echo(f"study: {step.name}: every trial kept; the search is finished without running")
+        return Running(step, _Ended(), [], time.time(), describe(), keep, first)
     argv = _search_argv(spec, step, first) if step.kind == "search" else step.argv
     if first:
         echo(f"study: {step.name}: {first} trial(s) kept; the search goes on from trial {first}")

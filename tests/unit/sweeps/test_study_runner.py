@@ -39,6 +39,8 @@ class FakeJob:
         self.log.append(("poll", self.folder.name))
         if "-m" in self.argv:
             self._trial()
+            if self.code == -9:
+                return self.code  # killed after its first trial
         self.left -= 1
         if self.left > 0:
             return None
@@ -52,7 +54,8 @@ class FakeJob:
         wanted = int(next(a for a in self.argv if a.startswith("search.trials=")).split("=")[1])
         if self.trials >= wanted:
             return
-        plan = {"space": {"trainer.lr": "x"}, "n_trials": wanted, "seed": 0}
+        seed = int(next(a for a in self.argv if a.startswith("search.seed=")).split("=")[1])
+        plan = {"space": {"trainer.lr": "x"}, "n_trials": wanted, "seed": seed}
         plan |= {"source_language": "en", "source_dev_articles": 5, "source_dev_examples": 0}
         (self.folder / "search_plan.json").write_text(json.dumps(plan))
         trial = self.folder / str(self.trials)
@@ -66,11 +69,19 @@ class FakeJob:
         self.trials += 1
 
 
-def launcher(log, fail=()):
+def launcher(log, fail=(), killed=()):
+    """Fake steps; those whose folder names one of ``fail`` exit 1, of ``killed`` are
+    killed (SIGKILL) the first time they run."""
+    kills = set()
+
     def launch(argv):
         name = str(folder_of(argv))
         log.append(("start", name))
-        return FakeJob(argv, log, code=1 if any(f in name for f in fail) else 0)
+        code = 1 if any(f in name for f in fail) else 0
+        if any(k in name for k in killed) and not any(k in name for k in kills):
+            kills.update(k for k in killed if k in name)
+            code = -9
+        return FakeJob(argv, log, code=code)
 
     return launch
 
@@ -187,3 +198,39 @@ def test_the_process_launcher_shares_the_cores_and_provenance_records_it(monkeyp
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
     study_runner.process_launcher(jobs=2)
     assert study_runner.describe_machine()["omp_num_threads"] == "3"
+
+
+def test_a_killed_search_goes_on_from_its_kept_trial_and_a_second_runner_is_refused(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}})
+    log, said = [], []
+    assert study_runner.run_study(
+        spec, launcher(log, killed=("search/full",)), poll_s=0, echo=said.append
+    ) == 3  # fmt: skip
+    starts = [Path(entry[1]).name for entry in log if entry[0] == "start"][:2]
+    assert starts == ["part0", "part1"]  # killed after trial 0; trial 1 in a second part
+    assert any("killed by signal 9" in line and "retry 1 of 2" in line for line in said)
+    results = tmp_path / "results" / "search" / "full"
+    assert study_runner.kept_trials(results) == [0, 1]
+    plan = json.loads((results / "search_plan.json").read_text())
+    assert [(p["first_trial"], p["sampler_seed"]) for p in plan["parts"]] == [(0, 0), (1, 1)]
+
+    refused = pytest.raises(LowresError, match=r"Another `lowres study run` \(PID \d+\)")
+    with study_runner._study_lock(spec), refused:  # a study run holds the work folder
+        study_runner.run_study(spec, launcher([]), poll_s=0, echo=said.append)
+
+
+def test_a_step_killed_more_often_than_its_retries_stops_the_study(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}})
+    with pytest.raises(LowresError, match=r"search/full .* failed \(exit -9\)"):
+        study_runner.run_study(
+            spec, launcher([], killed=("search/full",)), retries=0, poll_s=0, echo=print
+        )
+
+
+def test_a_search_killed_after_its_last_trial_is_finished_without_running_again(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}}, trials=1)
+    log = []
+    study_runner.run_study(spec, launcher(log, killed=("search/full",)), poll_s=0, echo=print)
+    starts = [Path(entry[1]).name for entry in log if entry[0] == "start"]
+    assert starts[0] == "part0" and "part1" not in starts  # nothing left to run
+    assert (tmp_path / "results" / "search" / "full" / "search.json").is_file()
