@@ -33,7 +33,8 @@ from lowres.errors import LowresError
 from lowres.sweeps.search import PLAN, write_search
 from lowres.sweeps.study import Step, StudySpec, done, plan
 
-KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json")
+# environment.json: the device, resolved precision, threads and library versions of the run
+KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json", "environment.json")
 PROVENANCE = "provenance.json"
 
 
@@ -175,8 +176,9 @@ def _keep_new_trials(spec: StudySpec, running: Running, commit: Committer | None
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         shutil.copy2(trial / ".hydra" / "overrides.yaml", folder / "overrides.yaml")
-        if (trial / "train_log.jsonl").is_file():
-            shutil.copy2(trial / "train_log.jsonl", folder / "train_log.jsonl")
+        for name in ("train_log.jsonl", "environment.json"):
+            if (trial / name).is_file():
+                shutil.copy2(trial / name, folder / name)
         # a trial starts when Hydra writes its config, not when its part (search) started
         started = (trial / ".hydra" / "config.yaml").stat().st_mtime
         _write_provenance(folder, running, started=started, part_trial=int(trial.name))

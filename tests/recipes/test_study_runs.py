@@ -146,9 +146,11 @@ def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
     results = tmp_path / "results" / "search" / "full"
     whole = json.loads((results / "search.json").read_text())
     assert [t["number"] for t in whole["trials"]] == [0, 1, 2]
-    for trial in (0, 1, 2):  # each kept with its command's provenance
+    for trial in (0, 1, 2):  # each kept with its command's provenance and environment
         provenance = json.loads((results / str(trial) / "provenance.json").read_text())
         assert provenance["step"] == "search/full" and provenance["part_trial"] == trial
+        environment = json.loads((results / str(trial) / "environment.json").read_text())
+        assert environment["precision"] in ("fp32", "bf16")
 
     # A new machine whose last commit held trial 0 only: trials 1 and 2 run again, as a
     # second part told trial 0 first, its sampler seeded past the first part's.
