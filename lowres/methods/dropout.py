@@ -2,16 +2,17 @@
 
 torch's CPU dropout draws its mask with ``bernoulli_``, one 64-bit generator call per
 element in a serial loop: on me5-small with LoRA on every linear layer (109 dropouts a
-step) that took about half of a training step, more than the matrix products, and it does
-not get faster in bf16 (docs/benchmarks.md). ``FastDropout`` draws one 64-bit word per four
+step) dropout took about half of a training step, and it does not get faster in bf16
+(docs/benchmarks.md). ``FastDropout`` draws one 64-bit word per four
 elements and keeps an element where its 16-bit share is at or above ``p`` of the range:
 the same distribution up to the 1/65536 grid of ``p``, from the same seeded generator, but
 other masks than torch's, so a run's numbers change (hence opt-in).
 
 Attention-probability dropout happens inside ``scaled_dot_product_attention``, which also
-falls back from its fused kernel to the plain one when dropout is on; an encoder's ``sdpa``
-attention is therefore swapped for :func:`sdpa_with_fast_dropout`, the same computation
-with ``keep_mask``'s mask on the probabilities while training, and ``sdpa`` itself otherwise.
+falls back from its fused kernel to the plain one when dropout is on; ``sdpa`` attention
+is therefore swapped for :func:`sdpa_with_fast_dropout`, the same computation with
+``keep_mask``'s mask on the probabilities of bidirectional layers while training, and
+``sdpa`` itself otherwise (evaluation, causal or grouped-head layers).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def sdpa_with_fast_dropout(
     """transformers' ``sdpa`` attention, with :func:`keep_mask` for the dropout of the
     attention probabilities of a bidirectional layer whose heads are not grouped."""
     grouped = getattr(module, "num_key_value_groups", 1) > 1
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+    # as sdpa_attention_forward decides it: a layer that does not say is causal
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     masked = attention_mask is None or attention_mask.dtype == torch.bool
     if not dropout or grouped or causal or not masked or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(
@@ -96,9 +98,9 @@ AttentionMaskInterface.register(FAST_DROPOUT_ATTENTION, sdpa_mask)
 
 def use_fast_dropout(model: nn.Module) -> int:
     """Replace every ``nn.Dropout`` module of ``model`` by a ``FastDropout`` of the same
-    ``p``, and ``sdpa`` attention of encoder configs by :func:`sdpa_with_fast_dropout`, in
-    place; returns how many dropout modules were replaced. Dropout that a module applies
-    through ``torch.nn.functional`` keeps torch's mask."""
+    ``p``, and ``sdpa`` attention by :func:`sdpa_with_fast_dropout` (not in the decoder of
+    an encoder-decoder model), in place; returns how many dropout modules were replaced.
+    Dropout that a module applies through ``torch.nn.functional`` keeps torch's mask."""
     replaced = 0
     for parent in list(model.modules()):
         config = getattr(parent, "config", None)
