@@ -28,6 +28,7 @@ from lowres.distributed import world_size
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
 from lowres.methods.build import build_method
+from lowres.methods.dropout import use_fast_dropout
 from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
 from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder
@@ -113,8 +114,13 @@ def build_model(
     *,
     task: TaskConfig,
     seed: int,
+    fast_dropout: bool = False,
 ):
-    """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
+    """Backbone + method, exactly as configured; returns ``(model, tokenizer)``.
+
+    ``fast_dropout`` (``trainer.fast_dropout``) swaps the model's dropout modules for
+    :class:`lowres.methods.dropout.FastDropout`; evaluation, without dropout, is unchanged.
+    """
     loaded = load_backbone_reused(**backbone_arguments(backbone, task, seed))
     adapter = typed(adapter, AdapterConfig)
     if not adapter.target_modules:  # the adapter's default for this backbone, if it has one
@@ -131,6 +137,8 @@ def build_model(
         adapter=adapter,
         seed=seed,
     )
+    if fast_dropout:
+        use_fast_dropout(model)
     if backbone.family == "decoder":
         check_decoder_method(backbone.name, task, model, loaded.tokenizer)
     elif task.kind == "extractive_qa" and not model.fits(task.max_length):

@@ -136,6 +136,9 @@ class TrainerConfig:
     # fp32 | bf16 (GPU, or CPU with avx512_bf16/AMX) | fp16 (GPU) | auto: bf16 where native
     precision: str = "fp32"
     group_by_length: bool = True  # training batches of similar length (less padding)
+    # Dropout masks from a cheaper random draw (lowres.methods.dropout): faster CPU training
+    # steps, other masks than torch's, so results differ from a run without it (opt-in).
+    fast_dropout: bool = False
     seed: int = 42
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0

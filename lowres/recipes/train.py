@@ -71,7 +71,13 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     split, pseudo = training_data(cfg, task, run)
     model, tokenizer = build_model(
-        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+        cfg.backbone,
+        cfg.freeze,
+        cfg.prompt,
+        cfg.adapter,
+        task=cfg.task,
+        seed=cfg.trainer.seed,
+        fast_dropout=cfg.trainer.fast_dropout,
     )
     check_trainable(cfg.trainer, model, cfg.backbone)
     if cfg.init_from:

@@ -283,6 +283,12 @@ def test_bench_script_times_presets_interleaved_with_optimizer_and_alignment_sha
         bench.main()
     assert exit_info.value.code == 2
     assert "no_such_method, which configs/method/ does not have" in capsys.readouterr().err
+    # a variant (PRESET:KEY=VALUE) is checked by its preset
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,nope:trainer.fast_dropout=true"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    assert "nope:trainer.fast_dropout=true, which configs/method/" in capsys.readouterr().err
 
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,prompt_align"])
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--json", str(tmp_path / "bench.json")])
