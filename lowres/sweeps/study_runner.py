@@ -184,10 +184,9 @@ def _keep_new_trials(spec: StudySpec, running: Running, commit: Committer | None
         _write_provenance(folder, running, started=started, part_trial=int(trial.name))
         shutil.copy2(trial / "metrics.json", folder / "metrics.json")  # last: marks it kept
         new.append(number)
-        if commit:
-            commit([folder], f"{spec.name}: {running.step.name} trial {number}")
-    if new:
-        _record_plan(spec, running, part)
+        plan_file = _record_plan(spec, running, part)  # committed with the trial: a resume
+        if commit:  # elsewhere needs its parts and seeds
+            commit([folder, plan_file], f"{spec.name}: {running.step.name} trial {number}")
     return new
 
 
@@ -195,7 +194,7 @@ def _number(path: Path) -> int:
     return int(path.name)
 
 
-def _record_plan(spec: StudySpec, running: Running, part: Path) -> None:
+def _record_plan(spec: StudySpec, running: Running, part: Path) -> Path:
     """results/<search>/search_plan.json: the part's plan, the study's budget, the parts."""
     target = Path(spec.results) / running.step.name / PLAN
     planned = json.loads((part / PLAN).read_text())
@@ -215,6 +214,7 @@ def _record_plan(spec: StudySpec, running: Running, part: Path) -> None:
         "parts": sorted(parts, key=lambda p: p["first_trial"]),
     }
     target.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return target
 
 
 def _finish_search(spec: StudySpec, step: Step) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search
     kept = []
     finished = study_runner.run_study(
         spec, launcher(log), jobs=2, poll_s=0, echo=said.append,
-        commit=lambda paths, message: kept.append(message),
+        commit=lambda paths, message: kept.append((message, paths)),
     )  # fmt: skip
     starts = [entry[1] for entry in log if entry[0] == "start"]
     work = tmp_path / "work"
@@ -104,8 +104,13 @@ def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search
     assert study_runner.kept_trials(results / "search/full") == [0, 1]
     chosen = json.loads((results / "search/full/search.json").read_text())["best"]
     assert chosen["params"] == {"trainer.lr": 0.002} and chosen["value"] == 61.0
-    # every trial and step committed as it was kept, trials first
-    assert kept[:2] == ["fake: search/full trial 0", "fake: search/lora trial 0"]
+    # every trial and step committed as it was kept, trials first, each trial with the
+    # search's plan (its parts and sampler seeds: what a resume elsewhere needs)
+    assert [message for message, _ in kept[:2]] == [
+        "fake: search/full trial 0", "fake: search/lora trial 0"
+    ]  # fmt: skip
+    assert kept[0][1] == [results / "search/full/0", results / "search/full/search_plan.json"]
+    kept = [message for message, _ in kept]
     assert "fake: search/full" in kept and "fake: zeroshot/tydiqa/lora/seed1" in kept
     assert len(kept) == 4 + 6
     provenance = json.loads((results / "zeroshot/tydiqa/full/seed1/provenance.json").read_text())
