@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from lowres.errors import ConfigError, LowresError
+from lowres.overrides import read_all
 
 OPTUNA = "hydra/sweeper=optuna"
 OBJECTIVE = "source_dev"
@@ -79,7 +80,7 @@ def plan_search(
             "preset may carry one). Add a sweep, or choose a method whose preset has one."
         )
     extra = [f"{key}={value}" for key, value in sorted(preset.items())]
-    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
+    given = {setting.key: setting.value_text for setting in read_all(overrides)}
     if given.get("hydra.sweeper.direction", "maximize") != "maximize":
         raise ConfigError(
             f"hydra.sweeper.direction={given['hydra.sweeper.direction']}: a search maximises "
@@ -133,12 +134,7 @@ def _overrides_file(run_dir: Path) -> Path:
 
 def _trial_params(run_dir: Path, keys: list[str]) -> dict[str, Any]:
     saved = yaml.safe_load(_overrides_file(run_dir).read_text()) or []
-    values = {}
-    for override in saved:
-        key, _, value = override.lstrip("+").partition("=")
-        if key in keys:
-            values[key] = yaml.safe_load(value)
-    return values
+    return {s.key: yaml.safe_load(s.value_text) for s in read_all(saved) if s.key in keys}
 
 
 def collect_search(search_dir: str | Path) -> dict[str, Any]:

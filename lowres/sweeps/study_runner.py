@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 import yaml
 
 from lowres.errors import LowresError
+from lowres.overrides import read_all
 from lowres.sweeps.search import PLAN, write_search
 from lowres.sweeps.study import Step, StudySpec, done, plan
 
@@ -79,24 +81,16 @@ def kept_trials(folder: Path) -> list[int]:
     )
 
 
-def _parsed(argv: list[str]) -> list[tuple[str, Any]]:
-    """A command's overrides (its words after the verb and ``-m``) read by Hydra's parser."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    words = [a for a in argv[1:] if not a.startswith("-")]
-    return list(zip(words, OverridesParser.create().parse_overrides(words), strict=True))
-
-
 def _argv_with(argv: list[str], **values: str) -> list[str]:
     """``argv`` with each ``key=value`` replaced (keys given with ``.`` as ``__``)."""
     keys = {key.replace("__", "."): value for key, value in values.items()}
-    replaced = {text for text, o in _parsed(argv) if o.get_key_element().lstrip("+~") in keys}
+    replaced = {setting.text for setting in read_all(argv) if setting.key in keys}
     return [*(a for a in argv if a not in replaced), *(f"{k}={v}" for k, v in keys.items())]
 
 
 def _space(argv: list[str]) -> list[str]:
     """The sweep overrides of a search command (its space)."""
-    return [text for text, override in _parsed(argv) if override.is_sweep_override()]
+    return [setting.text for setting in read_all(argv) if setting.sweep]
 
 
 def _storage_with_kept_trials(
@@ -113,25 +107,32 @@ def _storage_with_kept_trials(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=url, direction="maximize")
     results = Path(spec.results) / step.name
-    for number in kept_trials(results)[:first_trial]:
-        trial = results / str(number)
-        metrics = json.loads((trial / "metrics.json").read_text())
-        dev = metrics.get("source_dev") or {}
-        value = dev.get(dev.get("main_score", "f1"))
-        params = {}
-        for override in yaml.safe_load((trial / "overrides.yaml").read_text()) or []:
-            key, _, text = override.lstrip("+").partition("=")
-            if key in distributions:
-                params[key] = _as_param(distributions[key], text)
-        finite = isinstance(value, int | float) and value == value
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions=distributions,
-                value=float(value) if finite else None,
-                state=optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL,
+    # add_trial and create_trial are what optuna 2 offers for telling past trials; they are
+    # marked experimental there, and the warning says nothing a study user can act on
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for number in kept_trials(results)[:first_trial]:
+            trial = results / str(number)
+            metrics = json.loads((trial / "metrics.json").read_text())
+            dev = metrics.get("source_dev") or {}
+            value = dev.get(dev.get("main_score", "f1"))
+            saved = yaml.safe_load((trial / "overrides.yaml").read_text()) or []
+            params = {
+                s.key: _as_param(distributions[s.key], s.value_text)
+                for s in read_all(saved)
+                if s.key in distributions
+            }
+            finite = isinstance(value, int | float) and value == value
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=distributions,
+                    value=float(value) if finite else None,
+                    state=optuna.trial.TrialState.COMPLETE
+                    if finite
+                    else optuna.trial.TrialState.FAIL,
+                )
             )
-        )
     return url
 
 
