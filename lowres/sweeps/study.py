@@ -699,10 +699,14 @@ def _comparison_row(c: dict[str, Any]) -> str:
 
 
 def _search_lines(spec: StudySpec) -> list[str]:
-    """The searches' section: each finished search's trials, choice and source dev F1."""
+    """The searches' section: each finished search's trials, choice and source dev F1; a
+    search still running, its kept trials (no choice yet, and no score shown before one)."""
     searches = []
     for method in spec.methods:
         record = Path(spec.results) / "search" / method / "search.json"
+        kept = [p for p in record.parent.glob("[0-9]*") if (p / "metrics.json").is_file()]
+        if not record.is_file() and kept:
+            searches.append(f"| {method} | {len(kept)} of {spec.trials} (running) | – | – |")
         if record.is_file():
             data = json.loads(record.read_text())
             best = data["best"] or {}

@@ -144,3 +144,13 @@ def test_a_stage2_space_plans_an_english_k_shot_search_before_the_few_shot_runs(
     # the stage-2 choice comes after the fixed stage-2 overrides, so it is what Hydra keeps
     assert argv.index("trainer.min_steps=60") > argv.index("trainer.min_steps=30")
     assert argv.index("trainer.lr=2e-05") > argv.index("trainer.lr=3e-05")
+
+
+def test_the_report_lists_a_running_search_by_its_kept_trials_without_a_choice(tmp_path):
+    spec = write_spec(tmp_path, trials=8)
+    for trial in (0, 1):
+        put(tmp_path / "results" / "search" / "prompt_align" / str(trial), {"en": 60.0})
+    study.report(spec)
+    text = (tmp_path / "results" / "report" / "report.md").read_text()
+    assert "| prompt_align | 2 of 8 (running) | – | – |" in text
+    assert "| full |" not in text.split("## Searches")[1]  # no trial kept: not listed
