@@ -179,3 +179,45 @@ def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
     assert resumed["trials"][0] == whole["trials"][0]
     assert (results / "0" / "metrics.json").read_bytes() == first
     assert [(p["first_trial"], p["sampler_seed"]) for p in resumed["parts"]] == [(0, 0), (1, 1)]
+
+
+@pytest.mark.slow  # each step a fresh `lowres` process (torch imports): about a minute
+def test_the_study_command_runs_two_steps_at_once_and_commits_each_as_it_lands(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    spec = yaml.safe_load(tiny_spec(tmp_path, methods=("full", "lora_all_linear")).read_text())
+    spec |= {"results": "results/tiny", "work": "outputs/tiny", "k": [], "primary": []}
+    spec["tasks"]["tydiqa"]["few_shot"] = []
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lowres", "study", "run", "tiny.yaml", "--jobs", "2", "--commit"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "6 step(s) finished" in done.stdout  # 2 searches, 2 source runs, 2 evaluations
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True,
+                         text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert sorted(log) == sorted([
+        "tiny: search/full trial 0", "tiny: search/full",
+        "tiny: search/lora_all_linear trial 0", "tiny: search/lora_all_linear",
+        "tiny: source/full/seed1", "tiny: source/lora_all_linear/seed1",
+        "tiny: zeroshot/tydiqa/full/seed1", "tiny: zeroshot/tydiqa/lora_all_linear/seed1",
+    ])  # fmt: skip
+    untracked = subprocess.run(["git", "status", "--porcelain", "results"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert untracked == ""  # every kept file is committed
+    results = repo / "results" / "tiny"
+    starts = {}
+    for method in ("full", "lora_all_linear"):
+        provenance = json.loads((results / "search" / method / "0" / "provenance.json").read_text())
+        assert provenance["omp_num_threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+        starts[method] = provenance
+    first, second = (starts[m] for m in ("full", "lora_all_linear"))
+    assert second["started_utc"] <= first["finished_utc"]  # the two searches overlapped
