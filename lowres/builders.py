@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lowres.distributed import world_size
 from lowres.environment import cpu_bf16_flags, cpu_name
 from lowres.errors import ConfigError, LowresError
 from lowres.methods.build import build_method
+from lowres.methods.dropout import use_fast_dropout
 from lowres.methods.peft_export import PEFT_DIR, export_peft, peft_blocker
 from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder
@@ -112,8 +114,13 @@ def build_model(
     *,
     task: TaskConfig,
     seed: int,
+    fast_dropout: bool = False,
 ):
-    """Backbone + method, exactly as configured; returns ``(model, tokenizer)``."""
+    """Backbone + method, exactly as configured; returns ``(model, tokenizer)``.
+
+    ``fast_dropout`` (``trainer.fast_dropout``) swaps the model's dropout modules for
+    :class:`lowres.methods.dropout.FastDropout`; evaluation, without dropout, is unchanged.
+    """
     loaded = load_backbone_reused(**backbone_arguments(backbone, task, seed))
     adapter = typed(adapter, AdapterConfig)
     if not adapter.target_modules:  # the adapter's default for this backbone, if it has one
@@ -130,9 +137,11 @@ def build_model(
         adapter=adapter,
         seed=seed,
     )
+    if fast_dropout:
+        use_fast_dropout(model)
     if backbone.family == "decoder":
         check_decoder_method(backbone.name, task, model, loaded.tokenizer)
-    elif task.kind == "extractive_qa" and task.max_length > model.max_text_positions():
+    elif task.kind == "extractive_qa" and not model.fits(task.max_length):
         raise ConfigError(
             f"task.max_length={task.max_length} plus prompt.length={prompt.length} "
             f"exceeds backbone {backbone.name}'s "
@@ -182,6 +191,15 @@ def planned_steps(trainer: TrainerConfig, windows: int, processes: int = 1) -> t
     return total, int(trainer.warmup_ratio * total)
 
 
+@dataclass
+class RunTrainingArguments(TrainingArguments):
+    """The Trainer's arguments, with the autocast precision the run resolved (``auto`` made
+    bf16, fp16 or fp32) kept as one string: the bf16/fp16 flags are derived from it, and
+    environment.json records it."""
+
+    precision: str = field(default="fp32", metadata={"help": "bf16, fp16 or fp32"})
+
+
 def training_arguments(
     trainer: TrainerConfig,
     output_dir: Path,
@@ -189,7 +207,7 @@ def training_arguments(
     task_kind: str,
     learning_rate: float,
     train_windows: int = 0,
-) -> TrainingArguments:
+) -> RunTrainingArguments:
     """The Trainer's arguments; with ``train_windows`` (a run that trains), its step count and
     warm-up fixed here (:func:`planned_steps`) rather than left to the Trainer."""
     device = trainer.device
@@ -226,8 +244,9 @@ def training_arguments(
     max_steps, warmup = trainer.max_steps, trainer.warmup_ratio
     if train_windows:
         max_steps, warmup = planned_steps(trainer, train_windows, world_size())
-    return TrainingArguments(
+    return RunTrainingArguments(
         output_dir=str(output_dir),
+        precision=precision,
         learning_rate=learning_rate,
         num_train_epochs=trainer.epochs,
         max_steps=max_steps,

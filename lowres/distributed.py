@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lowres.errors import LowresError
+from lowres.overrides import key_of
 
 # How long rank 0 serves the run time before it gives up on ranks that never came.
 READ_TIMEOUT_S = 600.0
@@ -101,11 +102,11 @@ def rank_overrides(primary_config: Path, overrides: list[str]) -> list[str]:
     for key in ("run.dir", "sweep.dir"):
         section, leaf = key.split(".")
         template = hydra_section.get(section, {}).get(leaf)
-        given = any(o.startswith(f"hydra.{key}=") for o in overrides)
+        given = any(key_of(o) == f"hydra.{key}" for o in overrides)
         if template and not given:
             extra.append(f"hydra.{key}={_NOW.sub(lambda m: stamp.strftime(m.group(1)), template)}")
     if not is_main_process():
         extra.append("hydra.output_subdir=null")
-        if not any(o.startswith("hydra/job_logging=") for o in overrides):
+        if not any(key_of(o) == "hydra/job_logging" for o in overrides):
             extra.append("hydra/job_logging=none")
     return extra

@@ -37,6 +37,8 @@ from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 
 from lowres.errors import ConfigError
+from lowres.overrides import key_of
+from lowres.overrides import read_all as read_overrides
 
 # plugin name as it appears in launcher names -> (module it installs, pip package)
 PLUGINS = {
@@ -56,9 +58,9 @@ def _launcher_base(name: str, config_root: Path) -> str:
 
 def check_launcher(overrides: list[str], config_root: Path) -> None:
     """Raise ConfigError if ``hydra/launcher=X`` needs a plugin that is not installed."""
-    for override in overrides:
-        key, _, name = override.lstrip("+~").partition("=")
-        if key != "hydra/launcher" or not name:
+    for setting in read_overrides(overrides):
+        name = setting.value_text
+        if setting.key != "hydra/launcher" or not name:
             continue
         base = _launcher_base(name, config_root)
         for plugin, (module, package) in PLUGINS.items():
@@ -168,10 +170,6 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 _DISPATCHER_ONLY = ("hydra.mode", "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def chosen_launcher() -> str | None:
     """The ``_target_`` of the launcher this Hydra job was started with; None for the basic one."""
     target = str(HydraConfig.get().launcher.get("_target_", ""))
@@ -204,7 +202,7 @@ def launch_jobs(
     saved = HydraConfig.instance().cfg
     hydra = GlobalHydra.instance().hydra
     assert hydra is not None, "launch_jobs runs inside a Hydra app"
-    kept = [o for o in hydra_cfg.overrides.hydra if _key(o) not in _DISPATCHER_ONLY]
+    kept = [o for o in hydra_cfg.overrides.hydra if key_of(o) not in _DISPATCHER_ONLY]
     master = hydra.compose_config(
         config_name=hydra_cfg.job.config_name,
         overrides=[

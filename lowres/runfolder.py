@@ -1,4 +1,6 @@
-"""The run folder: where a run's config, metrics, predictions and checkpoint live.
+"""The run folder: where a run's config, metrics, predictions and checkpoint live, and its
+life: claimed and locked before Hydra writes into it, checked (a finished run, another run's
+files, a resume with other settings than it was trained with), released.
 
 ``metrics.json`` is written from one typed record, :class:`RunMetrics`, and read back into
 it (``lowres report`` reads runs that way), so its fields are named in one place.
@@ -18,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 
 from lowres.distributed import is_main_process
 from lowres.errors import DataFormatError, LowresError
 from lowres.files import read_json, write_atomic
+from lowres.overrides import key_of
+from lowres.overrides import read_all as read_overrides
 
 METRICS_FILE = "metrics.json"
 
@@ -436,3 +441,279 @@ def remove_empty_parents(folder: str | Path, root: str | Path) -> None:
             parent.rmdir()  # only an empty folder goes; a sibling run keeps its parents
         except OSError:
             return
+
+
+# -- the life of a run folder: claimed and locked before Hydra runs, checked, released ----
+
+# The default run folders (configs/*.yaml hydra.run.dir) live under ./outputs.
+OUTPUTS_ROOT = Path("outputs")
+
+
+def claim_run_folder(
+    verb: str, cfg: Any, path: Path, overrides: list[str], *, explicit: bool, extra: list[str]
+) -> ClaimedFolder:
+    """Choose, check, create and lock the run folder of a train, evaluate or sweep command
+    before Hydra writes into it.
+
+    Hydra writes .hydra/ into hydra.run.dir before any lowres code runs, so every refusal
+    (a finished run, another run's folder, a folder in use) must happen here. A default
+    folder (not ``explicit``) is claimed atomically, so runs started in the same second get
+    folders of their own.
+    """
+    key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
+    if not explicit:
+        _check_default_folder(verb, cfg, path)
+        claimed = claim_new_folder(path)
+        lock = FolderLock(claimed).acquire()
+        return ClaimedFolder(
+            claimed, key, lock, created=True, keep_saved_config=False, extra=extra, fresh=True
+        )
+    created = not path.exists()
+    folder = ensure_folder(path)
+    # Locked before it is checked: a check without the lock could pass while another
+    # process finishes a run there, and Hydra would then rewrite that run's .hydra/.
+    lock = FolderLock(folder).acquire()
+    try:
+        refuse_links(folder)
+        keep_saved_config = _check_folder(verb, cfg, folder, overrides)
+    except BaseException:
+        lock.release()
+        if created:
+            remove_if_scaffolding(folder)
+        raise
+    fresh = verb == "train" and not cfg.resume
+    return ClaimedFolder(
+        folder,
+        key,
+        lock,
+        created=created,
+        keep_saved_config=keep_saved_config,
+        extra=extra,
+        fresh=fresh,
+    )
+
+
+def _launcher_overrides(run_dir: str, given: list[str]) -> list[str]:
+    """The launcher a sweep was started with (``hydra/launcher=...``, ``hydra.launcher.*``).
+
+    Hydra keeps these in .hydra/hydra.yaml, not overrides.yaml; a sweep started on SLURM
+    resumes on SLURM. A launcher setting given again on the command line wins.
+    """
+    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return []
+    recorded = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("overrides", {})
+    given_keys = {key_of(o) for o in given}
+    if any(key.startswith("hydra/launcher") for key in given_keys):
+        return []  # another launcher: none of the old one's settings apply
+    return [
+        o
+        for o in recorded.get("hydra") or []
+        if key_of(o).startswith(("hydra/launcher", "hydra.launcher."))
+        and key_of(o) not in given_keys
+    ]
+
+
+def resume_overrides(
+    run_dir: str, verb: str = "train", given: list[str] | None = None
+) -> list[str]:
+    """Re-run a run folder's own overrides in that folder, with resume switched on."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        raise LowresError(
+            f"--resume {run_dir}: no {path} found; expected a folder written by "
+            f"`lowres {verb}` (it holds .hydra/overrides.yaml). Check the path."
+        )
+    previous = [o for o in yaml.safe_load(path.read_text()) or [] if key_of(o) != "resume"]
+    # overrides.yaml holds the job's overrides only; the user's config folders (their own
+    # method presets) were a Hydra override, kept in hydra.yaml.
+    hydra_file = path.parent / "hydra.yaml"
+    if hydra_file.is_file():
+        saved = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {})
+        previous += [
+            o
+            for o in (saved.get("overrides") or {}).get("hydra") or []
+            if key_of(o) == "hydra.searchpath"
+        ]
+    if verb == "sweep":
+        # A sweep resumes by skipping finished runs; no resume flag needed.
+        return [
+            *previous,
+            *_launcher_overrides(run_dir, given or []),
+            f"hydra.sweep.dir={Path(run_dir).resolve()}",
+        ]
+    return [*previous, f"hydra.run.dir={Path(run_dir).resolve()}", "resume=true"]
+
+
+class ClaimedFolder:
+    """The folder a train/evaluate/sweep command writes, chosen and locked before Hydra runs."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: str,
+        lock: FolderLock,
+        *,
+        created: bool,
+        keep_saved_config: bool,
+        extra: list[str],
+        fresh: bool = False,
+    ) -> None:
+        self.path, self.created, self.lock = path, created, lock
+        # A new run in a new or empty folder: all it holds is this command's own.
+        self.fresh = fresh
+        self.overrides = [f"{key}={path}", *extra]
+        if keep_saved_config:
+            # A resumed run already holds the config it was trained with; Hydra must not
+            # rewrite .hydra/ (it would replace a finished run's config before any check).
+            self.overrides.append("hydra.output_subdir=null")
+
+    def close(self, *, succeeded: bool, user_error: bool) -> None:
+        """Release the lock; leave nothing behind when the command failed before it
+        produced anything."""
+        # A new run stopped by a user error before training produced anything (a device
+        # it cannot have, a prompt layer the backbone lacks) leaves nothing that would
+        # block the corrected command in the same folder.
+        if user_error and self.fresh and not produced_outputs(self.path):
+            clear_folder(self.path, keep=LOCK_FILE)
+        self.lock.release()
+        # A command that failed before producing anything leaves no junk folder, nor the
+        # empty task/backbone folders above a default one.
+        if not succeeded and self.created and remove_if_scaffolding(self.path):
+            remove_empty_parents(self.path, OUTPUTS_ROOT)
+
+
+def _check_default_folder(verb: str, cfg, path: Path) -> None:
+    """The default folder is built from names in the config (task.name, backbone.name); one
+    holding ``..`` must not place the run outside outputs/."""
+    if path.resolve().is_relative_to(OUTPUTS_ROOT.resolve()):
+        return
+    names = {"task.name": cfg.get("task", {}).get("name"), "backbone.name": None}
+    if verb != "evaluate":
+        names["backbone.name"] = cfg.get("backbone", {}).get("name")
+    culprits = [f"{k}={v}" for k, v in names.items() if v and ".." in Path(str(v)).parts]
+    named = " and ".join(culprits) or "a name in hydra.run.dir's default"
+    raise LowresError(
+        f"The run folder {path} lies outside {OUTPUTS_ROOT}/: {named} leads out of it. The "
+        "default folder is outputs/<task.name>/<backbone.name>/<date>; give a name without "
+        "'..' (or an absolute path), or choose the folder with hydra.run.dir=DIR."
+    )
+
+
+def _check_folder(verb: str, cfg, path: Path, overrides: list[str]) -> bool:
+    """Refuse a given run folder this command must not write into (called under its lock);
+    whether the folder's saved config is kept (a resumed run)."""
+    keep_saved_config = False
+    if verb == "train" and not cfg.resume and holds_run(path):
+        if (path / "metrics.json").is_file():
+            raise LowresError(
+                f"The run folder {path} already holds a finished run (metrics.json); "
+                "lowres never overwrites one. Choose another hydra.run.dir."
+            )
+        raise LowresError(
+            f"The run folder {path} already holds another run's files (.hydra/); lowres does "
+            f"not train a new run over them. Continue that run with `lowres train --resume "
+            f"{path}`, or choose another hydra.run.dir."
+        )
+    if verb == "train" and cfg.resume and (path / ".hydra" / "overrides.yaml").is_file():
+        check_same_overrides(path, overrides)
+        keep_saved_config = True
+    if verb == "evaluate" and holds_run(path):
+        raise LowresError(
+            f"hydra.run.dir={path} already holds a run (.hydra/ or metrics.json); "
+            "`lowres evaluate` writes its scores into a new folder and never into a trained "
+            "run's. Leave hydra.run.dir out (a new folder under outputs/evaluate/) or give an "
+            "empty one."
+        )
+    if verb == "sweep" and (path / "metrics.json").is_file():
+        raise LowresError(
+            f"hydra.sweep.dir={path} is a finished training run's folder, not a sweep folder; "
+            "choose another hydra.sweep.dir."
+        )
+    if verb == "sweep":
+        busy = held_locks(path / "runs")  # the sweep folder's own lock is this command's
+        if busy:
+            pids = ", ".join(sorted(set(busy.values())))
+            names = ", ".join(str(folder.relative_to(path)) for folder in list(busy)[:3])
+            raise LowresError(
+                f"Runs of the sweep {path} are still being trained by process(es) {pids} "
+                f"({names}{', ...' if len(busy) > 3 else ''}): workers left by a sweep that "
+                "was killed, or another sweep command. Two writers in one run would mix its "
+                f"results. Wait for them to finish or stop them (kill {pids.split(',')[0]}), "
+                "then resume."
+            )
+    foreign = unexpected_entries(path)
+    a_sweep = verb == "sweep" and (path / "sweep.json").is_file()
+    if foreign and not holds_run(path) and not a_sweep:
+        key = "hydra.sweep.dir" if verb == "sweep" else "hydra.run.dir"
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise LowresError(
+            f"{key}={path} is a folder of other files ({shown}), not a lowres run; lowres "
+            "writes a new run only into a new or empty folder, so that none of them is "
+            f"overwritten. Choose another {key} (a folder that does not exist yet)."
+        )
+    return keep_saved_config
+
+
+def _task_overrides(overrides: list[str]) -> list[str]:
+    """The overrides Hydra saves in overrides.yaml: not its own, not resume."""
+    return sorted(
+        o
+        for o in overrides
+        if not (key_of(o).startswith(("hydra.", "hydra/")) or key_of(o) == "resume")
+    )
+
+
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """Override key -> value, the last one winning as in Hydra (``+``/``~`` prefixes kept
+    apart from the key, so ``+task=x`` and ``task=x`` name the same setting)."""
+    settings = {}
+    for setting in read_overrides(_task_overrides(overrides)):
+        settings[setting.prefix.lstrip("+") + setting.key] = setting.value_text
+    return settings
+
+
+def check_same_overrides(path: Path, overrides: list[str]) -> None:
+    saved = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+    before, now = _settings(saved), _settings(overrides)
+    added = [f"{k}={v}" for k, v in now.items() if k not in before]
+    changed = [f"{k}={now[k]} (trained with {before[k]})" for k in now if k in before
+               and now[k] != before[k]]  # fmt: skip
+    dropped = [f"{k}={v}" for k, v in before.items() if k not in now]
+    if added or changed or dropped:
+        raise LowresError(
+            f"Resuming {path} with other settings than it was trained with (added: "
+            f"{', '.join(added) or 'none'}; changed: {', '.join(changed) or 'none'}; missing: "
+            f"{', '.join(dropped) or 'none'}); a resumed run must continue the same run. "
+            f"Resume it as it was with `lowres train --resume {path}` (no other overrides), "
+            "or start a new run in another folder."
+        )
+
+
+def check_resumable(run_dir: str, given: list[str]) -> bool:
+    """Whether there is anything to resume: a finished run has nothing left (False); a
+    folder without a checkpoint would silently start from step 0 (refused)."""
+    path = Path(run_dir)
+    elsewhere = [
+        s.text
+        for s in read_overrides(given)
+        if s.key in ("hydra.run.dir", "hydra.sweep.dir") and "~" not in s.prefix
+    ]
+    if elsewhere:
+        raise LowresError(
+            f"--resume {run_dir} continues the run in its own folder, so {elsewhere[0]} "
+            "cannot apply. Resume without it, or copy the folder there first and resume "
+            "the copy: `lowres train --resume COPY`."
+        )
+    if not (path / ".hydra" / "overrides.yaml").is_file():
+        return True  # not a run folder: resume_overrides says so
+    if RunFolder.finished_at(path):
+        return False
+    if not any((path / "trainer").glob("checkpoint-*")):
+        raise LowresError(
+            f"--resume {run_dir}: the run has no resumable checkpoint (no "
+            f"{path / 'trainer'}/checkpoint-N); runs save them only with "
+            "trainer.save_steps=N. Start it again in a new folder (the same command without "
+            "--resume and hydra.run.dir), with trainer.save_steps set to make it resumable."
+        )
+    return True

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 
 from lowres.errors import ConfigError
+from lowres.overrides import read_all as read_overrides
 from lowres.registry import (
     ADAPTERS,
     ALIGNMENT_LOSSES,
@@ -137,6 +136,9 @@ class TrainerConfig:
     # fp32 | bf16 (GPU, or CPU with avx512_bf16/AMX) | fp16 (GPU) | auto: bf16 where native
     precision: str = "fp32"
     group_by_length: bool = True  # training batches of similar length (less padding)
+    # Dropout masks from a cheaper random draw (lowres.methods.dropout): faster CPU training
+    # steps, other masks than torch's, so results differ from a run without it (opt-in).
+    fast_dropout: bool = False
     seed: int = 42
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -305,25 +307,20 @@ def check_override_keys(overrides: list[str]) -> None:
     holds for a new top-level key (``+lr=1``, ``++trainr.lr=1``). Config groups (``+task=``,
     ``+method=``, ``+experiment=``, ``hydra/launcher=``) are choices, not keys. And the
     schemas stored as ``<group>_schema`` options are building blocks, not choices.
-    Overrides are read with Hydra's own parser; one it cannot parse is left to Hydra,
-    whose message names the syntax error.
+    Overrides are read with Hydra's own parser (lowres.overrides); one it cannot parse is
+    left to Hydra, whose message names the syntax error.
     """
     nested = {**GROUP_SCHEMAS, "sweep": SweepConfig, "search": SearchConfig}
     top_keys = [f.name for f in dataclasses.fields(SweepRunConfig)]
     groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
     every_key = _valid_keys(SweepRunConfig)
-    parser = OverridesParser.create()
-    for override in overrides:
-        if override.startswith("-") or "=" not in override:
+    for setting in read_overrides(overrides):
+        if "=" not in setting.text:
             continue
-        try:
-            parsed = parser.parse_override(override)
-        except HydraException:
-            continue
-        key = parsed.key_or_group
+        override, key = setting.text, setting.key
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
-        value = parsed.value()
+        value = setting.value()
         if key in nested and isinstance(value, str) and value.strip().endswith("_schema"):
             options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
             raise ConfigError(
@@ -422,6 +419,21 @@ def validate(cfg: Any) -> None:
     _check_finite({k: v for k, v in plain.items() if k != "hydra"}, "")
     FREEZING_STRATEGIES.check(cfg.freeze.strategy)
     LOADERS.check(cfg.backbone.loader)
+    _check_backbone(cfg)
+    _check_prompt(cfg.prompt)
+    _check_align(cfg)
+    _check_adapter(cfg.adapter)
+    _check_trainer(cfg.trainer)
+    _check_data_source(cfg.data)
+    if cfg.task is not None:
+        _check_task(cfg.task, cfg.data)
+    _check_pseudo(cfg.get("pseudo"))  # absent from configs composed without the group
+    _check_data(cfg.data)
+    if cfg.task is not None:
+        _check_task_fits(cfg)
+
+
+def _check_backbone(cfg: Any) -> None:
     _check_backbone_source(cfg.backbone)
     _choice("backbone.family", cfg.backbone.family, ("encoder", "decoder", "auto"))
     _choice("backbone.dtype", cfg.backbone.dtype, DTYPES)
@@ -432,28 +444,34 @@ def validate(cfg: Any) -> None:
             "backbone.gradient_checkpointing=false."
         )
     _at_least("backbone.generation_batch_size", cfg.backbone.generation_batch_size, 1)
-    _at_least("prompt.length", cfg.prompt.length, 0, "Use prompt.length=0 to disable it.")
-    if cfg.prompt.length == 0 and cfg.prompt.layers != "input":
+
+
+def _check_prompt(prompt: Any) -> None:
+    _at_least("prompt.length", prompt.length, 0, "Use prompt.length=0 to disable it.")
+    if prompt.length == 0 and prompt.layers != "input":
         # The builder would drop the prompt while the saved config still says deep.
         raise ConfigError(
-            f"prompt.length=0 turns the prompt off, but prompt.layers={cfg.prompt.layers} "
+            f"prompt.length=0 turns the prompt off, but prompt.layers={prompt.layers} "
             "asks for prompts injected at depth; give prompt.length a positive value "
             "(e.g. prompt.length=20) or turn the prompt off with prompt=none."
         )
     # null = the prompt trains at trainer.lr; 0 would be recorded while trainer.lr applied.
-    _learning_rate("prompt.lr", cfg.prompt.lr, zero_ok=False, unset="it then follows trainer.lr")
-    _choice("prompt.init", cfg.prompt.init, PROMPT_INITS)
-    if cfg.prompt.init == "text" and not cfg.prompt.init_text:
+    _learning_rate("prompt.lr", prompt.lr, zero_ok=False, unset="it then follows trainer.lr")
+    _choice("prompt.init", prompt.init, PROMPT_INITS)
+    if prompt.init == "text" and not prompt.init_text:
         raise ConfigError(
             "prompt.init=text needs prompt.init_text, the words whose embeddings start the "
             "prompt, e.g. prompt.init_text='answer the question'."
         )
-    layers = cfg.prompt.layers
+    layers = prompt.layers
     if not (layers in ("input", "all") or _is_int_list(layers)):
         raise ConfigError(
             f"prompt.layers={layers!r} is not valid; expected input, all, or a list of layer "
             "indices such as prompt.layers=[0,3,5]."
         )
+
+
+def _check_align(cfg: Any) -> None:
     _at_least("align.weight", cfg.align.weight, 0.0, "Use align.weight=0 to turn it off.")
     ALIGNMENT_LOSSES.check(cfg.align.kind)
     POOLINGS.check(cfg.align.pooling)
@@ -464,7 +482,7 @@ def validate(cfg: Any) -> None:
         )
     _at_least("align.temperature", cfg.align.temperature, 1e-6)
     decoder = cfg.backbone.family == "decoder"
-    if decoder and (alignment_on(cfg.align) or cfg.align.report_distance):
+    if decoder and measures_distance(cfg.align):
         name = cfg.backbone.name
         if cfg.align.kind == "kl" and alignment_on(cfg.align):
             raise ConfigError(
@@ -485,123 +503,142 @@ def validate(cfg: Any) -> None:
         "align.distance_every", cfg.align.distance_every, 0, "Use 0 to measure at the end only."
     )
     _at_least("align.distance_pairs", cfg.align.distance_pairs, 1)
-    ADAPTERS.check(cfg.adapter.kind)
-    _choice("adapter.layers", cfg.adapter.layers, LORA_LAYERS)
-    _at_least("adapter.r", cfg.adapter.r, 1)
-    _at_least("adapter.alpha", cfg.adapter.alpha, 1)
-    if not 0.0 <= cfg.adapter.dropout < 1.0:
+
+
+def _check_adapter(adapter: Any) -> None:
+    ADAPTERS.check(adapter.kind)
+    _choice("adapter.layers", adapter.layers, LORA_LAYERS)
+    _at_least("adapter.r", adapter.r, 1)
+    _at_least("adapter.alpha", adapter.alpha, 1)
+    if not 0.0 <= adapter.dropout < 1.0:
         raise ConfigError(
-            f"adapter.dropout={cfg.adapter.dropout} is out of range; it is a probability in "
+            f"adapter.dropout={adapter.dropout} is out of range; it is a probability in "
             "[0, 1) (e.g. adapter.dropout=0.1)."
         )
-    _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
-    _choice("trainer.device", cfg.trainer.device, DEVICES)
-    _choice("trainer.report_to", cfg.trainer.report_to, REPORT_TO)
-    if cfg.trainer.lr is not None and cfg.trainer.lr == 0 and trains(cfg.trainer):
+
+
+def _check_trainer(trainer: Any) -> None:
+    _choice("trainer.precision", trainer.precision, PRECISIONS)
+    _choice("trainer.device", trainer.device, DEVICES)
+    _choice("trainer.report_to", trainer.report_to, REPORT_TO)
+    if trainer.lr is not None and trainer.lr == 0 and trains(trainer):
         # lr=0 used to train the prompts (their own prompt.lr) and silently not the rest.
         raise ConfigError(
-            f"trainer.lr={cfg.trainer.lr} is out of range; it must be > 0 for a run that "
+            f"trainer.lr={trainer.lr} is out of range; it must be > 0 for a run that "
             "trains (at 0 the head, adapters and unfrozen weights would never move while a "
             "prompt with its own prompt.lr did). Use trainer.epochs=0 to evaluate the model "
             "without training."
         )
-    zero_ok = not trains(cfg.trainer)
-    _learning_rate("trainer.lr", cfg.trainer.lr, zero_ok=zero_ok, unset="the method's rate")
+    zero_ok = not trains(trainer)
+    _learning_rate("trainer.lr", trainer.lr, zero_ok=zero_ok, unset="the method's rate")
     _at_least(
-        "trainer.logging_steps", cfg.trainer.logging_steps, 1, "Set e.g. trainer.logging_steps=10."
+        "trainer.logging_steps", trainer.logging_steps, 1, "Set e.g. trainer.logging_steps=10."
     )
-    _at_least("trainer.save_steps", cfg.trainer.save_steps, 0, "Use 0 to save no checkpoints.")
-    _at_least("trainer.weight_decay", cfg.trainer.weight_decay, 0.0, "Use 0 for none.")
-    _at_least("trainer.dataloader_workers", cfg.trainer.dataloader_workers, 0)
+    _at_least("trainer.save_steps", trainer.save_steps, 0, "Use 0 to save no checkpoints.")
+    _at_least("trainer.weight_decay", trainer.weight_decay, 0.0, "Use 0 for none.")
+    _at_least("trainer.dataloader_workers", trainer.dataloader_workers, 0)
     # A negative epoch count used to skip training and evaluate the untrained model.
-    _at_least("trainer.epochs", cfg.trainer.epochs, 0.0, "Use trainer.epochs=0 to skip training.")
-    if cfg.trainer.max_steps < -1:
+    _at_least("trainer.epochs", trainer.epochs, 0.0, "Use trainer.epochs=0 to skip training.")
+    if trainer.max_steps < -1:
         raise ConfigError(
-            f"trainer.max_steps={cfg.trainer.max_steps} is out of range; use a positive step "
+            f"trainer.max_steps={trainer.max_steps} is out of range; use a positive step "
             "count, or -1 to train for trainer.epochs."
         )
-    _at_least("trainer.seed", cfg.trainer.seed, 0, "Seeds are non-negative integers.")
-    if not 0.0 <= cfg.trainer.warmup_ratio < 1.0:
+    _at_least("trainer.seed", trainer.seed, 0, "Seeds are non-negative integers.")
+    if not 0.0 <= trainer.warmup_ratio < 1.0:
         raise ConfigError(
-            f"trainer.warmup_ratio={cfg.trainer.warmup_ratio} is out of range; it is the share "
+            f"trainer.warmup_ratio={trainer.warmup_ratio} is out of range; it is the share "
             "of training steps spent warming up, in [0, 1) (e.g. 0.1)."
         )
-    _at_least("trainer.batch_size", cfg.trainer.batch_size, 1)
-    _at_least("trainer.min_steps", cfg.trainer.min_steps, 0)
-    _at_least("trainer.eval_batch_size", cfg.trainer.eval_batch_size, 1)
-    _at_least("trainer.grad_accum", cfg.trainer.grad_accum, 1)
-    _choice("trainer.select_on", cfg.trainer.select_on, SELECT_POLICIES)
-    _at_least("trainer.select_every", cfg.trainer.select_every, 0)
-    _at_least("trainer.select_examples", cfg.trainer.select_examples, 1)
-    _choice("data.source", cfg.data.source, DATA_SOURCES)
-    _choice("data.source_split", cfg.data.source_split, SOURCE_SPLITS)
-    _at_least("data.source_dev_articles", cfg.data.source_dev_articles, 0)
-    _at_least("data.source_dev_examples", cfg.data.source_dev_examples, 0)
-    if cfg.task is not None:
-        _choice("task.padding", cfg.task.padding, PADDINGS)
-        _choice("task.kind", cfg.task.kind, TASK_KINDS)
-        METRICS.check(cfg.task.metric)
-        for length in ("max_length", "max_question_length", "n_best", "max_answer_length"):
-            _at_least(f"task.{length}", cfg.task[length], 1)
-        _at_least("task.stride", cfg.task.stride, 0)
-        _at_least("task.num_labels", cfg.task.num_labels, 2, "A classifier needs two classes.")
-        _check_reader(cfg.task, cfg.data)
-    pseudo = cfg.get("pseudo")  # absent from configs composed without the group
-    if pseudo is not None:
-        PSEUDO_KINDS.check(pseudo.kind)
-        if not 0.0 <= pseudo.threshold <= 1.0:
-            raise ConfigError(
-                f"pseudo.threshold={pseudo.threshold} is out of range; it is a probability, "
-                "so it must be in [0, 1] (pseudo.threshold=1.0 keeps no label)."
-            )
-        _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
-    _at_least("data.k", cfg.data.k, 0)
+    _at_least("trainer.batch_size", trainer.batch_size, 1)
+    _at_least("trainer.min_steps", trainer.min_steps, 0)
+    _at_least("trainer.eval_batch_size", trainer.eval_batch_size, 1)
+    _at_least("trainer.grad_accum", trainer.grad_accum, 1)
+    _choice("trainer.select_on", trainer.select_on, SELECT_POLICIES)
+    _at_least("trainer.select_every", trainer.select_every, 0)
+    _at_least("trainer.select_examples", trainer.select_examples, 1)
+
+
+def _check_data_source(data: Any) -> None:
+    _choice("data.source", data.source, DATA_SOURCES)
+    _choice("data.source_split", data.source_split, SOURCE_SPLITS)
+    _at_least("data.source_dev_articles", data.source_dev_articles, 0)
+    _at_least("data.source_dev_examples", data.source_dev_examples, 0)
+
+
+def _check_task(task: Any, data: Any) -> None:
+    _choice("task.padding", task.padding, PADDINGS)
+    _choice("task.kind", task.kind, TASK_KINDS)
+    METRICS.check(task.metric)
+    for length in ("max_length", "max_question_length", "n_best", "max_answer_length"):
+        _at_least(f"task.{length}", task[length], 1)
+    _at_least("task.stride", task.stride, 0)
+    _at_least("task.num_labels", task.num_labels, 2, "A classifier needs two classes.")
+    _check_reader(task, data)
+
+
+def _check_pseudo(pseudo: Any) -> None:
+    if pseudo is None:
+        return
+    PSEUDO_KINDS.check(pseudo.kind)
+    if not 0.0 <= pseudo.threshold <= 1.0:
+        raise ConfigError(
+            f"pseudo.threshold={pseudo.threshold} is out of range; it is a probability, "
+            "so it must be in [0, 1] (pseudo.threshold=1.0 keeps no label)."
+        )
+    _at_least("pseudo.max_examples", pseudo.max_examples, 0, "Use 0 to keep every label.")
+
+
+def _check_data(data: Any) -> None:
+    _at_least("data.k", data.k, 0)
     for cap in ("max_train_examples", "max_eval_examples"):
         # -1 used to drop the last example (a Python slice [:-1]) instead of meaning "all".
-        _at_least(f"data.{cap}", cfg.data[cap], 0, f"Use data.{cap}=0 for all examples.")
-    if not list(cfg.data.eval_languages):
+        _at_least(f"data.{cap}", data[cap], 0, f"Use data.{cap}=0 for all examples.")
+    if not list(data.eval_languages):
         # Caught only after training before: a run must have something to evaluate.
         raise ConfigError(
             "data.eval_languages=[] names no language to evaluate; give at least one, e.g. "
             "data.eval_languages=[en,de]."
         )
-    if not 0.0 <= cfg.data.pool_fraction < 1.0:
+    if not 0.0 <= data.pool_fraction < 1.0:
         raise ConfigError(
-            f"data.pool_fraction={cfg.data.pool_fraction} is out of range; it must be in [0, 1)."
+            f"data.pool_fraction={data.pool_fraction} is out of range; it must be in [0, 1)."
         )
-    if cfg.data.source == "local" and not cfg.data.root:
+    if data.source == "local" and not data.root:
         raise ConfigError(
             "data.source=local needs data.root, the folder that holds the task's files "
             "(for example data.root=../shared/data with xquad/, mlqa/, pawsx/, squad/ in it)."
         )
+
+
+def _check_task_fits(cfg: Any) -> None:
     task = cfg.task
-    if task is not None:
-        for lang in [cfg.data.source_language, *cfg.data.eval_languages]:
-            # Local files decide for themselves: a language the release lacks (XQuAD
-            # Romanian) is evaluated when its file is there, and refused by the task, with
-            # the path it looked for, when not.
-            if task.languages and lang not in task.languages and cfg.data.source != "local":
-                raise ConfigError(
-                    f"Language {lang!r} is not in task {task.name}; it has "
-                    f"{', '.join(task.languages)}. Fix data.source_language or "
-                    "data.eval_languages, or, with a file of your own for it, read local "
-                    "files: data=local data.root=DIR."
-                )
-        # Decoders read one cut prompt, not strided windows.
-        windows = task.kind == "extractive_qa" and cfg.backbone.family == "encoder"
-        if windows and task.stride + task.max_question_length + 4 > task.max_length:
+    for lang in [cfg.data.source_language, *cfg.data.eval_languages]:
+        # Local files decide for themselves: a language the release lacks (XQuAD
+        # Romanian) is evaluated when its file is there, and refused by the task, with
+        # the path it looked for, when not.
+        if task.languages and lang not in task.languages and cfg.data.source != "local":
             raise ConfigError(
-                f"task.stride={task.stride} leaves no room in windows of "
-                f"task.max_length={task.max_length} tokens with questions of up to "
-                f"task.max_question_length={task.max_question_length}; keep stride + "
-                "max_question_length + 4 <= max_length (e.g. task.stride=32 at max_length=128)."
+                f"Language {lang!r} is not in task {task.name}; it has "
+                f"{', '.join(task.languages)}. Fix data.source_language or "
+                "data.eval_languages, or, with a file of your own for it, read local "
+                "files: data=local data.root=DIR."
             )
-        if alignment_on(cfg.align) and cfg.align.kind == "kl" and task.kind != "classification":
-            raise ConfigError(
-                f"align.kind=kl distils class predictions and needs a classification task, "
-                f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
-                "contrastive for QA."
-            )
+    # Decoders read one cut prompt, not strided windows.
+    windows = task.kind == "extractive_qa" and cfg.backbone.family == "encoder"
+    if windows and task.stride + task.max_question_length + 4 > task.max_length:
+        raise ConfigError(
+            f"task.stride={task.stride} leaves no room in windows of "
+            f"task.max_length={task.max_length} tokens with questions of up to "
+            f"task.max_question_length={task.max_question_length}; keep stride + "
+            "max_question_length + 4 <= max_length (e.g. task.stride=32 at max_length=128)."
+        )
+    if alignment_on(cfg.align) and cfg.align.kind == "kl" and task.kind != "classification":
+        raise ConfigError(
+            f"align.kind=kl distils class predictions and needs a classification task, "
+            f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
+            "contrastive for QA."
+        )
 
 
 # -- derived notions: each is worked out here and nowhere else ---------------------------
@@ -610,6 +647,12 @@ def validate(cfg: Any) -> None:
 def alignment_on(align: Any) -> bool:
     """Whether the alignment loss trains: a positive weight (lambda)."""
     return align.weight > 0
+
+
+def measures_distance(align: Any) -> bool:
+    """Whether a run measures the source-target distance of parallel inputs: when the
+    alignment loss trains, or when asked to (align.report_distance) without it."""
+    return alignment_on(align) or bool(align.report_distance)
 
 
 def trains(trainer: Any) -> bool:

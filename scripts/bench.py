@@ -6,7 +6,8 @@
     python scripts/bench.py --backbone minilm --device cuda --precisions bf16
 
 The backbone is any config name in configs/backbone/, the methods any presets in
-configs/method/ (``+method=NAME``, composed as ``lowres train`` composes them); the model is
+configs/method/ (``+method=NAME``, composed as ``lowres train`` composes them; ``NAME:KEY=VALUE``
+adds overrides, e.g. ``lora_all_linear:trainer.fast_dropout=true``); the model is
 built by ``lowres.builders.build_model`` exactly as ``lowres train`` builds it, and every
 step is the Trainer's: the model's loss plus, for a method with the alignment loss, the
 weighted ``AlignmentObjective.loss`` on the next parallel batch (the two parts
@@ -93,9 +94,10 @@ def compose_config(
 
     register_schemas()
     data = ["data=local", f"data.root={opts['data_root']}"] if opts["data_root"] else []
+    preset, *settings = method.split(":")  # a variant of a preset: PRESET:KEY=VALUE[:...]
     overrides = [
         "+task=xquad",
-        f"+method={method}",
+        f"+method={preset}",
         f"backbone={opts['backbone']}",
         *data,
         f"trainer.device={opts['device']}",
@@ -114,6 +116,7 @@ def compose_config(
         overrides.append(f"adapter.target_modules=[{','.join(opts['lora_targets'])}]")
     if opts.get("family") == "decoder" and opts.get("eval_batch_given"):
         overrides.append(f"backbone.generation_batch_size={opts['eval_batch']}")
+    overrides += settings
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         if alignment_on(cfg.align) and not cfg.align.parallel_file:
@@ -219,7 +222,13 @@ class Method:
         validate(cfg)
         self.cfg = cfg
         self.model, self.tokenizer = build_model(
-            cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+            cfg.backbone,
+            cfg.freeze,
+            cfg.prompt,
+            cfg.adapter,
+            task=cfg.task,
+            seed=cfg.trainer.seed,
+            fast_dropout=cfg.trainer.fast_dropout,
         )
         self.report = parameter_report(self.model)
         self.learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
@@ -311,7 +320,7 @@ def _measure(opts: dict) -> list[dict]:
     import torch
 
     from lowres.methods.flops import step_flops
-    from lowres.recipes.train import quiet_libraries
+    from lowres.recipes.preflight import quiet_libraries
     from lowres.training.trainer import PaddingCollator
 
     quiet_libraries()
@@ -622,7 +631,8 @@ def main() -> None:
         "--methods",
         default=DEFAULT_METHODS,
         help="method presets from configs/method/, comma-separated (e.g. full, "
-        "full_frozen_embeddings, lora_all_linear, deep_prompt, prompt_align)",
+        "full_frozen_embeddings, lora_all_linear, deep_prompt, prompt_align); a preset with "
+        "overrides after colons is a variant of it (prompt_align:trainer.fast_dropout=true)",
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
@@ -663,7 +673,7 @@ def main() -> None:
     args = parser.parse_args()
     methods = args.methods.split(",")
     known = method_names()
-    unknown = [m for m in methods if m not in known]
+    unknown = [m for m in methods if m.split(":")[0] not in known]
     if unknown:
         parser.exit(
             2,

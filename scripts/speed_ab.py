@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     bench = _bench_module()
     from lowres.losses.alignment import alignment_loss
-    from lowres.recipes.train import quiet_libraries
+    from lowres.recipes.preflight import quiet_libraries
     from lowres.training.trainer import PaddingCollator
 
     quiet_libraries()

@@ -1,31 +1,26 @@
-"""The me5-small study of the paper's method (results/study_me5/), resumable from what git holds.
+"""The me5-small study (v1) rebuilt from its committed results: tables, plots, pooled reports.
 
-    python scripts/study_me5.py status                 # every step: committed, or still to run
-    python scripts/study_me5.py run [STEP ...] [--commit] [--have STEP=RUN_DIR ...]
-    python scripts/study_me5.py keep STEP ... [--commit]  # a sweep step's finished runs so far
-    python scripts/study_me5.py report                 # tables and plots from results/study_me5/
+    python scripts/study_me5.py report [--data-root DIR]   # from results/study_me5/runs/
 
-Each step is one ``lowres train``, ``lowres evaluate`` or ``lowres sweep`` command (``status
---commands`` prints them). A step runs in ``outputs/study_me5/<step>/``; when it finishes, its
-results (metrics, gzipped predictions, training log, overrides; never the weights) are copied to
-``results/study_me5/runs/<step>/`` and, with ``--commit``, committed. A step whose copy is in
-git counts as done, so a new machine with a fresh clone carries on where the last one stopped.
-A step that needs another one's trained weights (``lowres evaluate checkpoint=``, the k-shot
-sweeps' ``sweep.stage1_from``) finds them in ``outputs/study_me5/``; when that folder is gone
-(a new machine) the training step is run again there first: same command, same seed.
-``--have STEP=RUN_DIR`` adopts a finished run made elsewhere with that step's command.
+The study ran step by step (one ``lowres train``, ``evaluate`` or ``sweep`` command each) and
+every finished step's results (metrics, gzipped predictions, training logs, overrides; never
+weights) are committed in ``results/study_me5/runs/<step>/``; each step's command is in its
+``overrides.yaml`` (a sweep's in its ``sweep.json``). Its verdicts, and where study v2
+supersedes them: docs/results/study_me5.md. New studies are specs run by ``lowres study
+run|status|report SPEC`` (lowres/sweeps/study.py, docs/study.md); this script only remakes
+what v1's page shows from what git holds, without training. With the benchmark data
+(``--data-root``, default ``$LOWRES_DATA`` or ``../shared/data``) it also writes
+``question_bootstrap.md``: the zero-shot differences with 95 % intervals over the test
+questions, from the committed predictions scored again.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -33,34 +28,24 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
-from runs_table import compress_predictions, keep  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from lowres.errors import LowresError  # noqa: E402
 from lowres.sweeps.plots import REFERENCE_STYLE  # noqa: E402
 from lowres.sweeps.report import write_report  # noqa: E402
+from lowres.sweeps.stats import BOOTSTRAP_RESAMPLES, bootstrap_mean, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path("results/study_me5")
-WORK = Path("outputs/study_me5")
-# What a run folder holds that git should not: trained weights, Trainer checkpoints, locks.
-NOT_KEPT = ("checkpoint", "trainer", "teacher", ".lowres.lock", "*.safetensors", "*.bin")
 
 XQUAD = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
 MLQA = ["en", "de", "es", "ar", "hi", "vi", "zh"]
 PAWSX = ["en", "de", "es", "fr", "ja", "ko", "zh"]
-TARGETS = [lang for lang in XQUAD if lang != "en"]
 FEW_SHOT_LANGUAGES = ["de", "zh", "hi"]  # three scripts: Latin, Han, Devanagari
 MAIN_METHODS = ["full", "lora", "bitfit", "deep_prompt", "prompt_align"]
-ALIGN_WEIGHTS = [0, 0.05, 0.2, 1.0]  # (b): lambda, the issue's values
+ALIGN_WEIGHTS = [0, 0.05, 0.2, 1.0]  # (b): lambda, one step per value
 ALIGN_KINDS = ["mse", "cosine"]  # (b): beside the preset's contrastive loss
-# The winner of the tuning steps on source dev (choice.md, "Tuning"): LoRA on every linear
-# layer of the blocks, now prompt_align's preset (adapter.layers=all_linear). Its source runs
-# are rows of their own, for the paper's method and for plain LoRA with the same targets.
-ALL_LINEAR = "adapter.target_modules=[query,key,value,dense]"
-# The steps run before that change pin the preset's first LoRA (query and value), so that
-# their commands still make what results/ holds.
-FIRST_PRESET = "adapter.layers=attention"
-# How the tables name the rows whose step name alone would mislead.
+# How the tables name the rows whose step name alone would mislead. The *_all_linear runs
+# adapt every linear layer of the blocks (the preset as it is now; choice.md, "Tuning").
 LABELS = {
     "prompt_align": "prompt_align, first preset (LoRA on query, value)",
     "prompt_align_all_linear": "prompt_align (LoRA on every linear layer)",
@@ -68,602 +53,136 @@ LABELS = {
 }
 TUNED = {"lora_all_linear": "lora", "prompt_align_all_linear": "prompt_align"}
 # The stage-2 protocol check: full fine-tuning against the paper's method in its preset now,
-# each from its own source run. Epoch-counted candidates keep the last checkpoint, as the
-# 40-step one does (a step-capped run has no candidates to choose from).
-STAGE2_RUNS = ["full", "prompt_align_all_linear"]
+# each from its own source run; three candidates, English k-shot runs only.
 STAGE2_METHODS = ["full", "prompt_align"]
-STAGE2_SOURCES = ",".join(
-    f"{m}:'<train-{run}>'" for m, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True)
-)
-STAGE2_EPOCHS = (2, 8)  # passes over the k examples: 2-4 and 8-16 steps at k = 8
+STAGE2_CANDIDATES = ["steps40", "epochs2", "epochs8"]
 # The candidate the rule chose (results/study_me5/stage2_en_report/choice.md).
 STAGE2_CHOSEN = "epochs2"
-STAGE2_CANDIDATES = [  # (name, k values, sweep arguments); k = 0 once, with the first
-    ("steps40", [0, 8, 32], ["sweep.stage2=['trainer.max_steps=40']"]),
-    *(
-        (
-            f"epochs{epochs}",
-            [8, 32],
-            [
-                "sweep.stage2=['trainer.max_steps=-1','trainer.select_on=last']",
-                f"sweep.grid={{trainer.epochs:[{epochs}]}}",
-            ],
-        )
-        for epochs in STAGE2_EPOCHS
-    ),
-]
 
 
-def _list(values) -> str:
-    return "[" + ",".join(str(v) for v in values) + "]"
-
-
-def shared(data_root: str) -> list[str]:
-    """Every step's backbone and data; the rest of each command is the step's own."""
-    return ["backbone=me5-small", "data=local", f"data.root={data_root}", "trainer.progress=false"]
-
-
-# The XQuAD-pool steps: max length 256, and 20 % of each target language held out as the
-# target pool (alignment pairs, k-shot samples), so every XQuAD score below is over the same
-# other 80 % of the questions.
-XQUAD_RUN = ["+task=xquad", "task.max_length=256", "data.pool_fraction=0.2"]
-
-
-@dataclass
-class Step:
-    name: str
-    verb: str  # train | evaluate | sweep
-    args: list[str]
-    needs: list[str] = field(default_factory=list)  # steps whose trained weights {name} names
-    block: str = ""  # the study part: choice, a, b, c, e
-
-    def command(self, data_root: str, where: dict[str, str]) -> list[str]:
-        """The lowres command line; ``where`` gives each needed step's run folder."""
-        args = list(self.args)
-        for need, run_dir in where.items():
-            args = [a.replace(f"<{need}>", run_dir) for a in args]
-        # lowres evaluate takes the backbone and data from the checkpoint's saved config;
-        # only the data folder may differ on this machine.
-        common = [f"data.root={data_root}"] if self.verb == "evaluate" else shared(data_root)
-        return [self.verb, *args, *common]
-
-
-def steps() -> list[Step]:
-    xquad = [*XQUAD_RUN, "trainer.epochs=1"]
-    align_targets = f"align.target_languages={_list(TARGETS)}"
-    out: list[Step] = []
-    # How the paper's method was chosen, on source-language dev only:
-    # docs/results/study_me5_choice.md.
-    choice = [
-        *xquad,
-        "+method=prompt_align",
-        "data.eval_languages=[en]",
-        align_targets,
-        "trainer.max_steps=300",
-        "trainer.select_every=150",
-    ]
-    # The two kinds of lightweight fine-tuning the issue names: LoRA (the preset's first one)
-    # and the top 3 layers trained at the full fine-tuning rate, instead of LoRA.
-    upper3 = ["adapter=none", "freeze=lower_k", "freeze.k=-3", "trainer.lr=1e-4"]
-    out += [
-        Step("choice-upper3", "train", [*choice, *upper3], block="choice"),
-        Step("choice-lora", "train", [*choice, FIRST_PRESET], block="choice"),
-    ]
-    # Tuning the chosen preset, the same way (source dev, 300 steps): LoRA on every linear
-    # layer of the blocks (attention and feed-forward), and a larger rank on query and value.
-    out += [
-        Step(
-            "tune-lora_all_linear",
-            "train",
-            [*choice, ALL_LINEAR],
-            block="choice",
-        ),
-        Step(
-            "tune-lora_r32",
-            "train",
-            [*choice, FIRST_PRESET, "adapter.r=32", "adapter.alpha=64"],
-            block="choice",
-        ),
-    ]
-    # (a) one source-trained run per method (one epoch of the English pool), each evaluated
-    # on XQuAD's 11 languages and on MLQA's 7 from its checkpoint; PAWS-X trains its own.
-    for method in [*MAIN_METHODS, *TUNED]:
-        preset = TUNED.get(method, method)
-        extra = [align_targets] if preset == "prompt_align" else []
-        if method in TUNED:
-            extra.append(ALL_LINEAR)
-        elif method == "prompt_align":
-            extra.append(FIRST_PRESET)
-        out.append(
-            Step(
-                f"train-{method}",
-                "train",
-                [*xquad, f"+method={preset}", "data.eval_languages=[en]", *extra],
-                block="a",
-            )
-        )
-    out.append(
-        Step(
-            "xquad-untrained",
-            "train",
-            [*XQUAD_RUN, "+method=untrained", f"data.eval_languages={_list(XQUAD)}"],
-            block="a",
-        )
-    )
-    out.append(
-        Step(
-            "mlqa-untrained",
-            "train",
-            [
-                "+task=mlqa",
-                "task.max_length=256",
-                "+method=untrained",
-                f"data.eval_languages={_list(MLQA)}",
-            ],
-            block="a",
-        )
-    )
-    for method in [*MAIN_METHODS, *TUNED]:
-        out.append(
-            Step(
-                f"xquad-{method}",
-                "evaluate",
-                # The pool share again: a checkpoint made without it would score all questions.
-                [
-                    f"checkpoint=<train-{method}>",
-                    f"data.eval_languages={_list(XQUAD)}",
-                    "data.pool_fraction=0.2",
-                ],
-                needs=[f"train-{method}"],
-                block="a",
-            )
-        )
-        out.append(
-            Step(
-                f"mlqa-{method}",
-                "evaluate",
-                [f"checkpoint=<train-{method}>", "task=mlqa", f"data.eval_languages={_list(MLQA)}"],
-                needs=[f"train-{method}"],
-                block="a",
-            )
-        )
-    # PAWS-X has no English training file here: the English rows of the target pool are the
-    # source pool, so half of each language is held out (1000 training pairs, 1000 scored).
-    pawsx = [
-        "+task=pawsx",
-        "task.max_length=128",
-        "data.pool_fraction=0.5",
-        f"data.eval_languages={_list(PAWSX)}",
-    ]
-    for method in ["untrained", *MAIN_METHODS]:
-        # 10 epochs: with 2, full fine-tuning and prompt_align both predicted the majority class
-        # everywhere (results/study_me5/pawsx_2epochs/). untrained keeps its 0 epochs.
-        extra = [] if method == "untrained" else ["trainer.epochs=10"]
-        if method == "prompt_align":
-            extra.append(f"align.target_languages={_list(PAWSX[1:])}")
-        out.append(
-            Step(f"pawsx-{method}", "train", [*pawsx, f"+method={method}", *extra], block="a")
-        )
-    # Sweeps score a fixed recorded subset: each language's first 300 evaluated questions.
-    sweep_common = [
-        *XQUAD_RUN,
-        "data.max_eval_examples=300",
-        "sweep.seeds=[1,2,3]",
-    ]
-    every_target = f"sweep.languages={_list(FEW_SHOT_LANGUAGES)}"
-    # (b) how much alignment, and which kind: 200 source steps, pairs only from the target pool.
-    # One step per grid value (about 35 min each here), so each lands in git on its own; the
-    # report pools them into one sweep over the value. The contrastive point of the kind
-    # ablation is the align-weight-0.2 step.
-    ablation = [
-        *sweep_common,
-        every_target,
-        "sweep.k=[0]",
-        "sweep.methods=[prompt_align]",
-        "trainer.max_steps=200",
-    ]
-    # λ is in the kind steps' grid too, so their rows' labels give it beside the kind.
-    grids = [(f"align-weight-{w}", f"{{align.weight:[{w}]}}") for w in ALIGN_WEIGHTS] + [
-        (f"align-kind-{kind}", f"{{align:[{kind}],align.weight:[0.2]}}") for kind in ALIGN_KINDS
-    ]
-    for name, grid in grids:
-        out.append(Step(name, "sweep", [*ablation, f"sweep.grid={grid}"], block="b"))
-    # (c) the few-shot curve, two-stage from the (a) runs; (e) the same with self-training.
-    # One step per target language: each is a complete paired comparison (every method, k and
-    # seed on the same samples) that lands in git on its own (about 45 min each here).
-    fewshot_methods = ["full", "lora", "prompt_align"]
-    stage1 = ",".join(f"{m}:'<train-{m}>'" for m in fewshot_methods)
-    stage2 = [
-        "sweep.schedules=[two_stage]",
-        "sweep.stage2=['trainer.max_steps=40']",
-        FIRST_PRESET,  # the stage-1 runs of prompt_align and lora adapt query and value
-    ]
-    for lang in FEW_SHOT_LANGUAGES:
-        out.append(
-            Step(
-                f"fewshot-{lang}",
-                "sweep",
-                [
-                    *sweep_common,
-                    f"sweep.languages=[{lang}]",
-                    "sweep.k=[0,8,32,128]",
-                    f"sweep.methods={_list(fewshot_methods)}",
-                    *stage2,
-                    f"sweep.stage1_from={{{stage1}}}",
-                ],
-                needs=[f"train-{m}" for m in fewshot_methods],
-                block="c",
-            )
-        )
-    for lang in FEW_SHOT_LANGUAGES:
-        out.append(
-            Step(
-                f"pseudo-{lang}",
-                "sweep",
-                [
-                    *sweep_common,
-                    f"sweep.languages=[{lang}]",
-                    "sweep.k=[8,32]",
-                    "sweep.methods=[prompt_align]",
-                    *stage2,
-                    "sweep.stage1_from={prompt_align:'<train-prompt_align>'}",
-                    "pseudo=self_train",
-                    "pseudo.teacher=<train-prompt_align>",
-                ],
-                needs=["train-prompt_align"],
-                block="e",
-            )
-        )
-    # (c) and (e) again for the preset as it is now (LoRA on every linear layer), under the
-    # same stage-2 protocol, so its rows sit beside the committed full and LoRA runs (same
-    # seeds, same k-shot samples). The one-point grid labels its rows apart from the first
-    # preset's "prompt_align" ones.
-    now = [
-        "sweep.methods=[prompt_align]",
-        "sweep.schedules=[two_stage]",
-        "sweep.stage2=['trainer.max_steps=40']",
-        "sweep.grid={adapter.layers:[all_linear]}",
-        "sweep.stage1_from={prompt_align:'<train-prompt_align_all_linear>'}",
-    ]
-    for lang in FEW_SHOT_LANGUAGES:
-        out.append(
-            Step(
-                f"fewshot-{lang}-all_linear",
-                "sweep",
-                [*sweep_common, f"sweep.languages=[{lang}]", "sweep.k=[0,8,32,128]", *now],
-                needs=["train-prompt_align_all_linear"],
-                block="c",
-            )
-        )
-    for lang in FEW_SHOT_LANGUAGES:
-        out.append(
-            Step(
-                f"pseudo-{lang}-all_linear",
-                "sweep",
-                [
-                    *sweep_common,
-                    f"sweep.languages=[{lang}]",
-                    "sweep.k=[8,32]",
-                    *now,
-                    "pseudo=self_train",
-                    "pseudo.teacher=<train-prompt_align_all_linear>",
-                ],
-                needs=["train-prompt_align_all_linear"],
-                block="e",
-            )
-        )
-    # A stage-2 protocol chosen on English only. 40 steps over k = 8 examples is 20 passes,
-    # and every method lost 5-8 F1 against its own k = 0 model in (c). The candidates run with
-    # English as the k-shot language: k questions from English XQuAD's held-out target pool
-    # (never in the source pool), scored on its first 300 evaluated questions. The rule, fixed
-    # before any of these ran: the candidate with the best English F1 averaged over both
-    # methods, k = 8 and 32 and the 3 seeds becomes the protocol of the stage2-LANG steps.
-    pair = [
-        f"sweep.methods={_list(STAGE2_METHODS)}",
-        "sweep.schedules=[two_stage]",
-        f"sweep.stage1_from={{{STAGE2_SOURCES}}}",
-    ]
-    # English has no translation of its own to align with: it takes stage 1's pairs.
-    english = [*sweep_common, "sweep.languages=[en]", align_targets, *pair]
-    for name, k_values, protocol in STAGE2_CANDIDATES:
-        out.append(
-            Step(
-                f"stage2-en-{name}",
-                "sweep",
-                [*english, f"sweep.k={_list(k_values)}", *protocol],
-                needs=[f"train-{m}" for m in STAGE2_RUNS],
-                block="c",
-            )
-        )
-    # Plain LoRA on every linear layer at k = 0 on the sweeps' questions: its source run
-    # scored on each language's first 300 evaluated questions, as a sweep's k = 0 run scores
-    # them (the other methods' k = 0 came with their sweeps).
-    out.append(
-        Step(
-            "xquad300-lora_all_linear",
-            "evaluate",
-            [
-                "checkpoint=<train-lora_all_linear>",
-                f"data.eval_languages={_list(FEW_SHOT_LANGUAGES)}",
-                "data.pool_fraction=0.2",
-                "data.max_eval_examples=300",
-            ],
-            needs=["train-lora_all_linear"],
-            block="c",
-        )
-    )
-    if STAGE2_CHOSEN == "steps40":
-        return out  # the 40-step protocol's target runs are (c)'s own
-    # The chosen candidate in the three target languages, k = 8 and 32, on (c)'s seeds and
-    # k-shot samples.
-    protocols = {name: protocol for name, _, protocol in STAGE2_CANDIDATES}
-    # (c)'s third method, LoRA on query and value from its own source run, ran after the
-    # two others: steps of its own, so theirs stay as committed.
-    lora = [
-        "sweep.methods=[lora]",
-        "sweep.schedules=[two_stage]",
-        "sweep.stage1_from={lora:'<train-lora>'}",
-        FIRST_PRESET,
-    ]
-    variants = [("", pair, [f"train-{m}" for m in STAGE2_RUNS]), ("-lora", lora, ["train-lora"])]
-    # k = 128, which (c) first had only under 40 steps, ran later in steps of its own, so the
-    # k = 8 and 32 ones stay as committed.
-    k_sets = [("", "[8,32]"), ("-k128", "[128]")]
-    for k_suffix, k_values in k_sets:
-        for suffix, methods, needs in variants:
-            for lang in FEW_SHOT_LANGUAGES:
-                out.append(
-                    Step(
-                        f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}{k_suffix}",
-                        "sweep",
-                        [
-                            *sweep_common,
-                            f"sweep.languages=[{lang}]",
-                            *methods,
-                            f"sweep.k={k_values}",
-                            *protocols[STAGE2_CHOSEN],
-                        ],
-                        needs=needs,
-                        block="c",
-                    )
-                )
-    # Plain LoRA with the preset's targets (every linear layer of the blocks), from its own
-    # source run: the baseline closest to the paper's method without prompts or alignment.
-    # Its one-point grid labels its rows apart from LoRA on query and value.
-    stage2_protocol, _ = protocols[STAGE2_CHOSEN]  # the grid below adds the layers
-    passes = STAGE2_CHOSEN.removeprefix("epochs")
-    for lang in FEW_SHOT_LANGUAGES:
-        out.append(
-            Step(
-                f"stage2-{lang}-{STAGE2_CHOSEN}-lora_all_linear",
-                "sweep",
-                [
-                    *sweep_common,
-                    f"sweep.languages=[{lang}]",
-                    "sweep.methods=[lora]",
-                    "sweep.schedules=[two_stage]",
-                    "sweep.stage1_from={lora:'<train-lora_all_linear>'}",
-                    "sweep.k=[8,32,128]",
-                    stage2_protocol,
-                    f"sweep.grid={{trainer.epochs:[{passes}],adapter.layers:[all_linear]}}",
-                ],
-                needs=["train-lora_all_linear"],
-                block="c",
-            )
-        )
-    # (e) under the chosen protocol: the paper's method and full fine-tuning with
-    # self-training, each taught by its own source run.
-    for method, run in zip(STAGE2_METHODS, STAGE2_RUNS, strict=True):
-        for lang in FEW_SHOT_LANGUAGES:
-            out.append(
-                Step(
-                    f"stage2-pseudo-{lang}-{STAGE2_CHOSEN}-{method}",
-                    "sweep",
-                    [
-                        *sweep_common,
-                        f"sweep.languages=[{lang}]",
-                        f"sweep.methods=[{method}]",
-                        "sweep.schedules=[two_stage]",
-                        f"sweep.stage1_from={{{method}:'<train-{run}>'}}",
-                        "sweep.k=[8,32]",
-                        *protocols[STAGE2_CHOSEN],
-                        "pseudo=self_train",
-                        f"pseudo.teacher=<train-{run}>",
-                    ],
-                    needs=[f"train-{run}"],
-                    block="e",
-                )
-            )
-    return out
-
-
-# -- where things are ----------------------------------------------------------------------
-def kept(step: Step) -> Path:
-    return RESULTS / "runs" / step.name
-
-
-def finished_runs(record: Path) -> tuple[int, int]:
-    """How many of a sweep.json's planned runs have finished (or were found finished)."""
-    runs = json.loads(record.read_text())["runs"]
-    return sum(r["status"] in ("finished", "skipped") for r in runs), len(runs)
-
-
-def done(step: Step) -> bool:
-    if step.verb != "sweep":
-        return (kept(step) / "metrics.json").is_file()
-    record = kept(step) / "sweep.json"
-    if not record.is_file():
-        return False
-    finished, planned = finished_runs(record)
-    return finished == planned
-
-
-def trained_at(step: Step, adopted: dict[str, str]) -> Path:
-    return Path(adopted.get(step.name, WORK / step.name))
-
-
-def has_weights(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").is_file() and (run_dir / "checkpoint").is_dir()
-
-
-def read_adopted() -> dict[str, str]:
-    path = WORK / "adopted.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# -- running ---------------------------------------------------------------------------------
-def run_step(step: Step, data_root: str, where: dict[str, str]) -> None:
-    target = WORK / step.name
-    argv = step.command(data_root, where)
-    if step.verb == "sweep":
-        if (kept(step) / "sweep.json").is_file() and not (target / "sweep.json").is_file():
-            # A new machine: the finished runs come back from git, so only the rest run.
-            shutil.copytree(kept(step), target, dirs_exist_ok=True)
-        if (target / "sweep.json").is_file():
-            argv = ["sweep", "--resume", str(target)]
-        else:
-            argv.append(f"hydra.sweep.dir={target}")
-    else:
-        if target.exists() and not (target / "metrics.json").is_file():
-            argv.append("resume=true")  # an interrupted train step carries on
-        argv.append(f"hydra.run.dir={target}")
-    log = WORK / f"{step.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {step.name}: lowres {' '.join(argv)}", flush=True)
-    with log.open("a") as out:
-        code = subprocess.call(
-            [sys.executable, "-m", "lowres.cli", *argv], stdout=out, stderr=subprocess.STDOUT
-        )
-    if code != 0:
-        sys.exit(f"study: step {step.name} failed (exit {code}); its log is {log}.")
-
-
-def _not_kept(folder: str, names: list[str]) -> set[str]:
-    """Weights and checkpoints, and the split records of source-pool runs (9k ids each; the
-    k-shot runs' small ones stay, as the record of which examples each seed drew)."""
-    skipped = shutil.ignore_patterns(*NOT_KEPT)(folder, names)
-    split = Path(folder) / "data_split.json"
-    if "data_split.json" in names and split.stat().st_size > 200_000:
-        skipped.add("data_split.json")
-    return skipped
-
-
-def keep_step(step: Step, run_dir: Path) -> None:
-    """Copy a finished step's results (no weights) to results/study_me5/runs/<step>/."""
-    if step.verb == "sweep":
-        shutil.copytree(run_dir, kept(step), dirs_exist_ok=True, ignore=_not_kept)
-        compress_predictions(kept(step))
-        return
-    keep(run_dir, kept(step))
-    # The loss curves; not data_split.json, whose 9k source ids the command rebuilds.
-    if (run_dir / "train_log.jsonl").is_file():
-        shutil.copyfile(run_dir / "train_log.jsonl", kept(step) / "train_log.jsonl")
-
-
-def commit(step: Step, state: str = "finished") -> None:
-    subprocess.run(["git", "add", str(kept(step))], check=True)
-    message = f"study_me5: step {step.name} {state} ({step.verb}), results in {kept(step)}"
-    subprocess.run(["git", "commit", "-q", "-m", message], check=False)
-
-
-def ensure_weights(
-    name: str, by_name: dict[str, Step], data_root: str, adopted: dict[str, str]
-) -> str:
-    step = by_name[name]
-    run_dir = trained_at(step, adopted)
-    if not has_weights(run_dir):
-        print(f"{name}: no trained weights in {run_dir}; training it again there.")
-        if run_dir.exists() and (run_dir / "metrics.json").is_file():
-            shutil.rmtree(run_dir)
-        run_step(step, data_root, {})
-    return str(run_dir)
-
-
-def cmd_run(args) -> None:
-    by_name = {s.name: s for s in steps()}
-    adopted = read_adopted()
-    for spec in args.have:
-        name, _, run_dir = spec.partition("=")
-        if name not in by_name or not has_weights(Path(run_dir)):
-            sys.exit(
-                f"study: --have {spec}: expected STEP=RUN_DIR, a step name and a finished run "
-                "folder (metrics.json and checkpoint/)."
-            )
-        adopted[name] = str(Path(run_dir).resolve())
-        WORK.mkdir(parents=True, exist_ok=True)
-        (WORK / "adopted.json").write_text(json.dumps(adopted, indent=1))
-        if not done(by_name[name]):
-            keep_step(by_name[name], Path(run_dir))
-            if args.commit:
-                commit(by_name[name])
-    chosen = args.steps or list(by_name)
-    for name in chosen:
-        if name not in by_name:
-            sys.exit(f"study: no step {name!r}; `python scripts/study_me5.py status` lists them.")
-        step = by_name[name]
-        if done(step):
-            continue
-        where = {
-            need: ensure_weights(need, by_name, args.data_root, adopted) for need in step.needs
-        }
-        run_step(step, args.data_root, where)
-        keep_step(step, WORK / step.name)
-        if args.commit:
-            commit(step)
-
-
-def cmd_keep(args) -> None:
-    """Keep the finished runs of sweep steps still running or cut short (a session ending).
-
-    The kept runs count as finished when the step runs again, on any machine with the clone.
-    """
-    by_name = {s.name: s for s in steps()}
-    for name in args.steps:
-        step = by_name.get(name)
-        record = WORK / name / "sweep.json"
-        if step is None or step.verb != "sweep" or not record.is_file():
-            sys.exit(
-                f"study: keep {name}: expected a sweep step that has started here "
-                f"({WORK}/<step>/sweep.json); `python scripts/study_me5.py status` lists them."
-            )
-        keep_step(step, WORK / name)
-        finished, planned = finished_runs(record)
-        print(f"{name}: kept {finished} of {planned} runs in {kept(step)}")
-        if args.commit:
-            commit(step, f"{finished} of {planned} runs finished")
-
-
-def cmd_status(args) -> None:
-    adopted = read_adopted()
-    for step in steps():
-        state = "done" if done(step) else "to run"
-        line = f"{step.block:7} {step.name:30} {state}"
-        if args.commands:
-            where = {s: f"<{s}>" for s in step.needs}
-            line += "\n        lowres " + " ".join(step.command(args.data_root, where))
-        if step.name in adopted:
-            line += f"   (weights: {adopted[step.name]})"
-        print(line)
+def stage2_steps() -> list[str]:
+    """The stage-2 steps, in the order they ran (the order the pooled reports list them)."""
+    names = [f"stage2-en-{candidate}" for candidate in STAGE2_CANDIDATES]
+    # The chosen protocol in the target languages: k = 8 and 32, then k = 128 in steps of its
+    # own; (c)'s LoRA on query and value in steps of its own too.
+    for k_suffix in ("", "-k128"):
+        for suffix in ("", "-lora"):
+            names += [
+                f"stage2-{lang}-{STAGE2_CHOSEN}{suffix}{k_suffix}" for lang in FEW_SHOT_LANGUAGES
+            ]
+    names += [f"stage2-{lang}-{STAGE2_CHOSEN}-lora_all_linear" for lang in FEW_SHOT_LANGUAGES]
+    # (e) under the chosen protocol: each method taught by its own source run.
+    for method in STAGE2_METHODS:
+        names += [f"stage2-pseudo-{lang}-{STAGE2_CHOSEN}-{method}" for lang in FEW_SHOT_LANGUAGES]
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", default=os.environ.get("LOWRES_DATA", "../shared/data"))
     sub = parser.add_subparsers(dest="verb", required=True)
-    status = sub.add_parser("status", help="every step and whether its results are in results/")
-    status.add_argument("--commands", action="store_true", help="print each step's command")
-    run = sub.add_parser("run", help="run the steps not done yet (all, or those named)")
-    run.add_argument("steps", nargs="*")
-    run.add_argument("--commit", action="store_true", help="git commit each step's results")
-    run.add_argument("--have", action="append", default=[], metavar="STEP=RUN_DIR")
-    keep_parser = sub.add_parser("keep", help="keep a sweep step's finished runs so far")
-    keep_parser.add_argument("steps", nargs="+")
-    keep_parser.add_argument("--commit", action="store_true", help="git commit what is kept")
-    sub.add_parser("report", help="the tables and plots of results/study_me5/")
+    report = sub.add_parser("report", help="the tables and plots of results/study_me5/")
+    report.add_argument(
+        "--data-root",
+        default=os.environ.get("LOWRES_DATA", "../shared/data"),
+        help="the benchmark data, for the intervals over test questions",
+    )
     args = parser.parse_args(argv)
+    data_root = Path(args.data_root).resolve()
     os.chdir(REPO)
-    verbs = {"status": cmd_status, "run": cmd_run, "keep": cmd_keep, "report": cmd_report}
-    verbs[args.verb](args)
+    cmd_report()
+    if (data_root / "xquad").is_dir() and (data_root / "mlqa").is_dir():
+        out = RESULTS / "question_bootstrap.md"
+        out.write_text(question_bootstrap(data_root))
+        print(f"study: zero-shot differences over test questions in {out}")
+    else:
+        print(f"study: no XQuAD and MLQA under {data_root}: question_bootstrap.md not rebuilt")
+
+
+# -- zero-shot intervals over the test questions ----------------------------------------------
+# Each comparison of the page's verdict on (a): the two presets of the paper's method and plain
+# LoRA on the same layers, against full fine-tuning and against each other.
+ZERO_SHOT_PAIRS = [
+    ("prompt_align_all_linear", "full"),
+    ("lora_all_linear", "full"),
+    ("prompt_align_all_linear", "lora_all_linear"),
+    ("prompt_align", "full"),
+    ("prompt_align", "lora"),
+]
+
+
+def _scorer(task: str, data_root: Path):
+    """Each question's F1 under ``task``'s official metric, against ``data_root``."""
+    from hydra import compose, initialize_config_dir
+
+    from lowres.recipes.rescore import question_scorer
+    from lowres.schema import config_dir, register_schemas
+
+    register_schemas()
+    overrides = [f"+task={task}", "backbone=me5-small", "data=local", f"data.root={data_root}"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return question_scorer(compose(config_name="train", overrides=overrides))
+
+
+def question_scores(task: str, method: str, languages: list[str], score) -> dict[str, dict]:
+    """Language -> question -> F1 of a committed zero-shot run, scored again from its
+    predictions; each language's mean and count must be the committed ones."""
+    run = RESULTS / "runs" / f"{task}-{method}"
+    committed = json.loads((run / "metrics.json").read_text())["per_language"]
+    out = {}
+    for lang in languages:
+        with gzip.open(run / "predictions" / f"{lang}.json.gz", "rt", encoding="utf-8") as f:
+            scores = score(lang, json.load(f))
+        mean, kept = statistics.fmean(scores.values()), committed[lang]
+        if len(scores) != kept["n"] or abs(mean - kept["f1"]) > 1e-6:
+            raise LowresError(
+                f"{run}: {lang} scores {mean:.4f} F1 over {len(scores)} questions against "
+                f"this data, but {kept['f1']:.4f} over {kept['n']} was committed; give "
+                "--data-root the data the study was scored on."
+            )
+        out[lang] = scores
+    return out
+
+
+def question_bootstrap(data_root: Path) -> str:
+    """The zero-shot table of (a) and its differences, each with the 95 % interval of a
+    paired bootstrap over the test questions (languages drawn apart, weighed equally)."""
+    lines = [
+        "Zero-shot F1 averaged over the target languages (all but English), with 95 % intervals",
+        "over the **test questions**: a bootstrap of "
+        f"{BOOTSTRAP_RESAMPLES:,} resamples (seed 0) of each",
+        "language's questions, drawn apart, the languages weighed equally; a difference is",
+        "paired by question. Each question's F1 is scored again from the committed predictions",
+        "(`runs/<task>-<method>/predictions/`) with the official metric; each language's mean is",
+        "the committed score. One source model per method (seed 42): these intervals vary the",
+        "questions, not the training seed, which this study did not vary.",
+        "",
+    ]
+    for task, languages in (("xquad", XQUAD), ("mlqa", MLQA)):
+        targets = [lang for lang in languages if lang != "en"]
+        score = _scorer(task, data_root)
+        methods = sorted({m for pair in ZERO_SHOT_PAIRS for m in pair})
+        scores = {m: question_scores(task, m, targets, score) for m in methods}
+        questions = sum(len(scores["full"][lang]) for lang in targets)
+        lines += [
+            f"### {task}: {len(targets)} target languages, {questions:,} questions",
+            "",
+            "| method or difference | F1 | 95 % interval over questions |",
+            "|---|---:|---:|",
+        ]
+        for method in methods:
+            row = bootstrap_mean([list(scores[method][lang].values()) for lang in targets])
+            lines.append(
+                f"| {LABELS.get(method, method)} | {row['mean']:.2f} | "
+                f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] |"
+            )
+        for a, b in ZERO_SHOT_PAIRS:
+            row = paired_bootstrap(scores[a], scores[b])
+            lines.append(
+                f"| {LABELS.get(a, a)} − {LABELS.get(b, b)} | {row['mean']:+.2f} | "
+                f"[{row['ci95_low']:+.2f}, {row['ci95_high']:+.2f}] |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -787,7 +306,7 @@ def stage2_choice(pooled: Path, out: Path) -> str | None:
         if row["language"] == "en" and len(row["seeds"]) == 3
     }
     rows = []
-    for name, _, _ in STAGE2_CANDIDATES:
+    for name in STAGE2_CANDIDATES:
         cells = [(stage2_label(m, name), k) for m in STAGE2_METHODS for k in (8, 32)]
         if any(cell not in means for cell in cells):
             return None
@@ -812,7 +331,7 @@ def stage2_choice(pooled: Path, out: Path) -> str | None:
     return best
 
 
-def cmd_report(args) -> None:
+def cmd_report() -> None:
     sections = []
     for task, languages, key, title in (
         ("xquad", XQUAD, "f1", "XQuAD zero-shot, F1 / EM"),
@@ -854,12 +373,10 @@ def cmd_report(args) -> None:
 
     # Each stage-2 protocol's paper's-method rows against full fine-tuning's (and, under the
     # chosen one, against LoRA's once those steps ran).
-    candidates = [name for name, _, _ in STAGE2_CANDIDATES]
-    stage2_steps = [step.name for step in steps() if step.name.startswith("stage2-")]
-    english = [name for name in stage2_steps if name.startswith("stage2-en-")]
-    targets = [
-        name for name in stage2_steps if not name.startswith(("stage2-en-", "stage2-pseudo-"))
-    ]
+    candidates = STAGE2_CANDIDATES
+    stage2 = stage2_steps()
+    english = [name for name in stage2 if name.startswith("stage2-en-")]
+    targets = [name for name in stage2 if not name.startswith(("stage2-en-", "stage2-pseudo-"))]
     paper = "prompt_align"
     # (e) under the chosen protocol: each method with self-training against the same runs
     # without (same seeds, same k-shot samples), and the two methods with it against each
@@ -868,7 +385,7 @@ def cmd_report(args) -> None:
     taught = {
         method: [
             name
-            for name in stage2_steps
+            for name in stage2
             if name.startswith("stage2-pseudo-") and name.endswith(f"-{method}")
         ]
         for method in STAGE2_METHODS

@@ -155,3 +155,28 @@ def pooled_sample_task(name: str, **params):
         seed=42,
     )
     return create_task(name, settings, **params)
+
+
+def write_study_spec(tmp_path: Path, **changes):
+    """A hand-made study spec (``lowres study``) in ``tmp_path``, loaded and checked: two
+    methods, 3 source seeds with 2 nested stage-2 seeds, TyDiQA sw/te; ``changes`` replace
+    its keys."""
+    import yaml
+
+    from lowres.sweeps import study
+
+    spec = {
+        "name": "hand",
+        "results": str(tmp_path / "results"),
+        "work": str(tmp_path / "work"),
+        "methods": {"full": {}, "prompt_align": {}},
+        "source_seeds": [1, 2, 3],
+        "stage2_seeds": [1, 2],
+        "k": [8],
+        "tasks": {"tydiqa": {"zero_shot": ["sw", "te"], "few_shot": ["sw"]}},
+        "primary": [["prompt_align", "full", 0, "tydiqa"], ["prompt_align", "full", 8, "tydiqa"]],
+        **changes,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return study.load_spec(path)

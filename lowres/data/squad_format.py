@@ -27,6 +27,22 @@ def read_squad_json(
     gold answer is refused as unlabeled (a test file with the answers withheld).
     """
     path = Path(path)
+    doc = _read_document(path)
+    reading = _Reading(path, validate_spans, unique_ids)
+    for a, article in enumerate(doc["data"]):
+        where = f"data[{a}]"
+        _require(path, where, article, "paragraphs", list)
+        # Titles are metadata only, so a file without them is still usable.
+        title = article.get("title", "")
+        if not isinstance(title, str):
+            _wrong_type(path, where, "title", "a string", title)
+        for p, paragraph in enumerate(article["paragraphs"]):
+            reading.paragraph(f"data[{a}].paragraphs[{p}]", paragraph, title)
+    _check_labelled(path, doc, reading)
+    return reading.records
+
+
+def _read_document(path: Path) -> dict:
     if not path.is_file():
         raise LowresError(
             f"SQuAD-format file {path} does not exist. Expected {_LAYOUT}; check the path "
@@ -39,55 +55,64 @@ def read_squad_json(
             f'{path} has no top-level "data" list. Expected {_LAYOUT}; this may be another '
             f"format (e.g. JSON lines or the Hub's flat layout); convert it to SQuAD v1.1."
         )
+    return doc
 
-    records: list[dict] = []
-    seen: dict[str, str] = {}
-    repeats: dict[str, int] = {}
-    unanswered: list[str] = []  # where questions without a gold answer are
-    blanked = 0  # questions whose answers are present but every text is "" (XTREME's copies)
-    for a, article in enumerate(doc["data"]):
-        where = f"data[{a}]"
-        _require(path, where, article, "paragraphs", list)
-        # Titles are metadata only, so a file without them is still usable.
-        title = article.get("title", "")
-        if not isinstance(title, str):
-            _wrong_type(path, where, "title", "a string", title)
-        for p, paragraph in enumerate(article["paragraphs"]):
-            where = f"data[{a}].paragraphs[{p}]"
-            _require(path, where, paragraph, "context", str)
-            _require(path, where, paragraph, "qas", list)
-            context = paragraph["context"]
-            for q, qa in enumerate(paragraph["qas"]):
-                loc = f"data[{a}].paragraphs[{p}].qas[{q}]"
-                qid = _question_id(path, loc, qa)
-                if qid in seen and unique_ids:
-                    repeats[qid] = repeats.get(qid, 1) + 1
-                    qid = f"{qid}~{repeats[qid]}"
-                if qid in seen:
-                    raise DataFormatError(
-                        f"{path}: question id {qid!r} appears twice, at {seen[qid]} and at "
-                        f"{loc}. Expected every question id to be unique (ids link "
-                        f"translations and keep training and evaluation rows disjoint); remove "
-                        f"or rename the duplicate, or, for a task read by file pattern "
-                        f"(task.reader=squad_files), set task.unique_ids=true to number the "
-                        f"repeats ({qid}~2, {qid}~3, ...)."
-                    )
-                seen[qid] = loc
-                where = f"{loc} (question id {qid!r})"
-                _require(path, where, qa, "question", str)
-                answers = _answers(path, where, qa, context, validate_spans)
-                if not any(answers["text"]):
-                    unanswered.append(where)
-                    blanked += bool(answers["text"])
-                records.append(
-                    {
-                        "id": qid,
-                        "title": title,
-                        "context": context,
-                        "question": qa["question"],
-                        "answers": answers,
-                    }
-                )
+
+class _Reading:
+    """The records of one file as its paragraphs are read, with the ids seen so far."""
+
+    def __init__(self, path: Path, validate_spans: bool, unique_ids: bool) -> None:
+        self.path, self.validate_spans, self.unique_ids = path, validate_spans, unique_ids
+        self.records: list[dict] = []
+        self.seen: dict[str, str] = {}
+        self.repeats: dict[str, int] = {}
+        self.unanswered: list[str] = []  # where questions without a gold answer are
+        # questions whose answers are present but every text is "" (XTREME's copies)
+        self.blanked = 0
+
+    def paragraph(self, where: str, paragraph: Any, title: str) -> None:
+        path = self.path
+        _require(path, where, paragraph, "context", str)
+        _require(path, where, paragraph, "qas", list)
+        context = paragraph["context"]
+        for q, qa in enumerate(paragraph["qas"]):
+            loc = f"{where}.qas[{q}]"
+            qid = self._unique_id(loc, _question_id(path, loc, qa))
+            where_qa = f"{loc} (question id {qid!r})"
+            _require(path, where_qa, qa, "question", str)
+            answers = _answers(path, where_qa, qa, context, self.validate_spans)
+            if not any(answers["text"]):
+                self.unanswered.append(where_qa)
+                self.blanked += bool(answers["text"])
+            self.records.append(
+                {
+                    "id": qid,
+                    "title": title,
+                    "context": context,
+                    "question": qa["question"],
+                    "answers": answers,
+                }
+            )
+
+    def _unique_id(self, loc: str, qid: str) -> str:
+        if qid in self.seen and self.unique_ids:
+            self.repeats[qid] = self.repeats.get(qid, 1) + 1
+            qid = f"{qid}~{self.repeats[qid]}"
+        if qid in self.seen:
+            raise DataFormatError(
+                f"{self.path}: question id {qid!r} appears twice, at {self.seen[qid]} and at "
+                f"{loc}. Expected every question id to be unique (ids link "
+                f"translations and keep training and evaluation rows disjoint); remove "
+                f"or rename the duplicate, or, for a task read by file pattern "
+                f"(task.reader=squad_files), set task.unique_ids=true to number the "
+                f"repeats ({qid}~2, {qid}~3, ...)."
+            )
+        self.seen[qid] = loc
+        return qid
+
+
+def _check_labelled(path: Path, doc: dict, reading: _Reading) -> None:
+    records, unanswered = reading.records, reading.unanswered
     if not records:
         # Said here, by name: later steps would only see an empty pool or evaluation set.
         where = "its data list is empty" if not doc["data"] else "no article has a question"
@@ -95,7 +120,7 @@ def read_squad_json(
             f"{path} holds no questions ({where}). Expected {_LAYOUT} with at least one "
             f"question; re-download or re-copy the file."
         )
-    if blanked == len(records):
+    if reading.blanked == len(records):
         raise DataFormatError(
             f"{path} has its answers blanked: each of its {len(records)} questions has answer "
             f'entries, but every answer text is "". XTREME\'s download script blanks the answers '
@@ -118,7 +143,6 @@ def read_squad_json(
             f"question (SQuAD v1.1; unanswerable SQuAD v2 questions are not supported); drop "
             f"those questions or add their answers."
         )
-    return records
 
 
 def records_from_hub(dataset: Any) -> list[dict]:

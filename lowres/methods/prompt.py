@@ -130,6 +130,12 @@ class PromptedModel(nn.Module):
             limit -= self.model.config.pad_token_id + 1
         return limit - self.length
 
+    def fits(self, tokens: int) -> bool:
+        """Whether a sequence of ``tokens`` plus the prompt fits the position table: the one
+        place this is worked out (the builders check the configured lengths with it, the
+        forward passes each batch)."""
+        return tokens <= self.max_text_positions()
+
     def _make_hook(self, slot: int):
         def hook(module, args, kwargs):
             if not self._injecting:
@@ -203,7 +209,7 @@ class PromptedModel(nn.Module):
                 inputs["token_type_ids"] = token_type_ids
             return inputs
         seq = input_ids.shape[1]
-        if seq > self.max_text_positions():
+        if not self.fits(seq):
             raise ConfigError(
                 f"A sequence of {seq} tokens plus a prompt of {self.length} does not fit the "
                 f"backbone's {self.max_text_positions() + self.length} positions; lower "
@@ -379,7 +385,7 @@ class PromptedCausalLM(PromptedModel):
     def _prompted_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         start, order = self._layout(attention_mask)
         width = input_ids.shape[1] - start
-        if width > self.max_text_positions():
+        if not self.fits(width):
             raise ConfigError(
                 f"A sequence of {width} tokens plus a prompt of {self.length} does not fit the "
                 f"backbone's context window of {self.max_text_positions() + self.length} "

@@ -121,6 +121,37 @@ def f1_score(prediction: str, ground_truth: str, normalize: Normalizer) -> float
     return (2 * precision * recall) / (precision + recall)
 
 
+def _best_against(
+    qid: str, prediction: str, truths: Sequence[str], normalize: Normalizer
+) -> tuple[float, float]:
+    """(exact match, F1) of one prediction against its best ground truth, each 0-1."""
+    if not truths:
+        # The official scripts crash here (max of an empty list); say why instead.
+        raise DataFormatError(
+            f"question {qid!r} has no reference answers; SQuAD-style scoring needs at least one"
+        )
+    match = max(exact_match_score(prediction, t, normalize) for t in truths)
+    return float(match), max(f1_score(prediction, t, normalize) for t in truths)
+
+
+def question_scores(
+    predictions: Mapping[str, str],
+    questions: Iterable[tuple[str, Sequence[str]]],
+    normalize: Normalizer,
+) -> dict[str, dict[str, float]]:
+    """Each question's ``exact_match`` and ``f1`` (0-100), scored as :func:`score_questions`
+    scores it: their means over the questions are its scores. A question without a
+    prediction scores 0. What a bootstrap over the test questions resamples."""
+    out = {}
+    for qid, truths in questions:
+        if qid not in predictions:
+            out[qid] = {"exact_match": 0.0, "f1": 0.0}
+            continue
+        match, overlap = _best_against(qid, predictions[qid], truths, normalize)
+        out[qid] = {"exact_match": 100.0 * match, "f1": 100.0 * overlap}
+    return out
+
+
 def score_questions(
     predictions: Mapping[str, str],
     questions: Iterable[tuple[str, Sequence[str]]],
@@ -140,14 +171,9 @@ def score_questions(
         if qid not in predictions:
             unanswered += 1
             continue
-        if not truths:
-            # The official scripts crash here (max of an empty list); say why instead.
-            raise DataFormatError(
-                f"question {qid!r} has no reference answers; SQuAD-style scoring needs at least one"
-            )
-        prediction = predictions[qid]
-        exact_match += max(exact_match_score(prediction, t, normalize) for t in truths)
-        f1 += max(f1_score(prediction, t, normalize) for t in truths)
+        match, overlap = _best_against(qid, predictions[qid], truths, normalize)
+        exact_match += match
+        f1 += overlap
     if total == 0:
         raise DataFormatError("there are no questions to score")
     if unanswered:

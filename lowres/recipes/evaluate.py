@@ -12,15 +12,16 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lowres.backbones import resolve_local
 from lowres.builders import build_trainer, restore_run, saved_config, training_arguments
 from lowres.cache import FeatureCache
 from lowres.errors import LowresError
 from lowres.evaluation import evaluate_languages
 from lowres.methods.build import parameter_report
-from lowres.recipes.train import quiet_libraries, record
+from lowres.overrides import key_of
+from lowres.recipes.preflight import start_up
+from lowres.recipes.train import record
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import TaskConfig, config_dir, validate
+from lowres.schema import TaskConfig, config_dir
 from lowres.training.progress import RichProgress
 
 # The tokenization a checkpoint was trained with; a run evaluated on another task keeps it
@@ -69,7 +70,7 @@ def switch_task(saved: DictConfig, task: DictConfig, run_dir: Path, overrides: l
             + f"; {task.name} is of kind {task.kind}, which that head cannot answer. Evaluate "
             f"it on a task of its kind ({', '.join(same)}), or train a run on {task.name}."
         )
-    given = {o.split("=", 1)[0] for o in overrides}
+    given = {key_of(o) for o in overrides}
     switched = OmegaConf.merge(OmegaConf.structured(TaskConfig), task)
     for key in WINDOW_KEYS:
         if f"task.{key}" not in given:
@@ -93,9 +94,7 @@ def task_kinds() -> dict[str, str]:
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     """Rebuild a run's model from its saved config, restore its weights, evaluate again."""
     run_cfg = checkpoint_config(cfg, output_dir)
-    resolve_local(run_cfg.backbone)
-    validate(run_cfg)
-    quiet_libraries()
+    start_up(run_cfg)
     run = RunFolder.for_job(output_dir)
     trained = saved_config(Path(run_cfg.checkpoint)).task.name
     task, model, tokenizer = restore_run(run_cfg, Path(run_cfg.checkpoint))

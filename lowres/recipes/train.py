@@ -11,14 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
-import transformers
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.text import Text
 from transformers import set_seed
 
-from lowres.backbones import resolve_local
 from lowres.builders import (
     build_alignment,
     build_model,
@@ -36,10 +33,11 @@ from lowres.environment import environment
 from lowres.errors import ConfigError, LowresError
 from lowres.evaluation import Evaluation, evaluate_languages, parallel_distance, show_scores
 from lowres.methods.build import parameter_report
+from lowres.recipes.preflight import start_up
 from lowres.recipes.pseudo import PseudoData, add_pseudo_data
 from lowres.registry import ADAPTERS
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import alignment_languages, alignment_on, resolved_lr, trains, validate
+from lowres.schema import alignment_languages, measures_distance, resolved_lr, trains
 from lowres.tasks import Split, Task
 from lowres.tasks.base import article_of
 from lowres.training.checkpoints import intact_checkpoint, save_trainable
@@ -50,21 +48,11 @@ from lowres.training.selection import CheckpointSelection
 from lowres.training.trainer import LowresTrainer, feature_dataset
 
 
-def quiet_libraries() -> None:
-    """Keep the terminal for our progress and tables; library chatter goes to the log level."""
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-
 def start(cfg: DictConfig, output_dir: str | Path | None) -> RunFolder:
     """Checks at start: a task, valid values, a run folder that holds no finished run."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
-    resolve_local(cfg.backbone)
-    validate(cfg)
-    quiet_libraries()
+    start_up(cfg)
     run = RunFolder.for_job(output_dir)
     if run.finished() and not cfg.resume:
         raise LowresError(
@@ -83,7 +71,13 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     split, pseudo = training_data(cfg, task, run)
     model, tokenizer = build_model(
-        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
+        cfg.backbone,
+        cfg.freeze,
+        cfg.prompt,
+        cfg.adapter,
+        task=cfg.task,
+        seed=cfg.trainer.seed,
+        fast_dropout=cfg.trainer.fast_dropout,
     )
     check_trainable(cfg.trainer, model, cfg.backbone)
     if cfg.init_from:
@@ -247,29 +241,9 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
         prompt_lr=cfg.prompt.lr,
         alignment=alignment,
     )
-    run.write_json(
-        "environment.json", environment(args.device, precision_of(args), cfg.backbone.dtype)
-    )
-    selection = None
-    if split.selection:
-        dev = {cfg.data.source_language: split.selection}
-
-        def dev_score() -> float:
-            evaluation = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)
-            return evaluation.average[task.main_score]
-
-        selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
-        trainer.add_callback(selection)
-    if cfg.align.distance_every > 0 and (alignment_on(cfg.align) or cfg.align.report_distance):
-
-        def distances() -> dict[str, float]:
-            measured = held_out_distances(cfg, model, tokenizer, task, cfg.align.distance_pairs)
-            values = {f"held_out_distance_{k}": v["cosine_distance"] for k, v in measured.items()}
-            if values:
-                values["held_out_distance"] = sum(values.values()) / len(values)
-            return values
-
-        trainer.add_callback(PeriodicMeasure(distances, cfg.align.distance_every))
+    run.write_json("environment.json", environment(args.device, args.precision, cfg.backbone.dtype))
+    selection = _select_checkpoints(cfg, trainer, task, split, tokenizer, cache)
+    _measure_distances(cfg, trainer, model, tokenizer, task)
     resume_from = resume_point(run.path / "trainer") if cfg.resume else None
     clock = TrainClock(resume_from)
     trainer.add_callback(clock)
@@ -297,6 +271,38 @@ def fit(cfg: DictConfig, run: RunFolder, task: Task, split: Split, model, tokeni
     )
 
 
+def _select_checkpoints(
+    cfg: DictConfig, trainer, task: Task, split: Split, tokenizer, cache
+) -> CheckpointSelection | None:
+    """The checkpoint selection on source-language dev, when the split holds a dev set."""
+    if not split.selection:
+        return None
+    dev = {cfg.data.source_language: split.selection}
+
+    def dev_score() -> float:
+        evaluation = evaluate_languages(trainer, task, dev, tokenizer, cache=cache)
+        return evaluation.average[task.main_score]
+
+    selection = CheckpointSelection(dev_score, every=cfg.trainer.select_every)
+    trainer.add_callback(selection)
+    return selection
+
+
+def _measure_distances(cfg: DictConfig, trainer, model, tokenizer, task: Task) -> None:
+    """The held-out parallel distance, logged every align.distance_every steps when asked."""
+    if not (cfg.align.distance_every > 0 and measures_distance(cfg.align)):
+        return
+
+    def distances() -> dict[str, float]:
+        measured = held_out_distances(cfg, model, tokenizer, task, cfg.align.distance_pairs)
+        values = {f"held_out_distance_{k}": v["cosine_distance"] for k, v in measured.items()}
+        if values:
+            values["held_out_distance"] = sum(values.values()) / len(values)
+        return values
+
+    trainer.add_callback(PeriodicMeasure(distances, cfg.align.distance_every))
+
+
 def resume_point(trainer_dir: Path) -> str | None:
     """The latest intact checkpoint to resume from (None: none saved yet), saying which
     damaged ones it passed over; an error when checkpoints exist but none is intact."""
@@ -316,16 +322,11 @@ def resume_point(trainer_dir: Path) -> str | None:
     return str(found) if found else None
 
 
-def precision_of(args) -> str:
-    """The autocast precision the training arguments run (trainer.precision=auto resolved)."""
-    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-
-
 def held_out_distances(
     cfg: DictConfig, model, tokenizer, task: Task, max_pairs: int = 0
 ) -> dict | None:
     """Held-out parallel distances, when alignment trains or they are asked for."""
-    if not (alignment_on(cfg.align) or cfg.align.report_distance):
+    if not measures_distance(cfg.align):
         return None
     return parallel_distance(
         model,

@@ -21,20 +21,26 @@ Schedules:
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.core.default_element import ConfigDefault, GroupDefault
+from hydra.core.object_type import ObjectType
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, DataFormatError, LowresError
 from lowres.files import inside, read_json
+from lowres.overrides import key_of
 from lowres.runfolder import RunFolder
-from lowres.schema import config_dir, validate
+from lowres.schema import config_dir, register_schemas, trains, validate
 
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
@@ -67,10 +73,6 @@ class SweepPlan:
     runs: list[PlannedRun] = field(default_factory=list)
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _format(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(str, value)) + "]"
@@ -94,53 +96,87 @@ def user_config_dirs(searchpath: Sequence[str]) -> list[Path]:
 
 
 def method_dirs(config_dirs: Sequence[Path] = ()) -> list[Path]:
-    """Where method presets are looked up: the user's config folders first, then lowres's."""
-    return [*(Path(d) / "method" for d in config_dirs), config_dir() / "method"]
+    """The method folders a preset is looked up in, for messages: lowres's, then the user's."""
+    return [config_dir() / "method", *(Path(d) / "method" for d in config_dirs)]
 
 
-def method_file(method: str, config_dirs: Sequence[Path] = ()) -> Path:
-    """``method/NAME.yaml`` in the first config folder that has it, as Hydra picks it."""
-    folders = method_dirs(config_dirs)
-    for folder in folders:
-        if inside(folder, f"{method}.yaml") and (folder / f"{method}.yaml").is_file():
-            return folder / f"{method}.yaml"
-    options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
-    searched = ", ".join(str(f) for f in folders)
+# Method presets are read the way Hydra reads them for a run: through its config repository
+# over lowres's configs and the user's folders (hydra.searchpath), in Hydra's order. The
+# loader is Hydra's own (hydra._internal: hydra-core is pinned below 1.4 in pyproject.toml).
+
+
+@functools.cache
+def _loader() -> ConfigLoaderImpl:
+    register_schemas()
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(config_dir())))
+
+
+def _searchpath(config_dirs: Sequence[Path]) -> list[str]:
+    if not config_dirs:
+        return []
+    return [f"hydra.searchpath=[{','.join(f'file://{Path(d)}' for d in config_dirs)}]"]
+
+
+@functools.cache
+def _repository(config_dirs: tuple[Path, ...]):
+    _, repository = _loader()._parse_overrides_and_create_caching_repo(
+        None, _searchpath(config_dirs)
+    )
+    return repository
+
+
+def has_method(method: str, config_dirs: Sequence[Path] = ()) -> bool:
+    """Whether ``method/NAME`` is a preset Hydra finds (a name, not a path)."""
+    if not inside(config_dir() / "method", f"{method}.yaml") or "/" in method:
+        return False
+    return _repository(tuple(config_dirs)).config_exists(f"method/{method}")
+
+
+def method_names(config_dirs: Sequence[Path] = ()) -> list[str]:
+    """Every method preset's name, lowres's and the user's."""
+    return sorted(_repository(tuple(config_dirs)).get_group_options("method", ObjectType.CONFIG))
+
+
+def check_method(method: str, config_dirs: Sequence[Path] = ()) -> None:
+    """A ConfigError naming the presets there are, unless ``method`` is one of them."""
+    if has_method(method, config_dirs):
+        return
+    searched = ", ".join(str(f) for f in method_dirs(config_dirs))
     raise ConfigError(
         f"sweep.methods names {method!r}, but no method/{method}.yaml is in the config "
-        f"folders ({searched}); the methods are {', '.join(options)}. A preset of your own "
-        "goes in DIR/method/NAME.yaml, with hydra.searchpath=[file://DIR] on the command line."
+        f"folders ({searched}); the methods are {', '.join(method_names(config_dirs))}. A "
+        "preset of your own goes in DIR/method/NAME.yaml, with hydra.searchpath=[file://DIR] "
+        "on the command line."
     )
 
 
 def method_keys(method: str, config_dirs: Sequence[Path] = ()) -> set[str]:
-    """The config keys and groups a ``method/NAME.yaml`` preset sets."""
-    path = method_file(method, config_dirs)
-    content = yaml.safe_load(path.read_text()) or {}
+    """The config keys and groups a ``method/NAME`` preset sets, as Hydra loads it."""
+    check_method(method, config_dirs)
+    loaded = _repository(tuple(config_dirs)).load_config(f"method/{method}")
     keys = set()
-    for entry in content.pop("defaults", []):
-        if isinstance(entry, dict):
-            keys |= {k.removeprefix("override ").strip("/ ") for k in entry}
-        elif entry != "_self_":
+    for entry in loaded.defaults_list or []:
+        if isinstance(entry, GroupDefault):
+            keys.add(entry.group.strip("/ "))
+        elif isinstance(entry, ConfigDefault) and not entry.is_self():
             # A preset that extends another method preset sets everything that one sets too.
-            keys |= method_keys(entry, config_dirs)
+            keys |= method_keys(entry.path, config_dirs)
+    return keys | set(_leaf_keys(OmegaConf.to_container(loaded.config, resolve=False)))
 
-    def flatten(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flatten(value, f"{prefix}{key}.")
-            else:
-                keys.add(f"{prefix}{key}")
 
-    flatten(content, "")
-    return keys
+@functools.cache
+def _evaluates_only(method: str, config_dirs: tuple[Path, ...]) -> bool:
+    composed = _loader().load_configuration(
+        "train", [f"+method={method}", *_searchpath(config_dirs)], RunMode.RUN
+    )
+    return not trains(composed.trainer)
 
 
 def evaluates_only(method: str, config_dirs: Sequence[Path] = ()) -> bool:
-    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``)."""
-    content = yaml.safe_load(method_file(method, config_dirs).read_text()) or {}
-    trainer = content.get("trainer") or {}
-    return trainer.get("epochs") == 0 and (trainer.get("max_steps") or -1) <= 0
+    """Whether a preset turns training off (``trainer.epochs: 0``, like ``untrained``): the
+    run config composed with it does not train."""
+    check_method(method, config_dirs)
+    return _evaluates_only(method, tuple(config_dirs))
 
 
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
@@ -221,14 +257,14 @@ def check_keys(grid: dict[str, list[Any]], stage1: Sequence[str], stage2: Sequen
         ("sweep.stage2", stage2),
     ]:
         for override in overrides:
-            if _key(override) in SWEPT_BY_SWEEP:
+            if key_of(override) in SWEPT_BY_SWEEP:
                 raise ConfigError(
-                    f"{where} sets {_key(override)}, which the sweep itself varies "
+                    f"{where} sets {key_of(override)}, which the sweep itself varies "
                     "(sweep.k, sweep.seeds, sweep.languages, schedules); remove it there and "
                     "use the sweep.* list instead."
                 )
     for where, overrides in [("sweep.stage1", stage1), ("sweep.stage2", stage2)]:
-        both = sorted({_key(o) for o in overrides} & set(grid))
+        both = sorted({key_of(o) for o in overrides} & set(grid))
         if both:
             # The stage's override comes after the grid's, so every grid point would run
             # with the stage's value and the sweep would report one setting under many labels.
@@ -267,21 +303,7 @@ def plan_sweep(
     ``stage1_from`` maps a method to a finished source-trained run: its two-stage k-shot runs
     start from that run (no stage-1 run is planned), and its k = 0 point evaluates it as is.
     """
-    if not k_values or not seeds or not languages:
-        raise ConfigError(
-            "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
-            "at least one value, e.g. sweep.k=[0,8] sweep.seeds=[1,2] sweep.languages=[de,es]."
-        )
-    for schedule in schedules:
-        if schedule not in SCHEDULES:
-            raise ConfigError(
-                f"sweep.schedules holds {schedule!r}; expected joint and/or two_stage, e.g. "
-                "sweep.schedules=[joint,two_stage]."
-            )
-    if any(k < 0 for k in k_values):
-        raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
+    _check_lists(k_values, seeds, languages, methods, schedules)
     check_keys(grid, stage1, stage2)
     stage1_from = dict(stage1_from or {})
     check_stage1_from(stage1_from, methods, schedules, grid)
@@ -328,30 +350,77 @@ def plan_sweep(
                         **common,
                     )
                 )
-            for k in k_values:
-                if k == 0:
-                    if schedule == "joint":
-                        overrides = [*seeded, every_language]
-                        plan.runs.append(zero_shot(folder, languages, overrides, common))
-                    continue
-                for lang in languages:
-                    overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
-                    extra: dict[str, Any] = {}
-                    if schedule == "two_stage":
-                        stage1_dir = given or (sweep_dir / "runs" / stage1_name).resolve()
-                        overrides += [*stage2, f"init_from={stage1_dir}", "data.source_pool=false"]
-                        extra = {"stage": 2, "depends_on": "" if given else stage1_name}
-                    plan.runs.append(
-                        PlannedRun(
-                            name=f"{folder}/k{k}_{lang}_seed{seed}",
-                            k=k,
-                            languages=[lang],
-                            overrides=overrides,
-                            **common,
-                            **extra,
-                        )
-                    )
+            # A two-stage k-shot run starts from its stage-1 run (or the given one).
+            start = ""
+            if schedule == "two_stage":
+                start = given or str((sweep_dir / "runs" / stage1_name).resolve())
+            depends_on = "" if given else stage1_name
+            plan.runs += _kshot_runs(
+                folder, k_values, languages, seeded, common, stage2, start, depends_on
+            )
     return plan
+
+
+def _check_lists(
+    k_values: Sequence[int],
+    seeds: Sequence[int],
+    languages: Sequence[str],
+    methods: Sequence[str],
+    schedules: Sequence[str],
+) -> None:
+    if not k_values or not seeds or not languages:
+        raise ConfigError(
+            "sweep.k, sweep.seeds and sweep.languages (or data.eval_languages) must each hold "
+            "at least one value, e.g. sweep.k=[0,8] sweep.seeds=[1,2] sweep.languages=[de,es]."
+        )
+    for schedule in schedules:
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"sweep.schedules holds {schedule!r}; expected joint and/or two_stage, e.g. "
+                "sweep.schedules=[joint,two_stage]."
+            )
+    if any(k < 0 for k in k_values):
+        raise ConfigError(f"sweep.k={list(k_values)} holds a negative k; use 0 for zero-shot.")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"sweep.methods={list(methods)} names a method twice.")
+
+
+def _kshot_runs(
+    folder: str,
+    k_values: Sequence[int],
+    languages: Sequence[str],
+    seeded: list[str],
+    common: dict[str, Any],
+    stage2: Sequence[str],
+    start: str,
+    depends_on: str,
+) -> list[PlannedRun]:
+    """The runs of one (method, grid point, schedule, seed) per k: joint k = 0 on every
+    language at once, each k > 0 per language (two-stage: from ``start``)."""
+    runs = []
+    for k in k_values:
+        if k == 0:
+            if common["schedule"] == "joint":
+                every_language = f"data.eval_languages={_format(list(languages))}"
+                runs.append(zero_shot(folder, languages, [*seeded, every_language], common))
+            continue
+        for lang in languages:
+            overrides = [*seeded, f"data.k={k}", f"data.eval_languages=[{lang}]"]
+            extra: dict[str, Any] = {}
+            if common["schedule"] == "two_stage":
+                overrides += [*stage2, f"init_from={start}", "data.source_pool=false"]
+                extra = {"stage": 2, "depends_on": depends_on}
+            runs.append(
+                PlannedRun(
+                    name=f"{folder}/k{k}_{lang}_seed{common['seed']}",
+                    k=k,
+                    languages=[lang],
+                    overrides=overrides,
+                    **common,
+                    **extra,
+                )
+            )
+    return runs
 
 
 def zero_shot(
@@ -430,26 +499,6 @@ def plan_from_spec(
         sweep_dir=sweep_dir,
         config_dirs=config_dirs,
     )
-
-
-def check_pools(task, k_values: Sequence[int], languages: Sequence[str]) -> None:
-    """Fail before any run when a k is larger than a language's target pool."""
-    largest = max(k_values)
-    if largest == 0:
-        return
-    if task.settings.pool_fraction <= 0:
-        raise ConfigError(
-            f"sweep.k holds {largest} but data.pool_fraction=0, so no target-language examples "
-            "are held out for k-shot training. Set data.pool_fraction (e.g. 0.2)."
-        )
-    for lang in languages:
-        size = len(task.target_pool(lang))
-        if largest > size:
-            raise ConfigError(
-                f"sweep.k holds {largest}, but the {lang} target pool of task {task.name} has "
-                f"{size} examples at data.pool_fraction={task.settings.pool_fraction}; lower "
-                "sweep.k or raise data.pool_fraction."
-            )
 
 
 def write_plan(sweep_dir: Path, plan: SweepPlan, extra: dict[str, Any]) -> None:

@@ -37,6 +37,8 @@ from rich.table import Table
 
 from lowres.errors import LowresError
 from lowres.files import read_json
+from lowres.overrides import read as read_override
+from lowres.recipes.scores import main_score
 from lowres.runfolder import RunMetrics, read_metrics
 from lowres.sweeps.plan import ERROR_FILE, SWEEP_FILE, read_sweep
 from lowres.sweeps.plots import (
@@ -47,7 +49,6 @@ from lowres.sweeps.plots import (
     plot_training_curves,
 )
 from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
-from lowres.tasks import TASKS
 
 AVERAGE = "avg"
 # What one seed of a sweep changes: its intervals vary this, nothing else.
@@ -83,18 +84,9 @@ def method_label(
     return label
 
 
-def main_score(metrics: RunMetrics) -> str:
-    """The score a run is ranked by: its task's, or (a task read from files, which has no
-    entry in TASKS) f1 for QA scores and accuracy for classification."""
-    if metrics.task in TASKS:
-        return TASKS[metrics.task].main_score
-    first = next(iter(metrics.per_language.values()), {})
-    return "f1" if "f1" in first else "accuracy"
-
-
 def _plain_override(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
+    setting = read_override(override)
+    return setting.key, setting.value_text
 
 
 def multirun_sweep(folder: Path) -> dict[str, Any]:
@@ -168,20 +160,9 @@ def load_sweeps(sweep_dirs: list[Path]) -> dict[str, Any]:
 def collect(sweep_dirs: list[Path]) -> dict[str, Any]:
     """Scores per cell and seed from every finished run; which runs failed or are missing."""
     sweep = load_sweeps(sweep_dirs)
-    scored_by: dict[tuple[Cell, int], str] = {}  # which run gave each score
     schedules = sweep.get("sweep", {}).get("schedules", ["joint"])
-    scores: dict[Cell, dict[int, float]] = defaultdict(dict)
-    gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    protocols: set[str] = set()  # the source pools the runs trained on
-    # (task, key, label without the key, k, language) -> value -> seed -> score
-    swept: dict[tuple, dict[Any, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    # Runs that did not train (trainer.epochs=0, e.g. sweep.methods=[untrained,...]) are the
-    # untrained floor, drawn as a reference line rather than as a method.
-    floor: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    majority: dict[tuple[str, str], float] = {}
-    # (task, label, k) -> each run's logged rows: task loss, alignment loss, held-out distance
-    curves: dict[tuple[str, str, int], list[list[dict]]] = defaultdict(list)
-    failed, missing, policies, metric_names = {}, [], set(), set()
+    found = _Collected()
+    failed, missing = {}, []
     finished = 0
     for run in sweep["runs"]:
         run_dir = Path(run["dir"])
@@ -200,44 +181,7 @@ def collect(sweep_dirs: list[Path]) -> dict[str, Any]:
         metrics = read_metrics(run_dir)
         if run["stage"] == 1 and 0 not in sweep.get("sweep", {}).get("k", [0]):
             continue  # a stage-1 run whose zero-shot row the sweep did not ask for
-        name = main_score(metrics)
-        metric_names.add(name)
-        label = method_label(run, schedules, metrics)
-        task = metrics.task or sweep.get("task", "")
-        untrained = metrics.train_steps == 0 and not metrics.init_from
-        if (run_dir / LOG_FILE).is_file() and not untrained:
-            curves[(task, label, run["k"])].append(_read_log(run_dir / LOG_FILE))
-        for language, values in metrics.per_language.items():
-            score = float(values[name])
-            if "majority_class" in values:  # PAWS-X: always predicting the larger class
-                majority[(task, language)] = float(values["majority_class"])
-            if untrained:
-                floor[(task, language)][run["seed"]] = score
-                continue
-            cell = Cell(task, label, run["k"], language)
-            if (cell, run["seed"]) in scored_by:
-                raise LowresError(
-                    f"Two runs score {label} at k={run['k']} in {language} with seed "
-                    f"{run['seed']}: {scored_by[cell, run['seed']]} and {run_dir}. A report over "
-                    "several sweep folders takes each (method, k, language, seed) once; give "
-                    "folders that split one design (e.g. one per language), not repeats of it."
-                )
-            scored_by[cell, run["seed"]] = str(run_dir)
-            scores[cell][run["seed"]] = score
-            for key, value in run["grid"].items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    rest = method_label(run, schedules, metrics, without=key)
-                    swept[(task, key, rest, run["k"], language)][value][run["seed"]] = score
-        selection = metrics.selection or {}
-        if selection.get("policy") == "source":
-            policies.add(f"source-language dev ({selection.get('dev_examples')} examples)")
-        else:
-            policies.add("last checkpoint")
-        source = metrics.task_extras.get("protocol")
-        if source:
-            protocols.add(f"{task}: {source['description']} ({source['questions']} questions)")
-        if metrics.task_extras.get("gxlt"):
-            gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
+        found.add(run, run_dir, metrics, schedules, metrics.task or sweep.get("task", ""))
     planned = sweep.get("planned", len(sweep["runs"]))
     if not finished:
         where = " ".join(str(d) for d in sweep_dirs)
@@ -251,22 +195,92 @@ def collect(sweep_dirs: list[Path]) -> dict[str, Any]:
             f"{planned - len(failed)} not run); {rerun}."
         )
     return {
-        "scores": scores,
-        "gxlt": gxlt,
-        "swept": swept,
-        "floor": floor,
-        "curves": curves,
-        "majority": majority,
+        "scores": found.scores,
+        "gxlt": found.gxlt,
+        "swept": found.swept,
+        "floor": found.floor,
+        "curves": found.curves,
+        "majority": found.majority,
         "failed": failed,
         "missing": missing,
         "not_run": planned - finished - len(failed),
         "planned": planned,
         "finished": finished,
-        "policies": sorted(policies),
-        "protocols": sorted(protocols),
-        "metric": "/".join(sorted(metric_names)),
+        "policies": sorted(found.policies),
+        "protocols": sorted(found.protocols),
+        "metric": "/".join(sorted(found.metric_names)),
         "summary": sweep.get("summary", {}),
     }
+
+
+class _Collected:
+    """What :func:`collect` gathers from the finished runs, one run at a time."""
+
+    def __init__(self) -> None:
+        self.scored_by: dict[tuple[Cell, int], str] = {}  # which run gave each score
+        self.scores: dict[Cell, dict[int, float]] = defaultdict(dict)
+        self.gxlt: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+        self.protocols: set[str] = set()  # the source pools the runs trained on
+        # (task, key, label without the key, k, language) -> value -> seed -> score
+        self.swept: dict[tuple, dict[Any, dict[int, float]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
+        # Runs that did not train (trainer.epochs=0, e.g. sweep.methods=[untrained,...]) are
+        # the untrained floor, drawn as a reference line rather than as a method.
+        self.floor: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+        self.majority: dict[tuple[str, str], float] = {}
+        # (task, label, k) -> each run's logged rows: task loss, alignment loss, distance
+        self.curves: dict[tuple[str, str, int], list[list[dict]]] = defaultdict(list)
+        self.policies: set[str] = set()
+        self.metric_names: set[str] = set()
+
+    def add(
+        self,
+        run: dict[str, Any],
+        run_dir: Path,
+        metrics: RunMetrics,
+        schedules: list[str],
+        task: str,
+    ) -> None:
+        name = main_score(metrics.task, metrics.per_language)
+        self.metric_names.add(name)
+        label = method_label(run, schedules, metrics)
+        untrained = metrics.train_steps == 0 and not metrics.init_from
+        if (run_dir / LOG_FILE).is_file() and not untrained:
+            self.curves[(task, label, run["k"])].append(_read_log(run_dir / LOG_FILE))
+        for language, values in metrics.per_language.items():
+            score = float(values[name])
+            if "majority_class" in values:  # PAWS-X: always predicting the larger class
+                self.majority[(task, language)] = float(values["majority_class"])
+            if untrained:
+                self.floor[(task, language)][run["seed"]] = score
+                continue
+            self._score(Cell(task, label, run["k"], language), run, run_dir, score)
+            for key, value in run["grid"].items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rest = method_label(run, schedules, metrics, without=key)
+                    self.swept[(task, key, rest, run["k"], language)][value][run["seed"]] = score
+        selection = metrics.selection or {}
+        if selection.get("policy") == "source":
+            self.policies.add(f"source-language dev ({selection.get('dev_examples')} examples)")
+        else:
+            self.policies.add("last checkpoint")
+        source = metrics.task_extras.get("protocol")
+        if source:
+            self.protocols.add(f"{task}: {source['description']} ({source['questions']} questions)")
+        if metrics.task_extras.get("gxlt"):
+            self.gxlt[(task, label, run["k"])].append(metrics.task_extras["gxlt"])
+
+    def _score(self, cell: Cell, run: dict[str, Any], run_dir: Path, score: float) -> None:
+        if (cell, run["seed"]) in self.scored_by:
+            raise LowresError(
+                f"Two runs score {cell.method} at k={run['k']} in {cell.language} with seed "
+                f"{run['seed']}: {self.scored_by[cell, run['seed']]} and {run_dir}. A report "
+                "over several sweep folders takes each (method, k, language, seed) once; give "
+                "folders that split one design (e.g. one per language), not repeats of it."
+            )
+        self.scored_by[cell, run["seed"]] = str(run_dir)
+        self.scores[cell][run["seed"]] = score
 
 
 def table_rows(scores: dict[Cell, dict[int, float]]) -> list[dict[str, Any]]:
@@ -666,13 +680,7 @@ def write_report(
     collected["swept_rows"] = swept_rows(collected["swept"])
     collected["references"] = references(collected)
     if compare:
-        labels = {cell.method for cell in collected["scores"]}
-        unknown = [name for pair in compare for name in pair if name not in labels]
-        if unknown:
-            raise LowresError(
-                f"--compare names {', '.join(unknown)}, which is not a method of this sweep; "
-                f"its methods (as the report labels them) are {', '.join(sorted(labels))}."
-            )
+        _check_compared(compare, {cell.method for cell in collected["scores"]})
     collected["comparisons"] = comparisons(
         collected["scores"], compare, [(a, b) for a, b, _, _ in primary]
     )
@@ -704,6 +712,24 @@ def write_report(
             {"task": t, "language": lang, **v} for (t, lang), v in collected["references"].items()
         ],
     }
+    report["figures"] = [str(f) for f in _figures(rows, collected, out) if f]
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    show(rows, collected)
+    Console(soft_wrap=True).print(f"report written to {out}", highlight=False)
+    return report
+
+
+def _check_compared(compare: list[tuple[str, str]], labels: set[str]) -> None:
+    unknown = [name for pair in compare for name in pair if name not in labels]
+    if unknown:
+        raise LowresError(
+            f"--compare names {', '.join(unknown)}, which is not a method of this sweep; "
+            f"its methods (as the report labels them) are {', '.join(sorted(labels))}."
+        )
+
+
+def _figures(rows: list[dict[str, Any]], collected: dict[str, Any], out: Path) -> list:
+    """Every figure of the report, per task; None where a figure has nothing to draw."""
     figures = []
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
@@ -718,8 +744,4 @@ def write_report(
         figures.append(plot_training_curves(task_curves, task, out))
     for (task, method, k), tables in sorted(collected["gxlt"].items()):
         figures.append(plot_gxlt(tables, task, method, k, out))
-    report["figures"] = [str(f) for f in figures if f]
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    show(rows, collected)
-    Console(soft_wrap=True).print(f"report written to {out}", highlight=False)
-    return report
+    return figures

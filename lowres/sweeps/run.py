@@ -25,8 +25,6 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.text import Text
 
-from lowres.backbones import resolve_local, reuse_backbones
-from lowres.builders import build_task
 from lowres.errors import ConfigError, LowresError
 from lowres.launchers import (
     chosen_launcher,
@@ -34,15 +32,15 @@ from lowres.launchers import (
     launch_jobs,
     pin_gpu_for_sweep_job,
 )
-from lowres.recipes.train import quiet_libraries, train
+from lowres.overrides import key_of
+from lowres.recipes.preflight import backbones_reused, check_pools, quiet_libraries, start_up
+from lowres.recipes.train import train
 from lowres.runfolder import FolderLock, RunFolder, RunMetrics, ensure_folder
-from lowres.schema import RunConfig, validate
+from lowres.schema import RunConfig
 from lowres.sweeps.plan import (
     ERROR_FILE,
     PlannedRun,
     SweepPlan,
-    _key,
-    check_pools,
     grid_replaces,
     plan_from_spec,
     user_config_dirs,
@@ -285,12 +283,10 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     """The ``lowres sweep`` job: plan from ``cfg.sweep``, run, summarise."""
     if cfg.task is None:
         raise ConfigError("No task chosen; add +task=xquad (see `lowres --help` for the tasks).")
-    resolve_local(cfg.backbone)
-    validate(cfg)
-    quiet_libraries()
+    start_up(cfg)
     hydra_cfg = HydraConfig.get()
     sweep_dir = Path(sweep_dir or hydra_cfg.sweep.dir)
-    base = [o for o in hydra_cfg.overrides.task if not _key(o).startswith("sweep")]
+    base = [o for o in hydra_cfg.overrides.task if not key_of(o).startswith("sweep")]
     # The user's config folders (their own method presets) must reach every run's compose.
     searchpath = list(hydra_cfg.searchpath)
     if searchpath:
@@ -307,8 +303,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     plan = plan_from_spec(
         spec, languages, sweep_dir, config=cfg, config_dirs=user_config_dirs(searchpath)
     )
-    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
-    check_pools(task, spec["k"], languages)
+    check_pools(cfg, spec["k"], languages)
     extra = {"task": cfg.task.name, "sweep": spec, "base_overrides": base}
     replaced = grid_replaces(spec["methods"], spec["grid"], user_config_dirs(searchpath))
     if replaced:
@@ -340,7 +335,7 @@ def run_sweep(cfg, sweep_dir: str | Path | None = None) -> dict[str, Any]:
             line = Text.assemble((f"run {number}/{total}", "bold"), f" {run.name}")
             Console(soft_wrap=True).print(line)
 
-        with reuse_backbones():
+        with backbones_reused():
             summary = execute(
                 plan,
                 sweep_dir,

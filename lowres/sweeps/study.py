@@ -26,9 +26,11 @@ run again there first (same command, same seed). ``report`` rebuilds every table
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,87 +155,136 @@ def _chosen(results: Path, method: str, stage: str = "search") -> list[str] | No
 def plan(spec: StudySpec) -> list[Step]:
     """Every step, in the order they run. Steps after a search are planned once its choice
     is in results/ (before that, ``status`` counts them as waiting for it)."""
+    steps = []
+    for method, m in spec.methods.items():
+        steps += _method_steps(spec, method, m)
+    return steps
+
+
+def _method_steps(spec: StudySpec, method: str, m: MethodSpec) -> list[Step]:
+    """One method's steps: its search; once that has chosen, each source seed's training and
+    zero-shot evaluations, then stage 2's own search (with a ``stage2_space``); once stage 2
+    has its choice, the few-shot runs."""
     results, work = Path(spec.results), Path(spec.work)
-    base = [f"backbone={spec.backbone}", *spec.common]
-    source = [
+    preset = f"+method={m.preset or method}"
+    run = [
+        *_source_task(spec),
+        preset,
+        *_base_overrides(spec),
+        *spec.source.overrides,
+        *m.overrides,
+    ]
+    steps = [_search_step(spec, f"search/{method}", run, _sweeps(m.space))]
+    chosen = _chosen(results, method)
+    if chosen is None:
+        return steps
+    for seed in spec.source_seeds:
+        steps += _source_steps(spec, method, seed, [*run, *chosen])
+    stage2_chosen: list[str] | None = []
+    if m.stage2_space:
+        first = f"source/{method}/seed{spec.source_seeds[0]}"
+        stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
+                  "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
+        name = f"stage2search/{method}"
+        steps.append(_search_step(spec, name, [*run, *stage2], _sweeps(m.stage2_space), first))
+        stage2_chosen = _chosen(results, method, "stage2search")
+    if stage2_chosen is None:
+        return steps
+    fixed = [*m.overrides, *chosen]
+    for seed in spec.source_seeds:
+        steps += _fewshot_steps(spec, method, seed, preset, fixed, stage2_chosen)
+    return steps
+
+
+def _base_overrides(spec: StudySpec) -> list[str]:
+    """The overrides every training run starts with: the backbone and the spec's common ones."""
+    return [f"backbone={spec.backbone}", *spec.common]
+
+
+def _source_task(spec: StudySpec) -> list[str]:
+    """The source task and the languages it is evaluated on after training."""
+    return [
         f"+task={spec.source.task}",
         f"data.eval_languages=[{','.join(spec.source.languages)}]",
     ]
 
-    def search_step(name: str, overrides: list[str], space: list[str], needs: str = "") -> Step:
-        """An Optuna search scored on source dev, with the study's trial budget."""
-        return Step(
-            name, "search",
-            ["train", "-m", "hydra/sweeper=optuna", *overrides,
-             f"data.source_dev_articles={spec.source.dev_articles}",
-             f"data.source_dev_examples={spec.source.dev_examples}", *space,
-             f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
-             f"hydra.sweep.dir={work / name}"],
-            needs=needs,
-        )  # fmt: skip
 
-    steps = []
-    for method, m in spec.methods.items():
-        preset = f"+method={m.preset or method}"
-        name = f"search/{method}"
-        space = [f"{key}={value}" for key, value in sorted(m.space.items())]
-        run = [*source, preset, *base, *spec.source.overrides, *m.overrides]
-        steps.append(search_step(name, run, space))
-        chosen = _chosen(results, method)
-        if chosen is None:
-            continue
-        for seed in spec.source_seeds:
-            source_step = f"source/{method}/seed{seed}"
+def _sweeps(space: dict[str, str]) -> list[str]:
+    """A search space as Hydra sweep overrides, sorted by key so that the argv is stable."""
+    return [f"{key}={value}" for key, value in sorted(space.items())]
+
+
+def _search_step(
+    spec: StudySpec, name: str, overrides: list[str], space: list[str], needs: str = ""
+) -> Step:
+    """An Optuna search scored on source dev, with the study's trial budget."""
+    work = Path(spec.work)
+    return Step(
+        name, "search",
+        ["train", "-m", "hydra/sweeper=optuna", *overrides,
+         f"data.source_dev_articles={spec.source.dev_articles}",
+         f"data.source_dev_examples={spec.source.dev_examples}", *space,
+         f"search.trials={spec.trials}", f"search.seed={spec.search_seed}",
+         f"hydra.sweep.dir={work / name}"],
+        needs=needs,
+    )  # fmt: skip
+
+
+def _source_steps(spec: StudySpec, method: str, seed: int, run: list[str]) -> list[Step]:
+    """Source seed ``seed``'s training with the search's choice (``run`` holds both), then
+    each task's zero-shot evaluation of that model."""
+    work = Path(spec.work)
+    source_step = f"source/{method}/seed{seed}"
+    steps = [
+        Step(
+            source_step, "source",
+            ["train", *run, f"data.source_dev_articles={spec.source.dev_articles}",
+             f"data.source_dev_examples={spec.source.dev_examples}",
+             f"trainer.seed={seed}", f"hydra.run.dir={work / source_step}"],
+        )
+    ]  # fmt: skip
+    for task, t in spec.tasks.items():
+        if t.zero_shot:
+            name = f"zeroshot/{task}/{method}/seed{seed}"
             steps.append(
                 Step(
-                    source_step, "source",
-                    ["train", *source, preset, *base, *spec.source.overrides, *m.overrides,
-                     *chosen, f"data.source_dev_articles={spec.source.dev_articles}",
-                     f"data.source_dev_examples={spec.source.dev_examples}",
-                     f"trainer.seed={seed}", f"hydra.run.dir={work / source_step}"],
+                    name, "zeroshot",
+                    ["evaluate", f"checkpoint={work / source_step}", f"task={task}",
+                     f"data.eval_languages=[{','.join(t.zero_shot)}]", *t.overrides,
+                     *spec.evaluate, f"hydra.run.dir={work / name}"],
+                    needs=source_step,
                 )
             )  # fmt: skip
-            for task, t in spec.tasks.items():
-                if t.zero_shot:
-                    name = f"zeroshot/{task}/{method}/seed{seed}"
-                    steps.append(
-                        Step(
-                            name, "zeroshot",
-                            ["evaluate", f"checkpoint={work / source_step}", f"task={task}",
-                             f"data.eval_languages=[{','.join(t.zero_shot)}]", *t.overrides,
-                             *spec.evaluate, f"hydra.run.dir={work / name}"],
-                            needs=source_step,
-                        )
-                    )  # fmt: skip
-        stage2_chosen: list[str] | None = []
-        if m.stage2_space:
-            first = f"source/{method}/seed{spec.source_seeds[0]}"
-            name = f"stage2search/{method}"
-            space = [f"{key}={value}" for key, value in sorted(m.stage2_space.items())]
-            stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
-                      "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
-            steps.append(search_step(name, [*run, *stage2], space, needs=first))
-            stage2_chosen = _chosen(results, method, "stage2search")
-        if stage2_chosen is None:
-            continue
-        for seed in spec.source_seeds:
-            source_step = f"source/{method}/seed{seed}"
-            for task, t in spec.tasks.items():
-                for lang in t.few_shot:
-                    for k in spec.k:
-                        for s2 in spec.stage2_seeds:
-                            name = f"fewshot/{task}/{lang}/{method}/seed{seed}/k{k}/s{s2}"
-                            steps.append(
-                                Step(
-                                    name, "fewshot",
-                                    ["train", f"+task={task}", preset, *base, *m.overrides,
-                                     *chosen, *t.overrides, *spec.stage2, *stage2_chosen,
-                                     f"init_from={work / source_step}", "data.source_pool=false",
-                                     f"data.eval_languages=[{lang}]", f"data.k={k}",
-                                     f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
-                                    needs=source_step,
-                                )
-                            )  # fmt: skip
+    return steps
+
+
+def _fewshot_steps(
+    spec: StudySpec,
+    method: str,
+    seed: int,
+    preset: str,
+    fixed: list[str],
+    stage2_chosen: list[str],
+) -> list[Step]:
+    """Stage 2 on top of source seed ``seed``: each task's few-shot languages, every k and
+    stage-2 seed (``fixed``: the method's own overrides and its source search's choice)."""
+    work = Path(spec.work)
+    source_step = f"source/{method}/seed{seed}"
+    steps = []
+    for task, t in spec.tasks.items():
+        for lang, k, s2 in itertools.product(t.few_shot, spec.k, spec.stage2_seeds):
+            name = f"fewshot/{task}/{lang}/{method}/seed{seed}/k{k}/s{s2}"
+            steps.append(
+                Step(
+                    name, "fewshot",
+                    ["train", f"+task={task}", preset, *_base_overrides(spec), *fixed,
+                     *t.overrides, *spec.stage2, *stage2_chosen,
+                     f"init_from={work / source_step}", "data.source_pool=false",
+                     f"data.eval_languages=[{lang}]", f"data.k={k}",
+                     f"trainer.seed={s2}", f"hydra.run.dir={work / name}"],
+                    needs=source_step,
+                )
+            )  # fmt: skip
     return steps
 
 
@@ -251,8 +302,19 @@ def status(spec: StudySpec) -> dict[str, Any]:
         for m, method in spec.methods.items()
         if method.stage2_space and _chosen(results, m, "stage2search") is None
     ]
+
+    def trials(step: Step) -> int | None:
+        """A search's kept trials (a stopped search goes on from them)."""
+        if step.kind != "search":
+            return None
+        folder = results / step.name
+        return sum(1 for p in folder.glob("[0-9]*") if (p / "metrics.json").is_file())
+
     return {
-        "steps": [{"name": s.name, "done": done(spec, s), "argv": s.argv} for s in steps],
+        "steps": [
+            {"name": s.name, "done": done(spec, s), "argv": s.argv, "trials_kept": trials(s)}
+            for s in steps
+        ],
         "done": sum(done(spec, s) for s in steps),
         "planned": len(steps),
         "waiting_for_search": waiting,
@@ -266,32 +328,42 @@ def _metrics(path: Path) -> dict[str, Any]:
     return json.loads((path / "metrics.json").read_text())
 
 
-def _score_table(spec: StudySpec) -> tuple[dict[tuple, dict[int, float]], dict[tuple, int]]:
-    """(task, method, k, language) -> source seed -> F1 (stage-2 seeds averaged within it),
-    and (task, language) -> questions scored."""
+def _kept_runs(spec: StudySpec):
+    """Every kept evaluation the report reads, in one walk of results/ (the one place that
+    knows its layout): ``(task, method, seed, 0, None, [zero-shot folder])`` for a model's
+    zero-shot run (all its languages), ``(task, method, seed, k, lang, [stage-2 folders])``
+    for a few-shot cell with every one of its nested stage-2 seeds kept."""
     results = Path(spec.results)
-    table: dict[tuple, dict[int, float]] = defaultdict(dict)
-    questions: dict[tuple, int] = {}
     for method in spec.methods:
         for seed in spec.source_seeds:
             for task, t in spec.tasks.items():
                 folder = results / "zeroshot" / task / method / f"seed{seed}"
                 if (folder / "metrics.json").is_file():
-                    for lang, scores in _metrics(folder)["per_language"].items():
-                        table[task, method, 0, lang][seed] = scores["f1"]
-                        questions[task, lang] = scores["n"]
+                    yield task, method, seed, 0, None, [folder]
                 for lang in t.few_shot:
                     for k in spec.k:
-                        values = []
-                        for s2 in spec.stage2_seeds:
-                            run = results / "fewshot" / task / lang / method / f"seed{seed}"
-                            run = run / f"k{k}" / f"s{s2}"
-                            if (run / "metrics.json").is_file():
-                                scores = _metrics(run)["per_language"][lang]
-                                values.append(scores["f1"])
-                                questions[task, lang] = scores["n"]
-                        if len(values) == len(spec.stage2_seeds):
-                            table[task, method, k, lang][seed] = statistics.fmean(values)
+                        cell = results / "fewshot" / task / lang / method / f"seed{seed}" / f"k{k}"
+                        runs = [cell / f"s{s2}" for s2 in spec.stage2_seeds]
+                        kept = [run for run in runs if (run / "metrics.json").is_file()]
+                        yield task, method, seed, k, lang, kept
+
+
+def _score_table(spec: StudySpec) -> tuple[dict[tuple, dict[int, float]], dict[tuple, int]]:
+    """(task, method, k, language) -> source seed -> F1 (stage-2 seeds averaged within it),
+    and (task, language) -> questions scored."""
+    table: dict[tuple, dict[int, float]] = defaultdict(dict)
+    questions: dict[tuple, int] = {}
+    for task, method, seed, k, lang, runs in _kept_runs(spec):
+        if not k:
+            for language, scores in _metrics(runs[0])["per_language"].items():
+                table[task, method, 0, language][seed] = scores["f1"]
+                questions[task, language] = scores["n"]
+            continue
+        scores = [_metrics(run)["per_language"][lang] for run in runs]
+        if scores:
+            questions[task, lang] = scores[-1]["n"]
+        if len(scores) == len(spec.stage2_seeds):
+            table[task, method, k, lang][seed] = statistics.fmean(s["f1"] for s in scores)
     return table, questions
 
 
@@ -323,17 +395,190 @@ def _averages(spec, table) -> dict[tuple[str, str, int], dict[int, float]]:
     return out
 
 
-def _cell(values: dict[int, float]) -> str:
+# (task, language, predictions) -> each question's main score (lowres.recipes.rescore)
+QuestionScorer = Callable[[str, str, dict[str, Any]], dict[str, float]]
+
+
+def _predictions(run: Path, lang: str) -> dict[str, Any] | None:
+    """A run's kept predictions for ``lang`` (``predictions/<lang>.json``, or gzipped)."""
+    import gzip
+
+    for path in (run / "predictions" / f"{lang}.json", run / "predictions" / f"{lang}.json.gz"):
+        if path.is_file():
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+                return json.load(f)
+    return None
+
+
+def _rescored(run: Path, task: str, lang: str, scorer: QuestionScorer) -> dict[str, float] | None:
+    """Each question's F1 from the run's predictions; their mean must be the run's own F1."""
+    predictions = _predictions(run, lang)
+    if predictions is None:
+        return None
+    scores = scorer(task, lang, predictions)
+    kept = _metrics(run)["per_language"][lang]
+    mean = statistics.fmean(scores.values()) if scores else float("nan")
+    if len(scores) != kept["n"] or not abs(mean - kept["f1"]) <= 1e-6 * max(1.0, kept["f1"]):
+        raise LowresError(
+            f"{run}: its {lang} predictions score {mean:.4f} F1 over {len(scores)} questions "
+            f"when scored again, but the run recorded {kept['f1']:.4f} over {kept['n']}: the "
+            "data under data.root is not what the run was scored on. Point the spec's "
+            "data.root at that data, or report without the question intervals "
+            "(lowres study report --no-questions)."
+        )
+    return scores
+
+
+def _shared_mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per question, the mean over runs, on the questions every run scored."""
+    shared = set.intersection(*(set(r) for r in runs))
+    return {q: statistics.fmean(r[q] for r in runs) for q in sorted(shared)}
+
+
+def _question_table(spec: StudySpec, scorer: QuestionScorer) -> dict[tuple, dict[int, dict]]:
+    """(task, method, k, language) -> source seed -> question -> F1, as :func:`_score_table`
+    (few-shot: each question's F1 averaged over the stage-2 seeds first)."""
+    table: dict[tuple, dict[int, dict[str, float]]] = defaultdict(dict)
+    for task, method, seed, k, lang, runs in _kept_runs(spec):
+        if not k:
+            for language in _metrics(runs[0])["per_language"]:
+                scores = _rescored(runs[0], task, language, scorer)
+                if scores:
+                    table[task, method, 0, language][seed] = scores
+            continue
+        rescored = [_rescored(run, task, lang, scorer) for run in runs]
+        if len(rescored) == len(spec.stage2_seeds) and all(rescored):
+            table[task, method, k, lang][seed] = _shared_mean(rescored)
+    return table
+
+
+def _by_language(
+    spec: StudySpec, questions: dict, task: str, method: str, k: int, seeds: list[int]
+) -> dict[str, dict[str, float]] | None:
+    """Target language -> question -> F1 averaged over ``seeds`` (the source models of the
+    seed-interval beside it); None where a language or seed has no rescored predictions."""
+    out = {}
+    for lang in _targets(spec, task, k):
+        per_seed = questions.get((task, method, k, lang), {})
+        if not seeds or any(seed not in per_seed for seed in seeds):
+            return None
+        out[lang] = _shared_mean([per_seed[seed] for seed in seeds])
+    return out
+
+
+def _question_interval(per_question: dict[str, dict[str, float]] | None, resamples: int):
+    from lowres.sweeps.stats import bootstrap_mean
+
+    if not per_question:
+        return None
+    return bootstrap_mean([list(scores.values()) for scores in per_question.values()], resamples)
+
+
+def _cell(values: dict[int, float], questions: dict[str, Any] | None = None) -> str:
     row = summary(list(values.values()))
-    if row["ci95_low"] is None:
-        return f"{row['mean']:.1f} (1 seed)"
-    return f"{row['mean']:.1f} [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+    text = (
+        f"{row['mean']:.1f} (1 seed)"
+        if row["ci95_low"] is None
+        else f"{row['mean']:.1f} [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+    )
+    if questions:
+        text += f" q[{questions['ci95_low']:.1f}, {questions['ci95_high']:.1f}]"
+    return text
 
 
-def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
-    """Tables and the Holm-corrected primary comparisons, from results/ alone."""
+def report(
+    spec: StudySpec,
+    out: Path | None = None,
+    scorer: QuestionScorer | None = None,
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Tables and the Holm-corrected primary comparisons, from results/ alone.
+
+    With ``scorer`` (each question's score from a run's kept predictions), every cell and
+    primary comparison also gets a 95 % interval over the test questions: a bootstrap of
+    ``resamples`` (seeded), the source models fixed, languages resampled apart.
+    """
     table, questions = _score_table(spec)
     averages = _averages(spec, table)
+    by_question = _question_table(spec, scorer) if scorer else {}
+    intervals = _question_intervals(spec, table, averages, by_question, resamples)
+    comparisons = _primary(spec, averages, by_question, resamples)
+    lines = [
+        *_preamble(spec, scorer is not None, resamples),
+        *_table_lines(spec, table, questions, averages, intervals),
+        *_primary_lines(spec, comparisons),
+        *_search_lines(spec),
+    ]
+    out = out or Path(spec.results) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    record = {
+        "cells": [
+            {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
+             **summary(list(v.values())), "questions": intervals.get((t, m, k, lang))}
+            for (t, m, k, lang), v in sorted(table.items())
+        ],
+        "averages": [
+            {"task": t, "method": m, "k": k, "per_source_seed": v,
+             "questions": intervals.get((t, m, k, "average"))}
+            for (t, m, k), v in sorted(averages.items())
+        ],
+        "primary": comparisons,
+        "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
+        "questions_interval_varies": (
+            f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
+            "F1 from the kept predictions, averaged over the source (and stage-2) seeds first; "
+            "languages resampled apart" if scorer else None
+        ),
+    }  # fmt: skip
+    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
+    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def _shown_tables(spec: StudySpec, table: dict) -> Iterator[tuple[str, int, list[str], list[str]]]:
+    """Each table the report shows, in order: (task, k, its languages, the methods with a
+    score in it); a (task, k) no method has a score for is left out."""
+    for task in spec.tasks:
+        for k in [0, *spec.k]:
+            langs = _languages(spec, task, k)
+            rows = [m for m in spec.methods if any((task, m, k, lang) in table for lang in langs)]
+            if rows:
+                yield task, k, langs, rows
+
+
+def _question_intervals(
+    spec: StudySpec, table: dict, averages: dict, by_question: dict, resamples: int
+) -> dict[tuple, dict[str, Any] | None]:
+    """(task, method, k, language or "average") -> the interval over the test questions of
+    each cell the tables show; None where a seed of the cell has no rescored predictions."""
+    intervals: dict[tuple, dict[str, Any] | None] = {}
+    for task, k, langs, rows in _shown_tables(spec, table):
+        for method in rows:
+            for lang in langs:
+                if (task, method, k, lang) in table:
+                    seeds = sorted(table[task, method, k, lang])
+                    per_seed = by_question.get((task, method, k, lang), {})
+                    interval = _cell_questions(per_seed, lang, seeds, resamples)
+                    intervals[task, method, k, lang] = interval
+            avg = averages.get((task, method, k))
+            found = _by_language(spec, by_question, task, method, k, sorted(avg)) if avg else None
+            intervals[task, method, k, "average"] = _question_interval(found, resamples)
+    return intervals
+
+
+def _cell_questions(
+    per_seed: dict[int, dict[str, float]], lang: str, seeds: list[int], resamples: int
+) -> dict[str, Any] | None:
+    """One language's interval over its questions, each averaged over the cell's source
+    seeds first; None unless every one of them has rescored predictions."""
+    if not seeds or any(seed not in per_seed for seed in seeds):
+        return None
+    return _question_interval({lang: _shared_mean([per_seed[seed] for seed in seeds])}, resamples)
+
+
+def _preamble(spec: StudySpec, rescored: bool, resamples: int) -> list[str]:
+    """The title, the description and what each kind of interval varies."""
     nested = len(spec.stage2_seeds)
     lines = [f"# {spec.name}: report", "", spec.description.strip(), ""]
     lines.append(
@@ -347,62 +592,114 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
         + "; it does not vary the test questions. n: questions scored per language."
     )
     lines.append("")
-    for task in spec.tasks:
-        for k in [0, *spec.k]:
-            langs = _languages(spec, task, k)
-            rows = [m for m in spec.methods if any((task, m, k, lang) in table for lang in langs)]
-            if not rows:
-                continue
-            lines += [f"## {task}, k = {k}", ""]
-            header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
-            lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
-            lines.append("|---|" + "---:|" * (len(langs) + 2))
-            for method in rows:
-                cells = [
-                    _cell(table[task, method, k, lang]) if (task, method, k, lang) in table else "–"
-                    for lang in langs
-                ]
-                avg = averages.get((task, method, k))
-                seeds = len(avg) if avg else 0
-                lines.append(
-                    f"| {method} | "
-                    + " | ".join(cells)
-                    + f" | {_cell(avg) if avg else '–'} | {seeds} |"
-                )
-            lines.append("")
+    if rescored:
+        lines += [
+            f"q[low, high]: the {CONFIDENCE:.0%} interval over the test questions, beside it: "
+            f"a bootstrap of {resamples:,} resamples (seed 0) of the questions each cell was "
+            "scored on, each question's F1 scored again from the committed predictions and "
+            "averaged over the source seeds (and stage-2 seeds) first, so the models stay "
+            "fixed and only the questions vary; a target average resamples each language "
+            "apart. Neither interval varies both.",
+            "",
+        ]
+    return lines
+
+
+def _table_lines(
+    spec: StudySpec, table: dict, questions: dict, averages: dict, intervals: dict
+) -> list[str]:
+    """A table per task and k: a row per method, a cell per language, the target average."""
+    lines = []
+    for task, k, langs, rows in _shown_tables(spec, table):
+        lines += [f"## {task}, k = {k}", ""]
+        header = [f"{lang} (n={questions.get((task, lang), '?')})" for lang in langs]
+        lines.append("| method | " + " | ".join(header) + " | target average | seeds |")
+        lines.append("|---|" + "---:|" * (len(langs) + 2))
+        for method in rows:
+            cells = [
+                _cell(table[task, method, k, lang], intervals[task, method, k, lang])
+                if (task, method, k, lang) in table
+                else "–"
+                for lang in langs
+            ]
+            avg = averages.get((task, method, k))
+            seeds = len(avg) if avg else 0
+            average = _cell(avg, intervals[task, method, k, "average"]) if avg else "–"
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {average} | {seeds} |")
+        lines.append("")
+    return lines
+
+
+def _primary(
+    spec: StudySpec, averages: dict, by_question: dict, resamples: int
+) -> list[dict[str, Any]]:
+    """The pre-registered comparisons, paired over source seeds (and, with rescored
+    predictions, over the questions), Holm-corrected over those with at least two seeds."""
+    from lowres.sweeps.stats import paired_bootstrap
+
     comparisons = []
     for a, b, k, task in spec.primary:
         first, second = averages.get((task, a, k)), averages.get((task, b, k))
         result = paired(first, second) if first and second else None
-        comparisons.append({"a": a, "b": b, "k": k, "task": task, **(result or {"n": 0})})
+        row = {"a": a, "b": b, "k": k, "task": task, **(result or {"n": 0})}
+        if result and by_question:
+            seeds = result["seeds"]
+            row["questions"] = paired_bootstrap(
+                _by_language(spec, by_question, task, a, k, seeds) or {},
+                _by_language(spec, by_question, task, b, k, seeds) or {},
+                resamples=resamples,
+            )
+        comparisons.append(row)
     tested = [c for c in comparisons if c.get("p") is not None]
     for c, p in zip(tested, holm([c["p"] for c in tested]), strict=True):
         c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
-    lines += [
+    return comparisons
+
+
+def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[str]:
+    """The primary comparisons' section: what each interval varies, then a row each."""
+    tested = [c for c in comparisons if c.get("p") is not None]
+    lines = [
         "## Primary comparisons (pre-registered; Holm over the family)",
         "",
         f"A − B of the language-averaged F1, paired over source seeds; family of "
         f"{len(spec.primary)} (Holm over the {len(tested)} with at least two seeds). Every "
-        "other difference in these tables is exploratory.",
+        "other difference in these tables is exploratory. *95 % CI, source seeds*: the "
+        "t-interval of the paired differences, which varies the source seed (the p-values "
+        "and Holm's test are on it). *95 % CI, questions*: the paired bootstrap over the "
+        "test questions (each question's A − B, the same source seeds' models, fixed), "
+        "which varies the questions; it is shown, not tested.",
         "",
-        "| A | B | k | task | seeds | mean A − B | 95 % CI | p | Holm p | verdict |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| A | B | k | task | seeds | mean A − B | 95 % CI, source seeds "
+        "| 95 % CI, questions | p | Holm p | verdict |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for c in comparisons:
-        if c.get("p") is None:
-            lines.append(
-                f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
-                + "– | " * 5
-                + "not run |"
-            )
-            continue
-        verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
-        lines.append(
-            f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
-            f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
-            f"{c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
-        )
+    lines += [_comparison_row(c) for c in comparisons]
     lines.append("")
+    return lines
+
+
+def _comparison_row(c: dict[str, Any]) -> str:
+    """One comparison's row; one not run or with one seed says so instead of a test."""
+    q = c.get("questions")
+    by_questions = f"[{q['ci95_low']:+.2f}, {q['ci95_high']:+.2f}]" if q else "–"
+    if c.get("p") is None:
+        done = "" if not c["n"] else f"{c['mean_difference']:+.2f} | – | {by_questions} | "
+        return (
+            f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | {done}"
+            + "– | " * (2 if done else 5)
+            + ("one seed: not tested |" if done else "not run |")
+        )
+    verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
+    return (
+        f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
+        f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
+        f"{by_questions} | {c['p']:.3f} | {c['p_holm']:.3f} | {verdict} |"
+    )
+
+
+def _search_lines(spec: StudySpec) -> list[str]:
+    """The searches' section: each finished search's trials, choice and source dev F1."""
     searches = []
     for method in spec.methods:
         record = Path(spec.results) / "search" / method / "search.json"
@@ -413,29 +710,11 @@ def report(spec: StudySpec, out: Path | None = None) -> dict[str, Any]:
                 f"| {method} | {len(data['trials'])} | {best.get('params')} | "
                 f"{best.get('value', float('nan')):.2f} |"
             )
-    if searches:
-        lines += ["## Searches (source dev, held out by article)", "",
-                  "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
-                  *searches, ""]  # fmt: skip
-    out = out or Path(spec.results) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    record = {
-        "cells": [
-            {"task": t, "method": m, "k": k, "language": lang, "per_source_seed": v,
-             **summary(list(v.values()))}
-            for (t, m, k, lang), v in sorted(table.items())
-        ],
-        "averages": [
-            {"task": t, "method": m, "k": k, "per_source_seed": v}
-            for (t, m, k), v in sorted(averages.items())
-        ],
-        "primary": comparisons,
-        "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
-    }  # fmt: skip
-    record["figures"] = [str(f) for f in plot_averages(spec, averages, out)]
-    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return record
+    if not searches:
+        return []
+    return ["## Searches (source dev, held out by article)", "",
+            "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
+            *searches, ""]  # fmt: skip
 
 
 def plot_averages(spec: StudySpec, averages: dict, out: Path) -> list[Path]:

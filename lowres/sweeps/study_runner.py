@@ -16,6 +16,8 @@ which seed, is recorded in ``search_plan.json``.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import re
 import shutil
@@ -31,7 +33,8 @@ from lowres.errors import LowresError
 from lowres.sweeps.search import PLAN, write_search
 from lowres.sweeps.study import Step, StudySpec, done, plan
 
-KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json")
+# environment.json: the device, resolved precision, threads and library versions of the run
+KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json", "environment.json")
 PROVENANCE = "provenance.json"
 
 
@@ -44,6 +47,13 @@ class Job(Protocol):
 Launcher = Callable[[list[str]], Job]  # starts ``lowres ARGV``
 Committer = Callable[[list[Path], str], None]  # commits these paths with this message
 Describer = Callable[[], dict[str, Any]]  # the code and machine a step runs on
+
+
+class _Ended:
+    """A step with nothing left to run (a search whose every trial is kept)."""
+
+    def poll(self) -> int:
+        return 0
 
 
 @dataclass
@@ -69,20 +79,24 @@ def kept_trials(folder: Path) -> list[int]:
     )
 
 
+def _parsed(argv: list[str]) -> list[tuple[str, Any]]:
+    """A command's overrides (its words after the verb and ``-m``) read by Hydra's parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    return list(zip(words, OverridesParser.create().parse_overrides(words), strict=True))
+
+
 def _argv_with(argv: list[str], **values: str) -> list[str]:
     """``argv`` with each ``key=value`` replaced (keys given with ``.`` as ``__``)."""
     keys = {key.replace("__", "."): value for key, value in values.items()}
-    out = [a for a in argv if a.split("=", 1)[0] not in keys]
-    return [*out, *(f"{key}={value}" for key, value in keys.items())]
+    replaced = {text for text, o in _parsed(argv) if o.get_key_element().lstrip("+~") in keys}
+    return [*(a for a in argv if a not in replaced), *(f"{k}={v}" for k, v in keys.items())]
 
 
 def _space(argv: list[str]) -> list[str]:
     """The sweep overrides of a search command (its space)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    plain = [a for a in argv[1:] if "=" in a]
-    parsed = OverridesParser.create().parse_overrides(plain)
-    return [text for p, text in zip(parsed, plain, strict=True) if p.is_sweep_override()]
+    return [text for text, override in _parsed(argv) if override.is_sweep_override()]
 
 
 def _storage_with_kept_trials(
@@ -162,15 +176,17 @@ def _keep_new_trials(spec: StudySpec, running: Running, commit: Committer | None
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         shutil.copy2(trial / ".hydra" / "overrides.yaml", folder / "overrides.yaml")
-        if (trial / "train_log.jsonl").is_file():
-            shutil.copy2(trial / "train_log.jsonl", folder / "train_log.jsonl")
-        _write_provenance(folder, running, part_trial=int(trial.name))
+        for name in ("train_log.jsonl", "environment.json"):
+            if (trial / name).is_file():
+                shutil.copy2(trial / name, folder / name)
+        # a trial starts when Hydra writes its config, not when its part (search) started
+        started = (trial / ".hydra" / "config.yaml").stat().st_mtime
+        _write_provenance(folder, running, started=started, part_trial=int(trial.name))
         shutil.copy2(trial / "metrics.json", folder / "metrics.json")  # last: marks it kept
         new.append(number)
-        if commit:
-            commit([folder], f"{spec.name}: {running.step.name} trial {number}")
-    if new:
-        _record_plan(spec, running, part)
+        plan_file = _record_plan(spec, running, part)  # committed with the trial: a resume
+        if commit:  # elsewhere needs its parts and seeds
+            commit([folder, plan_file], f"{spec.name}: {running.step.name} trial {number}")
     return new
 
 
@@ -178,7 +194,7 @@ def _number(path: Path) -> int:
     return int(path.name)
 
 
-def _record_plan(spec: StudySpec, running: Running, part: Path) -> None:
+def _record_plan(spec: StudySpec, running: Running, part: Path) -> Path:
     """results/<search>/search_plan.json: the part's plan, the study's budget, the parts."""
     target = Path(spec.results) / running.step.name / PLAN
     planned = json.loads((part / PLAN).read_text())
@@ -198,6 +214,7 @@ def _record_plan(spec: StudySpec, running: Running, part: Path) -> None:
         "parts": sorted(parts, key=lambda p: p["first_trial"]),
     }
     target.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return target
 
 
 def _finish_search(spec: StudySpec, step: Step) -> dict[str, Any]:
@@ -222,8 +239,11 @@ def _keep_run(spec: StudySpec, running: Running) -> Path:
     for name in KEPT:
         if name != "metrics.json" and (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    if (source / "predictions").is_dir():
-        shutil.copytree(source / "predictions", target / "predictions")
+    if (source / "predictions").is_dir():  # gzipped: results/ stays light (docs/results)
+        (target / "predictions").mkdir()
+        for file in sorted((source / "predictions").iterdir()):
+            packed = gzip.compress(file.read_bytes(), compresslevel=9, mtime=0)
+            (target / "predictions" / f"{file.name}.gz").write_bytes(packed)
     if (source / ".hydra" / "overrides.yaml").is_file():
         shutil.copy2(source / ".hydra" / "overrides.yaml", target / "overrides.yaml")
     _write_provenance(target, running)
@@ -231,15 +251,17 @@ def _keep_run(spec: StudySpec, running: Running) -> Path:
     return target
 
 
-def _write_provenance(folder: Path, running: Running, **extra: Any) -> None:
-    finished = time.time()
+def _write_provenance(
+    folder: Path, running: Running, started: float | None = None, **extra: Any
+) -> None:
+    finished, started = time.time(), started or running.started
     record = {
         "step": running.step.name,
         "command": ["lowres", *running.argv],
         **running.provenance,
-        "started_utc": _utc(running.started),
+        "started_utc": _utc(started),
         "finished_utc": _utc(finished),
-        "wall_s": round(finished - running.started, 1),
+        "wall_s": round(finished - started, 1),
         **extra,
     }
     (folder / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -305,6 +327,7 @@ def run_study(
     *,
     jobs: int = 1,
     limit: int = 0,
+    retries: int = 2,
     echo: Callable[[str], None] = print,
     commit: Committer | None = None,
     describe: Describer = dict,
@@ -312,40 +335,93 @@ def run_study(
 ) -> int:
     """Run the steps without results, up to ``jobs`` at once (at most ``limit`` when > 0);
     returns how many finished. The plan is made again after each finished step, so the
-    steps after a search appear once its choice is kept."""
-    running: dict[str, Running] = {}
+    steps after a search appear once its choice is kept. A step killed by a signal (the
+    out-of-memory killer, say) starts again from what is kept, up to ``retries`` times; a
+    step that fails with an error stops new starts."""
+    with _study_lock(spec):
+        running: dict[str, Running] = {}
+        kills: dict[str, int] = {}
+        finished, failure = 0, None
+        while True:
+            done_now, failed = _collect(spec, running, kills, retries, commit, echo)
+            finished, failure = finished + done_now, failure or failed
+            steps = plan(spec)
+            while failure is None and len(running) < jobs and not (limit and finished >= limit):
+                found = _next(spec, steps, set(running))
+                if found is None:
+                    break
+                step, keep = found
+                running[step.name] = _start(spec, step, keep, launch, describe, echo)
+                if not keep:
+                    echo(f"study: {step.name}: weights not under {spec.work}; training it again")
+            if not running:
+                break
+            time.sleep(poll_s)
+    if failure:
+        raise failure
+    return finished
+
+
+def _collect(
+    spec: StudySpec,
+    running: dict[str, Running],
+    kills: dict[str, int],
+    retries: int,
+    commit: Committer | None,
+    echo: Callable[[str], None],
+) -> tuple[int, LowresError | None]:
+    """Keep what the running steps have finished: new search trials, ended steps. Returns
+    how many steps finished and the first failure."""
     finished, failure = 0, None
-    while True:
-        for name, state in list(running.items()):
-            code = state.job.poll()  # before keeping: a trial written just before the end
-            if state.step.kind == "search" and state.keep:
-                for number in _keep_new_trials(spec, state, commit):
-                    echo(f"study: {name}: trial {number} kept")
-            if code is None:
-                continue
-            del running[name]
-            if code:
-                failure = failure or _failed(state, code)
-                continue
+    for name, state in list(running.items()):
+        code = state.job.poll()  # before keeping: a trial written just before the end
+        if state.step.kind == "search" and state.keep:
+            for number in _keep_new_trials(spec, state, commit):
+                echo(f"study: {name}: trial {number} kept")
+        if code is None:
+            continue
+        del running[name]
+        if code < 0 and kills.get(name, 0) < retries:  # killed by a signal, not failed
+            kills[name] = kills.get(name, 0) + 1
+            echo(
+                f"study: {name}: killed by signal {-code} (the out-of-memory killer, or a "
+                f"stop); started again from what is kept (retry {kills[name]} of {retries})"
+            )
+        elif code:
+            failure = failure or _failed(state, code)
+        else:
             try:
                 finished += _finish(spec, state, commit, echo)
             except LowresError as err:
                 failure = failure or err
-        steps = plan(spec)
-        while failure is None and len(running) < jobs and not (limit and finished >= limit):
-            found = _next(spec, steps, set(running))
-            if found is None:
-                break
-            step, keep = found
-            running[step.name] = _start(spec, step, keep, launch, describe, echo)
-            if not keep:
-                echo(f"study: {step.name}: weights not under {spec.work}; training it again there")
-        if not running:
-            break
-        time.sleep(poll_s)
-    if failure:
-        raise failure
-    return finished
+    return finished, failure
+
+
+@contextlib.contextmanager
+def _study_lock(spec: StudySpec):
+    """One ``lowres study run`` per work folder: a second would restart the first one's
+    steps in the same folders."""
+    import fcntl
+    import os
+
+    work = Path(spec.work)
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".study.lock", "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise LowresError(
+                f"Another `lowres study run` ({holder}) is running the study in {work}; two "
+                "would run the same steps in the same folders. Wait for it to end, or stop "
+                "it (its kept trials and steps stay kept) and run again."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"PID {os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def _failed(state: Running, code: int) -> LowresError:
@@ -361,6 +437,9 @@ def _start(
 ) -> Running:
     shutil.rmtree(Path(spec.work) / step.name, ignore_errors=True)  # an unfinished try
     first = len(kept_trials(Path(spec.results) / step.name)) if step.kind == "search" else 0
+    if step.kind == "search" and first >= spec.trials:  # stopped after its last trial
+        echo(f"study: {step.name}: every trial kept; the search is finished without running")
+        return Running(step, _Ended(), [], time.time(), describe(), keep, first)
     argv = _search_argv(spec, step, first) if step.kind == "search" else step.argv
     if first:
         echo(f"study: {step.name}: {first} trial(s) kept; the search goes on from trial {first}")
@@ -408,11 +487,11 @@ def process_launcher(jobs: int) -> Launcher:
     import subprocess
     import sys
 
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    # set here, not only for the children, so that each step's provenance records it
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
 
     def launch(argv: list[str]) -> Job:
-        return subprocess.Popen([sys.executable, "-m", "lowres", *argv], env=env)
+        return subprocess.Popen([sys.executable, "-m", "lowres", *argv])
 
     return launch
 

@@ -463,7 +463,7 @@ def check_decoder_method(name: str, task_cfg: Any, model, tokenizer) -> None:
         )
     window = model.max_text_positions() + model.length
     needed = task_cfg.max_length + model.length + answer
-    if needed > window:
+    if not model.fits(task_cfg.max_length + answer):
         raise ConfigError(
             f"task.max_length={task_cfg.max_length} prompt tokens plus prompt.length="
             f"{model.length} soft-prompt vectors plus up to {answer} answer tokens need "

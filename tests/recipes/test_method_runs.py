@@ -191,3 +191,25 @@ def test_lora_checkpoint_reload_reproduces_scores(tmp_path, targets, adapted):
     # dense: the attention output and both feed-forward layers of each of the 2 layers
     assert sum(name.endswith("dense") for name in lora) == (6 if "dense" in adapted else 0)
     assert manifest["count"] == trained["trainable_parameters"]
+
+
+def test_fast_dropout_is_opt_in_and_changes_the_training_masks_only(tmp_path):
+    """trainer.fast_dropout=true trains with other dropout masks (another training loss);
+    off, the default, the run is the one before the switch existed."""
+    losses = {}
+    for fast in ("false", "true"):
+        run_dir = tmp_path / fast
+        run_lowres(
+            "train",
+            "+task=xquad",
+            "+method=prompt_align",
+            *TINY,
+            "trainer=smoke",
+            "data.pool_fraction=0.5",
+            f"trainer.fast_dropout={fast}",
+            f"hydra.run.dir={run_dir}",
+        )
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert set(metrics["per_language"]) == {"en", "de"}
+        losses[fast] = metrics["train_loss"]
+    assert losses["true"] != losses["false"]

@@ -231,7 +231,7 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
         "--backbone",
         "tiny-bert",
         "--methods",
-        "full,deep_prompt",
+        "full,deep_prompt,full:trainer.fast_dropout=true",  # a preset and a variant of it
         "--steps",
         "1",
         "--warmup",
@@ -259,6 +259,7 @@ def test_bench_script_writes_a_table_per_backbone_device_and_dtype(tmp_path):
     assert text.startswith("# Benchmarks\n\nhand-written notes stay\n")
     assert text.count("<!-- bench: tiny-bert cpu fp32 -->") == 1
     assert "| full | 129,666 |" in text and "| deep_prompt |" in text
+    assert "| full:trainer.fast_dropout=true | 129,666 |" in text
     assert "| full | 256 | longest | fp32 |" in text
     assert "| full | 256 | max_length | fp32 | " in text
     import torch

@@ -3,6 +3,7 @@ resume from results alone (on a "new machine" without the weights), report witho
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_a_study_runs_resumes_from_its_results_and_reports_without_training(tmp_
     state = study.status(spec)
     assert state["done"] == state["planned"] == 4
     assert not (tmp_path / "results" / "source" / "full" / "seed1" / "checkpoint").exists()
+    kept = tmp_path / "results" / "zeroshot" / "tydiqa" / "full" / "seed1" / "predictions"
+    fresh = tmp_path / "work" / "zeroshot" / "tydiqa" / "full" / "seed1" / "predictions"
+    assert sorted(p.name for p in kept.iterdir()) == ["ar.json.gz", "sw.json.gz"]  # gzipped
+    assert gzip.decompress((kept / "sw.json.gz").read_bytes()) == (fresh / "sw.json").read_bytes()
     assert run_study(spec, ran) == 0  # nothing left
 
     # The report from results alone.
@@ -141,9 +146,11 @@ def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
     results = tmp_path / "results" / "search" / "full"
     whole = json.loads((results / "search.json").read_text())
     assert [t["number"] for t in whole["trials"]] == [0, 1, 2]
-    for trial in (0, 1, 2):  # each kept with its command's provenance
+    for trial in (0, 1, 2):  # each kept with its command's provenance and environment
         provenance = json.loads((results / str(trial) / "provenance.json").read_text())
         assert provenance["step"] == "search/full" and provenance["part_trial"] == trial
+        environment = json.loads((results / str(trial) / "environment.json").read_text())
+        assert environment["precision"] in ("fp32", "bf16")
 
     # A new machine whose last commit held trial 0 only: trials 1 and 2 run again, as a
     # second part told trial 0 first, its sampler seeded past the first part's.
@@ -152,6 +159,9 @@ def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
         path = results / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.rmtree(tmp_path / "work")
+    assert study.status(spec)["steps"][0] == {
+        "name": "search/full", "done": False, "argv": study.plan(spec)[0].argv, "trials_kept": 1
+    }  # fmt: skip
     ran.clear()
     assert run_study(spec, ran, limit=1) == 1
     assert ran == [str(tmp_path / "work" / "search" / "full" / "part1")]

@@ -38,7 +38,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
-from lowres import cli
+from lowres import cli, commandline
 from lowres.errors import LowresError
 from lowres.launchers import check_launcher
 from lowres.recipes.evaluate import checkpoint_config
@@ -118,7 +118,7 @@ def places(tmp_path_factory):
     register_schemas()
     run = root / "run"
     (run / ".hydra").mkdir(parents=True)
-    cfg, _ = cli._compose("train", ["+task=xquad", "backbone=tiny-bert", "trainer=smoke"])
+    cfg, _ = commandline.compose("train", ["+task=xquad", "backbone=tiny-bert", "trainer=smoke"])
     saved = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(saved))
     (run / "metrics.json").write_text('{"per_language": {}}')
@@ -180,9 +180,9 @@ def check_hydra_command(verb: str, overrides: list[str], places: dict[str, Path]
     """What `lowres train|sweep|evaluate` checks before it trains or evaluates anything."""
     register_schemas()
     if verb == "evaluate":
-        overrides = cli._normalize_task(overrides)
-        cli._check_evaluate_overrides(overrides)
-        cfg, _ = cli._compose("evaluate", overrides)
+        overrides = commandline._normalize_task(overrides)
+        commandline._check_evaluate_overrides(overrides)
+        cfg, _ = commandline.compose("evaluate", overrides)
         rebuilt = checkpoint_config(cfg, places["out"])
         given = [
             o.lstrip("+")
@@ -191,14 +191,14 @@ def check_hydra_command(verb: str, overrides: list[str], places: dict[str, Path]
         ]
         validate(OmegaConf.merge(rebuilt, OmegaConf.from_dotlist(given)))
         return
-    overrides = cli._absolute_paths(cli._normalize_task(overrides))
+    overrides = commandline._absolute_paths(commandline._normalize_task(overrides))
     if verb == "sweep":
-        overrides = cli._normalize_grid(overrides)
-    cli._check_method(overrides)
-    if not cli._has_task(overrides):
+        overrides = commandline.normalize_grid(overrides)
+    commandline._check_method(overrides)
+    if not commandline._has_task(overrides):
         raise LowresError(f"lowres {verb} needs a task")
     check_launcher(overrides, config_dir())
-    cfg, _ = cli._compose(verb, overrides)
+    cfg, _ = commandline.compose(verb, overrides)
     validate(cfg)
     if verb == "sweep":
         spec = OmegaConf.to_container(cfg.sweep, resolve=True)
@@ -243,7 +243,7 @@ def check_command(command: Command, places: dict[str, Path]) -> None:
             state = {"steps": [], "waiting_for_search": [], "done": 0, "planned": 0}
             patch.setattr(study_runner, "run_study", lambda *a, **k: calls.append(a) or 0)
             patch.setattr(study, "status", lambda *a: calls.append(a) or state)
-            patch.setattr(study, "report", lambda *a: calls.append(a))
+            patch.setattr(study, "report", lambda *a, **k: calls.append(a))
         elif verb == "score":
             patch.setattr("lowres.score.score_qa", lambda *a: calls.append(a) or {})
             patch.setattr("lowres.score.score_accuracy", lambda *a: calls.append(a) or {})

@@ -88,9 +88,10 @@ def test_the_layer_diagram_draws_every_layer_of_the_import_linter_contract():
     diagram = docs_site.layer_diagram(REPO / "pyproject.toml")
     rows = [line for line in diagram.splitlines() if line.strip().startswith("| lowres")]
     assert rows[0].strip() == "| lowres.cli |"
+    assert rows[1].strip() == "| lowres.commandline |"
     assert rows[-1].strip() == "| lowres.errors |"
     assert any("lowres.tasks   lowres.methods" in row for row in rows)
-    assert len(rows) == 13
+    assert len(rows) == 14
 
 
 def test_the_hook_points_repository_links_to_the_sites_copy_of_results():

@@ -146,7 +146,7 @@ def test_run_names_pass_through_hydra_overrides_quoted():
 def test_sweep_resume_replays_the_recorded_launcher_unless_another_is_given(tmp_path):
     import yaml
 
-    from lowres.cli import _resume_overrides
+    from lowres.runfolder import resume_overrides
 
     hydra_dir = tmp_path / ".hydra"
     hydra_dir.mkdir()
@@ -156,14 +156,14 @@ def test_sweep_resume_replays_the_recorded_launcher_unless_another_is_given(tmp_
         yaml.safe_dump({"hydra": {"overrides": {"hydra": recorded, "task": []}}})
     )
     folder = f"hydra.sweep.dir={tmp_path.resolve()}"
-    assert _resume_overrides(str(tmp_path), "sweep", []) == [
+    assert resume_overrides(str(tmp_path), "sweep", []) == [
         "+task=xquad", "sweep.k=[0,2]", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
         folder,
     ]  # fmt: skip
     # A setting given again wins; another launcher drops the old one's settings.
     given = ["hydra.launcher.partition=debug"]
-    assert "hydra.launcher.partition=gpu" not in _resume_overrides(str(tmp_path), "sweep", given)
-    assert _resume_overrides(str(tmp_path), "sweep", ["hydra/launcher=local_gpus"]) == [
+    assert "hydra.launcher.partition=gpu" not in resume_overrides(str(tmp_path), "sweep", given)
+    assert resume_overrides(str(tmp_path), "sweep", ["hydra/launcher=local_gpus"]) == [
         "+task=xquad", "sweep.k=[0,2]", folder
     ]  # fmt: skip
 
@@ -229,9 +229,10 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch)
         )
 
     monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
-    assert args().bf16 and not args().fp16
+    assert args().bf16 and not args().fp16 and args().precision == "bf16"
     monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())
-    assert not args().bf16 and not args().fp16  # fp32, and no error where bf16 is missing
+    # fp32, and no error where bf16 is missing
+    assert not args().bf16 and not args().fp16 and args().precision == "fp32"
 
 
 def test_bench_script_measures_a_decoder_by_its_own_training_and_generation(tmp_path, monkeypatch):
@@ -282,6 +283,12 @@ def test_bench_script_times_presets_interleaved_with_optimizer_and_alignment_sha
         bench.main()
     assert exit_info.value.code == 2
     assert "no_such_method, which configs/method/ does not have" in capsys.readouterr().err
+    # a variant (PRESET:KEY=VALUE) is checked by its preset
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,nope:trainer.fast_dropout=true"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    assert "nope:trainer.fast_dropout=true, which configs/method/" in capsys.readouterr().err
 
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "full,prompt_align"])
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--json", str(tmp_path / "bench.json")])

@@ -1,4 +1,5 @@
-"""scripts/study_me5.py: every step's command composes; steps resume from what results/ holds."""
+"""scripts/study_me5.py: the me5-small study's tables, plots and pooled reports are rebuilt from
+its committed results alone (the study's own engine is retired: `lowres study` runs studies)."""
 
 from __future__ import annotations
 
@@ -7,157 +8,48 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from lowres.cli import _normalize_grid
+from lowres.errors import LowresError
 from lowres.runfolder import RunFolder, RunMetrics
-from lowres.schema import check_override_keys, config_dir, register_schemas, validate
-from lowres.sweeps.plan import plan_from_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
 import study_me5  # noqa: E402
 
-register_schemas()
-run_step = study_me5.run_step  # the real one; the study fixture replaces it with a fake
-
-
-def finished_run(run_dir: Path, score: float = 50.0) -> Path:
-    """A run folder as `lowres train` leaves it: metrics, predictions, weights, checkpoints."""
-    (run_dir / "checkpoint").mkdir(parents=True)
-    (run_dir / "checkpoint" / "trainable.safetensors").write_bytes(b"weights")
-    (run_dir / "trainer" / "checkpoint-10").mkdir(parents=True)
-    (run_dir / "predictions").mkdir()
-    (run_dir / "predictions" / "en.json").write_text('{"q1": "an answer"}')
-    (run_dir / "train_log.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
-    # The fields every finished run's metrics.json has (a damaged one is no finished run).
-    metrics = {"task": "xquad", "per_language": {"en": {"f1": score}}, "average": {"f1": score}}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    return run_dir
-
-
-@pytest.mark.parametrize("step", study_me5.steps(), ids=lambda s: s.name)
-def test_every_step_composes_and_validates(step, tmp_path):
-    where = {need: str(finished_run(tmp_path / need)) for need in step.needs}
-    verb, *overrides = step.command("../shared/data", where)
-    assert not any("<" in o for o in overrides), "a placeholder was left unfilled"
-    if verb == "evaluate":
-        assert overrides[0] == f"checkpoint={where[step.needs[0]]}"
-        return
-    overrides = _normalize_grid(overrides)
-    check_override_keys(overrides)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train" if verb == "train" else "sweep", overrides=overrides)
-    validate(cfg)
-    assert cfg.backbone.name == "me5-small"
-    if verb == "sweep":  # the plan's own checks (conflicting keys, stage-1 runs) pass too
-        spec = OmegaConf.to_container(cfg.sweep, resolve=True)
-        plan = plan_from_spec(spec, spec["languages"], tmp_path / "sweep", config=cfg)
-        assert plan.runs
-    if step.name.startswith("stage2-"):  # the stage-2 protocol check, each method its source
-        sources = dict(zip(study_me5.STAGE2_METHODS, study_me5.STAGE2_RUNS, strict=True))
-        parts = step.name.split("-")
-        layers = {}  # the grid's adapter layers beside the protocol's passes, if any
-        if "lora" in parts:  # (c)'s LoRA, with its first preset, from its own run
-            sources = {"lora": "lora"}
-            assert cfg.adapter.layers == "attention"
-        if parts[-1] == "lora_all_linear":  # plain LoRA with the preset's targets, its own run
-            sources = {"lora": "lora_all_linear"}
-            layers = {"adapter.layers": "all_linear"}
-        if "pseudo" in parts:  # (e): one method, taught by its own source run
-            sources = {parts[-1]: sources[parts[-1]]}
-            assert cfg.pseudo.kind == "self_train"
-            assert cfg.pseudo.teacher == where[f"train-{sources[parts[-1]]}"]
-        else:
-            assert cfg.pseudo.kind == "none"
-        if parts[1] != "en":  # the target steps: k = 8 and 32, and 128 in steps of its own
-            expected_k = {"k128": [128], "lora_all_linear": [8, 32, 128]}.get(parts[-1], [8, 32])
-            assert list(cfg.sweep.k) == expected_k
-        stage2 = [run for run in plan.runs if run.stage == 2]
-        assert stage2 and {run.method for run in stage2} == set(sources)
-        candidates = [name for name, _, _ in study_me5.STAGE2_CANDIDATES]
-        (protocol,) = [part for part in parts if part in candidates]
-        for run in stage2:
-            assert f"init_from={where['train-' + sources[run.method]]}" in run.overrides
-            epochs = protocol.removeprefix("epochs")
-            if epochs.isdigit():  # whole passes over the k examples, the last one kept
-                assert run.grid == {"trainer.epochs": int(epochs), **layers}
-                assert {"trainer.max_steps=-1", "trainer.select_on=last"} <= set(run.overrides)
-            else:
-                assert "trainer.max_steps=40" in run.overrides
-    if step.name.startswith("train-"):
-        assert cfg.trainer.epochs == 1 and cfg.task.max_length == 256
-    if step.name.endswith("untrained"):
-        assert cfg.trainer.epochs == 0  # nothing on the command line makes it train
-    if step.name.endswith("all_linear") and verb == "sweep":  # (c), (e) for the preset now
-        assert "adapter.layers=attention" not in overrides  # the sweep config has no method
-        assert all("adapter.layers=all_linear" in run.overrides for run in plan.runs)
-    elif step.name.endswith("all_linear"):  # the tuning steps' winner, and its rows in (a)
-        assert list(cfg.adapter.target_modules) == ["query", "key", "value", "dense"]
-    elif step.name == "pawsx-prompt_align":  # not run before the change: the preset as it is
-        assert cfg.adapter.layers == "all_linear"
-    elif cfg.adapter.kind == "lora":  # the steps run with the presets' first LoRA
-        assert list(cfg.adapter.target_modules) == [] and cfg.adapter.layers == "attention"
+COMMITTED = REPO / "results" / "study_me5"
 
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    """The study's folders in tmp_path; running a step writes a finished run folder."""
+    """The study's results folder in tmp_path (the report writes there); no benchmark data,
+    so no intervals over test questions (the hand-made runs have no predictions)."""
     monkeypatch.setattr(study_me5, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(study_me5, "WORK", tmp_path / "outputs")
     monkeypatch.setattr(study_me5, "REPO", tmp_path)
-    ran: list[tuple[str, list[str]]] = []
-
-    def fake_run(step, data_root, where):
-        ran.append((step.name, step.command(data_root, where)))
-        finished_run(study_me5.WORK / step.name, score=len(ran))
-
-    monkeypatch.setattr(study_me5, "run_step", fake_run)
-    return ran
+    monkeypatch.setenv("LOWRES_DATA", str(tmp_path / "no-data"))
 
 
-def test_a_finished_step_is_kept_without_weights_and_not_run_again(study):
-    study_me5.main(["run", "choice-upper3"])
-    kept = study_me5.RESULTS / "runs" / "choice-upper3"
-    assert sorted(p.name for p in kept.iterdir()) == [
-        "metrics.json",
-        "predictions",
-        "train_log.jsonl",
-    ]
-    study_me5.main(["run", "choice-upper3"])
-    assert [name for name, _ in study] == ["choice-upper3"]
-
-
-def test_a_step_whose_weights_are_gone_trains_them_again_first(study):
-    study_me5.main(["run", "train-full", "xquad-full"])
-    assert [name for name, _ in study] == ["train-full", "xquad-full"]
-    evaluate = study[1][1]
-    assert f"checkpoint={study_me5.WORK / 'train-full'}" in evaluate
-    # A new machine: results/ came with git, outputs/ did not.
-    for folder in (study_me5.WORK / "train-full", study_me5.WORK / "xquad-full"):
-        for path in sorted(folder.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        folder.rmdir()
-    study.clear()
-    study_me5.main(["run", "mlqa-full"])
-    assert [name for name, _ in study] == ["train-full", "mlqa-full"]
-    # train-full's committed results stay those of its first run.
-    kept = json.loads((study_me5.RESULTS / "runs" / "train-full" / "metrics.json").read_text())
-    assert kept["per_language"]["en"]["f1"] == 1
-
-
-def test_have_adopts_a_finished_run_and_refuses_a_folder_without_weights(study, tmp_path):
-    elsewhere = finished_run(tmp_path / "elsewhere", score=70.1)
-    study_me5.main(["run", "--have", f"train-full={elsewhere}", "xquad-full"])
-    assert [name for name, _ in study] == ["xquad-full"]
-    assert f"checkpoint={elsewhere}" in study[0][1]
-    kept = json.loads((study_me5.RESULTS / "runs" / "train-full" / "metrics.json").read_text())
-    assert kept["per_language"]["en"]["f1"] == 70.1
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="expected STEP=RUN_DIR"):
-        study_me5.main(["run", "--have", f"train-lora={tmp_path / 'empty'}"])
-    with pytest.raises(SystemExit, match="no step 'train-mystery'"):
-        study_me5.main(["run", "train-mystery"])
+def test_the_zero_shot_tables_rebuilt_from_the_committed_runs_are_the_committed_ones(
+    monkeypatch,
+):
+    monkeypatch.setattr(study_me5, "RESULTS", COMMITTED)
+    committed = (COMMITTED / "main_tables.md").read_text()
+    for task, languages, key in (
+        ("xquad", study_me5.XQUAD, "f1"),
+        ("mlqa", study_me5.MLQA, "f1"),
+        ("pawsx", study_me5.PAWSX, "accuracy"),
+    ):
+        table, found = study_me5.main_table(task, languages, key)
+        assert table in committed
+        assert "not run yet" not in table and len(found) >= 6
+    # v1's headline figures, as the study page quotes them
+    xquad = study_me5.main_table("xquad", study_me5.XQUAD, "f1")[0].splitlines()
+    average = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |") for line in xquad
+    }
+    assert (average["full"], average["prompt_align (LoRA on every linear layer)"]) == (
+        "54.1",
+        "55.5",
+    )
 
 
 def test_report_tables_hold_the_kept_scores_and_mark_missing_rows(study):
@@ -217,35 +109,6 @@ def test_pawsx_table_and_plot_give_the_majority_class(study):
         "55.0",
     ]
     assert (study_me5.RESULTS / "main_pawsx.png").stat().st_size > 10_000
-
-
-def test_keep_saves_a_cut_short_sweep_which_resumes_from_git_on_a_new_machine(study, monkeypatch):
-    sweep_dir = study_me5.WORK / "fewshot-de"
-    finished_run(sweep_dir / "runs" / "full" / "k8_de_seed1")
-    (sweep_dir / "runs" / "full" / "k8_de_seed2").mkdir(parents=True)  # cut short
-    runs = [
-        {"name": "full/k8_de_seed1", "status": "finished"},
-        {"name": "full/k8_de_seed2", "status": "planned"},
-    ]
-    (sweep_dir / "sweep.json").write_text(json.dumps({"runs": runs}))
-    study_me5.main(["keep", "fewshot-de"])
-    kept = study_me5.RESULTS / "runs" / "fewshot-de"
-    assert (kept / "runs" / "full" / "k8_de_seed1" / "metrics.json").is_file()
-    assert not (kept / "runs" / "full" / "k8_de_seed1" / "checkpoint").exists()
-    by_name = {s.name: s for s in study_me5.steps()}
-    assert not study_me5.done(by_name["fewshot-de"])  # one run still to go
-
-    # A new machine: outputs/ is gone; running the step brings the kept runs back and resumes.
-    for path in sorted(study_me5.WORK.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    called: list[list[str]] = []
-    monkeypatch.setattr(study_me5.subprocess, "call", lambda argv, **_: called.append(argv) or 0)
-    run_step(by_name["fewshot-de"], "../shared/data", {})
-    assert called[0][-3:] == ["sweep", "--resume", str(sweep_dir)]
-    assert (sweep_dir / "runs" / "full" / "k8_de_seed1" / "metrics.json").is_file()
-
-    with pytest.raises(SystemExit, match="keep train-full: expected a sweep step"):
-        study_me5.main(["keep", "train-full"])
 
 
 def fake_sweep_step(
@@ -333,7 +196,7 @@ def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
     # Full fine-tuning gains most from 2 epochs, the paper's method from 8; the rule takes the
     # best average over both methods and k = 8, 32, so 8 epochs (54.5 against 53.0) wins.
     gains = {"steps40": (0.0, 0.0), "epochs2": (6.0, 0.0), "epochs8": (1.0, 8.0)}
-    for name, _, _ in study_me5.STAGE2_CANDIDATES:
+    for name in study_me5.STAGE2_CANDIDATES:
         grid = {"trainer.epochs": int(name[6:])} if name.startswith("epochs") else {}
         cells = [
             (method, grid, k, "en", seed, 50.0 + gains[name][m] + seed - 2)
@@ -357,23 +220,17 @@ def test_report_chooses_the_stage2_protocol_on_english_by_the_fixed_rule(study):
     assert means["full (two-stage)"] == 50.0
 
 
-def test_the_target_language_steps_run_the_protocol_the_committed_choice_names():
-    committed = Path(__file__).resolve().parents[2] / "results/study_me5/stage2_en_report/choice.md"
-    assert f"Chosen: **{study_me5.STAGE2_CHOSEN}**." in committed.read_text()
-    targets = [s.name for s in study_me5.steps() if s.name.startswith("stage2-")]
-    chosen = study_me5.STAGE2_CHOSEN
-    languages = [] if chosen == "steps40" else ["de", "zh", "hi"]  # steps40's are (c)'s
-    expected = [
-        *(f"stage2-{lang}-{chosen}{end}" for end in ("", "-lora") for lang in languages),
-        *(f"stage2-{lang}-{chosen}{end}-k128" for end in ("", "-lora") for lang in languages),
-        *(f"stage2-{lang}-{chosen}-lora_all_linear" for lang in languages),
-        *(
-            f"stage2-pseudo-{lang}-{chosen}-{method}"
-            for method in study_me5.STAGE2_METHODS
-            for lang in languages
-        ),
-    ]
-    assert [name for name in targets if "-en-" not in name] == expected
+def test_the_stage2_steps_are_those_the_committed_pooled_reports_were_made_from():
+    committed = (COMMITTED / "stage2_en_report" / "choice.md").read_text()
+    assert f"Chosen: **{study_me5.STAGE2_CHOSEN}**." in committed
+    steps = study_me5.stage2_steps()
+    for report, names in (
+        ("stage2_en_report", [n for n in steps if n.startswith("stage2-en-")]),
+        ("stage2_report", [n for n in steps if not n.startswith(("stage2-en-", "stage2-pseudo-"))]),
+    ):
+        pooled = json.loads((COMMITTED / report / "report.json").read_text())
+        assert pooled["sweep"] == [f"results/study_me5/runs/{name}" for name in names]
+    assert all((COMMITTED / "runs" / name / "sweep.json").is_file() for name in steps)
 
 
 def test_report_sets_self_training_against_the_same_runs_without_under_the_chosen_protocol(
@@ -461,3 +318,27 @@ def test_report_sets_the_paper_method_against_each_stage2_baseline_that_ran(stud
         if (c["a"], c["b"], c["language"]) == (lora, full, "de")
     }
     assert against_full == {8: -3.0, 128: -13.0}
+
+
+def test_each_question_is_scored_again_to_the_committed_score(shared_data, monkeypatch):
+    monkeypatch.setattr(study_me5, "RESULTS", COMMITTED)
+    score = study_me5._scorer("mlqa", shared_data)
+    scores = study_me5.question_scores("mlqa", "full", ["hi"], score)["hi"]
+    committed = json.loads((COMMITTED / "runs" / "mlqa-full" / "metrics.json").read_text())
+    assert len(scores) == committed["per_language"]["hi"]["n"] == 507
+    mean = sum(scores.values()) / len(scores)
+    assert mean == pytest.approx(committed["per_language"]["hi"]["f1"], abs=1e-9)
+    # The shipped sample is not the data the study scored: refused, not averaged.
+    sample = REPO / "lowres" / "resources" / "sample"
+    with pytest.raises(LowresError, match="not mlqa hi questions under data.root"):
+        study_me5.question_scores("mlqa", "full", ["hi"], study_me5._scorer("mlqa", sample))
+
+
+@pytest.mark.slow
+def test_the_question_intervals_rebuilt_are_the_committed_ones(shared_data, monkeypatch):
+    monkeypatch.setattr(study_me5, "RESULTS", COMMITTED)
+    committed = (COMMITTED / "question_bootstrap.md").read_text()
+    assert study_me5.question_bootstrap(shared_data) == committed
+    assert "| prompt_align (LoRA on every linear layer) − full | +1.31 | [+0.65, +1.98] |" in (
+        committed
+    )

@@ -75,6 +75,7 @@ def test_deep_injection_works_on_xlmr_and_gets_gradients():
 def test_prompt_plus_sequence_must_fit_xlmr_positions():
     model = method(tiny("xlmr"), prompt_length=20)
     assert model.max_text_positions() == 514 - 2 - 20
+    assert model.fits(492) and not model.fits(493)
     ids = torch.randint(5, 200, (1, 500))
     with pytest.raises(ConfigError, match="positions"):
         model(input_ids=ids, attention_mask=torch.ones_like(ids))

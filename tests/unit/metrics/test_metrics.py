@@ -18,6 +18,7 @@ from lowres.metrics.qa_scoring import (
     mixed_segmentation,
     normalize_mlqa,
     normalize_squad,
+    question_scores,
     score_questions,
 )
 from lowres.score import infer_mlqa_language, score_accuracy, score_qa
@@ -239,9 +240,40 @@ def test_missing_prediction_counts_zero_and_max_over_truths() -> None:
     assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
 
 
+def test_each_question_scores_what_its_share_of_the_official_mean_is() -> None:
+    questions = [("a", ["dog", "the cat"]), ("b", ["right"]), ("c", ["anything"])]
+    predictions = {"a": "cat", "b": "half right"}
+    each = question_scores(predictions, questions, get_normalizer("squad"))
+    assert each == {
+        "a": {"exact_match": 100.0, "f1": 100.0},
+        "b": {"exact_match": 0.0, "f1": pytest.approx(100 * 2 / 3)},
+        "c": {"exact_match": 0.0, "f1": 0.0},  # no prediction
+    }
+    zh = question_scores({"z": "北京大学"}, [("z", ["北京"])], get_normalizer("mlqa", "zh"))
+    assert zh["z"]["f1"] == pytest.approx(100 * 2 / 3)
+
+
+@pytest.mark.parametrize("name", ["xquad.de", "dev-context-zh-question-zh"])
+def test_per_question_scores_average_to_the_golden_scores(
+    golden: Path, shared_data: Path, name: str
+) -> None:
+    from lowres.data.squad_format import read_squad_json
+
+    entry, data_file, pred_file = _golden_case(golden, shared_data, name)
+    metric = GOLDEN_METRICS[entry["metric"]]
+    normalize = get_normalizer(metric, entry["answer_language"] if metric == "mlqa" else None)
+    questions = [(r["id"], r["answers"]["text"]) for r in read_squad_json(data_file)]
+    each = question_scores(json.loads(pred_file.read_text()), questions, normalize)
+    assert len(each) == entry["questions"]
+    mean_f1 = sum(s["f1"] for s in each.values()) / len(each)
+    assert mean_f1 == pytest.approx(entry["f1"], abs=1e-9, rel=0)
+
+
 def test_question_without_answers_is_an_error() -> None:
     with pytest.raises(DataFormatError, match="'q1'"):
         score_questions({"q1": "x"}, [("q1", [])], get_normalizer("squad"))
+    with pytest.raises(DataFormatError, match="'q1'"):
+        question_scores({"q1": "x"}, [("q1", [])], get_normalizer("squad"))
 
 
 def test_evaluate_modules_missing_predictions() -> None:

@@ -5,29 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
+from helpers import write_study_spec
 
 from lowres.errors import ConfigError
 from lowres.sweeps import study
 from lowres.sweeps.stats import holm, paired
 
-
-def write_spec(tmp_path, **changes):
-    spec = {
-        "name": "hand",
-        "results": str(tmp_path / "results"),
-        "work": str(tmp_path / "work"),
-        "methods": {"full": {}, "prompt_align": {}},
-        "source_seeds": [1, 2, 3],
-        "stage2_seeds": [1, 2],
-        "k": [8],
-        "tasks": {"tydiqa": {"zero_shot": ["sw", "te"], "few_shot": ["sw"]}},
-        "primary": [["prompt_align", "full", 0, "tydiqa"], ["prompt_align", "full", 8, "tydiqa"]],
-        **changes,
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return study.load_spec(path)
+write_spec = write_study_spec
 
 
 def put(folder, per_language):

@@ -8,28 +8,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import write_study_spec
 
 from lowres.errors import LowresError
 from lowres.sweeps import study, study_runner
 
 
 def write_spec(tmp_path, **changes):
-    spec = {
-        "name": "fake",
-        "results": str(tmp_path / "results"),
-        "work": str(tmp_path / "work"),
-        "methods": {"full": {}, "lora": {}},
-        "trials": 2,
-        "source_seeds": [1],
-        "stage2_seeds": [1],
-        "k": [8],
-        "tasks": {"tydiqa": {"zero_shot": ["sw"]}},
-        **changes,
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return study.load_spec(path)
+    """Two methods searched with 2 trials each, one source seed, one zero-shot language."""
+    fake = {"name": "fake", "methods": {"full": {}, "lora": {}}, "trials": 2, "primary": []}
+    fake |= {"source_seeds": [1], "stage2_seeds": [1], "tasks": {"tydiqa": {"zero_shot": ["sw"]}}}
+    return write_study_spec(tmp_path, **{**fake, **changes})
 
 
 def folder_of(argv: list[str]) -> Path:
@@ -50,6 +39,8 @@ class FakeJob:
         self.log.append(("poll", self.folder.name))
         if "-m" in self.argv:
             self._trial()
+            if self.code == -9:
+                return self.code  # killed after its first trial
         self.left -= 1
         if self.left > 0:
             return None
@@ -63,11 +54,13 @@ class FakeJob:
         wanted = int(next(a for a in self.argv if a.startswith("search.trials=")).split("=")[1])
         if self.trials >= wanted:
             return
-        plan = {"space": {"trainer.lr": "x"}, "n_trials": wanted, "seed": 0}
+        seed = int(next(a for a in self.argv if a.startswith("search.seed=")).split("=")[1])
+        plan = {"space": {"trainer.lr": "x"}, "n_trials": wanted, "seed": seed}
         plan |= {"source_language": "en", "source_dev_articles": 5, "source_dev_examples": 0}
         (self.folder / "search_plan.json").write_text(json.dumps(plan))
         trial = self.folder / str(self.trials)
         (trial / ".hydra").mkdir(parents=True)
+        (trial / ".hydra" / "config.yaml").write_text("{}\n")  # written when a trial starts
         (trial / ".hydra" / "overrides.yaml").write_text(
             f"- trainer.lr={0.001 * (self.trials + 1)}\n"
         )
@@ -76,11 +69,19 @@ class FakeJob:
         self.trials += 1
 
 
-def launcher(log, fail=()):
+def launcher(log, fail=(), killed=()):
+    """Fake steps; those whose folder names one of ``fail`` exit 1, of ``killed`` are
+    killed (SIGKILL) the first time they run."""
+    kills = set()
+
     def launch(argv):
         name = str(folder_of(argv))
         log.append(("start", name))
-        return FakeJob(argv, log, code=1 if any(f in name for f in fail) else 0)
+        code = 1 if any(f in name for f in fail) else 0
+        if any(k in name for k in killed) and not any(k in name for k in kills):
+            kills.update(k for k in killed if k in name)
+            code = -9
+        return FakeJob(argv, log, code=code)
 
     return launch
 
@@ -91,7 +92,7 @@ def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search
     kept = []
     finished = study_runner.run_study(
         spec, launcher(log), jobs=2, poll_s=0, echo=said.append,
-        commit=lambda paths, message: kept.append(message),
+        commit=lambda paths, message: kept.append((message, paths)),
     )  # fmt: skip
     starts = [entry[1] for entry in log if entry[0] == "start"]
     work = tmp_path / "work"
@@ -103,8 +104,13 @@ def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search
     assert study_runner.kept_trials(results / "search/full") == [0, 1]
     chosen = json.loads((results / "search/full/search.json").read_text())["best"]
     assert chosen["params"] == {"trainer.lr": 0.002} and chosen["value"] == 61.0
-    # every trial and step committed as it was kept, trials first
-    assert kept[:2] == ["fake: search/full trial 0", "fake: search/lora trial 0"]
+    # every trial and step committed as it was kept, trials first, each trial with the
+    # search's plan (its parts and sampler seeds: what a resume elsewhere needs)
+    assert [message for message, _ in kept[:2]] == [
+        "fake: search/full trial 0", "fake: search/lora trial 0"
+    ]  # fmt: skip
+    assert kept[0][1] == [results / "search/full/0", results / "search/full/search_plan.json"]
+    kept = [message for message, _ in kept]
     assert "fake: search/full" in kept and "fake: zeroshot/tydiqa/lora/seed1" in kept
     assert len(kept) == 4 + 6
     provenance = json.loads((results / "zeroshot/tydiqa/full/seed1/provenance.json").read_text())
@@ -160,3 +166,76 @@ def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     assert said == []
     study_runner.git_committer(said.append)([tmp_path / "missing"], "nothing")
     assert said and "could not commit" in said[0]
+
+
+def test_steps_run_stage_by_stage_and_seed_by_seed_in_the_spec_method_order(tmp_path):
+    spec = write_spec(tmp_path, source_seeds=[1, 2])
+    for method in ("full", "lora"):  # both searches have chosen
+        folder = tmp_path / "results" / "search" / method
+        folder.mkdir(parents=True)
+        best = {"params": {"trainer.lr": 1e-4}, "value": 1.0, "number": 0}
+        (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    names = [s.name for s in study_runner._order(study.plan(spec))]
+    assert names == [
+        "search/full", "search/lora",
+        "source/full/seed1", "source/lora/seed1", "source/full/seed2", "source/lora/seed2",
+        "zeroshot/tydiqa/full/seed1", "zeroshot/tydiqa/lora/seed1",
+        "zeroshot/tydiqa/full/seed2", "zeroshot/tydiqa/lora/seed2",
+    ]  # fmt: skip
+
+
+def test_a_search_part_replaces_the_folder_budget_and_seed_through_hydras_parser(tmp_path):
+    spec = write_spec(tmp_path)
+    step = study.plan(spec)[0]
+    argv = study_runner._search_argv(spec, step, first_trial=0)
+    assert argv.count(f"hydra.sweep.dir={tmp_path / 'work' / 'search/full/part0'}") == 1
+    assert "search.trials=2" in argv and "search.seed=0" in argv
+    assert not any(a.startswith("hydra.sweeper.storage=") for a in argv)  # a fresh search
+    assert len(argv) == len(step.argv)  # replaced, not added
+
+
+def test_the_process_launcher_shares_the_cores_and_provenance_records_it(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # records the real value, restored after
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    study_runner.process_launcher(jobs=2)
+    assert study_runner.describe_machine()["omp_num_threads"] == "4"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
+    study_runner.process_launcher(jobs=2)
+    assert study_runner.describe_machine()["omp_num_threads"] == "3"
+
+
+def test_a_killed_search_goes_on_from_its_kept_trial_and_a_second_runner_is_refused(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}})
+    log, said = [], []
+    assert study_runner.run_study(
+        spec, launcher(log, killed=("search/full",)), poll_s=0, echo=said.append
+    ) == 3  # fmt: skip
+    starts = [Path(entry[1]).name for entry in log if entry[0] == "start"][:2]
+    assert starts == ["part0", "part1"]  # killed after trial 0; trial 1 in a second part
+    assert any("killed by signal 9" in line and "retry 1 of 2" in line for line in said)
+    results = tmp_path / "results" / "search" / "full"
+    assert study_runner.kept_trials(results) == [0, 1]
+    plan = json.loads((results / "search_plan.json").read_text())
+    assert [(p["first_trial"], p["sampler_seed"]) for p in plan["parts"]] == [(0, 0), (1, 1)]
+
+    refused = pytest.raises(LowresError, match=r"Another `lowres study run` \(PID \d+\)")
+    with study_runner._study_lock(spec), refused:  # a study run holds the work folder
+        study_runner.run_study(spec, launcher([]), poll_s=0, echo=said.append)
+
+
+def test_a_step_killed_more_often_than_its_retries_stops_the_study(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}})
+    with pytest.raises(LowresError, match=r"search/full .* failed \(exit -9\)"):
+        study_runner.run_study(
+            spec, launcher([], killed=("search/full",)), retries=0, poll_s=0, echo=print
+        )
+
+
+def test_a_search_killed_after_its_last_trial_is_finished_without_running_again(tmp_path):
+    spec = write_spec(tmp_path, methods={"full": {}}, trials=1)
+    log = []
+    study_runner.run_study(spec, launcher(log, killed=("search/full",)), poll_s=0, echo=print)
+    starts = [Path(entry[1]).name for entry in log if entry[0] == "start"]
+    assert starts[0] == "part0" and "part1" not in starts  # nothing left to run
+    assert (tmp_path / "results" / "search" / "full" / "search.json").is_file()
