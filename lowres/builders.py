@@ -408,12 +408,25 @@ def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
     return cfg
 
 
+def build_run_model(cfg: DictConfig, *, training: bool = True):
+    """``build_model`` from a run's config groups: the one place a run config is unpacked
+    into a model (training, evaluation and the bench). Evaluation keeps torch's dropout
+    modules: they are the identity there, whatever ``trainer.fast_dropout`` says."""
+    return build_model(
+        cfg.backbone,
+        cfg.freeze,
+        cfg.prompt,
+        cfg.adapter,
+        task=cfg.task,
+        seed=cfg.trainer.seed,
+        fast_dropout=training and cfg.trainer.fast_dropout,
+    )
+
+
 def restore_run(cfg: DictConfig, run_dir: Path):
     """``(task, model, tokenizer)`` rebuilt from ``cfg`` with ``run_dir``'s trained weights."""
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
-    model, tokenizer = build_model(
-        cfg.backbone, cfg.freeze, cfg.prompt, cfg.adapter, task=cfg.task, seed=cfg.trainer.seed
-    )
+    model, tokenizer = build_run_model(cfg, training=False)
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     load_trainable(model, run_dir / "checkpoint", backbone=backbone)
     return task, model, tokenizer

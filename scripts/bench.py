@@ -8,7 +8,7 @@
 The backbone is any config name in configs/backbone/, the methods any presets in
 configs/method/ (``+method=NAME``, composed as ``lowres train`` composes them; ``NAME:KEY=VALUE``
 adds overrides, e.g. ``lora_all_linear:trainer.fast_dropout=true``); the model is
-built by ``lowres.builders.build_model`` exactly as ``lowres train`` builds it, and every
+built by ``lowres.builders.build_run_model`` exactly as ``lowres train`` builds it, and every
 step is the Trainer's: the model's loss plus, for a method with the alignment loss, the
 weighted ``AlignmentObjective.loss`` on the next parallel batch (the two parts
 ``LowresTrainer.compute_loss`` sums), the model's optimizer groups (``create_optimizer``),
@@ -211,7 +211,12 @@ class Method:
     """One method's model, trainer, optimizer and alignment batches, built as lowres train does."""
 
     def __init__(self, name: str, opts: dict) -> None:
-        from lowres.builders import build_alignment, build_model, build_trainer, training_arguments
+        from lowres.builders import (
+            build_alignment,
+            build_run_model,
+            build_trainer,
+            training_arguments,
+        )
         from lowres.methods.build import parameter_report
         from lowres.schema import alignment_languages, resolved_lr, validate
         from lowres.training.progress import RichProgress
@@ -221,15 +226,7 @@ class Method:
         cfg = compose_config(opts, name, max(opts["lengths"]), "longest")
         validate(cfg)
         self.cfg = cfg
-        self.model, self.tokenizer = build_model(
-            cfg.backbone,
-            cfg.freeze,
-            cfg.prompt,
-            cfg.adapter,
-            task=cfg.task,
-            seed=cfg.trainer.seed,
-            fast_dropout=cfg.trainer.fast_dropout,
-        )
+        self.model, self.tokenizer = build_run_model(cfg)
         self.report = parameter_report(self.model)
         self.learning_rate = resolved_lr(cfg.trainer.lr, cfg.freeze.strategy)
         self.args = training_arguments(

@@ -18,7 +18,7 @@ from transformers import set_seed
 
 from lowres.builders import (
     build_alignment,
-    build_model,
+    build_run_model,
     build_task,
     build_trainer,
     check_trainable,
@@ -70,15 +70,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
     set_seed(cfg.trainer.seed)
     task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
     split, pseudo = training_data(cfg, task, run)
-    model, tokenizer = build_model(
-        cfg.backbone,
-        cfg.freeze,
-        cfg.prompt,
-        cfg.adapter,
-        task=cfg.task,
-        seed=cfg.trainer.seed,
-        fast_dropout=cfg.trainer.fast_dropout,
-    )
+    model, tokenizer = build_run_model(cfg)
     check_trainable(cfg.trainer, model, cfg.backbone)
     if cfg.init_from:
         initialise_from(model, cfg.init_from, OmegaConf.to_container(cfg.backbone, resolve=True))
