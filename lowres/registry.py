@@ -16,14 +16,16 @@ A name is found in one of three places, in this order:
    (the package only has to be importable: installed, or on ``PYTHONPATH``).
 
 What an entry must be is said by each registry's ``contract``; docs/guides/extending.md has
-an example of each.
+an example of each. An entry may also declare a trait, an attribute that says how it is used
+(an alignment loss's ``compares``): a built-in entry's traits are written here, so the schema
+reads them without importing the entry, and a user's entry carries them as attributes.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -54,6 +56,9 @@ class Registry:
     key: str  # the config key that names an entry, for messages
     contract: str  # what an entry is, for messages and the guide
     builtins: Mapping[str, str]  # name -> module:attribute
+    # trait -> its values, the first the default for an entry that declares none
+    traits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    declared: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # built-ins' traits
 
     def plugins(self) -> dict[str, str]:
         """Names installed packages add through entry points (group ``lowres.<group>``)."""
@@ -105,6 +110,23 @@ class Registry:
                 "PYTHONPATH and that the module defines that name."
             ) from None
 
+    def trait(self, name: str, trait: str) -> str:
+        """What the entry ``name`` declares for ``trait``: a built-in's from this registry
+        (nothing imported), anyone else's from the attribute of that name on what implements
+        it; the default when it declares none. ConfigError for a value the trait does not have.
+        """
+        values = self.traits[trait]
+        if name in self.builtins:
+            return self.declared.get(name, {}).get(trait, values[0])
+        value = getattr(self.load(name), trait, values[0])
+        if value not in values:
+            raise ConfigError(
+                f"{self.key}={name!r} declares {trait}={value!r}; expected one of "
+                f"{', '.join(map(repr, values))} ({self.contract}). Fix the attribute {trait} "
+                f"on {self.target(name)}, or leave it out for {values[0]!r}."
+            )
+        return value
+
     def check(self, name: str) -> None:
         """Validate a configured name at start: built-in names cost nothing, the others are
         imported now so a misspelt module fails before any training."""
@@ -116,13 +138,16 @@ ALIGNMENT_LOSSES = Registry(
     group="align",
     key="align.kind",
     contract="alignment loss: a function (source, target, **options) -> scalar tensor, "
-    "taking any of the options temperature",
+    "taking any of the options temperature; its attribute compares says what it is given: "
+    "'hidden_states' (pooled, the default) or 'logits' (a classification task's class logits)",
     builtins={
         "mse": "lowres.losses.alignment:mse",
         "cosine": "lowres.losses.alignment:cosine",
         "contrastive": "lowres.losses.alignment:contrastive",
         "kl": "lowres.losses.alignment:kl",
     },
+    traits={"compares": ("hidden_states", "logits")},
+    declared={"kl": {"compares": "logits"}},
 )
 
 POOLINGS = Registry(

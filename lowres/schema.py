@@ -484,11 +484,11 @@ def _check_align(cfg: Any) -> None:
     decoder = cfg.backbone.family == "decoder"
     if decoder and measures_distance(cfg.align):
         name = cfg.backbone.name
-        if cfg.align.kind == "kl" and alignment_on(cfg.align):
+        if alignment_on(cfg.align) and compares_logits(cfg.align):
             raise ConfigError(
-                f"align.kind=kl distils class logits, which decoder backbone {name} does not "
-                "have (PAWS-X is scored by label words); use align.kind=mse, cosine or "
-                "contrastive, which compare mean-pooled decoder hidden states."
+                f"align.kind={cfg.align.kind} distils class logits, which decoder backbone "
+                f"{name} does not have (PAWS-X is scored by label words); use align.kind=mse, "
+                "cosine or contrastive, which compare mean-pooled decoder hidden states."
             )
         if cfg.align.pooling != "mean":
             raise ConfigError(
@@ -633,10 +633,10 @@ def _check_task_fits(cfg: Any) -> None:
             f"task.max_question_length={task.max_question_length}; keep stride + "
             "max_question_length + 4 <= max_length (e.g. task.stride=32 at max_length=128)."
         )
-    if alignment_on(cfg.align) and cfg.align.kind == "kl" and task.kind != "classification":
+    if alignment_on(cfg.align) and compares_logits(cfg.align) and task.kind != "classification":
         raise ConfigError(
-            f"align.kind=kl distils class predictions and needs a classification task, "
-            f"but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
+            f"align.kind={cfg.align.kind} distils class predictions and needs a classification "
+            f"task, but task {task.name} is {task.kind}. Use align.kind=mse, cosine or "
             "contrastive for QA."
         )
 
@@ -647,6 +647,12 @@ def _check_task_fits(cfg: Any) -> None:
 def alignment_on(align: Any) -> bool:
     """Whether the alignment loss trains: a positive weight (lambda)."""
     return align.weight > 0
+
+
+def compares_logits(align: Any) -> bool:
+    """Whether the alignment loss compares class logits instead of pooled hidden states: what
+    its registry entry declares (``compares``), so a user's loss can compare logits too."""
+    return ALIGNMENT_LOSSES.trait(align.kind, "compares") == "logits"
 
 
 def measures_distance(align: Any) -> bool:

@@ -1,7 +1,8 @@
 """Knowledge-alignment losses between source-language and target-language representations.
 
-Everything here takes plain tensors and returns a scalar tensor, so the training loop decides
-which representations to compare (pooled hidden states or task logits) and with what weight.
+Everything here takes plain tensors and returns a scalar tensor; which representations a loss
+is given (pooled hidden states or class logits) is what its registry entry declares
+(``compares``, lowres/registry.py), and the training loop decides the weight.
 """
 
 from __future__ import annotations

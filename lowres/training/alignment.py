@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lowres.losses.alignment import alignment_loss, pool_layers
+from lowres.registry import ALIGNMENT_LOSSES
 
 
 @dataclass
@@ -29,6 +30,11 @@ class AlignmentObjective:
     tokenizer: Any
     seed: int = 0
     pad_to_multiple_of: int | None = None  # 8 on CUDA, as the training batches
+    # What the loss compares, as its registry entry declares: class logits or hidden states.
+    compares: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.compares = ALIGNMENT_LOSSES.trait(self.kind, "compares")
 
     def batches(self, start: int = 0) -> Iterator[tuple[dict, dict]]:
         """Padded (source, target) batches, endlessly, epoch after epoch of seeded orders.
@@ -60,8 +66,9 @@ class AlignmentObjective:
         )
 
     def represent(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(**batch, output_hidden_states=self.kind != "kl")
-        if self.kind == "kl":
+        logits = self.compares == "logits"
+        out = model(**batch, output_hidden_states=not logits)
+        if logits:
             return out["logits"]
         mask = model.text_mask(batch["attention_mask"])
         layers = "last" if self.layers == "last" else [int(i) for i in self.layers]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -242,8 +244,73 @@ def test_file_task_settings_are_checked_at_start(overrides, needle):
 
 def test_kl_alignment_is_refused_for_qa():
     cfg = compose_train("align=kl")
-    with pytest.raises(ConfigError, match="classification"):
+    with pytest.raises(ConfigError) as error:
         validate(cfg)
+    assert str(error.value) == (
+        "align.kind=kl distils class predictions and needs a classification task, but task "
+        "xquad is extractive_qa. Use align.kind=mse, cosine or contrastive for QA."
+    )
+
+
+def test_kl_alignment_is_refused_on_a_decoder():
+    cfg = compose_train("align=kl", "backbone=tiny-llama", task="pawsx")
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value) == (
+        "align.kind=kl distils class logits, which decoder backbone tiny-llama does not have "
+        "(PAWS-X is scored by label words); use align.kind=mse, cosine or contrastive, which "
+        "compare mean-pooled decoder hidden states."
+    )
+
+
+def _user_loss(tmp_path, monkeypatch, compares: str | None) -> str:
+    """A user's alignment loss in a module of its own, declaring what it compares (or not)."""
+    declared = f"agree.compares = {compares!r}\n" if compares else ""
+    (tmp_path / "cfgtest_losses.py").write_text(
+        "def agree(source, target):\n    return (source - target).abs().mean()\n\n\n" + declared
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cfgtest_losses", raising=False)
+    return "align.kind=cfgtest_losses:agree"
+
+
+def test_a_user_loss_that_compares_logits_is_refused_for_qa_and_on_decoders(tmp_path, monkeypatch):
+    kind = _user_loss(tmp_path, monkeypatch, "logits")
+    with pytest.raises(ConfigError, match=r"align\.kind=cfgtest_losses:agree distils class "
+                       r"predictions and needs a classification task, but task xquad"):  # fmt: skip
+        validate(compose_train(kind, "align.weight=0.1"))
+    decoder = compose_train(kind, "align.weight=0.1", "backbone=tiny-llama", task="pawsx")
+    with pytest.raises(ConfigError, match="decoder backbone tiny-llama does not have"):
+        validate(decoder)
+    validate(compose_train(kind, "align.weight=0.1", task="pawsx"))  # classification: fine
+
+
+def test_a_user_loss_compares_hidden_states_unless_it_declares_logits(tmp_path, monkeypatch):
+    kind = _user_loss(tmp_path, monkeypatch, None)
+    validate(compose_train(kind, "align.weight=0.1", "data.pool_fraction=0.5"))
+
+
+def test_a_user_loss_declaring_an_unknown_comparison_is_refused(tmp_path, monkeypatch):
+    kind = _user_loss(tmp_path, monkeypatch, "tokens")
+    with pytest.raises(ConfigError, match="declares compares='tokens'; expected one of "
+                       "'hidden_states', 'logits'"):  # fmt: skip
+        validate(compose_train(kind, "align.weight=0.1", task="pawsx"))
+
+
+def test_validation_reads_what_a_built_in_loss_compares_without_torch():
+    """The schema knows kl compares logits from its registry entry, not by importing it."""
+    script = (
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from lowres.schema import config_dir, register_schemas, validate\n"
+        "register_schemas()\n"
+        "with initialize_config_dir(config_dir=str(config_dir()), version_base='1.3'):\n"
+        "    cfg = compose(config_name='train', overrides=['+task=pawsx', 'align=kl'])\n"
+        "validate(cfg)\n"
+        "assert 'torch' not in sys.modules, 'validation imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_learning_rate_defaults_follow_the_freezing_strategy():

@@ -79,3 +79,35 @@ def test_an_entry_point_adds_a_name(tmp_path: Path, monkeypatch) -> None:
 
     value = alignment_loss("absolute", torch.zeros(2, 3), torch.ones(2, 3), temperature=0.1)
     assert value.item() == 1.0
+
+
+def test_a_built_in_entry_declares_its_traits_in_the_registry(monkeypatch) -> None:
+    """kl compares logits, the others pooled hidden states, read without importing them."""
+
+    def no_import(name: str) -> None:
+        raise AssertionError(f"{name} was imported to read a trait")
+
+    monkeypatch.setattr(Registry, "load", lambda self, name: no_import(name))
+    compares = {
+        name: ALIGNMENT_LOSSES.trait(name, "compares") for name in ALIGNMENT_LOSSES.builtins
+    }
+    assert compares == {
+        "mse": "hidden_states",
+        "cosine": "hidden_states",
+        "contrastive": "hidden_states",
+        "kl": "logits",
+    }
+
+
+def test_an_installed_entry_declares_its_traits_as_attributes(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "regtest_logits.py").write_text(
+        "def agree(source, target):\n    return (source - target).abs().mean()\n\n\n"
+        "agree.compares = 'logits'\n"
+    )
+    info = tmp_path / "regtest_logits-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regtest-logits\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lowres.align]\nagree = regtest_logits:agree\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert ALIGNMENT_LOSSES.trait("agree", "compares") == "logits"
+    assert ALIGNMENT_LOSSES.trait("regtest_logits:agree", "compares") == "logits"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from helpers import build_flat, tiny_backbone
@@ -79,3 +81,32 @@ def test_one_joined_pass_gives_the_loss_and_gradients_of_two(kind, pooling):
             assert param.grad is None
         else:
             torch.testing.assert_close(param.grad, grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("declares_logits", [True, False])
+def test_a_user_loss_gets_the_logits_it_declares_it_compares(
+    tmp_path, monkeypatch, declares_logits
+):
+    declared = "agree.compares = 'logits'\n" if declares_logits else ""
+    (tmp_path / "objtest_losses.py").write_text(
+        "def agree(source, target):\n    return ((source - target) ** 2).mean()\n\n\n" + declared
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "objtest_losses", raising=False)
+    backbone = tiny_backbone(task_kind="classification")
+    model = build_flat(backbone, task_kind="classification")
+    model.eval()
+    user = _objective(backbone.tokenizer, "objtest_losses:agree", "mean")
+    source, target = next(user.batches())
+    represented = user.represent(model, source)
+    if not declares_logits:  # pooled hidden states, as mse gets them
+        hidden = _objective(backbone.tokenizer, "mse", "mean").represent(model, source)
+        torch.testing.assert_close(represented, hidden)
+        return
+    # class logits, as the built-in kl gets them
+    assert represented.shape == (len(PAIRS), 2)
+    torch.testing.assert_close(represented, model(**source)["logits"])
+    kl = _objective(backbone.tokenizer, "kl", "mean")
+    torch.testing.assert_close(represented, kl.represent(model, source))
+    expected = ((user.represent(model, source) - user.represent(model, target)) ** 2).mean()
+    torch.testing.assert_close(user.loss(model, source, target), expected, rtol=1e-5, atol=1e-6)
