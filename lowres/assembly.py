@@ -34,7 +34,7 @@ from lowres.builders import (
     RunTrainingArguments,
     build_alignment,
     build_run_model,
-    build_task,
+    build_run_task,
     build_trainer,
     check_trainable,
     initialise_from,
@@ -105,7 +105,7 @@ def assemble(cfg: DictConfig, run: RunFolder, *, pseudo_step: PseudoStep) -> Run
     Writes data_split.json, data_files.json and environment.json into ``run`` on the way.
     """
     set_seed(cfg.trainer.seed)
-    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    task = build_run_task(cfg)
     split, pseudo = training_data(cfg, task, run, pseudo_step)
     model, tokenizer = build_run_model(cfg)
     check_trainable(cfg.trainer, model, cfg.backbone)
