@@ -7,12 +7,15 @@ import dataclasses
 import json
 
 import pytest
-from helpers import REPO
+import torch
+from helpers import REPO, run_lowres
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 import lowres.assembly
-from lowres.assembly import assemble
+from lowres.assembly import assemble, assemble_evaluation
+from lowres.builders import saved_config
 from lowres.errors import ConfigError
 from lowres.recipes.preflight import start_up
 from lowres.recipes.pseudo import add_pseudo_data
@@ -173,3 +176,32 @@ def test_the_config_read_check_finds_reads(tmp_path):
         "def train(cfg):\n    return cfg.trainer.seed\n\ndef start(run_cfg):\n    run_cfg.x\n"
     )
     assert config_reads(recipe) == {"train": ["cfg.trainer"], "start": ["run_cfg.x"]}
+
+
+def test_a_finished_run_is_assembled_for_evaluation(tmp_path):
+    """``lowres evaluate``'s parts: the run's model with its trained parameters restored, an
+    evaluation-only trainer, and what its record names."""
+    trained = tmp_path / "trained"
+    run_lowres("train", *TINY_PROMPT_ALIGN, "trainer.max_steps=1", f"hydra.run.dir={trained}")
+    cfg = saved_config(trained)
+    cfg.checkpoint = str(trained)
+    start_up(cfg)
+    parts = assemble_evaluation(cfg, RunFolder(tmp_path / "evaluated"))
+    assert (parts.task.name, parts.trained_task) == ("xquad", "xquad")
+    assert (parts.backbone, parts.checkpoint) == ("tiny-bert", str(trained))
+    saved = json.loads((trained / "metrics.json").read_text())
+    assert parts.parameters == {
+        "trainable_parameters": saved["trainable_parameters"],
+        "total_parameters": saved["total_parameters"],
+    }
+    assert parts.trainer.train_dataset is None and parts.trainer.alignment is None
+    assert parts.trainer.args.learning_rate == 0.0
+    restored = load_file(trained / "checkpoint" / "trainable.safetensors")
+    state = parts.model.state_dict()
+    assert restored and all(torch.equal(state[name], value) for name, value in restored.items())
+    # ... and they are the trained ones, not the seed's fresh initialisation.
+    fresh = assemble(run_config(), RunFolder(tmp_path / "fresh"), pseudo_step=add_pseudo_data)
+    fresh.progress.stop()
+    initial = fresh.model.state_dict()
+    assert any(not torch.equal(initial[name], value) for name, value in restored.items())
+    parts.progress.stop()
