@@ -408,6 +408,12 @@ def saved_config(run_dir: Path, key: str = "checkpoint") -> DictConfig:
     return cfg
 
 
+def build_run_task(cfg: DictConfig) -> Task:
+    """``build_task`` from a run's config groups: the one place a run config is unpacked
+    into its task (training, evaluation, rescoring, a sweep's data check)."""
+    return build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+
+
 def build_run_model(cfg: DictConfig, *, training: bool = True):
     """``build_model`` from a run's config groups: the one place a run config is unpacked
     into a model (training, evaluation and the bench). Evaluation keeps torch's dropout
@@ -425,7 +431,7 @@ def build_run_model(cfg: DictConfig, *, training: bool = True):
 
 def restore_run(cfg: DictConfig, run_dir: Path):
     """``(task, model, tokenizer)`` rebuilt from ``cfg`` with ``run_dir``'s trained weights."""
-    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    task = build_run_task(cfg)
     model, tokenizer = build_run_model(cfg, training=False)
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     load_trainable(model, run_dir / "checkpoint", backbone=backbone)

@@ -49,18 +49,18 @@ def lowres_exit_code(*args: str) -> int:
 
 def on_next_training_run(monkeypatch, callback) -> None:
     """Add a Trainer callback to the next training run only (not to evaluation-only runs)."""
-    import lowres.recipes.train as train_recipe
+    import lowres.assembly as assembly
 
-    original = train_recipe.build_trainer
+    original = assembly.build_trainer
 
     def build_trainer(*args, **kwargs):
         trainer = original(*args, **kwargs)
         if kwargs.get("train_dataset") is not None:
             trainer.add_callback(callback)
-            monkeypatch.setattr(train_recipe, "build_trainer", original)  # once
+            monkeypatch.setattr(assembly, "build_trainer", original)  # once
         return trainer
 
-    monkeypatch.setattr(train_recipe, "build_trainer", build_trainer)
+    monkeypatch.setattr(assembly, "build_trainer", build_trainer)
 
 
 def tiny_backbone(architecture: str = "bert", task_kind: str = "extractive_qa", **options):

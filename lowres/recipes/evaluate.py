@@ -12,17 +12,15 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lowres.builders import build_trainer, restore_run, saved_config, training_arguments
-from lowres.cache import FeatureCache
+from lowres.assembly import assemble_evaluation
+from lowres.builders import saved_config
 from lowres.errors import LowresError
 from lowres.evaluation import evaluate_languages
-from lowres.methods.build import parameter_report
 from lowres.overrides import key_of
 from lowres.recipes.preflight import start_up
-from lowres.recipes.train import record
+from lowres.recipes.results import record
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.schema import TaskConfig, config_dir
-from lowres.training.progress import RichProgress
 
 # The tokenization a checkpoint was trained with; a run evaluated on another task keeps it
 # (e.g. task.max_length=256) unless the command line sets it.
@@ -91,35 +89,35 @@ def task_kinds() -> dict[str, str]:
     }
 
 
-def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
-    """Rebuild a run's model from its saved config, restore its weights, evaluate again."""
+def start(cfg: DictConfig, output_dir: str | Path | None) -> tuple[DictConfig, RunFolder]:
+    """The run config to evaluate (:func:`checkpoint_config`), checked, and the new run folder."""
     run_cfg = checkpoint_config(cfg, output_dir)
     start_up(run_cfg)
-    run = RunFolder.for_job(output_dir)
-    trained = saved_config(Path(run_cfg.checkpoint)).task.name
-    task, model, tokenizer = restore_run(run_cfg, Path(run_cfg.checkpoint))
-    args = training_arguments(
-        run_cfg.trainer, run.path / "trainer", task_kind=task.kind, learning_rate=0.0
-    )
-    progress = RichProgress(bars=run_cfg.trainer.progress)
-    trainer = build_trainer(model, tokenizer, args, progress=progress)
-    cache = FeatureCache.from_setting(run_cfg.data.cache_dir)
+    return run_cfg, RunFolder.for_job(output_dir)
+
+
+def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunMetrics:
+    """Rebuild a run's model from its saved config, restore its weights, evaluate again."""
+    run_cfg, run = start(cfg, output_dir)
+    parts = assemble_evaluation(run_cfg, run)
+    task = parts.task
     try:
         evaluation = evaluate_languages(
-            trainer, task, task.evaluation_sets(), tokenizer, cache=cache
+            parts.trainer, task, task.evaluation_sets(), parts.tokenizer, cache=parts.cache
         )
     finally:
-        progress.stop()
+        parts.progress.stop()
+    trained = parts.trained_task
     metrics = RunMetrics(
         task=task.name,
-        backbone=run_cfg.backbone.name,
-        checkpoint=str(run_cfg.checkpoint),
+        backbone=parts.backbone,
+        checkpoint=parts.checkpoint,
         **evaluation.scores(),
         task_extras={
             **task.extra_metrics(evaluation.per_language),
             **({"trained_task": trained} if trained != task.name else {}),
         },
-        **parameter_report(model),
+        **parts.parameters,
     )
-    record(run, trainer, metrics, evaluation)
+    record(run, parts.trainer, metrics, evaluation)
     return metrics

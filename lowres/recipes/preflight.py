@@ -15,7 +15,7 @@ import datasets
 import transformers
 
 from lowres.backbones import resolve_local, reuse_backbones
-from lowres.builders import build_task
+from lowres.builders import build_run_task
 from lowres.errors import ConfigError
 from lowres.schema import validate
 
@@ -38,7 +38,7 @@ def start_up(cfg: Any) -> None:
 def check_pools(cfg: Any, k_values: Sequence[int], languages: Sequence[str]) -> None:
     """The task as the sweep's runs will read it (a missing file fails here, before any
     run); fail when a k is larger than a language's target pool."""
-    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    task = build_run_task(cfg)
     largest = max(k_values)
     if largest == 0:
         return

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lowres.builders import build_task
+from lowres.builders import build_run_task
 from lowres.errors import LowresError
 from lowres.metrics.qa_scoring import get_normalizer, question_scores
 
@@ -28,7 +28,7 @@ def question_scorer(cfg: DictConfig) -> QuestionScorer:
     context language); classification scores are 100 for a right label and 0 for a wrong
     one. Every predicted id must be a question of that language in the data.
     """
-    task = build_task(cfg.task, cfg.data, cfg.trainer, cfg.backbone)
+    task = build_run_task(cfg)
     metric = getattr(task, "metric_name", "")
     if task.kind == "extractive_qa" and metric not in ("squad", "mlqa"):
         raise LowresError(

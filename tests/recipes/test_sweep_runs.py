@@ -325,12 +325,12 @@ def test_report_refuses_folders_that_are_not_sweeps(tmp_path):
 
 
 def test_no_training_data_is_refused_before_the_backbone_loads(tmp_path, capsys, monkeypatch):
-    import lowres.recipes.train
+    import lowres.assembly
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("the backbone was loaded for a run with nothing to train on")
 
-    monkeypatch.setattr(lowres.recipes.train, "build_run_model", must_not_load)
+    monkeypatch.setattr(lowres.assembly, "build_run_model", must_not_load)
     with pytest.raises(SystemExit) as exit_info:
         run_lowres("train", *TINY, "data.source_pool=false", f"hydra.run.dir={tmp_path / 'r'}")
     assert exit_info.value.code == 2

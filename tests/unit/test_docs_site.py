@@ -91,7 +91,12 @@ def test_the_layer_diagram_draws_every_layer_of_the_import_linter_contract():
     assert rows[1].strip() == "| lowres.commandline |"
     assert rows[-1].strip() == "| lowres.errors |"
     assert any("lowres.tasks   lowres.methods" in row for row in rows)
-    assert len(rows) == 14
+    assert [row.strip() for row in rows[3:6]] == [
+        "| lowres.recipes |",
+        "| lowres.assembly |",
+        "| lowres.builders |",
+    ]
+    assert len(rows) == 15
 
 
 def test_the_hook_points_repository_links_to_the_sites_copy_of_results():
