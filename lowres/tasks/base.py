@@ -279,6 +279,16 @@ class Task(ABC):
         for lang in align_languages:
             if lang != align_source:
                 parallel += self.parallel_pairs(align_source, lang)
+        if align_languages and set(align_languages) == {align_source}:
+            # A run evaluated on the source language alone (a sweep's en cell): with
+            # align.target_languages unset, its one eval language is the alignment's source.
+            raise ConfigError(
+                f"The alignment loss has no target language: its languages "
+                f"({', '.join(align_languages)}) are only its source language {align_source} "
+                f"(align.target_languages, or data.eval_languages when that is unset). Name "
+                "the languages to align with, e.g. align.target_languages=[de,es], or turn "
+                "the loss off with align.weight=0."
+            )
         if align_languages and not parallel:
             raise ConfigError(
                 f"The alignment loss found no parallel pairs between {align_source} and "

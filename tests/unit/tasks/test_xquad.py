@@ -29,10 +29,10 @@ def root(tmp_path):
     return tmp_path
 
 
-def task(root, split: str, name: str = "xquad", source: str = "local"):
+def task(root, split: str, name: str = "xquad", source: str = "local", pool_fraction=0.0):
     settings = DataSettings(
         source=source, root=str(root), source_language="en", eval_languages=["en", "de"],
-        source_split=split,
+        source_split=split, pool_fraction=pool_fraction,
     )  # fmt: skip
     return create_task(name, settings, **PARAMS, max_answer_length=30)
 
@@ -103,3 +103,14 @@ def test_stage_two_takes_source_language_shots_from_its_own_target_pool(root):
     joint = shots_task(root, use_source_pool=True).split().train
     shots = [r["id"] for r in joint if r["id"] in set(english) | set(german)]
     assert shots == german
+
+
+def test_alignment_with_only_its_source_language_names_the_cause(root):
+    # A sweep's cell evaluated on English alone: unset align.target_languages fall back to
+    # the eval languages, so the alignment would pair English with itself.
+    with pytest.raises(ConfigError, match=r"no target language.*align\.target_languages"):
+        task(root, "train", pool_fraction=0.2).split(align_languages=["en"], align_source="en")
+    split = task(root, "train", pool_fraction=0.2).split(
+        align_languages=["en", "de"], align_source="en"
+    )
+    assert split.parallel and {t["language"] for _, t in split.parallel} == {"de"}
