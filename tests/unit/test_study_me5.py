@@ -26,6 +26,9 @@ def study(tmp_path, monkeypatch):
     monkeypatch.setattr(study_me5, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(study_me5, "REPO", tmp_path)
     monkeypatch.setenv("LOWRES_DATA", str(tmp_path / "no-data"))
+    # main() works from REPO (os.chdir); the working folder is restored after the test, so a
+    # later test reading a path relative to the checkout still finds it.
+    monkeypatch.chdir(Path.cwd())
 
 
 def test_the_zero_shot_tables_rebuilt_from_the_committed_runs_are_the_committed_ones(
