@@ -62,16 +62,20 @@ def test_an_import_path_is_a_name(tmp_path: Path, monkeypatch) -> None:
         METRICS.check("regtest_metric:MISSING")
 
 
+def install_align_entry(tmp_path: Path, monkeypatch, module: str, name: str, source: str):
+    """What ``pip install`` of a package with ``[project.entry-points."lowres.align"]`` leaves."""
+    (tmp_path / f"{module}.py").write_text(source)
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[lowres.align]\n{name} = {module}:{name}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def test_an_entry_point_adds_a_name(tmp_path: Path, monkeypatch) -> None:
     """What ``pip install`` of a package with ``[project.entry-points."lowres.align"]`` leaves."""
-    (tmp_path / "regtest_loss.py").write_text(
-        "def absolute(source, target):\n    return (source - target).abs().mean()\n"
-    )
-    info = tmp_path / "regtest_loss-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regtest-loss\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[lowres.align]\nabsolute = regtest_loss:absolute\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "def absolute(source, target):\n    return (source - target).abs().mean()\n"
+    install_align_entry(tmp_path, monkeypatch, "regtest_loss", "absolute", source)
     assert "absolute" in ALIGNMENT_LOSSES.names()
     import torch
 
@@ -100,14 +104,10 @@ def test_a_built_in_entry_declares_its_traits_in_the_registry(monkeypatch) -> No
 
 
 def test_an_installed_entry_declares_its_traits_as_attributes(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "regtest_logits.py").write_text(
+    source = (
         "def agree(source, target):\n    return (source - target).abs().mean()\n\n\n"
         "agree.compares = 'logits'\n"
     )
-    info = tmp_path / "regtest_logits-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regtest-logits\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[lowres.align]\nagree = regtest_logits:agree\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_align_entry(tmp_path, monkeypatch, "regtest_logits", "agree", source)
     assert ALIGNMENT_LOSSES.trait("agree", "compares") == "logits"
     assert ALIGNMENT_LOSSES.trait("regtest_logits:agree", "compares") == "logits"
