@@ -48,7 +48,7 @@ from lowres.sweeps.plots import (
     plot_score_vs_value,
     plot_training_curves,
 )
-from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
+from lowres.sweeps.stats import CONFIDENCE, holm_family, paired, summary
 
 AVERAGE = "avg"
 # What one seed of a sweep changes: its intervals vary this, nothing else.
@@ -416,16 +416,17 @@ def mark_family(
         for r in rows
         if (r["a"], r["b"], r["k"], r["language"]) in declared and r.get("p") is not None
     ]
-    adjusted = holm([r["p"] for r in members])
+    found = {(r["a"], r["b"], r["k"], r["language"]) for r in members}
+    untested = sorted(declared - found)  # each counts in the family as p = 1
+    adjusted = holm_family([r["p"] for r in members] + [None] * len(untested))
     for r in rows:
         r["family"], r["p_holm"], r["holm_rejects"] = "exploratory", None, None
-    for r, p in zip(members, adjusted, strict=True):
+    for r, p in zip(members, adjusted[: len(members)], strict=True):
         r["family"], r["p_holm"], r["holm_rejects"] = "primary", p, p <= 1 - CONFIDENCE
-    found = {(r["a"], r["b"], r["k"], r["language"]) for r in members}
     return {
-        "size": len(members),
+        "size": len(members) + len(untested),
         "declared": [list(d) for d in sorted(declared)],
-        "without_a_test": [list(d) for d in sorted(declared - found)],
+        "without_a_test": [list(d) for d in untested],
     }
 
 
@@ -584,8 +585,13 @@ def _comparison_markdown(rows: list[dict[str, Any]], collected: dict[str, Any]) 
     if family["size"]:
         lines.append(
             f"*Primary* rows are the {family['size']} pre-registered comparisons, corrected "
-            "together by Holm (family-wise 5 %; *Holm p* is the adjusted p-value). Every other "
-            "row is *exploratory*: uncorrected, a lead to test, not a finding."
+            "together by Holm (family-wise 5 %; *Holm p* is the adjusted p-value"
+            + (
+                f"; the {len(family['without_a_test'])} declared without a test count as p = 1"
+                if family["without_a_test"]
+                else ""
+            )
+            + "). Every other row is *exploratory*: uncorrected, a lead to test, not a finding."
         )
     else:
         lines.append(

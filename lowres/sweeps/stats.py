@@ -146,6 +146,18 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def holm_family(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's adjusted p-values over a whole pre-registered family, some not yet tested.
+
+    ``None`` marks a member with no test (not run, or one seed); it counts as p = 1 and gets
+    no adjusted value. So a report of a study still running corrects for as many tests as
+    the finished one will, never for fewer, and cannot call a difference that the whole
+    family would not.
+    """
+    adjusted = holm([1.0 if p is None else p for p in p_values])
+    return [None if p is None else q for p, q in zip(p_values, adjusted, strict=True)]
+
+
 def bootstrap_mean(
     groups: Sequence[Sequence[float]],
     resamples: int = BOOTSTRAP_RESAMPLES,

@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
-from lowres.sweeps.stats import CONFIDENCE, holm, paired, summary
+from lowres.sweeps.stats import CONFIDENCE, holm_family, paired, summary
 
 
 @dataclass
@@ -634,7 +634,8 @@ def _primary(
     spec: StudySpec, averages: dict, by_question: dict, resamples: int
 ) -> list[dict[str, Any]]:
     """The pre-registered comparisons, paired over source seeds (and, with rescored
-    predictions, over the questions), Holm-corrected over those with at least two seeds."""
+    predictions, over the questions), Holm-corrected over the whole family, where one not yet
+    tested counts as p = 1."""
     from lowres.sweeps.stats import paired_bootstrap
 
     comparisons = []
@@ -650,20 +651,23 @@ def _primary(
                 resamples=resamples,
             )
         comparisons.append(row)
-    tested = [c for c in comparisons if c.get("p") is not None]
-    for c, p in zip(tested, holm([c["p"] for c in tested]), strict=True):
-        c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
+    for c, p in zip(comparisons, holm_family([c.get("p") for c in comparisons]), strict=True):
+        if p is not None:
+            c["p_holm"], c["holm_rejects"] = p, p <= 1 - CONFIDENCE
     return comparisons
 
 
 def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[str]:
     """The primary comparisons' section: what each interval varies, then a row each."""
     tested = [c for c in comparisons if c.get("p") is not None]
+    size = len(spec.primary)
     lines = [
         "## Primary comparisons (pre-registered; Holm over the family)",
         "",
         f"A − B of the language-averaged F1, paired over source seeds; family of "
-        f"{len(spec.primary)} (Holm over the {len(tested)} with at least two seeds). Every "
+        f"{size}, Holm over all {size}: the {size - len(tested)} "
+        "not yet tested (fewer than two source seeds) count as p = 1, so a report of a study "
+        "still running corrects for no fewer tests than the finished one. Every "
         "other difference in these tables is exploratory. *95 % CI, source seeds*: the "
         "t-interval of the paired differences, which varies the source seed (the p-values "
         "and Holm's test are on it). *95 % CI, questions*: the paired bootstrap over the "

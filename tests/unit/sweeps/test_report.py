@@ -12,7 +12,7 @@ from helpers import run_lowres
 from lowres.errors import LowresError
 from lowres.runfolder import RunFolder, RunMetrics
 from lowres.sweeps.report import write_report
-from lowres.sweeps.stats import holm, paired, summary, t_quantile
+from lowres.sweeps.stats import holm, holm_family, paired, summary, t_quantile
 
 
 def test_t_quantile_matches_the_printed_tables():
@@ -268,6 +268,13 @@ def test_holm_adjusts_by_hand_and_keeps_the_order_given():
     assert holm([0.02]) == [0.02] and holm([]) == []
 
 
+def test_a_family_member_without_a_test_counts_as_p_one():
+    # 0.01 among 3 (the untested as 1.0): x3 = 0.03, then 0.04 x2 = 0.08; alone they'd be 0.02
+    assert holm_family([0.04, None, 0.01]) == pytest.approx([0.08, None, 0.03])
+    assert holm_family([None, None]) == [None, None]
+    assert holm_family([0.01, 0.04]) == pytest.approx(holm([0.01, 0.04]))  # all tested: Holm
+
+
 def test_the_report_corrects_the_declared_family_and_labels_the_rest_exploratory(tmp_path):
     sweep_dir = tmp_path / "sweep"
     runs: list[dict] = []
@@ -284,18 +291,22 @@ def test_the_report_corrects_the_declared_family_and_labels_the_rest_exploratory
     rows = {(r["a"], r["b"], r["language"]): r for r in report["comparisons"]}
     first, second = rows["full", "prompt_align", "avg"], rows["full", "lora", "avg"]
     assert first["family"] == second["family"] == "primary"
-    assert report["family"]["size"] == 2 and report["family"]["without_a_test"] == [
+    # the declared comparison without a test stays in the family, as p = 1
+    assert report["family"]["size"] == 3 and report["family"]["without_a_test"] == [
         ["a", "b", 0, "de"]
     ]
-    assert [first["p_holm"], second["p_holm"]] == pytest.approx(holm([first["p"], second["p"]]))
+    assert [first["p_holm"], second["p_holm"]] == pytest.approx(
+        holm([first["p"], second["p"], 1.0])[:2]
+    )
     assert first["p"] == pytest.approx(0.035098, abs=1e-6)  # differences -2, -3, -4
     assert (
-        first["p_holm"] == pytest.approx(2 * 0.035098, abs=1e-5) and first["holm_rejects"] is False
+        first["p_holm"] == pytest.approx(3 * 0.035098, abs=1e-5) and first["holm_rejects"] is False
     )
     assert rows["full", "prompt_align", "de"]["family"] == "exploratory"
     assert rows["full", "prompt_align", "de"]["p_holm"] is None
     text = (sweep_dir / "report" / "report.md").read_text()
-    assert "the 2 pre-registered comparisons, corrected together by Holm" in text
+    assert "the 3 pre-registered comparisons, corrected together by Holm" in text
+    assert "the 1 declared without a test count as p = 1" in text
     assert "| primary | full | prompt_align | 0 | avg | 3 |" in text
     assert "no (Holm)" in text and "| exploratory | full | prompt_align | 0 | de |" in text
     assert "the intervals vary seeds (each seed: its own k-shot sample" in text

@@ -72,6 +72,22 @@ def test_the_report_averages_stage2_seeds_first_and_corrects_the_family(tmp_path
     assert (results / "report" / "tydiqa_average_vs_k.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_an_interim_report_corrects_over_the_whole_family_not_the_tested_part(tmp_path):
+    spec = write_spec(tmp_path)  # a family of 2: k = 0 and k = 8 on tydiqa
+    results = tmp_path / "results"
+    for seed, gain in ((1, 2.0), (2, 3.0), (3, 4.0)):  # only the zero-shot results exist yet
+        put(results / f"zeroshot/tydiqa/full/seed{seed}", {"sw": 40.0, "te": 30.0})
+        put(results / f"zeroshot/tydiqa/prompt_align/seed{seed}", {"sw": 40 + gain, "te": 30.0})
+    first, second = study.report(spec)["primary"]
+    assert second["n"] == 0 and "p_holm" not in second  # not run: no test, no verdict
+    # differences 1, 1.5, 2 (te adds 0 to the average): the same t as 2, 3, 4 above
+    assert first["p"] == pytest.approx(paired({1: 1.0, 2: 1.5, 3: 2.0}, {1: 0, 2: 0, 3: 0})["p"])
+    # the untested comparison counts as p = 1: the adjustment is for 2 tests, not for 1
+    assert first["p_holm"] == pytest.approx(2 * first["p"])
+    text = (results / "report" / "report.md").read_text()
+    assert "Holm over all 2: the 1 not yet tested" in text
+
+
 def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not fit the study schema.*sed"):
         write_spec(tmp_path, sed=1)
