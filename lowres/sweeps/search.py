@@ -71,7 +71,22 @@ def plan_search(
     space a method preset carries.
     """
     check_search(cfg)
-    preset = {k: str(v) for k, v in dict(cfg.search.space).items() if k not in swept}
+    # Hydra's Optuna sweeper drops a key from the space when the command line also fixes
+    # it, so a key both swept and fixed would silently not be searched at all.
+    fixed = {s.key: s.text for s in read_all(overrides) if not s.sweep}
+    both = sorted(set(swept) & set(fixed))
+    if both:
+        key = both[0]
+        raise ConfigError(
+            f"{key} is both searched ({key}={swept[key]}) and fixed ({fixed[key]}) on the "
+            "command line; Hydra's Optuna sweeper would keep the fixed value and search "
+            f"nothing for {key}. Give {key} once: as a sweep to search it, or as a value to "
+            "fix it."
+        )
+    # A value fixed on the command line wins over the preset's space for that key.
+    preset = {
+        k: str(v) for k, v in dict(cfg.search.space).items() if k not in swept and k not in fixed
+    }
     space = {**preset, **swept}
     if not space:
         raise ConfigError(

@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
+from lowres.overrides import key_of
 from lowres.sweeps.stats import CONFIDENCE, holm_family, paired, summary
 
 
@@ -174,7 +175,7 @@ def _method_steps(spec: StudySpec, method: str, m: MethodSpec) -> list[Step]:
         *spec.source.overrides,
         *m.overrides,
     ]
-    steps = [_search_step(spec, f"search/{method}", run, _sweeps(m.space))]
+    steps = [_search_step(spec, f"search/{method}", _unfixed(run, m.space), _sweeps(m.space))]
     chosen = _chosen(results, method)
     if chosen is None:
         return steps
@@ -186,7 +187,8 @@ def _method_steps(spec: StudySpec, method: str, m: MethodSpec) -> list[Step]:
         stage2 = [*chosen, *spec.stage2, f"init_from={work / first}",
                   "data.source_pool=false", f"data.k={spec.stage2_search_k}"]  # fmt: skip
         name = f"stage2search/{method}"
-        steps.append(_search_step(spec, name, [*run, *stage2], _sweeps(m.stage2_space), first))
+        fixed = _unfixed([*run, *stage2], m.stage2_space)  # searched, not the source's choice
+        steps.append(_search_step(spec, name, fixed, _sweeps(m.stage2_space), first))
         stage2_chosen = _chosen(results, method, "stage2search")
     if stage2_chosen is None:
         return steps
@@ -207,6 +209,12 @@ def _source_task(spec: StudySpec) -> list[str]:
         f"+task={spec.source.task}",
         f"data.eval_languages=[{','.join(spec.source.languages)}]",
     ]
+
+
+def _unfixed(overrides: list[str], space: dict[str, str]) -> list[str]:
+    """``overrides`` without those that fix a key of the search ``space`` (the source
+    search's choice, a stage-2 default): a key both fixed and swept would not be searched."""
+    return [o for o in overrides if key_of(o) not in space]
 
 
 def _sweeps(space: dict[str, str]) -> list[str]:
@@ -503,10 +511,12 @@ def report(
     by_question = _question_table(spec, scorer) if scorer else {}
     intervals = _question_intervals(spec, table, averages, by_question, resamples)
     comparisons = _primary(spec, averages, by_question, resamples)
+    samples = _samples(spec)
     lines = [
         *_preamble(spec, scorer is not None, resamples),
         *_table_lines(spec, table, questions, averages, intervals),
         *_primary_lines(spec, comparisons),
+        *_sample_lines(samples),
         *_search_lines(spec),
     ]
     out = out or Path(spec.results) / "report"
@@ -524,6 +534,7 @@ def report(
             for (t, m, k), v in sorted(averages.items())
         ],
         "primary": comparisons,
+        "samples": samples,
         "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
         "questions_interval_varies": (
             f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
@@ -665,9 +676,15 @@ def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[s
         "## Primary comparisons (pre-registered; Holm over the family)",
         "",
         f"A − B of the language-averaged F1, paired over source seeds; family of "
-        f"{size}, Holm over all {size}: the {size - len(tested)} "
-        "not yet tested (fewer than two source seeds) count as p = 1, so a report of a study "
-        "still running corrects for no fewer tests than the finished one. Every "
+        f"{size}, Holm over all {size}"
+        + (
+            f": the {size - len(tested)} not yet tested (fewer than two source seeds) count "
+            "as p = 1, so a report of a study still running corrects for no fewer tests than "
+            "the finished one. "
+            if size > len(tested)
+            else ". "
+        )
+        + "Every "
         "other difference in these tables is exploratory. *95 % CI, source seeds*: the "
         "t-interval of the paired differences, which varies the source seed (the p-values "
         "and Holm's test are on it). *95 % CI, questions*: the paired bootstrap over the "
@@ -704,25 +721,91 @@ def _comparison_row(c: dict[str, Any]) -> str:
 
 def _search_lines(spec: StudySpec) -> list[str]:
     """The searches' section: each finished search's trials, choice and source dev F1; a
-    search still running, its kept trials (no choice yet, and no score shown before one)."""
+    search still running, its kept trials (no choice yet, and no score shown before one).
+    Both stages' searches are scored on source dev; a row per method and stage."""
     searches = []
-    for method in spec.methods:
-        record = Path(spec.results) / "search" / method / "search.json"
-        kept = [p for p in record.parent.glob("[0-9]*") if (p / "metrics.json").is_file()]
-        if not record.is_file() and kept:
-            searches.append(f"| {method} | {len(kept)} of {spec.trials} (running) | – | – |")
-        if record.is_file():
-            data = json.loads(record.read_text())
-            best = data["best"] or {}
-            searches.append(
-                f"| {method} | {len(data['trials'])} | {best.get('params')} | "
-                f"{best.get('value', float('nan')):.2f} |"
-            )
+    for folder, stage in (("search", "source"), ("stage2search", "stage 2")):
+        for method in spec.methods:
+            record = Path(spec.results) / folder / method / "search.json"
+            kept = [p for p in record.parent.glob("[0-9]*") if (p / "metrics.json").is_file()]
+            if not record.is_file() and kept:
+                searches.append(
+                    f"| {method} | {stage} | {len(kept)} of {spec.trials} (running) | – | – |"
+                )
+            if record.is_file():
+                data = json.loads(record.read_text())
+                best = data["best"] or {}
+                searches.append(
+                    f"| {method} | {stage} | {len(data['trials'])} | {best.get('params')} | "
+                    f"{best.get('value', float('nan')):.2f} |"
+                )
     if not searches:
         return []
     return ["## Searches (source dev, held out by article)", "",
-            "| method | trials | chosen | source dev F1 |", "|---|---:|---|---:|",
+            "| method | stage | trials | chosen | source dev F1 |", "|---|---|---:|---|---:|",
             *searches, ""]  # fmt: skip
+
+
+def _samples(spec: StudySpec) -> list[dict[str, Any]]:
+    """Per few-shot (task, language, k): the k-shot samples the kept stage-2 runs trained on
+    (``data_split.json``), whether each stage-2 seed drew the same examples for every method
+    and source seed, and how many examples two stage-2 seeds' samples under one source
+    model share on average."""
+    cells: dict[tuple, list[dict[str, frozenset]]] = defaultdict(list)
+    for task, _method, _seed, k, lang, runs in _kept_runs(spec):
+        splits = [run / "data_split.json" for run in runs if k]
+        drawn = {
+            split.parent.name: frozenset(json.loads(split.read_text(encoding="utf-8"))["train"])
+            for split in splits
+            if split.is_file()
+        }
+        if drawn:
+            cells[task, lang, k].append(drawn)
+    rows = []
+    for (task, lang, k), models in sorted(cells.items()):
+        seeds = sorted({s2 for drawn in models for s2 in drawn})
+        shared = [
+            len(drawn[a] & drawn[b])
+            for drawn in models
+            for i, a in enumerate(seeds)
+            for b in seeds[i + 1 :]
+            if a in drawn and b in drawn
+        ]
+        rows.append({
+            "task": task, "language": lang, "k": k, "stage2_seeds": len(seeds),
+            "same_for_every_run": all(
+                len({drawn[s2] for drawn in models if s2 in drawn}) == 1 for s2 in seeds
+            ),
+            "shared_between_seeds": statistics.fmean(shared) if shared else None,
+        })  # fmt: skip
+    return rows
+
+
+def _sample_lines(samples: list[dict[str, Any]]) -> list[str]:
+    if not samples:
+        return []
+    lines = [
+        "## k-shot samples (stage 2)",
+        "",
+        "From each kept run's `data_split.json`. A stage-2 seed draws one sample of k "
+        "examples from the language's pool; *same for every run*: that seed's sample is the "
+        "same for every method and source seed, so methods are compared on the same examples "
+        "and the interval over source seeds does not vary the sample. *Shared*: the mean "
+        "number of examples two stage-2 seeds' samples under one source model have in common.",
+        "",
+        "| task | language | k | stage-2 seeds | same for every run | shared |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for r in samples:
+        shared = r["shared_between_seeds"]
+        in_common = "–" if shared is None else f"{shared:.1f} of {r['k']}"
+        same = "yes" if r["same_for_every_run"] else "no"
+        lines.append(
+            f"| {r['task']} | {r['language']} | {r['k']} | {r['stage2_seeds']} | {same} | "
+            f"{in_common} |"
+        )
+    lines.append("")
+    return lines
 
 
 def plot_averages(spec: StudySpec, averages: dict, out: Path) -> list[Path]:

@@ -52,3 +52,18 @@ def test_a_search_without_source_dev_exits_2_before_any_trial(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "data.source_dev_articles=0 holds out none" in capsys.readouterr().err
     assert not (tmp_path / "search").exists()
+
+
+def test_a_key_both_searched_and_fixed_exits_2_before_any_trial(tmp_path, capsys):
+    # Hydra's Optuna sweeper would keep the fixed 1e-3 and run every trial at it
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres(
+            "train", "-m", "hydra/sweeper=optuna", *DATA, *TINY, "data.source_dev_articles=2",
+            "trainer.lr=1e-3", "trainer.lr=tag(log,interval(1e-4,1e-2))",
+            f"hydra.sweep.dir={tmp_path / 'search'}",
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trainer.lr is both searched (trainer.lr=tag(log,interval(1e-4,1e-2)))" in err
+    assert "and fixed (trainer.lr=1e-3)" in err
+    assert not (tmp_path / "search").exists()

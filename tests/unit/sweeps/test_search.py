@@ -77,6 +77,23 @@ def test_the_preset_space_fills_in_what_the_command_line_does_not_sweep(tmp_path
         plan_search(cfg, ["hydra.sweeper.direction=minimize"], {})
 
 
+def test_a_value_fixed_on_the_command_line_wins_over_the_preset_space(tmp_path):
+    cfg = composed(
+        **{"search.space": {"trainer.lr": "interval(1,2)", "align.weight": "choice(0.1,1)"}}
+    )
+    given = [f"hydra.sweep.dir={tmp_path}", "align.weight=0.5"]
+    extra, _, plan = plan_search(cfg, given, {})
+    assert plan["space"] == {"trainer.lr": "interval(1,2)"}  # align.weight is not searched
+    assert "trainer.lr=interval(1,2)" in extra and not any("align.weight" in e for e in extra)
+
+
+def test_a_key_both_swept_and_fixed_on_the_command_line_is_refused(tmp_path):
+    sweep = "tag(log,interval(1e-5,1e-3))"
+    given = [f"hydra.sweep.dir={tmp_path}", "trainer.lr=1e-4", f"trainer.lr={sweep}"]
+    with pytest.raises(ConfigError, match=r"trainer.lr is both searched .* and fixed"):
+        plan_search(composed(), given, {"trainer.lr": sweep})
+
+
 def test_the_record_lists_every_trial_and_the_best(tmp_path):
     start_search(tmp_path, {"n_trials": 3, "seed": 0, "space": {"trainer.lr": "interval(1,2)"},
                             "source_language": "en", "source_dev_articles": 5,

@@ -88,6 +88,54 @@ def test_an_interim_report_corrects_over_the_whole_family_not_the_tested_part(tm
     assert "Holm over all 2: the 1 not yet tested" in text
 
 
+def test_a_stage2_search_searches_its_space_not_the_source_choice(tmp_path):
+    import dataclasses
+
+    from lowres.overrides import read_all
+    from lowres.schema import config_dir
+
+    v2 = study.load_spec(config_dir() / "study" / "v2.yaml")
+    spec = dataclasses.replace(v2, results=str(tmp_path / "results"))
+    for method in ("full", "prompt_align"):
+        chosen = tmp_path / "results" / "search" / method
+        chosen.mkdir(parents=True)
+        best = {"params": {"trainer.lr": 2e-4}, "value": 60.0, "number": 1}
+        (chosen / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    steps = {s.name: s for s in study.plan(spec)}
+    for method in ("full", "prompt_align"):
+        argv = steps[f"stage2search/{method}"].argv
+        # each searched key appears once, as its sweep: neither the source search's chosen
+        # rate nor the stage-2 floor (trainer.min_steps=30) fixes it
+        for key, sweep in v2.methods[method].stage2_space.items():
+            assert [s.text for s in read_all(argv) if s.key == key] == [f"{key}={sweep}"]
+    source = steps["source/full/seed1"].argv
+    assert "trainer.lr=0.0002" in source  # the source runs keep the source search's choice
+
+
+def test_the_report_measures_the_k_shot_samples_overlap_from_the_kept_splits(tmp_path):
+    spec = write_spec(tmp_path)
+    drawn = {1: [f"q{i}" for i in range(8)], 2: [f"q{i}" for i in range(6, 14)]}  # 2 shared
+    for method in ("full", "prompt_align"):
+        for seed in (1, 2, 3):
+            for s2, ids in drawn.items():
+                run = tmp_path / f"results/fewshot/tydiqa/sw/{method}/seed{seed}/k8/s{s2}"
+                put(run, {"sw": 50.0})
+                (run / "data_split.json").write_text(json.dumps({"train": ids}))
+    record = study.report(spec)
+    assert record["samples"] == [
+        {"task": "tydiqa", "language": "sw", "k": 8, "stage2_seeds": 2,
+         "same_for_every_run": True, "shared_between_seeds": 2.0},
+    ]  # fmt: skip
+    text = (tmp_path / "results" / "report" / "report.md").read_text()
+    assert "| tydiqa | sw | 8 | 2 | yes | 2.0 of 8 |" in text
+    # one run drew other examples for its stage-2 seed: the sample is no longer shared by all
+    odd = tmp_path / "results/fewshot/tydiqa/sw/full/seed3/k8/s1/data_split.json"
+    odd.write_text(json.dumps({"train": [f"x{i}" for i in range(8)]}))
+    sample = study.report(spec)["samples"][0]
+    assert sample["same_for_every_run"] is False
+    assert sample["shared_between_seeds"] == pytest.approx(10 / 6)  # 2 in five models, 0 in one
+
+
 def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not fit the study schema.*sed"):
         write_spec(tmp_path, sed=1)
@@ -166,7 +214,12 @@ def test_the_report_lists_a_running_search_by_its_kept_trials_without_a_choice(t
     spec = write_spec(tmp_path, trials=8)
     for trial in (0, 1):
         put(tmp_path / "results" / "search" / "prompt_align" / str(trial), {"en": 60.0})
+    stage2 = tmp_path / "results" / "stage2search" / "full"
+    put(stage2 / "0", {"en": 61.0})
+    best = {"params": {"trainer.lr": 2e-5, "trainer.min_steps": 60}, "value": 61.0, "number": 0}
+    (stage2 / "search.json").write_text(json.dumps({"best": best, "trials": [{}] * 8}))
     study.report(spec)
     text = (tmp_path / "results" / "report" / "report.md").read_text()
-    assert "| prompt_align | 2 of 8 (running) | – | – |" in text
-    assert "| full |" not in text.split("## Searches")[1]  # no trial kept: not listed
+    assert "| prompt_align | source | 2 of 8 (running) | – | – |" in text
+    assert "| full | source |" not in text.split("## Searches")[1]  # no trial kept: not listed
+    assert "| full | stage 2 | 8 | {'trainer.lr': 2e-05, 'trainer.min_steps': 60} | 61.00 |" in text
