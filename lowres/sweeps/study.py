@@ -516,6 +516,7 @@ def report(
         *_preamble(spec, scorer is not None, resamples),
         *_table_lines(spec, table, questions, averages, intervals),
         *_primary_lines(spec, comparisons),
+        *_in_words(comparisons),
         *_sample_lines(samples),
         *_search_lines(spec),
     ]
@@ -700,6 +701,41 @@ def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[s
     return lines
 
 
+def _verdict(c: dict[str, Any]) -> str:
+    """A tested comparison's verdict, no stronger than Holm's test on it."""
+    if not c["holm_rejects"]:
+        return "no difference shown"
+    return "A ahead (Holm, 5 %)" if c["mean_difference"] > 0 else "A behind (Holm, 5 %)"
+
+
+def _in_words(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Each primary comparison as a sentence: the difference, what its interval varies, the
+    corrected test and what it allows one to say."""
+    lines = ["## The primary comparisons in words", ""]
+    for c in comparisons:
+        what = f"{c['a']} against {c['b']} on {c['task']} at k = {c['k']}"
+        if not c["n"]:
+            lines.append(f"- {what}: not run yet.")
+        elif c.get("p") is None:
+            lines.append(
+                f"- {what}: {c['mean_difference']:+.2f} F1 from one source seed; not tested."
+            )
+        else:
+            said = {
+                "no difference shown": "no difference shown",
+                "A ahead (Holm, 5 %)": f"{c['a']} is ahead of {c['b']}",
+                "A behind (Holm, 5 %)": f"{c['a']} is behind {c['b']}",
+            }[_verdict(c)]
+            lines.append(
+                f"- {what}, target-language average: A − B = {c['mean_difference']:+.2f} F1, "
+                f"95 % t-interval [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] over "
+                f"{c['n']} source seeds (uncorrected), Holm-adjusted p = {c['p_holm']:.3f}: "
+                f"{said}."
+            )
+    lines.append("")
+    return lines
+
+
 def _comparison_row(c: dict[str, Any]) -> str:
     """One comparison's row; one not run or with one seed says so instead of a test."""
     q = c.get("questions")
@@ -711,7 +747,7 @@ def _comparison_row(c: dict[str, Any]) -> str:
             + "– | " * (2 if done else 5)
             + ("one seed: not tested |" if done else "not run |")
         )
-    verdict = "A ≠ B (Holm, 5 %)" if c["holm_rejects"] else "no difference shown"
+    verdict = _verdict(c)
     return (
         f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
         f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "

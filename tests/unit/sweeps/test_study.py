@@ -86,6 +86,7 @@ def test_an_interim_report_corrects_over_the_whole_family_not_the_tested_part(tm
     assert first["p_holm"] == pytest.approx(2 * first["p"])
     text = (results / "report" / "report.md").read_text()
     assert "Holm over all 2: the 1 not yet tested" in text
+    assert f"Holm-adjusted p = {first['p_holm']:.3f}: no difference shown." in text
 
 
 def test_a_stage2_search_searches_its_space_not_the_source_choice(tmp_path):
@@ -134,6 +135,28 @@ def test_the_report_measures_the_k_shot_samples_overlap_from_the_kept_splits(tmp
     sample = study.report(spec)["samples"][0]
     assert sample["same_for_every_run"] is False
     assert sample["shared_between_seeds"] == pytest.approx(10 / 6)  # 2 in five models, 0 in one
+
+
+@pytest.mark.parametrize("sign, words", [(1, "is ahead of"), (-1, "is behind")])
+def test_the_verdict_in_words_follows_the_corrected_test_and_its_sign(tmp_path, sign, words):
+    spec = write_spec(tmp_path)
+    for seed, gain in ((1, 3.0), (2, 3.1), (3, 2.9)):  # tight: passes Holm over the 2
+        put(tmp_path / f"results/zeroshot/tydiqa/full/seed{seed}", {"sw": 40.0, "te": 30.0})
+        put(
+            tmp_path / f"results/zeroshot/tydiqa/prompt_align/seed{seed}",
+            {"sw": 40.0 + sign * gain, "te": 30.0 + sign * gain},
+        )
+    first, _ = study.report(spec)["primary"]
+    assert first["p_holm"] == pytest.approx(2 * first["p"]) and first["p_holm"] < 0.05
+    text = (tmp_path / "results" / "report" / "report.md").read_text()
+    row = "A ahead (Holm, 5 %)" if sign > 0 else "A behind (Holm, 5 %)"
+    assert f"| {row} |" in text
+    assert (
+        f"- prompt_align against full on tydiqa at k = 0, target-language average: "
+        f"A − B = {sign * 3.0:+.2f} F1" in text
+    )
+    assert f"Holm-adjusted p = {first['p_holm']:.3f}: prompt_align {words} full." in text
+    assert "- prompt_align against full on tydiqa at k = 8: not run yet." in text
 
 
 def test_a_spec_with_an_unknown_key_or_comparison_is_refused(tmp_path):
