@@ -31,7 +31,7 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,10 @@ class StudySpec:
     # languages are shown, never averaged); Holm over all of them
     primary: list[list[Any]] = field(default_factory=list)
 
+    def exploratory(self, method: str) -> bool:
+        """Whether no primary comparison names ``method`` (with none declared, none is)."""
+        return bool(self.primary) and all(method not in pair[:2] for pair in self.primary)
+
 
 def load_spec(path: str | Path) -> StudySpec:
     """The spec file, checked against :class:`StudySpec`; errors name the key."""
@@ -141,6 +145,7 @@ class Step:
     kind: str  # search | source | zeroshot | fewshot
     argv: list[str]
     needs: str = ""  # a source step whose weights this one starts from
+    method: str = ""  # the spec's method it belongs to
 
 
 def _chosen(results: Path, method: str, stage: str = "search") -> list[str] | None:
@@ -158,7 +163,7 @@ def plan(spec: StudySpec) -> list[Step]:
     is in results/ (before that, ``status`` counts them as waiting for it)."""
     steps = []
     for method, m in spec.methods.items():
-        steps += _method_steps(spec, method, m)
+        steps += [replace(step, method=method) for step in _method_steps(spec, method, m)]
     return steps
 
 

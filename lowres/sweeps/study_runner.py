@@ -291,16 +291,18 @@ def _same_run(spec: StudySpec, name: str) -> bool:
 STAGES = ("search", "source", "zeroshot", "fewshot")  # stage 2's search is a "search" step
 
 
-def _order(steps: list[Step]) -> list[Step]:
-    """Stage by stage, seed by seed, methods in the spec's order: a study stopped anywhere
-    has the same stages and seeds for every method, so what it has can be compared."""
+def _order(spec: StudySpec, steps: list[Step]) -> list[Step]:
+    """The primary family's methods first, then the exploratory ones (named in no primary
+    comparison): a study that runs out of time loses exploratory work, not a registered test.
+    Within each: stage by stage, seed by seed, methods in the spec's order, so that a study
+    stopped anywhere has the same stages and seeds for every method it compares."""
     stage2 = [s for s in steps if s.name.startswith("stage2search/")]
 
     def key(item: tuple[int, Step]) -> tuple:
         position, step = item
         rank = 3.5 if step in stage2 else STAGES.index(step.kind)  # after zero-shot
         seed = re.search(r"/seed(\d+)", step.name)
-        return (rank, int(seed.group(1)) if seed else 0, position)
+        return (spec.exploratory(step.method), rank, int(seed.group(1)) if seed else 0, position)
 
     return [step for _, step in sorted(enumerate(steps), key=key)]
 
@@ -309,7 +311,7 @@ def _next(spec: StudySpec, steps: list[Step], busy: set[str]) -> tuple[Step, boo
     """The first step that can start now, and whether it is kept (False: a retrain of a
     source model whose results are committed but whose weights are not here)."""
     by_name = {s.name: s for s in steps}
-    for step in _order(steps):
+    for step in _order(spec, steps):
         if step.name in busy or done(spec, step):
             continue
         if not step.needs:

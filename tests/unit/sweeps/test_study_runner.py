@@ -168,20 +168,41 @@ def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     assert said and "could not commit" in said[0]
 
 
-def test_steps_run_stage_by_stage_and_seed_by_seed_in_the_spec_method_order(tmp_path):
-    spec = write_spec(tmp_path, source_seeds=[1, 2])
-    for method in ("full", "lora"):  # both searches have chosen
+def chosen(tmp_path, *methods):
+    """Each method's search has chosen, so its later steps are planned."""
+    for method in methods:
         folder = tmp_path / "results" / "search" / method
         folder.mkdir(parents=True)
         best = {"params": {"trainer.lr": 1e-4}, "value": 1.0, "number": 0}
         (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
-    names = [s.name for s in study_runner._order(study.plan(spec))]
+
+
+def test_steps_run_stage_by_stage_and_seed_by_seed_in_the_spec_method_order(tmp_path):
+    spec = write_spec(tmp_path, source_seeds=[1, 2])
+    chosen(tmp_path, "full", "lora")
+    names = [s.name for s in study_runner._order(spec, study.plan(spec))]
     assert names == [
         "search/full", "search/lora",
         "source/full/seed1", "source/lora/seed1", "source/full/seed2", "source/lora/seed2",
         "zeroshot/tydiqa/full/seed1", "zeroshot/tydiqa/lora/seed1",
         "zeroshot/tydiqa/full/seed2", "zeroshot/tydiqa/lora/seed2",
     ]  # fmt: skip
+
+
+def test_a_method_outside_the_primary_family_runs_after_every_primary_step(tmp_path):
+    methods = {"frozen": {}, "full": {}, "lora": {}}  # the exploratory one first in the spec
+    spec = write_spec(tmp_path, methods=methods, primary=[["lora", "full", 0, "tydiqa"]])
+    assert spec.exploratory("frozen") and not spec.exploratory("full")
+    chosen(tmp_path, "frozen", "full", "lora")
+    names = [s.name for s in study_runner._order(spec, study.plan(spec))]
+    assert names == [
+        "search/full", "search/lora", "source/full/seed1", "source/lora/seed1",
+        "zeroshot/tydiqa/full/seed1", "zeroshot/tydiqa/lora/seed1",
+        "search/frozen", "source/frozen/seed1", "zeroshot/tydiqa/frozen/seed1",
+    ]  # fmt: skip
+    busy = {s.name for s in study.plan(spec) if not spec.exploratory(s.method)}
+    step, kept = study_runner._next(spec, study.plan(spec), busy)
+    assert (step.name, kept) == ("source/frozen/seed1", True)  # its search has chosen
 
 
 def test_a_search_part_replaces_the_folder_budget_and_seed_through_hydras_parser(tmp_path):
