@@ -211,6 +211,15 @@ def write_search(search_dir: str | Path) -> dict[str, Any]:
     return record
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """Searched values for a reader: ``key=value``, floats to 3 significant digits (the exact
+    values stay in ``search.json``, which is what a run is given)."""
+    return ", ".join(
+        f"{key}={f'{value:.3g}' if isinstance(value, float) else value}"
+        for key, value in sorted(params.items())
+    )
+
+
 def search_markdown(record: dict[str, Any]) -> str:
     """The trials table and the choice, for ``lowres report SEARCH_DIR``."""
     keys = record["searched"]
@@ -237,7 +246,7 @@ def search_markdown(record: dict[str, Any]) -> str:
     best = record["best"]
     lines.append("")
     if best:
-        chosen = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        chosen = params_text(best["params"])
         lines.append(f"Chosen: trial {best['number']} ({chosen}), source dev {best['value']:.2f}.")
     else:
         lines.append("No trial has finished: nothing is chosen.")

@@ -41,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lowres.errors import ConfigError, LowresError
 from lowres.overrides import key_of
+from lowres.sweeps.search import params_text
 from lowres.sweeps.stats import CONFIDENCE, holm_family, paired, summary
 
 
@@ -775,10 +776,11 @@ def _search_lines(spec: StudySpec) -> list[str]:
                 )
             if record.is_file():
                 data = json.loads(record.read_text())
-                best = data["best"] or {}
+                best = data["best"]
+                chosen = f"trial {best['number']}: {params_text(best['params'])}" if best else "–"
+                value = f"{best['value']:.2f}" if best else "–"
                 searches.append(
-                    f"| {method} | {stage} | {len(data['trials'])} | {best.get('params')} | "
-                    f"{best.get('value', float('nan')):.2f} |"
+                    f"| {method} | {stage} | {len(data['trials'])} | {chosen} | {value} |"
                 )
     if not searches:
         return []

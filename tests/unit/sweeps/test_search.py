@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from lowres.errors import ConfigError, LowresError
 from lowres.sweeps.search import (
     collect_search,
+    params_text,
     plan_search,
     search_markdown,
     search_objective,
@@ -115,3 +116,9 @@ def test_the_record_lists_every_trial_and_the_best(tmp_path):
     assert search_objective({"source_dev": {"main_score": "f1", "f1": 55.5}}) == 55.5
     with pytest.raises(LowresError, match="already holds a search"):
         start_search(tmp_path, {})
+
+
+def test_searched_values_read_to_three_significant_digits_keys_sorted():
+    params = {"trainer.lr": 0.00011387317092169066, "prompt.length": 5, "align.weight": 0.125206}
+    text = params_text(params)
+    assert text == "align.weight=0.125, prompt.length=5, trainer.lr=0.000114"
