@@ -707,11 +707,12 @@ def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[s
     return lines
 
 
-def _verdict(c: dict[str, Any]) -> str:
-    """A tested comparison's verdict, no stronger than Holm's test on it."""
+def _direction(c: dict[str, Any]) -> int:
+    """A tested comparison's verdict, no stronger than Holm's test on it: +1 (A ahead of B)
+    or -1 (A behind) when Holm rejects, 0 (no difference shown) when it does not."""
     if not c["holm_rejects"]:
-        return "no difference shown"
-    return "A ahead (Holm, 5 %)" if c["mean_difference"] > 0 else "A behind (Holm, 5 %)"
+        return 0
+    return 1 if c["mean_difference"] > 0 else -1
 
 
 def _in_words(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -728,10 +729,10 @@ def _in_words(comparisons: list[dict[str, Any]]) -> list[str]:
             )
         else:
             said = {
-                "no difference shown": "no difference shown",
-                "A ahead (Holm, 5 %)": f"{c['a']} is ahead of {c['b']}",
-                "A behind (Holm, 5 %)": f"{c['a']} is behind {c['b']}",
-            }[_verdict(c)]
+                0: "no difference shown",
+                1: f"{c['a']} is ahead of {c['b']}",
+                -1: f"{c['a']} is behind {c['b']}",
+            }[_direction(c)]
             lines.append(
                 f"- {what}, target-language average: A − B = {c['mean_difference']:+.2f} F1, "
                 f"95 % t-interval [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] over "
@@ -753,7 +754,9 @@ def _comparison_row(c: dict[str, Any]) -> str:
             + "– | " * (2 if done else 5)
             + ("one seed: not tested |" if done else "not run |")
         )
-    verdict = _verdict(c)
+    verdict = {0: "no difference shown", 1: "A ahead (Holm, 5 %)", -1: "A behind (Holm, 5 %)"}[
+        _direction(c)
+    ]
     return (
         f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
         f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
@@ -796,7 +799,9 @@ def _samples(spec: StudySpec) -> list[dict[str, Any]]:
     model share on average."""
     cells: dict[tuple, list[dict[str, frozenset]]] = defaultdict(list)
     for task, _method, _seed, k, lang, runs in _kept_runs(spec):
-        splits = [run / "data_split.json" for run in runs if k]
+        if not k:
+            continue  # zero-shot: no sample
+        splits = [run / "data_split.json" for run in runs]
         drawn = {
             split.parent.name: frozenset(json.loads(split.read_text(encoding="utf-8"))["train"])
             for split in splits

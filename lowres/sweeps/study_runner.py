@@ -296,11 +296,11 @@ def _order(spec: StudySpec, steps: list[Step]) -> list[Step]:
     comparison): a study that runs out of time loses exploratory work, not a registered test.
     Within each: stage by stage, seed by seed, methods in the spec's order, so that a study
     stopped anywhere has the same stages and seeds for every method it compares."""
-    stage2 = [s for s in steps if s.name.startswith("stage2search/")]
 
     def key(item: tuple[int, Step]) -> tuple:
         position, step = item
-        rank = 3.5 if step in stage2 else STAGES.index(step.kind)  # after zero-shot
+        stage2 = step.name.startswith("stage2search/")
+        rank = 3.5 if stage2 else STAGES.index(step.kind)  # after zero-shot
         seed = re.search(r"/seed(\d+)", step.name)
         return (spec.exploratory(step.method), rank, int(seed.group(1)) if seed else 0, position)
 
