@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 
-from lowres.metrics.qa_scoring import normalize_squad, score_questions
+from lowres.metrics.qa_module import QA_FEATURES, NullablePredictions, score_predictions
+from lowres.metrics.qa_scoring import normalize_squad
 
 _DESCRIPTION = """\
 The official SQuAD v1.1 evaluation: answers are lowercased and stripped of ASCII punctuation,
@@ -38,43 +38,15 @@ _CITATION = """\
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SquadV1(evaluate.Metric):
-    def _enforce_nested_string_type(self, schema, obj):
-        # evaluate rejects None for string features, but None is how an unanswered question
-        # is passed (it needs one prediction per reference); the Arrow column holds nulls fine.
-        if obj is None:
-            return None
-        return super()._enforce_nested_string_type(schema, obj)
-
+class SquadV1(NullablePredictions, evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {
-                        "id": datasets.Value("string"),
-                        "prediction_text": datasets.Value("string"),
-                    },
-                    "references": {
-                        "id": datasets.Value("string"),
-                        "answers": datasets.Sequence(
-                            {
-                                "text": datasets.Value("string"),
-                                "answer_start": datasets.Value("int32"),
-                            }
-                        ),
-                    },
-                }
-            ),
+            features=QA_FEATURES,
             reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
         )
 
     def _compute(self, predictions, references) -> dict[str, float]:
-        answers = {
-            p["id"]: p["prediction_text"] for p in predictions if p["prediction_text"] is not None
-        }
-        questions = ((r["id"], r["answers"]["text"]) for r in references)
-        scores = score_questions(answers, questions, normalize_squad)
-        return {"exact_match": scores["exact_match"], "f1": scores["f1"]}
+        return score_predictions(predictions, references, normalize_squad)
