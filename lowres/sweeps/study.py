@@ -707,6 +707,10 @@ def _primary_lines(spec: StudySpec, comparisons: list[dict[str, Any]]) -> list[s
     return lines
 
 
+# The table's words for each direction; the sentences (_in_words) name the two methods.
+_TABLE_VERDICTS = {0: "no difference shown", 1: "A ahead (Holm, 5 %)", -1: "A behind (Holm, 5 %)"}
+
+
 def _direction(c: dict[str, Any]) -> int:
     """A tested comparison's verdict, no stronger than Holm's test on it: +1 (A ahead of B)
     or -1 (A behind) when Holm rejects, 0 (no difference shown) when it does not."""
@@ -754,9 +758,7 @@ def _comparison_row(c: dict[str, Any]) -> str:
             + "– | " * (2 if done else 5)
             + ("one seed: not tested |" if done else "not run |")
         )
-    verdict = {0: "no difference shown", 1: "A ahead (Holm, 5 %)", -1: "A behind (Holm, 5 %)"}[
-        _direction(c)
-    ]
+    verdict = _TABLE_VERDICTS[_direction(c)]
     return (
         f"| {c['a']} | {c['b']} | {c['k']} | {c['task']} | {c['n']} | "
         f"{c['mean_difference']:+.2f} | [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}] | "
