@@ -127,7 +127,7 @@ def test_submitit_local_sweep_matches_the_in_process_sweep(tmp_path, in_process)
     assert list((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit's per-job logs
 
 
-@pytest.mark.slow  # a sweep killed, then resumed, one interpreter per worker: about 25 s
+@pytest.mark.slow  # a sweep killed, then resumed, one interpreter per worker: 19 s in CI
 def test_a_killed_launcher_sweep_resumes_through_the_same_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep_dir = tmp_path / "s"

@@ -226,7 +226,7 @@ def _log(events: Path) -> str:
     return events.with_suffix(".log").read_text()[-3000:]
 
 
-@pytest.mark.slow  # five lowres processes and four resumes: about 40 s; CI runs the slow tier
+@pytest.mark.slow  # nine lowres processes: 24 s in a clean CI run; CI runs the slow tier
 def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path):
     """kill -9 during a training step, during evaluation, half-way through a checkpoint
     file and just before a file is moved into place; each run resumed ends as the

@@ -52,7 +52,6 @@ def test_tiny_backbones_are_identical_in_every_process():
     assert other == here
 
 
-@pytest.mark.slow  # two torch.distributed processes and a single-process run: about 15 s
 def test_two_process_data_parallel_run_equals_the_single_process_run(tmp_path):
     common = [
         *SMOKE,
@@ -165,7 +164,6 @@ def test_feature_cache_hits_identical_runs_and_misses_after_the_data_changes(tmp
     assert env["tf32_matmul"] is False
 
 
-@pytest.mark.slow  # one fresh interpreter per job (torch imports): about 20 s
 def test_submitit_local_sweep_runs_two_jobs(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"

@@ -124,7 +124,7 @@ def test_tiny_model_predicts_the_same_answers_without_padding(tmp_path, layers):
         assert abs(score_p["exact_match"] - score_u["exact_match"]) <= 0.1
 
 
-@pytest.mark.slow  # the real MiniLM backbone evaluated twice: about 25 s
+@pytest.mark.slow  # a real backbone (MiniLM), the marker's first kind
 def test_minilm_predicts_the_same_answers_without_padding(tmp_path):
     backbone = load_backbone(
         name="minilm",
