@@ -294,33 +294,47 @@ STAGES = ("search", "source", "zeroshot", "fewshot")  # stage 2's search is a "s
 def _order(spec: StudySpec, steps: list[Step]) -> list[Step]:
     """The primary family's methods first, then the exploratory ones (named in no primary
     comparison): a study that runs out of time loses exploratory work, not a registered test.
-    Within each: stage by stage, seed by seed, methods in the spec's order, so that a study
-    stopped anywhere has the same stages and seeds for every method it compares."""
+    Within each: every search, then source seed by source seed, each seed's source runs,
+    zero-shot evaluations, stage-2 searches (they start from the first seed's models) and
+    few-shot runs; methods in the spec's order. A study stopped anywhere has the same seeds
+    at every stage for every method it compares, and the steps that start from a source
+    model follow it closely, while its weights are still on the machine (weights are never
+    committed: a later session on another machine would have to train the model again)."""
 
     def key(item: tuple[int, Step]) -> tuple:
         position, step = item
         stage2 = step.name.startswith("stage2search/")
-        rank = 3.5 if stage2 else STAGES.index(step.kind)  # after zero-shot
-        seed = re.search(r"/seed(\d+)", step.name)
-        return (spec.exploratory(step.method), rank, int(seed.group(1)) if seed else 0, position)
+        rank = 2.5 if stage2 else STAGES.index(step.kind)  # after zero-shot
+        seed = re.search(r"/seed(\d+)", step.needs if stage2 else step.name)
+        return (spec.exploratory(step.method), int(seed.group(1)) if seed else 0, rank, position)
 
     return [step for _, step in sorted(enumerate(steps), key=key)]
 
 
 def _next(spec: StudySpec, steps: list[Step], busy: set[str]) -> tuple[Step, bool] | None:
     """The first step that can start now, and whether it is kept (False: a retrain of a
-    source model whose results are committed but whose weights are not here)."""
+    source model whose results are committed but whose weights are not here). A step whose
+    source model's weights are here goes before any other, so that no model is trained
+    twice because the session ended before the steps that start from it."""
     by_name = {s.name: s for s in steps}
-    for step in _order(spec, steps):
-        if step.name in busy or done(spec, step):
-            continue
+    ordered = [s for s in _order(spec, steps) if s.name not in busy and not done(spec, s)]
+
+    def ready(step: Step) -> bool:
+        """Its source model kept and its weights here. (A source step trained but not yet
+        kept would start again, clearing the folder the step uses.)"""
+        needs = by_name.get(step.needs)
+        kept = needs is not None and needs.name not in busy and done(spec, needs)
+        return kept and _weights_ready(spec, step.needs)
+
+    for step in ordered:
+        if ready(step):
+            return step, True
+    for step in ordered:
         if not step.needs:
             return step, True
         if step.needs in busy or not done(spec, by_name[step.needs]):
             continue  # its source model is training, or runs first as its own step
-        if _weights_ready(spec, step.needs):
-            return step, True
-        return by_name[step.needs], False
+        return by_name[step.needs], False  # done, weights not here (else picked above)
     return None
 
 

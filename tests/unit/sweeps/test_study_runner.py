@@ -168,25 +168,54 @@ def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     assert said and "could not commit" in said[0]
 
 
-def chosen(tmp_path, *methods):
-    """Each method's search has chosen, so its later steps are planned."""
+def chosen(tmp_path, *methods, stage="search"):
+    """Each method's search (or stage-2 search) has chosen, so its later steps are planned."""
     for method in methods:
-        folder = tmp_path / "results" / "search" / method
+        folder = tmp_path / "results" / stage / method
         folder.mkdir(parents=True)
         best = {"params": {"trainer.lr": 1e-4}, "value": 1.0, "number": 0}
         (folder / "search.json").write_text(json.dumps({"best": best, "trials": []}))
 
 
-def test_steps_run_stage_by_stage_and_seed_by_seed_in_the_spec_method_order(tmp_path):
-    spec = write_spec(tmp_path, source_seeds=[1, 2])
+def test_steps_run_seed_by_seed_each_seed_stage_by_stage_in_the_spec_method_order(tmp_path):
+    space = {"stage2_space": {"trainer.lr": "tag(log,interval(1e-5,1e-3))"}}
+    tasks = {"tydiqa": {"zero_shot": ["sw"], "few_shot": ["sw"]}}
+    spec = write_spec(tmp_path, methods={"full": space, "lora": space}, source_seeds=[1, 2],
+                      k=[8], tasks=tasks)  # fmt: skip
     chosen(tmp_path, "full", "lora")
+    chosen(tmp_path, "full", "lora", stage="stage2search")
     names = [s.name for s in study_runner._order(spec, study.plan(spec))]
     assert names == [
         "search/full", "search/lora",
-        "source/full/seed1", "source/lora/seed1", "source/full/seed2", "source/lora/seed2",
+        "source/full/seed1", "source/lora/seed1",
         "zeroshot/tydiqa/full/seed1", "zeroshot/tydiqa/lora/seed1",
+        "stage2search/full", "stage2search/lora",  # from the first seed's models
+        "fewshot/tydiqa/sw/full/seed1/k8/s1", "fewshot/tydiqa/sw/lora/seed1/k8/s1",
+        "source/full/seed2", "source/lora/seed2",
         "zeroshot/tydiqa/full/seed2", "zeroshot/tydiqa/lora/seed2",
+        "fewshot/tydiqa/sw/full/seed2/k8/s1", "fewshot/tydiqa/sw/lora/seed2/k8/s1",
     ]  # fmt: skip
+
+
+def test_a_step_whose_source_model_is_here_goes_before_training_any_model(tmp_path):
+    """Weights are never committed: a model trained again in a later session costs a whole
+    source run, so what starts from a model on this machine runs first."""
+    spec = write_spec(tmp_path, source_seeds=[1, 2])
+    chosen(tmp_path, "full", "lora")
+    work, results = tmp_path / "work", tmp_path / "results"
+    for name in ("source/full/seed1", "source/lora/seed1", "source/full/seed2"):
+        (results / name).mkdir(parents=True)
+        (results / name / "metrics.json").write_text("{}")  # kept
+    (work / "source/full/seed2/checkpoint").mkdir(parents=True)  # only this model is here
+    (work / "source/full/seed2/metrics.json").write_text("{}")
+    step, kept = study_runner._next(spec, study.plan(spec), busy=set())
+    assert (step.name, kept) == ("zeroshot/tydiqa/full/seed2", True)
+    step, kept = study_runner._next(spec, study.plan(spec), busy={step.name})
+    assert (step.name, kept) == ("source/full/seed1", False)  # seed 1's model trained again
+    # a source model trained here but not yet kept is not used: keeping it would restart it
+    (results / "source/full/seed2/metrics.json").unlink()
+    step, kept = study_runner._next(spec, study.plan(spec), busy=set())
+    assert (step.name, kept) == ("source/full/seed1", False)
 
 
 def test_a_method_outside_the_primary_family_runs_after_every_primary_step(tmp_path):
