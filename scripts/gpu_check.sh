@@ -9,7 +9,8 @@ PY=${PYTHON:-python}
 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible')"
 "$PY" -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
-"$PY" -m pytest -m gpu -q tests/unit/training/test_gpu.py tests/recipes/test_gpu_runs.py
+# -n 0: one process, not pyproject's one per core, so that the tests do not share the GPU
+"$PY" -m pytest -m gpu -q -n 0 tests/unit/training/test_gpu.py tests/recipes/test_gpu_runs.py
 
 "$PY" scripts/bench.py --backbone minilm --device cuda --precisions fp32,bf16 --json bench-minilm-cuda.json
 if [[ -f configs/backbone/tiny-llama.yaml ]]; then
