@@ -381,6 +381,7 @@ def _study(argv: list[str]) -> None:
                 else ""
             )
         )
+        print(f"lowres study: {study_runner.next_words(spec)}")
     else:
         study.report(spec, scorer=None if args.no_questions else _question_scorer(spec))
         print(f"lowres study: report in {Path(spec.results) / 'report'}")

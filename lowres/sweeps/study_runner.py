@@ -311,7 +311,9 @@ def _order(spec: StudySpec, steps: list[Step]) -> list[Step]:
     return [step for _, step in sorted(enumerate(steps), key=key)]
 
 
-def _next(spec: StudySpec, steps: list[Step], busy: set[str]) -> tuple[Step, bool] | None:
+def next_step(
+    spec: StudySpec, steps: list[Step], busy: set[str] = frozenset()
+) -> tuple[Step, bool] | None:
     """The first step that can start now, and whether it is kept (False: a retrain of a
     source model whose results are committed but whose weights are not here). A step whose
     source model's weights are here goes before any other, so that no model is trained
@@ -336,6 +338,20 @@ def _next(spec: StudySpec, steps: list[Step], busy: set[str]) -> tuple[Step, boo
             continue  # its source model is training, or runs first as its own step
         return by_name[step.needs], False  # done, weights not here (else picked above)
     return None
+
+
+def next_words(spec: StudySpec) -> str:
+    """What ``lowres study run`` would start first here, in words (``lowres study status``)."""
+    found = next_step(spec, plan(spec))
+    if found is None:
+        return "nothing is left to run"
+    step, keep = found
+    if keep:
+        return f"the next step is {step.name}"
+    return (
+        f"the next step trains {step.name} again: its results are kept, its weights are not "
+        f"under {spec.work} (the steps that start from it need them)"
+    )
 
 
 def run_study(
@@ -364,7 +380,7 @@ def run_study(
             finished, failure = finished + done_now, failure or failed
             steps = plan(spec)
             while failure is None and len(running) < jobs and not (limit and finished >= limit):
-                found = _next(spec, steps, set(running))
+                found = next_step(spec, steps, set(running))
                 if found is None:
                     break
                 step, keep = found

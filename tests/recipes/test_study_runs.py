@@ -130,6 +130,7 @@ def test_study_status_and_a_bad_spec_through_the_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "todo  search/full" in out and "0 of 2 planned steps done" in out
     assert "not yet planned: the steps after the search of full, lora_all_linear" in out
+    assert "lowres study: the next step is search/full" in out
     bad = yaml.safe_load(path.read_text())
     bad["primary"] = [["full", "lora", 0, "tydiqa"]]
     path.write_text(yaml.safe_dump(bad))

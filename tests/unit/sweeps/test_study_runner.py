@@ -100,6 +100,7 @@ def test_two_jobs_run_two_searches_at_once_and_a_source_run_waits_for_its_search
     assert starts[:2] == [str(work / "search/full/part0"), str(work / "search/lora/part0")]
     assert log.index(("start", str(work / "source/full/seed1"))) > 2
     assert finished == 6  # 2 searches, 2 source runs, 2 zero-shot evaluations
+    assert study_runner.next_words(spec) == "nothing is left to run"
     results = tmp_path / "results"
     assert study_runner.kept_trials(results / "search/full") == [0, 1]
     chosen = json.loads((results / "search/full/search.json").read_text())["best"]
@@ -208,14 +209,19 @@ def test_a_step_whose_source_model_is_here_goes_before_training_any_model(tmp_pa
         (results / name / "metrics.json").write_text("{}")  # kept
     (work / "source/full/seed2/checkpoint").mkdir(parents=True)  # only this model is here
     (work / "source/full/seed2/metrics.json").write_text("{}")
-    step, kept = study_runner._next(spec, study.plan(spec), busy=set())
+    step, kept = study_runner.next_step(spec, study.plan(spec), busy=set())
     assert (step.name, kept) == ("zeroshot/tydiqa/full/seed2", True)
-    step, kept = study_runner._next(spec, study.plan(spec), busy={step.name})
+    step, kept = study_runner.next_step(spec, study.plan(spec), busy={step.name})
     assert (step.name, kept) == ("source/full/seed1", False)  # seed 1's model trained again
+    assert study_runner.next_words(spec) == "the next step is zeroshot/tydiqa/full/seed2"
     # a source model trained here but not yet kept is not used: keeping it would restart it
     (results / "source/full/seed2/metrics.json").unlink()
-    step, kept = study_runner._next(spec, study.plan(spec), busy=set())
+    step, kept = study_runner.next_step(spec, study.plan(spec), busy=set())
     assert (step.name, kept) == ("source/full/seed1", False)
+    assert study_runner.next_words(spec) == (
+        "the next step trains source/full/seed1 again: its results are kept, its weights are "
+        f"not under {work} (the steps that start from it need them)"
+    )
 
 
 def test_a_method_outside_the_primary_family_runs_after_every_primary_step(tmp_path):
@@ -230,7 +236,7 @@ def test_a_method_outside_the_primary_family_runs_after_every_primary_step(tmp_p
         "search/frozen", "source/frozen/seed1", "zeroshot/tydiqa/frozen/seed1",
     ]  # fmt: skip
     busy = {s.name for s in study.plan(spec) if not spec.exploratory(s.method)}
-    step, kept = study_runner._next(spec, study.plan(spec), busy)
+    step, kept = study_runner.next_step(spec, study.plan(spec), busy)
     assert (step.name, kept) == ("source/frozen/seed1", True)  # its search has chosen
 
 
