@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -312,7 +312,7 @@ def _order(spec: StudySpec, steps: list[Step]) -> list[Step]:
 
 
 def next_step(
-    spec: StudySpec, steps: list[Step], busy: set[str] = frozenset()
+    spec: StudySpec, steps: list[Step], busy: Set[str] = frozenset()
 ) -> tuple[Step, bool] | None:
     """The first step that can start now, and whether it is kept (False: a retrain of a
     source model whose results are committed but whose weights are not here). A step whose
