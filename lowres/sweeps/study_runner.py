@@ -319,25 +319,17 @@ def next_step(
     source model's weights are here goes before any other, so that no model is trained
     twice because the session ended before the steps that start from it."""
     by_name = {s.name: s for s in steps}
-    ordered = [s for s in _order(spec, steps) if s.name not in busy and not done(spec, s)]
-
-    def ready(step: Step) -> bool:
-        """Its source model kept and its weights here. (A source step trained but not yet
-        kept would start again, clearing the folder the step uses.)"""
-        needs = by_name.get(step.needs)
-        kept = needs is not None and needs.name not in busy and done(spec, needs)
-        return kept and _weights_ready(spec, step.needs)
-
-    for step in ordered:
-        if ready(step):
-            return step, True
-    for step in ordered:
-        if not step.needs:
-            return step, True
-        if step.needs in busy or not done(spec, by_name[step.needs]):
-            continue  # its source model is training, or runs first as its own step
-        return by_name[step.needs], False  # done, weights not here (else picked above)
-    return None
+    kept = {s.name for s in steps if done(spec, s)}  # each results folder looked at once
+    ordered = [s for s in _order(spec, steps) if s.name not in busy and s.name not in kept]
+    # a source step trained but not yet kept would start again, clearing the folder in use
+    startable = [s for s in ordered if not s.needs or (s.needs in kept and s.needs not in busy)]
+    for step in startable:
+        if step.needs and _weights_ready(spec, step.needs):
+            return step, True  # its source model is here
+    if not startable:
+        return None
+    first = startable[0]  # with a source model, a kept one whose weights are not here
+    return (by_name[first.needs], False) if first.needs else (first, True)
 
 
 def next_words(spec: StudySpec) -> str:
