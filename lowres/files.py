@@ -51,6 +51,23 @@ def write_atomic(target: str | Path, data: str | bytes) -> Path:
     return target
 
 
+# A run's checkpoint folder (lowres.training.checkpoints writes it): the trained parameters and
+# their manifest. Here, below torch, so that a study's runner reads a manifest without torch.
+TRAINABLE_FILE = "trainable.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+def recorded_sha256(checkpoint: str | Path) -> str | None:
+    """The sha256 a checkpoint's manifest recorded for its trained parameters when the run
+    saved them; None without a manifest or a recorded hash (checkpoints written before)."""
+    try:
+        recorded = json.loads((Path(checkpoint) / MANIFEST_FILE).read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = recorded.get(TRAINABLE_FILE) if isinstance(recorded, dict) else None
+    return value or None
+
+
 # The errors of a disk that cannot take what a command writes, and what to do about each.
 DISK_ERRORS = {
     errno.ENOSPC: "Free space there, or choose a folder on another disk",

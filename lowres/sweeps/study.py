@@ -15,12 +15,13 @@ languages, and the pre-registered comparisons. The study is planned into steps:
    source seed s, stage-2 seed t (nested in s).
 
 A step is done when its results are under ``results`` (``results/study_v2/<step>/``):
-metrics, predictions, training log, overrides and provenance, never weights; a search's
-trials are kept one by one as they finish. Running the steps is
+metrics, predictions, training log, overrides and provenance (with the weights' sha256),
+never weights; a search's trials are kept one by one as they finish. Running the steps is
 :mod:`lowres.sweeps.study_runner`'s; whatever is committed is what a fresh clone resumes
 from (``--commit`` commits each step and trial as it is kept). A step that needs a source
 model's weights finds them under ``work``; on a machine without them the source step is
-run again there first (same command, same seed). ``report`` rebuilds every table from
+run again there first (same command, same seed), recorded in its ``retrains.json``; the
+steps after it record which weights they started from. ``report`` rebuilds every table from
 ``results`` alone, without training.
 """
 
@@ -43,6 +44,13 @@ from lowres.errors import ConfigError, LowresError
 from lowres.overrides import key_of
 from lowres.sweeps.search import params_text
 from lowres.sweeps.stats import CONFIDENCE, holm_family, paired, summary
+
+# In a kept step's results folder: what ran, on which code and machine, when (and, for a step
+# that starts from a source model, that model's weights: ``source_model``)
+PROVENANCE = "provenance.json"
+# In a source step's results folder: each time its model was trained again for the steps after
+# it (weights are not committed; another machine's can differ from the committed run's)
+RETRAINS = "retrains.json"
 
 
 @dataclass
@@ -518,6 +526,7 @@ def report(
     intervals = _question_intervals(spec, table, averages, by_question, resamples)
     comparisons = _primary(spec, averages, by_question, resamples)
     samples = _samples(spec)
+    models = _source_models(spec)
     lines = [
         *_preamble(spec, scorer is not None, resamples),
         *_table_lines(spec, table, questions, averages, intervals),
@@ -525,6 +534,7 @@ def report(
         *_in_words(comparisons),
         *_sample_lines(samples),
         *_search_lines(spec),
+        *_source_model_lines(models),
     ]
     out = out or Path(spec.results) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -542,6 +552,7 @@ def report(
         ],
         "primary": comparisons,
         "samples": samples,
+        "source_models": models,
         "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
         "questions_interval_varies": (
             f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
@@ -853,6 +864,80 @@ def _sample_lines(samples: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['task']} | {r['language']} | {r['k']} | {r['stage2_seeds']} | {same} | "
             f"{in_common} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _source_models(spec: StudySpec) -> list[dict[str, Any]]:
+    """Per source model that kept steps started from (zero-shot evaluations, stage-2 search
+    trials, few-shot runs): how often it was trained, which weights those steps started
+    from (sha256, from their provenance) and how many of them started from a training that
+    scored what the committed source run says."""
+    results = Path(spec.results)
+    used: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for step in plan(spec):
+        if not step.needs:
+            continue
+        folder = results / step.name
+        kept = (
+            sorted(folder.glob(f"[0-9]*/{PROVENANCE}"))
+            if step.kind == "search"
+            else [folder / PROVENANCE]
+        )
+        for path in kept:
+            if path.is_file() and (path.parent / "metrics.json").is_file():
+                used[step.needs].append(json.loads(path.read_text()).get("source_model") or {})
+    rows = []
+    for source, records in used.items():
+        provenance, retrains = results / source / PROVENANCE, results / source / RETRAINS
+        shas = [r.get("sha256") for r in records]
+        rows.append({
+            "source": source,
+            "steps": len(records),
+            "trainings": 1 + (len(json.loads(retrains.read_text())) if retrains.is_file() else 0),
+            "committed_sha256": (
+                json.loads(provenance.read_text()).get("weights_sha256")
+                if provenance.is_file() else None
+            ),
+            "weights_used": sorted({sha for sha in shas if sha}),
+            "not_recorded": sum(1 for sha in shas if not sha),
+            "scored_as_committed": sum(1 for r in records if r.get("scores_as_kept")),
+        })  # fmt: skip
+    return rows
+
+
+def _source_model_lines(models: list[dict[str, Any]]) -> list[str]:
+    if not models:
+        return []
+    lines = [
+        "## Source models behind the later steps",
+        "",
+        "Weights are not committed, so a source model is trained again on each machine that "
+        "runs steps from it. Each step that starts from one records the sha256 of the weights "
+        "it started from and whether that training scored what the committed source run says "
+        "(English scores and training loss, exactly): a training on another machine can "
+        "differ, and the steps from it then start from another model than the committed one. "
+        "*Trainings*: the committed run and each training again (`retrains.json`).",
+        "",
+        "| source model | later steps | trainings | weights they started from | "
+        "scored as committed |",
+        "|---|---:|---:|---|---|",
+    ]
+    for m in models:
+        weights = [
+            sha[:12] + (" (the committed run's)" if sha == m["committed_sha256"] else "")
+            for sha in m["weights_used"]
+        ]
+        if len(weights) > 1:
+            weights[0] = f"**{len(weights)} different:** {weights[0]}"
+        if m["not_recorded"]:
+            weights.append(f"{m['not_recorded']} not recorded")
+        scored = m["scored_as_committed"]
+        as_committed = "all" if scored == m["steps"] else f"**{scored} of {m['steps']}**"
+        lines.append(
+            f"| {m['source']} | {m['steps']} | {m['trainings']} | {'; '.join(weights)} | "
+            f"{as_committed} |"
         )
     lines.append("")
     return lines

@@ -3,7 +3,8 @@
 The plan (:func:`lowres.sweeps.study.plan`) says what the steps are; this module runs those
 without results, up to ``jobs`` at a time, and keeps each finished step's results (never
 weights) under the spec's ``results`` folder with a ``provenance.json`` (the command, the
-lowres commit it ran at, the machine, its times). Nothing here depends on ``outputs/``
+lowres commit it ran at, the machine, its times, the sha256 of the weights it trained and
+of the source model's weights it started from). Nothing here depends on ``outputs/``
 surviving: a fresh clone with only the committed results continues where they end.
 
 A search step is kept trial by trial, as each trial finishes: a study stopped in the middle
@@ -31,13 +32,13 @@ from typing import Any, Protocol
 import yaml
 
 from lowres.errors import LowresError
+from lowres.files import recorded_sha256
 from lowres.overrides import read_all
 from lowres.sweeps.search import PLAN, write_search
-from lowres.sweeps.study import Step, StudySpec, done, plan
+from lowres.sweeps.study import PROVENANCE, RETRAINS, Step, StudySpec, done, plan
 
 # environment.json: the device, resolved precision, threads and library versions of the run
 KEPT = ("metrics.json", "train_log.jsonl", "data_split.json", "data_files.json", "environment.json")
-PROVENANCE = "provenance.json"
 
 
 class Job(Protocol):
@@ -233,7 +234,8 @@ def _finish_search(spec: StudySpec, step: Step) -> dict[str, Any]:
 
 
 def _keep_run(spec: StudySpec, running: Running) -> Path:
-    """Copy a finished run's results (never weights) from work/ into results/."""
+    """Copy a finished run's results (never weights, only their sha256) from work/ into
+    results/."""
     source, target = Path(spec.work) / running.step.name, Path(spec.results) / running.step.name
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -247,16 +249,16 @@ def _keep_run(spec: StudySpec, running: Running) -> Path:
             (target / "predictions" / f"{file.name}.gz").write_bytes(packed)
     if (source / ".hydra" / "overrides.yaml").is_file():
         shutil.copy2(source / ".hydra" / "overrides.yaml", target / "overrides.yaml")
-    _write_provenance(target, running)
+    sha = recorded_sha256(source / "checkpoint")  # the weights stay out; their fingerprint not
+    _write_provenance(target, running, **({"weights_sha256": sha} if sha else {}))
     shutil.copy2(source / "metrics.json", target / "metrics.json")  # last: marks it done
     return target
 
 
-def _write_provenance(
-    folder: Path, running: Running, started: float | None = None, **extra: Any
-) -> None:
+def _provenance(running: Running, started: float | None = None, **extra: Any) -> dict[str, Any]:
+    """What ran, on which code and machine, when: a kept step's provenance.json."""
     finished, started = time.time(), started or running.started
-    record = {
+    return {
         "step": running.step.name,
         "command": ["lowres", *running.argv],
         **running.provenance,
@@ -265,6 +267,12 @@ def _write_provenance(
         "wall_s": round(finished - started, 1),
         **extra,
     }
+
+
+def _write_provenance(
+    folder: Path, running: Running, started: float | None = None, **extra: Any
+) -> None:
+    record = _provenance(running, started, **extra)
     (folder / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
@@ -283,6 +291,28 @@ def _same_run(spec: StudySpec, name: str) -> bool:
     fresh = json.loads((Path(spec.work) / name / "metrics.json").read_text())
     kept = json.loads((Path(spec.results) / name / "metrics.json").read_text())
     return all(fresh.get(key) == kept.get(key) for key in ("per_language", "train_loss"))
+
+
+def _source_model(spec: StudySpec, name: str) -> dict[str, Any]:
+    """The source model a step starts from, as its provenance records it: the sha256 of the
+    weights under work/ and whether that training scored what the committed run says (a
+    model trained again on another machine can differ, and the steps after it use it)."""
+    checkpoint = Path(spec.work) / name / "checkpoint"
+    return {
+        "step": name,
+        "sha256": recorded_sha256(checkpoint),
+        "scores_as_kept": _same_run(spec, name),
+    }
+
+
+def _record_retrain(spec: StudySpec, state: Running, same: bool) -> Path:
+    """Add this training of a kept source model to its results' retrains.json."""
+    path = Path(spec.results) / state.step.name / RETRAINS
+    retrains = json.loads(path.read_text()) if path.is_file() else []
+    sha = recorded_sha256(Path(spec.work) / state.step.name / "checkpoint")
+    retrains.append(_provenance(state, weights_sha256=sha, scores_as_kept=same))
+    path.write_text(json.dumps(retrains, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 # -- the scheduler -------------------------------------------------------------------------
@@ -469,18 +499,28 @@ def _start(
     if first:
         echo(f"study: {step.name}: {first} trial(s) kept; the search goes on from trial {first}")
     echo(f"study: {step.name}: lowres {' '.join(argv)}")
-    return Running(step, launch(argv), argv, time.time(), describe(), keep, first)
+    provenance = describe()
+    if keep and step.needs:  # which weights it starts from: a retrain elsewhere can differ
+        provenance["source_model"] = _source_model(spec, step.needs)
+    return Running(step, launch(argv), argv, time.time(), provenance, keep, first)
 
 
 def _finish(spec: StudySpec, state: Running, commit: Committer | None, echo) -> int:
     """Keep a finished step; 1 if it counts as a finished step of the study."""
     name = state.step.name
     if not state.keep:
-        if not _same_run(spec, name):
+        same = _same_run(spec, name)
+        if not same:
             echo(
                 f"study: warning: {name} retrained here scores differently from its committed "
                 "results (another machine or library version); the steps after it use these "
-                "weights, and their provenance.json names this machine."
+                "weights, and their provenance.json says so and names this machine."
+            )
+        record = _record_retrain(spec, state, same)
+        if commit:
+            commit(
+                [record],
+                f"{spec.name}: {name} trained again ({'same' if same else 'other'} scores)",
             )
         return 0
     if state.step.kind == "search":

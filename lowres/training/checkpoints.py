@@ -17,11 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from lowres.errors import LowresError
-from lowres.files import write_atomic
-
-TRAINABLE_FILE = "trainable.safetensors"
-MANIFEST_FILE = "manifest.json"
-
+from lowres.files import MANIFEST_FILE, TRAINABLE_FILE, recorded_sha256, write_atomic
 
 # The backbone settings that decide which weights a checkpoint's parameters belong to.
 BACKBONE_IDENTITY = ("name", "architecture", "family", "loader", "path")
@@ -84,11 +80,7 @@ def digest_problem(directory: str | Path) -> str | None:
     """How trainable.safetensors differs from the hash its manifest recorded, or None
     (also for checkpoints written before manifests recorded one)."""
     directory = Path(directory)
-    try:
-        recorded = json.loads((directory / MANIFEST_FILE).read_text()).get("sha256", {})
-    except (OSError, ValueError):
-        return None
-    expected = recorded.get(TRAINABLE_FILE) if isinstance(recorded, dict) else None
+    expected = recorded_sha256(directory)
     if not expected:
         return None
     actual = hashlib.sha256((directory / TRAINABLE_FILE).read_bytes()).hexdigest()

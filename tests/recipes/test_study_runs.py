@@ -109,13 +109,26 @@ def test_a_study_runs_resumes_from_its_results_and_reports_without_training(tmp_
     assert gzip.decompress((kept / "sw.json.gz").read_bytes()) == (fresh / "sw.json").read_bytes()
     assert run_study(spec, ran) == 0  # nothing left
 
+    # The retraining is recorded, and on the same machine it gives the committed run's weights
+    # (same sha256, same scores): both later steps started from the model that was committed.
+    results = tmp_path / "results"
+    source = results / "source" / "full" / "seed1"
+    committed = json.loads((source / "provenance.json").read_text())["weights_sha256"]
+    retrains = json.loads((source / "retrains.json").read_text())
+    assert [(r["weights_sha256"], r["scores_as_kept"]) for r in retrains] == [(committed, True)]
+    for later in ("zeroshot/tydiqa/full/seed1", "fewshot/tydiqa/sw/full/seed1/k2/s1"):
+        provenance = json.loads((results / later / "provenance.json").read_text())
+        assert provenance["source_model"] == {
+            "step": "source/full/seed1", "sha256": committed, "scores_as_kept": True
+        }  # fmt: skip
+
     # The report from results alone.
     shutil.rmtree(tmp_path / "work")
     record = study.report(spec)
     text = (tmp_path / "results" / "report" / "report.md").read_text()
     assert "## tydiqa, k = 0" in text and "## tydiqa, k = 2" in text
     assert "| sw (n=2) |" in text and "the interval varies the source seed" in text
-    results = tmp_path / "results"
+    assert f"| source/full/seed1 | 2 | 2 | {committed[:12]} (the committed run's) | all |" in text
     zero = json.loads((results / "zeroshot/tydiqa/full/seed1/metrics.json").read_text())
     few = json.loads((results / "fewshot/tydiqa/sw/full/seed1/k2/s1/metrics.json").read_text())
     cells = {(c["k"], c["language"]): c["per_source_seed"] for c in record["cells"]}

@@ -3,7 +3,9 @@ waits for its source model, a failure, trials kept while a search runs, commits.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,11 +28,18 @@ def folder_of(argv: list[str]) -> Path:
     return Path(key.split("=", 1)[1])
 
 
-class FakeJob:
-    """A step that takes ``polls`` polls; a search writes one trial per poll."""
+def fake_sha(machine: str, folder: Path) -> str:
+    """The sha256 a fake training on ``machine`` records for its weights."""
+    return hashlib.sha256(f"{machine}:{folder}".encode()).hexdigest()
 
-    def __init__(self, argv, log, polls=2, code=0):
+
+class FakeJob:
+    """A step that takes ``polls`` polls; a search writes one trial per poll. A run on
+    another ``machine`` than "a" scores differently and saves other weights."""
+
+    def __init__(self, argv, log, polls=2, code=0, machine="a"):
         self.argv, self.log, self.left, self.code = argv, log, polls, code
+        self.machine = machine
         self.folder = folder_of(argv)
         self.trials = 0
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -46,7 +55,10 @@ class FakeJob:
             return None
         if self.code == 0 and "-m" not in self.argv:
             (self.folder / "checkpoint").mkdir()
-            scores = {"sw": {"f1": 50.0, "exact_match": 40.0, "n": 10}}
+            sha = {"trainable.safetensors": fake_sha(self.machine, self.folder)}
+            (self.folder / "checkpoint" / "manifest.json").write_text(json.dumps({"sha256": sha}))
+            f1 = 50.0 if self.machine == "a" else 50.5
+            scores = {"sw": {"f1": f1, "exact_match": 40.0, "n": 10}}
             (self.folder / "metrics.json").write_text(json.dumps({"per_language": scores}))
         return self.code
 
@@ -69,9 +81,9 @@ class FakeJob:
         self.trials += 1
 
 
-def launcher(log, fail=(), killed=()):
-    """Fake steps; those whose folder names one of ``fail`` exit 1, of ``killed`` are
-    killed (SIGKILL) the first time they run."""
+def launcher(log, fail=(), killed=(), machine="a"):
+    """Fake steps on ``machine``; those whose folder names one of ``fail`` exit 1, of
+    ``killed`` are killed (SIGKILL) the first time they run."""
     kills = set()
 
     def launch(argv):
@@ -81,7 +93,7 @@ def launcher(log, fail=(), killed=()):
         if any(k in name for k in killed) and not any(k in name for k in kills):
             kills.update(k for k in killed if k in name)
             code = -9
-        return FakeJob(argv, log, code=code)
+        return FakeJob(argv, log, code=code, machine=machine)
 
     return launch
 
@@ -140,7 +152,7 @@ def test_a_committed_source_run_without_weights_here_is_trained_again_not_kept(t
     for path in (tmp_path / "results/zeroshot").rglob("*"):
         if path.name == "metrics.json":
             path.unlink()
-    (tmp_path / "work" / "source" / "full" / "seed1" / "checkpoint").rmdir()
+    shutil.rmtree(tmp_path / "work" / "source" / "full" / "seed1" / "checkpoint")
     log, said = [], []
     assert study_runner.run_study(spec, launcher(log), poll_s=0, echo=said.append) == 1
     starts = [Path(entry[1]).relative_to(tmp_path / "work").as_posix() for entry in log
@@ -148,6 +160,74 @@ def test_a_committed_source_run_without_weights_here_is_trained_again_not_kept(t
     assert starts == ["source/full/seed1", "zeroshot/tydiqa/full/seed1"]
     assert any("weights not under" in line for line in said)
     assert source.read_bytes() == before  # the committed results are not replaced
+
+
+def test_later_steps_record_the_weights_they_start_from_and_each_retrain_is_kept(tmp_path):
+    zero_shot = {"zero_shot": ["sw"]}
+    spec = write_spec(
+        tmp_path, methods={"full": {}}, tasks={"tydiqa": zero_shot, "mlqa": zero_shot}
+    )
+    study_runner.run_study(spec, launcher([]), poll_s=0, echo=lambda _: None)
+    results, work = tmp_path / "results", tmp_path / "work"
+    source = results / "source/full/seed1"
+    committed = fake_sha("a", work / "source/full/seed1")
+    assert json.loads((source / "provenance.json").read_text())["weights_sha256"] == committed
+    first = json.loads((results / "zeroshot/tydiqa/full/seed1/provenance.json").read_text())
+    assert first["source_model"] == {
+        "step": "source/full/seed1", "sha256": committed, "scores_as_kept": True
+    }  # fmt: skip
+    assert not (source / "retrains.json").exists()  # trained once, on this machine
+
+    # Machine "b": no weights here, one zero-shot evaluation left. The model is trained
+    # again there, scores differently, and the evaluation after it says so.
+    (results / "zeroshot/mlqa/full/seed1/metrics.json").unlink()
+    shutil.rmtree(work)
+    said, kept = [], []
+    commit = lambda paths, message: kept.append((message, paths))  # noqa: E731
+    study_runner.run_study(
+        spec, launcher([], machine="b"), poll_s=0, echo=said.append, commit=commit
+    )
+    assert any("scores differently" in line for line in said)
+    retrained = fake_sha("b", work / "source/full/seed1")
+    retrains = json.loads((source / "retrains.json").read_text())
+    assert [(r["weights_sha256"], r["scores_as_kept"]) for r in retrains] == [(retrained, False)]
+    assert retrains[0]["command"][:2] == ["lowres", "train"] and retrains[0]["wall_s"] >= 0
+    assert kept[0] == (
+        "fake: source/full/seed1 trained again (other scores)",
+        [source / "retrains.json"],
+    )
+    second = json.loads((results / "zeroshot/mlqa/full/seed1/provenance.json").read_text())
+    assert second["source_model"]["sha256"] == retrained
+    assert second["source_model"]["scores_as_kept"] is False
+
+    # The report says that the two evaluations started from two different models.
+    record = study.report(spec)
+    assert record["source_models"] == [{
+        "source": "source/full/seed1", "steps": 2, "trainings": 2,
+        "committed_sha256": committed, "weights_used": sorted([committed, retrained]),
+        "not_recorded": 0, "scored_as_committed": 1,
+    }]  # fmt: skip
+    text = (results / "report" / "report.md").read_text()
+    assert "## Source models behind the later steps" in text
+    shown = sorted([f"{committed[:12]} (the committed run's)", retrained[:12]])
+    assert (
+        f"| source/full/seed1 | 2 | 2 | **2 different:** {'; '.join(shown)} | **1 of 2** |" in text
+    )
+
+
+def test_stage_two_search_trials_count_among_the_steps_from_a_source_model(tmp_path):
+    space = {"trainer.lr": "tag(log,interval(1e-5,1e-3))"}
+    tasks = {"tydiqa": {"zero_shot": ["sw"], "few_shot": ["sw"]}}
+    spec = write_spec(tmp_path, methods={"full": {"stage2_space": space}}, k=[2], tasks=tasks)
+    assert study_runner.run_study(spec, launcher([]), poll_s=0, echo=lambda _: None) == 5
+    trial = tmp_path / "results/stage2search/full/1/provenance.json"
+    assert json.loads(trial.read_text())["source_model"]["step"] == "source/full/seed1"
+    (model,) = study.report(spec)["source_models"]
+    committed = fake_sha("a", tmp_path / "work/source/full/seed1")
+    # the zero-shot evaluation, the stage-2 search's 2 trials and the few-shot run
+    assert (model["steps"], model["weights_used"], model["scored_as_committed"]) == (
+        4, [committed], 4
+    )  # fmt: skip
 
 
 def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
