@@ -210,30 +210,11 @@ def training_arguments(
 ) -> RunTrainingArguments:
     """The Trainer's arguments; with ``train_windows`` (a run that trains), its step count and
     warm-up fixed here (:func:`planned_steps`) rather than left to the Trainer."""
-    device = trainer.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.device=cuda but no CUDA device is visible; use trainer.device=auto "
-            "(falls back to the CPU) or trainer.device=cpu."
-        )
-    on_gpu = device != "cpu" and torch.cuda.is_available()
+    problem = device_problem(trainer.device, trainer.precision)
+    if problem:
+        raise ConfigError(f"{problem[0]}; {problem[1]}.")
+    on_gpu = runs_on_gpu(trainer.device)
     precision = resolved_precision(trainer.precision, on_gpu)
-    if precision == "fp16" and not on_gpu:
-        raise ConfigError(
-            "trainer.precision=fp16 needs a CUDA device, and this run is on the CPU; use "
-            "trainer.precision=fp32, or bf16 on a CPU with native bf16 (avx512_bf16 or AMX)."
-        )
-    if precision == "bf16" and not on_gpu and not cpu_bf16_flags():
-        raise ConfigError(
-            f"trainer.precision=bf16 on the CPU needs native bf16 matrix instructions, and "
-            f"this CPU ({cpu_name()}) reports neither avx512_bf16 nor amx_bf16 in "
-            "/proc/cpuinfo, so bf16 would be emulated and slower than fp32. Use "
-            "trainer.precision=fp32 here, or run on a GPU."
-        )
-    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
-        raise ConfigError(
-            "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16."
-        )
     if trainer.report_to == "tensorboard" and not (
         importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
     ):
@@ -277,6 +258,42 @@ def training_arguments(
         train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
         length_column_name=LENGTH_COLUMN,
     )
+
+
+def device_problem(device: str, precision: str) -> tuple[str, str] | None:
+    """Why this machine cannot run ``trainer.device`` at ``trainer.precision`` (``auto``
+    resolved as a run would) and what a run should do instead, or None. The one place that
+    decides it: a run's training arguments and a study's check before its first step."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return (
+            "trainer.device=cuda but no CUDA device is visible",
+            "use trainer.device=auto (falls back to the CPU) or trainer.device=cpu",
+        )
+    on_gpu = runs_on_gpu(device)
+    precision = resolved_precision(precision, on_gpu)
+    if precision == "fp16" and not on_gpu:
+        return (
+            "trainer.precision=fp16 needs a CUDA device, and this run is on the CPU",
+            "use trainer.precision=fp32, or bf16 on a CPU with native bf16 (avx512_bf16 or AMX)",
+        )
+    if precision == "bf16" and not on_gpu and not cpu_bf16_flags():
+        return (
+            f"trainer.precision=bf16 on the CPU needs native bf16 matrix instructions, and "
+            f"this CPU ({cpu_name()}) reports neither avx512_bf16 nor amx_bf16 in "
+            "/proc/cpuinfo, so bf16 would be emulated and slower than fp32",
+            "use trainer.precision=fp32 here, or run on a GPU",
+        )
+    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        return (
+            "trainer.precision=bf16 but this GPU has no bf16 support",
+            "use trainer.precision=fp16",
+        )
+    return None
+
+
+def runs_on_gpu(device: str) -> bool:
+    """Whether a run with ``trainer.device`` trains on the GPU (auto: where one is visible)."""
+    return device != "cpu" and torch.cuda.is_available()
 
 
 def resolved_precision(precision: str, on_gpu: bool) -> str:

@@ -326,7 +326,8 @@ def _convert(argv: list[str]) -> None:
 
 
 def _study(argv: list[str]) -> None:
-    from lowres.sweeps import study, study_runner  # no torch: steps run as their own processes
+    # torch only for the machine check of run and status: steps run as their own processes
+    from lowres.sweeps import study, study_runner
 
     parser = argparse.ArgumentParser(
         prog="lowres study",
@@ -354,6 +355,9 @@ def _study(argv: list[str]) -> None:
     if args.action == "run":
         if args.jobs < 1:
             raise LowresError(f"lowres study run --jobs {args.jobs}: give 1 or more.")
+        problem = study_runner.machine_problem(spec)
+        if problem:
+            raise LowresError(f"{problem} No step was started.")
         ran = study_runner.run_study(
             spec,
             study_runner.process_launcher(args.jobs),
@@ -382,6 +386,9 @@ def _study(argv: list[str]) -> None:
             )
         )
         print(f"lowres study: {study_runner.next_words(spec)}")
+        problem = study_runner.machine_problem(spec)
+        if problem:
+            print(f"lowres study: {problem}")
     else:
         study.report(spec, scorer=None if args.no_questions else _question_scorer(spec))
         print(f"lowres study: report in {Path(spec.results) / 'report'}")

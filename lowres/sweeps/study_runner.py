@@ -315,6 +315,33 @@ def _record_retrain(spec: StudySpec, state: Running, same: bool) -> Path:
     return path
 
 
+def machine_problem(spec: StudySpec) -> str | None:
+    """Why this machine cannot run the study's steps, or None: the device and precision its
+    common overrides pin, checked as each step's run would check them, before any starts
+    (a spec that pins neither leaves them to each run)."""
+    pinned = {
+        s.key: s.value_text
+        for s in read_all(spec.common)
+        if s.key in ("trainer.device", "trainer.precision")
+    }
+    if not pinned:
+        return None
+    from lowres.recipes.preflight import machine_problem as problem_here  # imports torch
+
+    problem = problem_here(
+        pinned.get("trainer.device", "auto"), pinned.get("trainer.precision", "auto")
+    )
+    if problem is None:
+        return None
+    settings = " and ".join(f"{key}={value}" for key, value in sorted(pinned.items()))
+    return (
+        f"The study {spec.name} pins {settings} in its common overrides, and this machine "
+        f"cannot run its steps: {problem[0]}. Changing a pinned setting after a study's "
+        "first step changes its protocol, so continue it on a machine that can run it (its "
+        "committed results stay as they are); before its first step, change the spec instead."
+    )
+
+
 # -- the scheduler -------------------------------------------------------------------------
 
 

@@ -153,6 +153,38 @@ def test_study_status_and_a_bad_spec_through_the_cli(tmp_path, capsys):
     assert "primary comparison ['full', 'lora', 0, 'tydiqa'] names lora" in capsys.readouterr().err
 
 
+def test_a_study_pinning_what_this_machine_cannot_run_starts_no_step(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from lowres import builders
+
+    path = tiny_spec(tmp_path)
+    pinned = yaml.safe_load(path.read_text())
+    pinned["common"].append("trainer.precision=bf16")
+    path.write_text(yaml.safe_dump(pinned))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())  # a CPU without native bf16
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres("study", "run", str(path))
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "The study tiny pins trainer.precision=bf16 in its common overrides" in err
+    assert "neither avx512_bf16 nor amx_bf16" in err and "No step was started." in err
+    assert not (tmp_path / "work").exists()  # not even the study's lock
+    run_lowres("study", "status", str(path))
+    assert "this machine cannot run its steps" in capsys.readouterr().out
+    # the same spec on a CPU with native bf16: nothing to say
+    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    run_lowres("study", "status", str(path))
+    assert "cannot run" not in capsys.readouterr().out
+    # a pinned device is checked too
+    pinned["common"][-1] = "trainer.device=cuda"
+    path.write_text(yaml.safe_dump(pinned))
+    with pytest.raises(SystemExit):
+        run_lowres("study", "run", str(path))
+    assert "pins trainer.device=cuda" in capsys.readouterr().err
+
+
 def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
     spec = study.load_spec(tiny_spec(tmp_path, trials=3))
     ran: list[str] = []

@@ -230,6 +230,13 @@ def test_stage_two_search_trials_count_among_the_steps_from_a_source_model(tmp_p
     )  # fmt: skip
 
 
+def test_a_spec_that_pins_no_device_or_precision_is_not_checked_against_the_machine(tmp_path):
+    spec = write_spec(tmp_path, common=["trainer.progress=false"])
+    assert study_runner.machine_problem(spec) is None
+    spec = write_spec(tmp_path, common=["trainer.precision=fp32", "trainer.device=cpu"])
+    assert study_runner.machine_problem(spec) is None  # every CPU runs fp32
+
+
 def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
