@@ -326,7 +326,7 @@ def _convert(argv: list[str]) -> None:
 
 
 def _study(argv: list[str]) -> None:
-    # torch only for the machine check of run and status: steps run as their own processes
+    # torch only for the machine check of a spec that pins its device or precision
     from lowres.sweeps import study, study_runner
 
     parser = argparse.ArgumentParser(

@@ -15,7 +15,7 @@ import datasets
 import transformers
 
 from lowres.backbones import resolve_local, reuse_backbones
-from lowres.builders import build_run_task, device_problem
+from lowres.builders import build_run_task
 from lowres.errors import ConfigError
 from lowres.schema import validate
 
@@ -33,12 +33,6 @@ def start_up(cfg: Any) -> None:
     resolve_local(cfg.backbone)
     validate(cfg)
     quiet_libraries()
-
-
-def machine_problem(device: str, precision: str) -> tuple[str, str] | None:
-    """Why this machine cannot run ``device`` at ``precision``, and a run's fix, or None
-    (:func:`lowres.builders.device_problem`, for a study to ask before its first step)."""
-    return device_problem(device, precision)
 
 
 def check_pools(cfg: Any, k_values: Sequence[int], languages: Sequence[str]) -> None:

@@ -326,9 +326,9 @@ def machine_problem(spec: StudySpec) -> str | None:
     }
     if not pinned:
         return None
-    from lowres.recipes.preflight import machine_problem as problem_here  # imports torch
+    from lowres.environment import device_problem  # imports torch: only for a pinned spec
 
-    problem = problem_here(
+    problem = device_problem(
         pinned.get("trainer.device", "auto"), pinned.get("trainer.precision", "auto")
     )
     if problem is None:

@@ -156,14 +156,14 @@ def test_study_status_and_a_bad_spec_through_the_cli(tmp_path, capsys):
 def test_a_study_pinning_what_this_machine_cannot_run_starts_no_step(tmp_path, capsys, monkeypatch):
     import torch
 
-    from lowres import builders
+    from lowres import environment
 
     path = tiny_spec(tmp_path)
     pinned = yaml.safe_load(path.read_text())
     pinned["common"].append("trainer.precision=bf16")
     path.write_text(yaml.safe_dump(pinned))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())  # a CPU without native bf16
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ())  # a CPU without native bf16
     with pytest.raises(SystemExit) as exit_info:
         run_lowres("study", "run", str(path))
     assert exit_info.value.code == 2
@@ -174,7 +174,7 @@ def test_a_study_pinning_what_this_machine_cannot_run_starts_no_step(tmp_path, c
     run_lowres("study", "status", str(path))
     assert "this machine cannot run its steps" in capsys.readouterr().out
     # the same spec on a CPU with native bf16: nothing to say
-    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ("amx_bf16",))
     run_lowres("study", "status", str(path))
     assert "cannot run" not in capsys.readouterr().out
     # a pinned device is checked too

@@ -199,14 +199,15 @@ def test_bf16_on_the_cpu_needs_native_bf16(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     from lowres import builders as train
+    from lowres import environment
     from lowres.errors import ConfigError
     from lowres.schema import TrainerConfig
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"precision": "bf16"})
-    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ())
     with pytest.raises(ConfigError, match=r"trainer.precision=bf16.*avx512_bf16 nor amx_bf16"):
         train.training_arguments(cfg, tmp_path, task_kind="classification", learning_rate=1e-3)
-    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     args = train.training_arguments(cfg, tmp_path, task_kind="classification", learning_rate=1e-3)
     assert args.bf16 and args.use_cpu
 
@@ -218,7 +219,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch)
         pytest.skip("this machine has a GPU; auto would follow the GPU")
     from omegaconf import OmegaConf
 
-    from lowres import builders
+    from lowres import builders, environment
     from lowres.schema import TrainerConfig
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"precision": "auto"})
@@ -228,9 +229,9 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch)
             cfg, tmp_path, task_kind="classification", learning_rate=1e-3
         )
 
-    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ("amx_bf16",))
     assert args().bf16 and not args().fp16 and args().precision == "bf16"
-    monkeypatch.setattr(builders, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ())
     # fp32, and no error where bf16 is missing
     assert not args().bf16 and not args().fp16 and args().precision == "fp32"
 
