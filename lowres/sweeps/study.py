@@ -70,6 +70,9 @@ class SourceSpec:
     dev_articles: int = 5  # data.source_dev_articles: the search's objective
     dev_examples: int = 0  # data.source_dev_examples
     overrides: list[str] = field(default_factory=list)  # e.g. trainer.epochs=1
+    # the source searches' trials alone, in place of the same keys above (a spec records
+    # here a setting its finished searches ran with and the later steps do not)
+    search_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -189,7 +192,8 @@ def _method_steps(spec: StudySpec, method: str, m: MethodSpec) -> list[Step]:
         *spec.source.overrides,
         *m.overrides,
     ]
-    steps = [_search_step(spec, f"search/{method}", _unfixed(run, m.space), _sweeps(m.space))]
+    searched = _replaced(run, spec.source.search_overrides)
+    steps = [_search_step(spec, f"search/{method}", _unfixed(searched, m.space), _sweeps(m.space))]
     chosen = _chosen(results, method)
     if chosen is None:
         return steps
@@ -222,6 +226,17 @@ def _source_task(spec: StudySpec) -> list[str]:
     return [
         f"+task={spec.source.task}",
         f"data.eval_languages=[{','.join(spec.source.languages)}]",
+    ]
+
+
+def _replaced(overrides: list[str], changes: list[str]) -> list[str]:
+    """``overrides`` with each of ``changes`` in place of the one that sets the same key
+    (where that key was set), the others after them."""
+    by_key = {key_of(change): change for change in changes}
+    set_before = {key_of(o) for o in overrides}
+    return [
+        *(by_key.get(key_of(o), o) for o in overrides),
+        *(change for key, change in by_key.items() if key not in set_before),
     ]
 
 

@@ -316,30 +316,40 @@ def _record_retrain(spec: StudySpec, state: Running, same: bool) -> Path:
 
 
 def machine_problem(spec: StudySpec) -> str | None:
-    """Why this machine cannot run the study's steps, or None: the device and precision its
-    common overrides pin, checked as each step's run would check them, before any starts
-    (a spec that pins neither leaves them to each run)."""
-    pinned = {
-        s.key: s.value_text
-        for s in read_all(spec.common)
-        if s.key in ("trainer.device", "trainer.precision")
-    }
-    if not pinned:
+    """Why this machine cannot run the study's steps still to run, or None: the device and
+    precision their commands pin, checked as each step's run would check them, before any
+    starts (finished steps are not looked at: a spec can record that its searches ran at a
+    setting the later steps do not use; steps that pin neither leave them to each run)."""
+    wanted: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for step in plan(spec):
+        pinned = {
+            s.key: s.value_text
+            for s in read_all(step.argv)
+            if s.key in ("trainer.device", "trainer.precision")
+        }
+        if pinned and not done(spec, step):
+            wanted.setdefault(tuple(sorted(pinned.items())), []).append(step.name)
+    if not wanted:
         return None
     from lowres.environment import device_problem  # imports torch: only for a pinned spec
 
-    problem = device_problem(
-        pinned.get("trainer.device", "auto"), pinned.get("trainer.precision", "auto")
-    )
-    if problem is None:
-        return None
-    settings = " and ".join(f"{key}={value}" for key, value in sorted(pinned.items()))
-    return (
-        f"The study {spec.name} pins {settings} in its common overrides, and this machine "
-        f"cannot run its steps: {problem[0]}. Changing a pinned setting after a study's "
-        "first step changes its protocol, so continue it on a machine that can run it (its "
-        "committed results stay as they are); before its first step, change the spec instead."
-    )
+    for pinned, names in wanted.items():
+        settings = dict(pinned)
+        problem = device_problem(
+            settings.get("trainer.device", "auto"), settings.get("trainer.precision", "auto")
+        )
+        if problem is None:
+            continue
+        settings = " and ".join(f"{key}={value}" for key, value in pinned)
+        return (
+            f"The study {spec.name} pins {settings} for {len(names)} of its steps still to run "
+            f"(the first: {names[0]}), and this machine cannot run them: {problem[0]}. "
+            "Changing a pinned setting after a study's first step changes its protocol, so "
+            "continue it on a machine that can run it (its committed results stay as they "
+            "are), or amend the spec and say so where its protocol is written; before its "
+            "first step, change the spec instead."
+        )
+    return None
 
 
 # -- the scheduler -------------------------------------------------------------------------

@@ -168,11 +168,12 @@ def test_a_study_pinning_what_this_machine_cannot_run_starts_no_step(tmp_path, c
         run_lowres("study", "run", str(path))
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "The study tiny pins trainer.precision=bf16 in its common overrides" in err
+    pinned_words = "pins trainer.precision=bf16 for 1 of its steps still to run"
+    assert f"The study tiny {pinned_words} (the first: search/full)" in err
     assert "neither avx512_bf16 nor amx_bf16" in err and "No step was started." in err
     assert not (tmp_path / "work").exists()  # not even the study's lock
     run_lowres("study", "status", str(path))
-    assert "this machine cannot run its steps" in capsys.readouterr().out
+    assert "this machine cannot run them" in capsys.readouterr().out
     # the same spec on a CPU with native bf16: nothing to say
     monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ("amx_bf16",))
     run_lowres("study", "status", str(path))

@@ -237,6 +237,27 @@ def test_a_spec_that_pins_no_device_or_precision_is_not_checked_against_the_mach
     assert study_runner.machine_problem(spec) is None  # every CPU runs fp32
 
 
+def test_only_the_steps_still_to_run_are_checked_against_the_machine(tmp_path, monkeypatch):
+    from lowres import environment
+
+    monkeypatch.setattr(environment, "cpu_bf16_flags", lambda: ())  # a CPU without native bf16
+    monkeypatch.setattr(environment, "runs_on_gpu", lambda device: False)
+    spec = write_spec(
+        tmp_path,
+        common=["trainer.precision=fp32"],
+        source={"search_overrides": ["trainer.precision=bf16"]},
+    )
+    problem = study_runner.machine_problem(spec)  # the searches, in bf16, are still to run
+    assert "pins trainer.precision=bf16 for 2 of its steps still to run" in problem
+    assert "(the first: search/full)" in problem and "neither avx512_bf16 nor amx_bf16" in problem
+    for method in ("full", "lora"):  # both searches finished (on a machine with bf16)
+        chosen = tmp_path / "results" / "search" / method
+        chosen.mkdir(parents=True)
+        best = {"params": {"trainer.lr": 1e-3}, "value": 50.0, "number": 0}
+        (chosen / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    assert study_runner.machine_problem(spec) is None  # what is left runs in fp32
+
+
 def test_the_git_committer_commits_only_the_kept_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
