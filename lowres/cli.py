@@ -355,7 +355,7 @@ def _study(argv: list[str]) -> None:
     if args.action == "run":
         if args.jobs < 1:
             raise LowresError(f"lowres study run --jobs {args.jobs}: give 1 or more.")
-        problem = study_runner.machine_problem(spec)
+        problem = study.stale_problem(spec) or study_runner.machine_problem(spec)
         if problem:
             raise LowresError(f"{problem} No step was started.")
         ran = study_runner.run_study(
@@ -386,9 +386,9 @@ def _study(argv: list[str]) -> None:
             )
         )
         print(f"lowres study: {study_runner.next_words(spec)}")
-        problem = study_runner.machine_problem(spec)
-        if problem:
-            print(f"lowres study: {problem}")
+        for problem in (study.stale_problem(spec), study_runner.machine_problem(spec)):
+            if problem:
+                print(f"lowres study: {problem}")
     else:
         study.report(spec, scorer=None if args.no_questions else _question_scorer(spec))
         print(f"lowres study: report in {Path(spec.results) / 'report'}")

@@ -330,6 +330,54 @@ def done(spec: StudySpec, step: Step) -> bool:
     return (Path(spec.results) / step.name / kept).is_file()
 
 
+def stale(spec: StudySpec, steps: list[Step] | None = None) -> list[dict[str, Any]]:
+    """Kept steps whose recorded command is not the one the spec plans now (the spec changed
+    after they ran), each with the overrides only it ran and those only the plan has, and
+    kept steps that started from a source model which is stale or no longer kept (``from``).
+    A search is not compared: its parts' commands carry their own sampler seeds and storage."""
+    steps = plan(spec) if steps is None else steps
+    kept = {s.name for s in steps if done(spec, s)}
+    found: list[dict[str, Any]] = []
+    for step in steps:
+        record = Path(spec.results) / step.name / PROVENANCE
+        if step.kind == "search" or step.name not in kept or not record.is_file():
+            continue
+        ran = json.loads(record.read_text(encoding="utf-8"))["command"][1:]  # after "lowres"
+        outdated = step.needs and (
+            step.needs not in kept or any(f["step"] == step.needs for f in found)
+        )
+        if ran != step.argv or outdated:
+            found.append({
+                "step": step.name,
+                "ran": [a for a in ran if a not in step.argv],
+                "planned": [a for a in step.argv if a not in ran],
+                "from": step.needs if outdated else "",
+            })  # fmt: skip
+    return found
+
+
+def stale_problem(spec: StudySpec) -> str | None:
+    """Why the study cannot go on as its spec stands (kept steps ran another command), or
+    None: going on would put two protocols in one table."""
+    found = stale(spec)
+    if not found:
+        return None
+    first = found[0]
+    if first["from"]:
+        why = f"started from {first['from']}, whose kept run is gone or stale"
+    else:
+        ran = " ".join(first["ran"]) or "the same overrides in another order"
+        planned = " ".join(first["planned"]) or "the same overrides in another order"
+        why = f"ran with {ran} where the spec now plans {planned}"
+    return (
+        f"{len(found)} kept step(s) of the study {spec.name} ran a command its spec no longer "
+        f"plans, or started from a model that did; the first, {first['step']}, {why}. Going on "
+        "would mix two protocols in one table. Restore the spec, or move the kept results "
+        f"of those steps under {Path(spec.results) / 'superseded'}/ (git mv keeps them) and "
+        "say why where the protocol is written; the study then runs them again."
+    )
+
+
 def status(spec: StudySpec) -> dict[str, Any]:
     steps = plan(spec)
     results = Path(spec.results)
@@ -542,6 +590,7 @@ def report(
     comparisons = _primary(spec, averages, by_question, resamples)
     samples = _samples(spec)
     models = _source_models(spec)
+    superseded = _superseded(spec)
     lines = [
         *_preamble(spec, scorer is not None, resamples),
         *_table_lines(spec, table, questions, averages, intervals),
@@ -550,6 +599,7 @@ def report(
         *_sample_lines(samples),
         *_search_lines(spec),
         *_source_model_lines(models),
+        *_superseded_lines(superseded),
     ]
     out = out or Path(spec.results) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -568,6 +618,7 @@ def report(
         "primary": comparisons,
         "samples": samples,
         "source_models": models,
+        "superseded": superseded,
         "intervals_vary": "source seeds (stage-2 seeds averaged within each)",
         "questions_interval_varies": (
             f"test questions: a bootstrap of {resamples} resamples (seed 0) of each question's "
@@ -955,6 +1006,81 @@ def _source_model_lines(models: list[dict[str, Any]]) -> list[str]:
             f"{as_committed} |"
         )
     lines.append("")
+    return lines
+
+
+def _score_of(metrics: dict[str, Any]) -> tuple[str, float] | None:
+    """What a kept run scored that a run of the same step elsewhere can be set beside:
+    source dev (a source run's tuning split), else its languages' mean F1."""
+    if metrics.get("source_dev"):
+        return "source dev F1", metrics["source_dev"]["f1"]
+    languages = metrics.get("per_language") or {}
+    if not languages:
+        return None
+    return "mean F1", statistics.fmean(v["f1"] for v in languages.values())
+
+
+def _superseded(spec: StudySpec) -> list[dict[str, Any]]:
+    """Per label of results/superseded/<label>/ (runs kept under an earlier form of the
+    spec, moved aside when it changed): each run beside the run of the same step that
+    replaced it, and the paired difference over those that both have."""
+    root = Path(spec.results) / "superseded"
+    groups = []
+    for label in sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rows = []
+        for metrics in sorted((root / label).rglob("metrics.json")):
+            name = metrics.parent.relative_to(root / label).as_posix()
+            before = _score_of(_metrics(metrics.parent))
+            current = Path(spec.results) / name
+            now = _score_of(_metrics(current)) if (current / "metrics.json").is_file() else None
+            if before is not None:
+                rows.append({"step": name, "score": before[0], "superseded": before[1],
+                             "now": now[1] if now and now[0] == before[0] else None})  # fmt: skip
+        pairs = [r for r in rows if r["now"] is not None]
+        difference = paired(
+            {i: r["now"] for i, r in enumerate(pairs)},
+            {i: r["superseded"] for i, r in enumerate(pairs)},
+        )
+        groups.append({"label": label, "runs": rows, "now_minus_superseded": difference})
+    return groups
+
+
+def _superseded_lines(groups: list[dict[str, Any]]) -> list[str]:
+    if not groups:
+        return []
+    lines = [
+        "## Superseded runs beside the runs that replaced them (exploratory)",
+        "",
+        "Runs kept under an earlier form of the spec, moved to `superseded/<label>/` when the "
+        "spec changed (the study page says why); no table or test above reads them. Each is "
+        "set beside the run of the same step under the spec as it is now: same configuration "
+        "and seed, so the difference is what the change did to that run.",
+        "",
+    ]
+    for group in groups:
+        lines += [
+            f"### {group['label']}",
+            "",
+            "| step | scored on | superseded | now | now − superseded |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in group["runs"]:
+            now = "not run yet" if r["now"] is None else f"{r['now']:.1f}"
+            change = "" if r["now"] is None else f"{r['now'] - r['superseded']:+.1f}"
+            lines.append(
+                f"| {r['step']} | {r['score']} | {r['superseded']:.1f} | {now} | {change} |"
+            )
+        d = group["now_minus_superseded"]
+        if d and d["n"] > 1:
+            lines.append(
+                f"\nMean of now − superseded over the {d['n']} runs both have: "
+                f"{d['mean_difference']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}] "
+                "(95 % t-interval over those runs, each a method and seed; not corrected for "
+                "multiple comparisons: exploratory)."
+            )
+        elif d:
+            lines.append(f"\nOne run has both so far: {d['mean_difference']:+.2f}.")
+        lines.append("")
     return lines
 
 

@@ -186,6 +186,32 @@ def test_a_study_pinning_what_this_machine_cannot_run_starts_no_step(tmp_path, c
     assert "pins trainer.device=cuda" in capsys.readouterr().err
 
 
+def test_a_study_whose_spec_changed_after_a_kept_step_starts_no_step(tmp_path, capsys):
+    path = tiny_spec(tmp_path)
+    spec = study.load_spec(path)
+    chosen = tmp_path / "results" / "search" / "full"
+    chosen.mkdir(parents=True)
+    best = {"params": {"trainer.lr": 1e-3}, "value": 50.0, "number": 0}
+    (chosen / "search.json").write_text(json.dumps({"best": best, "trials": []}))
+    source = {s.name: s for s in study.plan(spec)}["source/full/seed1"]
+    kept = tmp_path / "results" / "source" / "full" / "seed1"
+    kept.mkdir(parents=True)
+    ran = [a.replace("trainer.lr=0.001", "trainer.lr=0.002") for a in source.argv]
+    (kept / "provenance.json").write_text(json.dumps({"command": ["lowres", *ran]}))
+    (kept / "metrics.json").write_text(json.dumps({"per_language": {}}))
+    with pytest.raises(SystemExit) as exit_info:
+        run_lowres("study", "run", str(path))
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "source/full/seed1, ran with trainer.lr=0.002 where the spec now plans trainer.lr=0.001"
+        in err
+    )
+    assert "No step was started." in err and not (tmp_path / "work").exists()
+    run_lowres("study", "status", str(path))
+    assert "1 kept step(s) of the study tiny ran a command" in capsys.readouterr().out
+
+
 def test_a_search_stopped_between_trials_goes_on_from_its_kept_trials(tmp_path):
     spec = study.load_spec(tiny_spec(tmp_path, trials=3))
     ran: list[str] = []

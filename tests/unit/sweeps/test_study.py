@@ -272,3 +272,32 @@ def test_the_report_lists_a_running_search_by_its_kept_trials_without_a_choice(t
     assert "| full | source |" not in text.split("## Searches")[1]  # no trial kept: not listed
     row = "| full | stage 2 | 8 | trial 0: trainer.lr=2e-05, trainer.min_steps=60 | 61.00 |"
     assert row in text
+
+
+def test_the_report_sets_superseded_runs_beside_the_runs_that_replaced_them(tmp_path):
+    spec = write_spec(tmp_path)
+    results = tmp_path / "results"
+
+    def source_run(folder, f1):
+        folder.mkdir(parents=True)
+        dev = {"language": "en", "f1": f1, "exact_match": 0.0, "n": 500}
+        (folder / "metrics.json").write_text(json.dumps({"source_dev": dev, "per_language": {}}))
+
+    for seed, f1 in ((1, 66.0), (2, 64.0), (3, 70.0)):
+        source_run(results / f"superseded/bf16/source/full/seed{seed}", f1)
+    for seed, f1 in ((1, 67.0), (2, 66.0)):  # seed 3 not run again yet
+        source_run(results / f"source/full/seed{seed}", f1)
+    (group,) = study.report(spec)["superseded"]
+    assert group["label"] == "bf16"
+    assert [(r["step"], r["superseded"], r["now"]) for r in group["runs"]] == [
+        ("source/full/seed1", 66.0, 67.0), ("source/full/seed2", 64.0, 66.0),
+        ("source/full/seed3", 70.0, None),
+    ]  # fmt: skip
+    difference = group["now_minus_superseded"]
+    assert difference["n"] == 2 and difference["mean_difference"] == pytest.approx(1.5)
+    assert difference["ci95_low"] == pytest.approx(1.5 - 12.706 * 0.5, abs=1e-3)
+    text = (results / "report" / "report.md").read_text()
+    assert "## Superseded runs beside the runs that replaced them (exploratory)" in text
+    assert "| source/full/seed2 | source dev F1 | 64.0 | 66.0 | +2.0 |" in text
+    assert "| source/full/seed3 | source dev F1 | 70.0 | not run yet |  |" in text
+    assert "over the 2 runs both have: +1.50 [-4.85, +7.85]" in text

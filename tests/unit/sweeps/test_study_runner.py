@@ -237,6 +237,40 @@ def test_a_spec_that_pins_no_device_or_precision_is_not_checked_against_the_mach
     assert study_runner.machine_problem(spec) is None  # every CPU runs fp32
 
 
+def test_steps_kept_under_another_command_than_the_plan_are_stale_until_moved(tmp_path):
+    import dataclasses
+    import shutil
+
+    spec = write_spec(tmp_path, common=["trainer.precision=bf16"])
+    assert study_runner.run_study(spec, launcher([]), poll_s=0, echo=lambda _: None) == 6
+    assert study.stale(spec) == [] and study.stale_problem(spec) is None
+    # the spec amended after its runs: the source runs and their evaluations' commands differ
+    amended = dataclasses.replace(spec, common=["trainer.precision=fp32"])
+    found = {f["step"]: f for f in study.stale(amended)}
+    assert list(found) == [  # with the evaluations that started from their models
+        "source/full/seed1", "zeroshot/tydiqa/full/seed1",
+        "source/lora/seed1", "zeroshot/tydiqa/lora/seed1",
+    ]  # fmt: skip
+    assert found["source/full/seed1"]["ran"] == ["trainer.precision=bf16"]
+    assert found["source/full/seed1"]["planned"] == ["trainer.precision=fp32"]
+    assert found["zeroshot/tydiqa/full/seed1"]["from"] == "source/full/seed1"
+    problem = study.stale_problem(amended)
+    assert problem.startswith("4 kept step(s) of the study fake ran a command its spec no")
+    assert "source/full/seed1, ran with trainer.precision=bf16 where the spec now plans" in problem
+    assert f"under {tmp_path / 'results' / 'superseded'}/" in problem
+    # only the source runs moved aside: their evaluations are stale on their own
+    results = tmp_path / "results"
+    for method in ("full", "lora"):
+        shutil.move(results / f"source/{method}/seed1", results / f"superseded/bf16/{method}")
+    problem = study.stale_problem(amended)
+    assert "the first, zeroshot/tydiqa/full/seed1, started from source/full/seed1" in problem
+    for method in ("full", "lora"):
+        old = results / f"zeroshot/tydiqa/{method}/seed1"
+        shutil.move(old, results / f"superseded/bf16/zeroshot-{method}")
+    assert study.stale(amended) == [] and study.stale_problem(amended) is None
+    assert study_runner.next_words(amended) == "the next step is source/full/seed1"
+
+
 def test_only_the_steps_still_to_run_are_checked_against_the_machine(tmp_path, monkeypatch):
     from lowres import environment
 
