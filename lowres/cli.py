@@ -355,7 +355,8 @@ def _study(argv: list[str]) -> None:
     if args.action == "run":
         if args.jobs < 1:
             raise LowresError(f"lowres study run --jobs {args.jobs}: give 1 or more.")
-        problem = study.stale_problem(spec) or study_runner.machine_problem(spec)
+        steps = study.plan(spec)  # one look at results/ for both checks
+        problem = study.stale_problem(spec, steps) or study_runner.machine_problem(spec, steps)
         if problem:
             raise LowresError(f"{problem} No step was started.")
         ran = study_runner.run_study(
@@ -386,7 +387,11 @@ def _study(argv: list[str]) -> None:
             )
         )
         print(f"lowres study: {study_runner.next_words(spec)}")
-        for problem in (study.stale_problem(spec), study_runner.machine_problem(spec)):
+        steps = study.plan(spec)
+        for problem in (
+            study.stale_problem(spec, steps),
+            study_runner.machine_problem(spec, steps),
+        ):
             if problem:
                 print(f"lowres study: {problem}")
     else:

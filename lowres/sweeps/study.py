@@ -338,15 +338,15 @@ def stale(spec: StudySpec, steps: list[Step] | None = None) -> list[dict[str, An
     steps = plan(spec) if steps is None else steps
     kept = {s.name for s in steps if done(spec, s)}
     found: list[dict[str, Any]] = []
+    stale_names: set[str] = set()
     for step in steps:
         record = Path(spec.results) / step.name / PROVENANCE
         if step.kind == "search" or step.name not in kept or not record.is_file():
             continue
         ran = json.loads(record.read_text(encoding="utf-8"))["command"][1:]  # after "lowres"
-        outdated = step.needs and (
-            step.needs not in kept or any(f["step"] == step.needs for f in found)
-        )
+        outdated = step.needs and (step.needs not in kept or step.needs in stale_names)
         if ran != step.argv or outdated:
+            stale_names.add(step.name)
             found.append({
                 "step": step.name,
                 "ran": [a for a in ran if a not in step.argv],
@@ -356,10 +356,10 @@ def stale(spec: StudySpec, steps: list[Step] | None = None) -> list[dict[str, An
     return found
 
 
-def stale_problem(spec: StudySpec) -> str | None:
+def stale_problem(spec: StudySpec, steps: list[Step] | None = None) -> str | None:
     """Why the study cannot go on as its spec stands (kept steps ran another command), or
     None: going on would put two protocols in one table."""
-    found = stale(spec)
+    found = stale(spec, steps)
     if not found:
         return None
     first = found[0]

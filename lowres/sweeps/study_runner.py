@@ -315,28 +315,30 @@ def _record_retrain(spec: StudySpec, state: Running, same: bool) -> Path:
     return path
 
 
-def machine_problem(spec: StudySpec) -> str | None:
+def machine_problem(spec: StudySpec, steps: list[Step] | None = None) -> str | None:
     """Why this machine cannot run the study's steps still to run, or None: the device and
     precision their commands pin, checked as each step's run would check them, before any
     starts (finished steps are not looked at: a spec can record that its searches ran at a
     setting the later steps do not use; steps that pin neither leave them to each run)."""
     wanted: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for step in plan(spec):
+    for step in plan(spec) if steps is None else steps:
+        if done(spec, step):
+            continue
         pinned = {
             s.key: s.value_text
             for s in read_all(step.argv)
             if s.key in ("trainer.device", "trainer.precision")
         }
-        if pinned and not done(spec, step):
+        if pinned:
             wanted.setdefault(tuple(sorted(pinned.items())), []).append(step.name)
     if not wanted:
         return None
     from lowres.environment import device_problem  # imports torch: only for a pinned spec
 
     for pinned, names in wanted.items():
-        settings = dict(pinned)
+        by_key = dict(pinned)
         problem = device_problem(
-            settings.get("trainer.device", "auto"), settings.get("trainer.precision", "auto")
+            by_key.get("trainer.device", "auto"), by_key.get("trainer.precision", "auto")
         )
         if problem is None:
             continue

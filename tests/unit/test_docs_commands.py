@@ -243,7 +243,7 @@ def check_command(command: Command, places: dict[str, Path]) -> None:
             state = {"steps": [], "waiting_for_search": [], "done": 0, "planned": 0}
             patch.setattr(study_runner, "run_study", lambda *a, **k: calls.append(a) or 0)
             # whether this machine could run the spec's pinned precision is not the docs' test
-            patch.setattr(study_runner, "machine_problem", lambda spec: None)
+            patch.setattr(study_runner, "machine_problem", lambda spec, steps=None: None)
             patch.setattr(study, "status", lambda *a: calls.append(a) or state)
             patch.setattr(study, "report", lambda *a, **k: calls.append(a))
         elif verb == "score":
